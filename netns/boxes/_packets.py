@@ -1,0 +1,106 @@
+"""Reading queued packets and building the forged ones (scapy layers only)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from scapy.layers.inet import IP, TCP
+
+from ._common import BOX_TTL
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The fields of a queued TCP segment the boxes decide on."""
+
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: str
+    window: int
+    ttl: int
+    ip_id: int
+    df: bool
+    payload: bytes
+
+    @property
+    def end_seq(self) -> int:
+        """Sequence number just after this segment's data (SYN/FIN count too)."""
+        return (self.seq + len(self.payload) + ("S" in self.flags) + ("F" in self.flags)) % 2**32
+
+    @property
+    def flow(self) -> tuple[str, int, str, int]:
+        """(client, client port, server, server port), the same for both directions
+        as long as the caller says which side is the client."""
+        return (self.src, self.sport, self.dst, self.dport)
+
+    @property
+    def reverse_flow(self) -> tuple[str, int, str, int]:
+        return (self.dst, self.dport, self.src, self.sport)
+
+
+def parse(data: bytes) -> Segment | None:
+    """A TCP segment from the bytes NFQUEUE hands over, or None if it is not TCP."""
+    ip = IP(data)
+    if ip.proto != 6 or TCP not in ip:
+        return None
+    tcp = ip[TCP]
+    start = ip.ihl * 4 + tcp.dataofs * 4
+    payload = data[start:ip.len] if ip.len >= start else b""
+    return Segment(ip.src, ip.dst, tcp.sport, tcp.dport, tcp.seq, tcp.ack, str(tcp.flags),
+                   tcp.window, ip.ttl, ip.id, bool(ip.flags.DF), payload)
+
+
+def random_ip_id() -> int:
+    return random.randint(1, 0xFFFF)  # 0 would be replaced by the kernel anyway
+
+
+def forged(src: str, dst: str, sport: int, dport: int, *, seq: int, ack: int = 0,
+           flags: str = "R", window: int = 0, ttl: int = BOX_TTL, ip_id: int | None = None,
+           df: bool = False, payload: bytes = b"") -> IP:
+    """One packet a box sends in someone else's name."""
+    ip = IP(src=src, dst=dst, ttl=ttl, id=random_ip_id() if ip_id is None else ip_id & 0xFFFF,
+            flags="DF" if df else 0)
+    tcp = TCP(sport=sport, dport=dport, seq=seq % 2**32, ack=ack % 2**32 if "A" in flags else 0,
+              flags=flags, window=window)
+    return ip / tcp / payload if payload else ip / tcp
+
+
+def with_fresh_checksums(data: bytes, ttl_decrement: int = 0) -> bytes:
+    """The same packet with its IP and TCP checksums recomputed. A copy sent on a raw socket
+    must be complete; NFQUEUE completes offloaded checksums unless the queue asked for GSO
+    packets (NFQA_CFG_F_GSO, which NetfilterQueue does not), so this is cheap insurance."""
+    ip = IP(data)
+    ip.ttl = max(ip.ttl - ttl_decrement, 1)
+    del ip.chksum
+    if TCP in ip:
+        del ip[TCP].chksum
+    return bytes(ip)
+
+
+INJECTOR_OFFSETS = (0, 1460, 4380)  # Weaver, Sommer, Paxson 2009: seq offsets of RST/ACK bursts
+
+
+def burst_toward_client(req: Segment, *, ttl: int = BOX_TTL, window: int | None = None) -> list[IP]:
+    """In the server's name: a bare RST at the client's ack, then RST/ACKs at the offsets."""
+    window = req.window if window is None else window
+    server, client = req.dst, req.src
+    first = forged(server, client, req.dport, req.sport, seq=req.ack, flags="R",
+                   window=window, ttl=ttl)
+    rest = [forged(server, client, req.dport, req.sport, seq=req.ack + offset, ack=req.end_seq,
+                   flags="RA", window=window, ttl=ttl) for offset in INJECTOR_OFFSETS]
+    return [first, *rest]
+
+
+def burst_toward_server(req: Segment, *, ttl: int = BOX_TTL) -> list[IP]:
+    """In the client's name: a bare RST just after the request, then RST/ACKs at the offsets."""
+    server, client = req.dst, req.src
+    first = forged(client, server, req.sport, req.dport, seq=req.end_seq, flags="R",
+                   window=req.window, ttl=ttl)
+    rest = [forged(client, server, req.sport, req.dport, seq=req.end_seq + offset, ack=req.ack,
+                   flags="RA", window=req.window, ttl=ttl) for offset in INJECTOR_OFFSETS]
+    return [first, *rest]

@@ -1,0 +1,111 @@
+"""A transparent proxy: terminates the client's TCP at this router and opens its own to the server.
+
+Imitates interception proxies of ISPs, schools and companies (e.g. Squid in intercept mode;
+Weaver, Kreibich, Dam and Paxson measured them in "Here Be Web Proxies", PAM 2014). The
+client's handshake is answered by the router (router's TTL and IP-ID), the server sees the
+router's address, and data is relayed both ways. The proxy mirrors how each side ends: a FIN
+becomes a FIN (half-close), a reset from the server or a refused connection becomes a reset
+toward the client (close with SO_LINGER 0).
+
+`iptables -t nat -A PREROUTING -p tcp --dport PORT -j REDIRECT --to-ports LISTEN_PORT`, and the
+original destination comes back from SO_ORIGINAL_DST.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+from . import _common
+
+SO_ORIGINAL_DST = 80
+MAX_CONNECTIONS = 64
+CONNECT_TIMEOUT = 5.0
+IDLE_TIMEOUT = 30.0
+
+
+def original_destination(conn: socket.socket) -> tuple[str, int]:
+    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port, = struct.unpack("!H", raw[2:4])
+    return socket.inet_ntoa(raw[4:8]), port
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a RST instead of a FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def pipe(src: socket.socket, dst: socket.socket, aborted: threading.Event) -> None:
+    """Copy src -> dst until EOF (then half-close dst) or an error (then flag an abort and
+    wake the other direction's reader; SHUT_RD sends nothing, so the reset comes later)."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                dst.shutdown(socket.SHUT_WR)
+                return
+            dst.sendall(data)
+    except OSError:
+        aborted.set()
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+
+def relay(client: socket.socket, slots: threading.BoundedSemaphore) -> None:
+    try:
+        try:
+            server = socket.create_connection(original_destination(client), timeout=CONNECT_TIMEOUT)
+        except OSError:
+            reset(client)
+            return
+        client.settimeout(IDLE_TIMEOUT)
+        server.settimeout(IDLE_TIMEOUT)
+        aborted = threading.Event()
+        upstream = threading.Thread(target=pipe, args=(client, server, aborted), daemon=True)
+        upstream.start()
+        pipe(server, client, aborted)
+        upstream.join(IDLE_TIMEOUT)
+        if aborted.is_set():
+            reset(client)
+            reset(server)
+        else:
+            client.close()
+            server.close()
+    finally:
+        slots.release()
+
+
+def main() -> None:
+    p = _common.parser("proxy", __doc__, uses_trigger=False)
+    p.add_argument("--listen-port", type=int, default=3129, help="where REDIRECT sends connections")
+    args = p.parse_args()
+    _common.refuse_root_namespace()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", args.listen_port))
+    listener.listen(64)
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def accept_one() -> None:
+        client, _ = listener.accept()
+        if not slots.acquire(blocking=False):
+            reset(client)
+            return
+        threading.Thread(target=relay, args=(client, slots), daemon=True).start()
+
+    spec = ["-p", "tcp", "--dport", str(args.port),
+            "-j", "REDIRECT", "--to-ports", str(args.listen_port)]
+    _common.serve("proxy", [("nat", "PREROUTING", spec)], {listener.fileno(): accept_one},
+                  listener.close)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The command line: parse, run, render, and map outcomes to exit codes (here and only here).
+
+Heavy modules (scapy, the engine) are imported inside the commands, so `probe --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import List, Optional
+
+import typer
+
+from probe.errors import ProbeError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  help="Tell who sent a TCP reset: the server, or a box in between.")
+
+@app.callback()
+def _commands() -> None:
+    """Tell who sent a TCP reset: the server, or a box in between."""
+
+
+EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_INTERFERENCE, EXIT_TARGET_FAILED = 0, 1, 2, 3, 4
+
+
+def exit_code_for(verdict: str, hop: int | None) -> int:
+    """The contract's exit status for one verdict."""
+    if verdict == "clean":
+        return EXIT_CLEAN
+    if verdict in ("middlebox-reset", "middlebox-response"):
+        return EXIT_INTERFERENCE
+    if verdict in ("dropped", "unreachable") and hop is not None:
+        return EXIT_INTERFERENCE
+    return EXIT_TARGET_FAILED
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Terminated(SystemExit):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated(128 + signal.SIGTERM)
+
+
+@app.command()
+def check(
+    url: str = typer.Argument(..., help="http://HOST[:PORT][/PATH], or a bare host name or address"),
+    resolve: Optional[List[str]] = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
+                                                help="connect to ADDR while the request still names HOST"),
+    json_output: bool = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout"),
+    pcap: Optional[str] = typer.Option(None, "--pcap", metavar="FILE",
+                                       help="write every packet sent and received to FILE (pcap, raw IP)"),
+    method: str = typer.Option("HEAD", "--method", "-X", help="HTTP method: HEAD or GET"),
+    linger: Optional[float] = typer.Option(None, "--linger", metavar="SECONDS",
+                                           help="keep listening this long after the exchange "
+                                                "[default: 0.5 s or 3 round trips, whichever is longer]"),
+    max_time: float = typer.Option(30.0, "--max-time", metavar="SECONDS", help="hard bound on the exchange"),
+    retries: int = typer.Option(3, "--retries", help="retransmissions of the request (at least 2)"),
+    syn_retries: int = typer.Option(2, "--syn-retries", help="retransmissions of the SYN"),
+    ttl: int = typer.Option(64, "--ttl", help="IP TTL of the probe's packets"),
+):
+    """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
+    from probe.target import build_target, parse_resolve
+
+    method = method.upper()
+    if method not in ("HEAD", "GET"):
+        raise UsageError(f"unsupported --method {method}: use HEAD or GET")
+    if retries < 2 or retries > 10:
+        raise UsageError("--retries must be from 2 to 10")
+    if not 0 <= syn_retries <= 10:
+        raise UsageError("--syn-retries must be from 0 to 10")
+    if not 1 <= ttl <= 255:
+        raise UsageError("--ttl must be from 1 to 255")
+    if max_time <= 0 or max_time > 600:
+        raise UsageError("--max-time must be more than 0 and at most 600 seconds")
+    if linger is not None and not 0 <= linger <= 60:
+        raise UsageError("--linger must be from 0 to 60 seconds")
+    target = build_target(url, [parse_resolve(entry) for entry in resolve or []])
+    pcap_handle = _open_output(pcap)
+
+    from probe.engine import analyze_flow
+    from probe.live import CheckOptions, run_check
+    from probe.report import check_document, dumps, packet_table, summary_lines, write_pcap
+    from probe.tcp import Settings
+
+    settings = Settings(data_retries=retries, syn_retries=syn_retries)
+    options = CheckOptions(method=method, linger=linger, max_time=max_time, settings=settings, ttl=ttl)
+    _say(f"probing {target.url} at {target.address}:{target.port} ...")
+    measurement = run_check(target, options)
+    analysis = analyze_flow(measurement.packets, measurement.flow)
+    document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis)
+    if pcap_handle is not None:
+        pcap_handle.close()
+        write_pcap(pcap, measurement.frames)
+    if json_output:
+        print(dumps(document))
+    else:
+        print(packet_table(measurement.packets, measurement.flow, analysis))
+        print()
+        print(summary_lines(document))
+    raise typer.Exit(exit_code_for(analysis.verdict, analysis.hop))
+
+
+def _open_output(path: str | None):
+    if path is None:
+        return None
+    try:
+        return open(path, "wb")
+    except OSError as error:
+        raise ProbeError(f"cannot write {path}: {error.strerror}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line on stderr and the contract's code for every way things go wrong."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = app(args=args, prog_name="probe", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _say("probe: interrupted")
+        sys.exit(130)
+    except _Terminated as terminated:
+        _say("probe: terminated")
+        sys.exit(terminated.code)
+    except ProbeError as error:
+        if debug:
+            raise
+        _say(f"probe: {error}")
+        sys.exit(error.exit_code)
+    except OSError as error:
+        if debug:
+            raise
+        _say(f"probe: {error.strerror or error}")
+        sys.exit(EXIT_FAILED)
+    except Exception as error:
+        if not (hasattr(error, "format_message") and hasattr(error, "exit_code")) or debug:
+            raise
+        # a usage error from typer's (vendored) click: one line instead of its usage block
+        if type(error).__name__ == "NoArgsIsHelpError":
+            _say(error.ctx.get_help() if getattr(error, "ctx", None) else "usage: probe COMMAND --help")
+        else:
+            _say(f"probe: {error.format_message()} (see probe --help)")
+        sys.exit(EXIT_USAGE)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,135 @@
+"""What the real server looks like from here: its TTL, its IP-ID habit, the path's RTT.
+
+Theory of operation. Every judgement of "forged" is a comparison with the server's own
+packets, so the baseline must be built only from packets that are very likely genuine:
+the SYN-ACK that answers our SYN, then packets that arrive at the SYN-ACK's TTL no sooner
+than the path allows and that move the connection forward (acknowledge our bytes, carry
+in-sequence data). A box that answers the handshake itself (transparent proxy, SYN proxy)
+becomes the baseline; the checks that use it then speak of "the handshake's responder".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from probe.engine.model import Flow
+from probe.record import PacketRecord
+from probe.tcp import seq_add, seq_diff
+
+COMMON_INITIAL_TTLS = (32, 64, 128, 255)
+
+
+def initial_ttl(ttl: int) -> int:
+    """The smallest common initial TTL that could have become `ttl` on the way."""
+    return next((start for start in COMMON_INITIAL_TTLS if ttl <= start), 255)
+
+
+def hop_distance(ttl: int) -> int:
+    """The hop (as TTL-limited probes count it) of the sender of a packet that arrived with `ttl`."""
+    return initial_ttl(ttl) - ttl + 1
+
+
+def seq_end(packet: PacketRecord) -> int:
+    """The sequence number just past what this segment occupies (SYN and FIN count one)."""
+    return seq_add(packet.seq, packet.length + ("S" in packet.flags) + ("F" in packet.flags))
+
+
+@dataclass(frozen=True)
+class IpIdHabit:
+    """How the server numbers its packets: "zero", "counter", "random" or "unknown"."""
+
+    kind: str
+    ids: tuple[int, ...]
+
+    def judge(self, ip_id: int) -> str | None:
+        """A sentence if `ip_id` breaks the habit, else None."""
+        if self.kind == "zero" and ip_id != 0:
+            return f"IP-ID {ip_id}, the server's packets all carry IP-ID 0"
+        if self.kind == "counter":
+            last = self.ids[-1]
+            ahead = (ip_id - last) % 65536
+            if not (ahead <= 2000 or ahead >= 65536 - 64):
+                return f"IP-ID {ip_id}, the server counts up from {self.ids[0]} (last {last})"
+        return None
+
+
+def classify_ip_ids(ids: list[int]) -> IpIdHabit:
+    """Classify a server's IP-IDs. Linux sends its SYN-ACK with IP-ID 0 and then counts per
+    connection from a random start, so a leading zero is ignored when the rest count up.
+
+    False readings: two packets are too few (kind "unknown"); a global counter on a busy
+    server jumps by more than the per-flow bound and looks "random" (no judgement then)."""
+    if len(ids) < 2:
+        return IpIdHabit("unknown", tuple(ids))
+    if all(i == 0 for i in ids):
+        return IpIdHabit("zero", tuple(ids))
+    counting = [i for i in ids if i != 0] if ids[0] == 0 else list(ids)
+    if len(counting) >= 2 and all(0 < (b - a) % 65536 <= 2000 for a, b in zip(counting, counting[1:])):
+        return IpIdHabit("counter", tuple(counting))
+    if len(counting) < 2:
+        return IpIdHabit("unknown", tuple(ids))
+    return IpIdHabit("random", tuple(ids))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    synack: PacketRecord | None
+    server_ttl: int | None
+    rtt: float | None  # seconds, the smallest round trip seen to the handshake's responder
+    ip_ids: IpIdHabit
+    members: frozenset[int]  # indexes of packets taken as the server's own
+
+    @property
+    def server_hop(self) -> int | None:
+        return hop_distance(self.server_ttl) if self.server_ttl is not None else None
+
+
+def cause_of(packets: list[PacketRecord], index: int, flow: Flow) -> PacketRecord | None:
+    """The earliest packet we sent that the packet at `index` can be an answer to.
+
+    With an ACK flag, that is the first of our segments whose end it acknowledges; a bare RST
+    (RFC 9293: its seq is the ACK of the segment that drew it) answers the first of our segments
+    carrying that ACK. Taking the earliest candidate makes "too early" claims conservative."""
+    packet = packets[index]
+    sent = [p for p in packets[:index] if flow.sent_by_client(p)]
+    if not sent:
+        return None
+    if "A" in packet.flags:
+        for candidate in sent:
+            if seq_end(candidate) == packet.ack:
+                return candidate
+        covering = [c for c in sent if seq_diff(seq_end(c), packet.ack) >= 0]
+        return covering[0] if covering else sent[0]
+    for candidate in sent:
+        if "A" in candidate.flags and candidate.ack == packet.seq:
+            return candidate
+    return sent[0]
+
+
+def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
+    syn = next((p for p in packets if flow.sent_by_client(p) and p.flags == "S"), None)
+    synack_index = None
+    for i, p in enumerate(packets):
+        if syn is not None and flow.toward_client(p) and "S" in p.flags and "A" in p.flags \
+                and p.ack == seq_add(syn.seq, 1):
+            synack_index = i
+            break
+    if synack_index is None:
+        return Baseline(None, None, None, IpIdHabit("unknown", ()), frozenset())
+    synack = packets[synack_index]
+    last_syn = [p for p in packets[:synack_index] if flow.sent_by_client(p) and p.flags == "S"][-1]
+    rtt = max(synack.t - last_syn.t, 0.0)
+    members = {synack_index}
+    ids = [synack.ip_id]
+    for i in range(synack_index + 1, len(packets)):
+        p = packets[i]
+        if not flow.toward_client(p) or p.ttl != synack.ttl or "R" in p.flags:
+            continue
+        cause = cause_of(packets, i, flow)
+        if cause is not None and p.t - cause.t < rtt * 0.5:
+            continue  # faster than the path allows: not evidence of what the server looks like
+        members.add(i)
+        ids.append(p.ip_id)
+        if cause is not None and "A" in p.flags and seq_end(cause) == p.ack and cause.length:
+            rtt = min(rtt, p.t - cause.t)  # a fresh sample: the server acknowledged our data
+    return Baseline(synack, synack.ttl, rtt, classify_ip_ids(ids), frozenset(members))

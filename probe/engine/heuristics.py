@@ -1,0 +1,166 @@
+"""The signals, one small function each. Each returns `Signal`s: a weight and a sentence.
+
+Positive weight says "forged" (sent by something other than the server), negative says
+"the server's own". No single signal decides: `verdict.attribute` adds them up.
+Weights: 3 = physics or protocol says the server could not have sent it; 2 = strong;
+1 = suggestive (known false positives listed in each docstring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from probe.engine.baseline import Baseline, cause_of, hop_distance, seq_end
+from probe.engine.model import Flow
+from probe.record import PacketRecord
+from probe.tcp import seq_diff
+
+BURST_WINDOW = 0.005  # resets closer together than this belong to one burst
+
+
+@dataclass(frozen=True)
+class Signal:
+    weight: int
+    sentence: str
+
+
+def ttl_distance(packet: PacketRecord, baseline: Baseline, probe_ttl: int = 64) -> list[Signal]:
+    """A packet from the server's address arriving at another TTL than the SYN-ACK did.
+
+    Why: a box at another distance has other hops to cross, so its packets arrive with a
+    different TTL unless it forges the TTL. A difference of 1 may be a path change or an
+    ECMP route (weight 1); 2 or more is strong. False positives: a SYN proxy or load balancer
+    that answers the handshake itself (its packets and the server's differ; handled by
+    requiring other signals before blaming), asymmetric routing changes mid-connection.
+    Injectors that copy the server's TTL defeat it (the other signals remain); an injector
+    that copies the probe's own TTL is named as such."""
+    if baseline.server_ttl is None:
+        return []
+    difference = packet.ttl - baseline.server_ttl
+    if difference == 0:
+        return [Signal(-1, f"TTL {packet.ttl}, as the server's SYN-ACK")]
+    sentence = (f"TTL {packet.ttl}, the server's packets arrive with TTL {baseline.server_ttl} "
+                f"(sender about hop {hop_distance(packet.ttl)}, server hop {baseline.server_hop})")
+    if packet.ttl == probe_ttl:
+        sentence += f"; {probe_ttl} is the TTL of our own packets, as some injectors copy"
+    return [Signal(2 if abs(difference) >= 2 else 1, sentence)]
+
+
+def too_early(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """An answer that arrived sooner after the packet that drew it than the path allows.
+
+    Why: nothing can come back from the server faster than the round trip; a reply in well
+    under half the handshake RTT came from something closer. Uses the earliest packet that
+    the reply can answer (see `cause_of`), so ambiguity never makes a reply look early.
+    False positives: none from physics; a handshake answered by a distant SYN proxy would make
+    the yardstick too long, so the yardstick is the smallest RTT seen."""
+    packet = packets[index]
+    if baseline.rtt is None or baseline.rtt < 0.002:
+        return []
+    cause = cause_of(packets, index, flow)
+    if cause is None:
+        return []
+    elapsed = packet.t - cause.t
+    if elapsed < baseline.rtt * 0.5 and baseline.rtt - elapsed > 0.001:
+        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after the packet it answers; "
+                          f"the server is {baseline.rtt * 1000:.1f} ms away (round trip)")]
+    if elapsed >= baseline.rtt * 0.8:
+        return [Signal(-1, f"arrived {elapsed * 1000:.1f} ms after the packet it answers "
+                           f"(round trip {baseline.rtt * 1000:.1f} ms)")]
+    return []
+
+
+def ip_id_habit(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
+    """An IP-ID that breaks the server's numbering (zero, or a counter).
+
+    Why: a forger numbers its packets from its own counter or at random. Linux sends a
+    reset for an unknown connection with IP-ID 0, and a forger sending through a raw socket
+    cannot even send 0 (the kernel fills one in). False positives: a global counter on a busy
+    server jumps; RSTs from Linux carry 0 while its data packets count (RSTs of that shape are
+    accepted by `reset_shape` instead)."""
+    if packet.ip_id == 0 and "R" in packet.flags and baseline.ip_ids.kind in ("zero", "counter"):
+        return [Signal(-1, "IP-ID 0, as Linux sends its resets")]
+    sentence = baseline.ip_ids.judge(packet.ip_id)
+    return [Signal(1, sentence)] if sentence else []
+
+
+def reset_shape(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """How a genuine stack resets (RFC 9293) against how injectors do.
+
+    Genuine: a RST for an unknown connection takes its seq from the ACK of the segment that
+    drew it and has no ACK flag; an abort on a live connection is a RST/ACK at the server's
+    next sequence number. A reset for an unknown connection carries window 0 (Linux, Windows);
+    an abort's RST/ACK carries the current window on Linux (measured: 64), so only bare resets
+    are judged by their window. Injectors: sequence numbers offset from the expected one (+1460,
+    +4380: guessing ahead of a window), non-zero windows on bare resets.
+    False positives: other stacks may put a window on a bare reset (weight 1 only)."""
+    packet = packets[index]
+    if "R" not in packet.flags:
+        return []
+    signals = []
+    server_next = _server_next_seq(packets, index, flow)
+    if server_next is not None:
+        offset = seq_diff(packet.seq, server_next)
+        if offset == 0:
+            signals.append(Signal(-1, "sequence number exactly where the server's next byte belongs"))
+        else:
+            signals.append(Signal(2, f"sequence number {offset:+d} from where the server's next byte belongs"))
+    if packet.win != 0 and "A" not in packet.flags:
+        signals.append(Signal(1, f"window {packet.win} on a bare reset (a stack resetting an unknown "
+                                 f"connection sends 0)"))
+    return signals
+
+
+def reset_burst(packets: list[PacketRecord], index: int, flow: Flow) -> list[Signal]:
+    """Several resets in a few milliseconds, with different sequence numbers or TTLs.
+
+    Why: a stack resets a connection once; injectors send bursts to be sure one lands in the
+    window (Weaver, Sommer, Paxson, NDSS 2009). False positives: a server answering each of
+    several retransmissions with a reset, but those are spaced by the retransmission timer."""
+    packet = packets[index]
+    if "R" not in packet.flags:
+        return []
+    burst = [p for p in packets if flow.toward_client(p) and "R" in p.flags and abs(p.t - packet.t) <= BURST_WINDOW]
+    if len(burst) < 2:
+        return []
+    seqs = {p.seq for p in burst}
+    ttls = {p.ttl for p in burst}
+    if len(seqs) == 1 and len(ttls) == 1:
+        return [Signal(1, f"one of {len(burst)} identical resets within {BURST_WINDOW * 1000:.0f} ms")]
+    return [Signal(2, f"one of {len(burst)} resets within {BURST_WINDOW * 1000:.0f} ms with "
+                      f"{len(seqs)} sequence numbers and {len(ttls)} TTLs")]
+
+
+def followed_by_server_data(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """A reset after which the server still sends data or a FIN on the connection.
+
+    Why: a server that reset the connection has no socket left to send from; data from the
+    server's fingerprint after a reset means the reset was not the server's (the race detector
+    of NDSS 2009). False positives: data already in flight before the server reset arrives
+    out of order behind the reset only if the path reorders; weight 2, not 3."""
+    packet = packets[index]
+    if "R" not in packet.flags:
+        return []
+    later = [i for i in range(index + 1, len(packets)) if i in baseline.members
+             and (packets[i].length or "F" in packets[i].flags)]
+    if not later:
+        return []
+    first = packets[later[0]]
+    return [Signal(2, f"the server still sent {'data' if first.length else 'a FIN'} "
+                      f"{(first.t - packet.t) * 1000:.1f} ms after this reset")]
+
+
+def _server_next_seq(packets: list[PacketRecord], index: int, flow: Flow) -> int | None:
+    """The sequence number the server's next segment would carry, judged from what we had seen."""
+    furthest = None
+    for p in packets[:index]:
+        if flow.toward_client(p) and "R" not in p.flags and ("S" in p.flags or p.length or "F" in p.flags):
+            end = seq_end(p)
+            if furthest is None or seq_diff(end, furthest) > 0:
+                furthest = end
+    if furthest is None:
+        return None
+    for p in packets[:index]:  # what we acknowledged counts too (a bare RST takes our ACK)
+        if flow.sent_by_client(p) and "A" in p.flags and seq_diff(p.ack, furthest) > 0:
+            furthest = p.ack
+    return furthest

@@ -1,0 +1,225 @@
+"""From recorded packets to origins, a verdict, a direction and an explanation.
+
+Theory of operation. `build_baseline` learns what the server looks like (TTL, IP-ID habit,
+round trip) from the packets that are almost certainly its own. `attribute` then weighs, for
+every other packet that claims to come from the server, the signals in `heuristics`: a
+packet is blamed on a middlebox only when the signals add up to 3 or more and at least one
+strong signal (weight 2 or more) is among them; when they conflict it is `unknown`; else it
+is the server's. Wrong blame is worse than `unknown`, so every threshold leans that way.
+
+The verdict comes last, from the attributions and a few facts about the exchange:
+forged resets or answers toward the client; the field report's signature (the server resets
+a connection it had accepted, as if we had reset it: something did, in our name); ICMP
+errors; and otherwise what the server itself did.
+"""
+
+from __future__ import annotations
+
+from probe.engine import heuristics as h
+from probe.engine.baseline import Baseline, build_baseline, hop_distance, seq_end
+from probe.engine.model import Analysis, Attribution, Flow
+from probe.record import ICMP_TIME_EXCEEDED, ICMP_UNREACHABLE, PacketRecord
+from probe.tcp import seq_diff
+
+ICMP_UNREACHABLE_CODES = {
+    0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
+    4: "fragmentation needed", 9: "network administratively prohibited", 10: "host administratively prohibited",
+    13: "communication administratively prohibited",
+}
+
+
+def describe_icmp(packet: PacketRecord) -> str:
+    if packet.icmp_type == ICMP_UNREACHABLE:
+        return f"destination unreachable ({ICMP_UNREACHABLE_CODES.get(packet.icmp_code, f'code {packet.icmp_code}')})"
+    if packet.icmp_type == ICMP_TIME_EXCEEDED:
+        return "time exceeded"
+    return f"ICMP type {packet.icmp_type} code {packet.icmp_code}"
+
+
+def _attribute_icmp(packet: PacketRecord, flow: Flow) -> Attribution:
+    origin = "server" if packet.src == flow.server else "path"
+    evidence = [f"ICMP {describe_icmp(packet)} from {packet.src}, quoting our packet to "
+                f"{packet.quoted.dst}:{packet.quoted.dport}",
+                f"TTL {packet.ttl}: sent from about hop {hop_distance(packet.ttl)}"]
+    return Attribution(origin, "high", tuple(evidence))
+
+
+def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> Attribution:
+    packet = packets[index]
+    if baseline.synack is not None and packet is baseline.synack:
+        evidence = [f"SYN-ACK acknowledging our SYN, TTL {packet.ttl} (about hop {hop_distance(packet.ttl)})"]
+        if baseline.rtt is not None:
+            evidence.append(f"round trip {baseline.rtt * 1000:.1f} ms")
+        return Attribution("server", "high", tuple(evidence))
+    if baseline.synack is None:
+        return _attribute_without_baseline(packets, index, flow)
+    signals = (h.ttl_distance(packet, baseline) + h.too_early(packets, index, flow, baseline)
+               + h.ip_id_habit(packet, baseline) + h.reset_shape(packets, index, flow, baseline)
+               + h.reset_burst(packets, index, flow) + h.followed_by_server_data(packets, index, flow, baseline))
+    score = sum(signal.weight for signal in signals)
+    strong = any(signal.weight >= 2 for signal in signals)
+    against = [s.sentence for s in signals if s.weight > 0]
+    for_server = [s.sentence for s in signals if s.weight < 0]
+    if score >= 3 and strong:
+        return Attribution("middlebox", "high" if score >= 5 else "medium", tuple(against))
+    if sum(s.weight for s in signals if s.weight > 0) >= 2:
+        return Attribution("unknown", "low", tuple(against + for_server))
+    return Attribution("server", "high" if not against else "medium", tuple(for_server + against))
+
+
+def _attribute_without_baseline(packets: list[PacketRecord], index: int, flow: Flow) -> Attribution:
+    """No SYN-ACK to compare with (a reset answered the SYN): say what the packet itself tells."""
+    packet = packets[index]
+    evidence = [f"no SYN-ACK to compare with; TTL {packet.ttl} puts the sender at about hop "
+                f"{hop_distance(packet.ttl)}"]
+    burst = h.reset_burst(packets, index, flow)
+    if burst and burst[0].weight >= 2:
+        return Attribution("middlebox", "medium", tuple(evidence + [burst[0].sentence]))
+    if "R" in packet.flags and "A" in packet.flags:
+        evidence.append("RST/ACK to our SYN, as a closed port answers (RFC 9293)")
+    return Attribution("server", "low", tuple(evidence))
+
+
+def attribute(packets: list[PacketRecord], flow: Flow, baseline: Baseline) -> list[Attribution]:
+    result = []
+    for index, packet in enumerate(packets):
+        if flow.sent_by_client(packet):
+            result.append(Attribution("self"))
+        elif flow.quotes_flow(packet):
+            result.append(_attribute_icmp(packet, flow))
+        elif flow.toward_client(packet):
+            result.append(_attribute_tcp(packets, index, flow, baseline))
+        else:
+            result.append(Attribution("unknown", "low", ("not part of this flow",)))
+    return result
+
+
+def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: list[Attribution],
+                      baseline: Baseline) -> list[str]:
+    """The field report's signature: the server resets, as unknown, a connection it had accepted.
+
+    What it detects: a bare RST (no ACK flag) whose seq is the ACK of one of our segments, with
+    the server's fingerprint, on a connection the server had answered with a SYN-ACK and had
+    neither reset nor closed before. RFC 9293 makes a stack answer that way only for a
+    connection it does not have; we never sent a RST, so someone else did, in our name.
+    Known false positives: the server really lost its state (reboot, a state-table timeout on a
+    load balancer in front of it, an accept-queue overflow with tcp_abort_on_overflow).
+    Returns the evidence sentences, empty when the signature is absent."""
+    if baseline.synack is None:
+        return []
+    for index, packet in enumerate(packets):
+        if not flow.toward_client(packet) or "R" not in packet.flags or "A" in packet.flags:
+            continue
+        if attributions[index].origin != "server":
+            continue
+        earlier = packets[:index]
+        if any(flow.toward_client(p) and "F" in p.flags and i in baseline.members for i, p in enumerate(earlier)):
+            continue  # the server had closed: a late segment of ours may draw this reset honestly
+        if any(flow.sent_by_client(p) and "R" in p.flags for p in earlier):
+            continue
+        answered = [p for p in earlier if flow.sent_by_client(p) and "A" in p.flags and p.ack == packet.seq]
+        if not answered:
+            continue
+        evidence = [f"the server answered our segment with a bare RST (seq {packet.seq} = our ACK, no ACK flag, "
+                    f"window {packet.win}): it no longer had the connection it had accepted, and we never "
+                    f"sent a reset"]
+        request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+        if request is not None:
+            copies = [p for p in earlier if flow.sent_by_client(p) and p.length and p.seq == request.seq]
+            acked = any(flow.toward_client(p) and "A" in p.flags and seq_diff(p.ack, seq_end(request)) >= 0
+                        for p in earlier)
+            if len(copies) >= 2 and not acked:
+                gap = (copies[1].t - copies[0].t) * 1000
+                evidence.append(f"the request went unacknowledged; its retransmission {gap:.0f} ms later "
+                                f"drew the reset")
+        return evidence
+    return []
+
+
+def _forged_hop(packets: list[PacketRecord], indexes: list[int], baseline: Baseline) -> int | None:
+    """The forger's hop from its TTL, when its packets agree and do not copy the server's TTL."""
+    ttls = {packets[i].ttl for i in indexes}
+    if len(ttls) != 1:
+        return None
+    ttl = ttls.pop()
+    if baseline.server_ttl is not None and ttl <= baseline.server_ttl:
+        return None
+    return hop_distance(ttl)
+
+
+def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attribution], baseline: Baseline):
+    """Return (verdict, direction, hop, hop_basis, sentences)."""
+    received = [i for i, p in enumerate(packets) if flow.toward_client(p)]
+    forged = [i for i in received if attributions[i].origin == "middlebox"]
+    forged_resets = [i for i in forged if "R" in packets[i].flags]
+    forged_data = [i for i in forged if packets[i].length]
+    toward_server = reset_in_our_name(packets, flow, attributions, baseline)
+    icmp_errors = [i for i, p in enumerate(packets) if flow.quotes_flow(p) and p.icmp_type == ICMP_UNREACHABLE]
+    genuine_resets = [i for i in received if "R" in packets[i].flags and attributions[i].origin != "middlebox"]
+
+    if forged_data:
+        hop = _forged_hop(packets, forged_data, baseline)
+        return ("middlebox-response", "to-client", hop, "ttl" if hop else None,
+                [f"{len(forged_data)} packet(s) of data in the server's name came from a device in between "
+                 f"({attributions[forged_data[0]].evidence[0]})."])
+    if forged_resets or toward_server:
+        direction = "both" if forged_resets and toward_server else "to-client" if forged_resets else "to-server"
+        hop = _forged_hop(packets, forged_resets, baseline) if forged_resets else None
+        sentences = []
+        if forged_resets:
+            sentences.append(f"{len(forged_resets)} reset(s) toward us were forged by a device in between "
+                             f"({attributions[forged_resets[0]].evidence[0]}).")
+        if toward_server:
+            sentences.append("A device in between reset the connection toward the server in our name: "
+                             + "; ".join(toward_server) + ".")
+        return "middlebox-reset", direction, hop, "ttl" if hop else None, sentences
+    if icmp_errors:
+        packet = packets[icmp_errors[0]]
+        located = packet.src != flow.server
+        hop = hop_distance(packet.ttl) if located else None
+        where = f"router {packet.src} at about hop {hop}" if located else f"the server {packet.src}"
+        return ("unreachable", None, hop, "icmp" if hop else None,
+                [f"{where} answered with ICMP {describe_icmp(packet)}."])
+    if baseline.synack is None:
+        if genuine_resets:
+            packet = packets[genuine_resets[0]]
+            return ("server-reset", None, None, None,
+                    [f"The SYN was answered with a reset (TTL {packet.ttl}, about hop {hop_distance(packet.ttl)}); "
+                     f"nothing suggests it was not the server's own (closed port)."])
+        syns = sum(1 for p in packets if flow.sent_by_client(p) and p.flags == "S")
+        return "no-answer", None, None, None, [f"No answer to {syns} SYN(s)."]
+    if genuine_resets:
+        packet = packets[genuine_resets[0]]
+        unsure = attributions[genuine_resets[0]].origin == "unknown"
+        return ("server-reset", None, None, None,
+                [f"The server reset the connection ({packet.flags}, TTL {packet.ttl} as its SYN-ACK"
+                 f"{'' if packet.ttl == baseline.server_ttl else ' had ' + str(baseline.server_ttl)})"
+                 + ("; some signals disagree, see the packet table." if unsure else ".")])
+    responses = [i for i in received if packets[i].length and i in baseline.members]
+    if responses:
+        return "clean", None, None, None, ["The server answered the request; nothing in between interfered."]
+    sent_data = [p for p in packets if flow.sent_by_client(p) and p.length]
+    if sent_data:
+        end = seq_end(sent_data[0])
+        acked = any(flow.toward_client(packets[i]) and "A" in packets[i].flags
+                    and seq_diff(packets[i].ack, end) >= 0 for i in received)
+        copies = sum(1 for p in sent_data if p.seq == sent_data[0].seq)
+        if acked:
+            return ("dropped", None, None, None,
+                    ["The server acknowledged the request but never answered it."])
+        return ("dropped", None, None, None,
+                [f"The handshake completed, but nothing answered the request or its {copies - 1} "
+                 f"retransmission(s)."])
+    return "dropped", None, None, None, ["The handshake completed but the request was never sent."]
+
+
+def analyze_flow(packets: list[PacketRecord], flow: Flow) -> Analysis:
+    """The engine's one entry point: the packets of one flow in capture order, and who is who."""
+    baseline = build_baseline(packets, flow)
+    attributions = attribute(packets, flow, baseline)
+    verdict, direction, hop, hop_basis, sentences = decide(packets, flow, attributions, baseline)
+    handshake_rtt = None
+    if baseline.synack is not None:
+        syns = [p for p in packets if flow.sent_by_client(p) and p.flags == "S" and p.t <= baseline.synack.t]
+        handshake_rtt = round((baseline.synack.t - syns[-1].t) * 1000, 3)
+    return Analysis(verdict, direction, hop, handshake_rtt, tuple(attributions), " ".join(sentences), hop_basis)

@@ -1,0 +1,103 @@
+"""Keeps the kernel from answering the probe's crafted connection with its own RST.
+
+The kernel has no socket for the crafted flow, so it would answer the server's SYN-ACK with
+a RST. The guard is one nftables table per run, named after the run's PID, holding one
+rule per flow: drop outgoing RSTs of exactly that flow unless they carry the probe's mark.
+No other traffic is touched. The table goes away on every way out (normal end, exception,
+SIGINT, SIGTERM: the CLI turns SIGTERM into an exception), and a table left by a run that
+was killed with SIGKILL is removed by the next run (`sweep_stale`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from probe.errors import ProbeError
+from probe.wire import PROBE_MARK
+
+TABLE_PREFIX = "probe_guard_"
+_TABLE_NAME = re.compile(rf"^{TABLE_PREFIX}(\d+)_(\d+)$")
+
+
+def _nft(script: str | None = None, *args: str) -> str:
+    binary = shutil.which("nft")
+    if binary is None:
+        raise ProbeError("nft not found: install nftables (apt-get install nftables)")
+    result = subprocess.run([binary, *args] + (["-f", "-"] if script is not None else []), input=script,
+                            capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        message = result.stderr.strip().splitlines()[0] if result.stderr.strip() else "unknown error"
+        if "Operation not permitted" in result.stderr:
+            raise ProbeError("nft was refused: run as root (or with CAP_NET_ADMIN)")
+        raise ProbeError(f"nft failed: {message}")
+    return result.stdout
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot: with the PID, it names one process."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def table_name(pid: int) -> str:
+    return f"{TABLE_PREFIX}{pid}_{_start_time(pid) or 0}"
+
+
+def guard_tables() -> list[str]:
+    listing = json.loads(_nft(None, "-j", "list", "tables") or "{}")
+    return [item["table"]["name"] for item in listing.get("nftables", [])
+            if "table" in item and item["table"].get("family") == "inet"
+            and item["table"]["name"].startswith(TABLE_PREFIX)]
+
+
+def sweep_stale() -> list[str]:
+    """Delete guard tables whose run is gone (killed with SIGKILL). Returns their names.
+
+    A table is stale when no process has its PID and start time any more, so a reused PID
+    does not keep a dead run's table alive, and a live run's table is never touched."""
+    removed = []
+    for name in guard_tables():
+        match = _TABLE_NAME.match(name)
+        if match and name != table_name(int(match.group(1))):  # that process is gone
+            try:
+                _nft(f"delete table inet {name}\n")
+                removed.append(name)
+            except ProbeError:
+                pass  # another run swept it first
+    return removed
+
+
+class Guard:
+    """The nftables table of this run. Use as a context manager; add flows before their SYN."""
+
+    def __init__(self):
+        self.table = table_name(os.getpid())
+        self.installed = False
+
+    def __enter__(self) -> "Guard":
+        sweep_stale()
+        _nft(f"table inet {self.table} {{\n"
+             f"  chain output {{ type filter hook output priority -300; policy accept; }}\n"
+             f"}}\n")
+        self.installed = True
+        return self
+
+    def add_flow(self, client: str, client_port: int, server: str, server_port: int) -> None:
+        _nft(f"add rule inet {self.table} output ip saddr {client} ip daddr {server} "
+             f"tcp sport {client_port} tcp dport {server_port} tcp flags & rst == rst "
+             f"meta mark != {PROBE_MARK:#x} counter drop\n")
+
+    def remove(self) -> None:
+        if self.installed:
+            self.installed = False
+            _nft(f"delete table inet {self.table}\n")
+
+    def __exit__(self, *exc) -> None:
+        self.remove()

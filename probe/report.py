@@ -1,0 +1,128 @@
+"""Presentation only: JSON documents, packet tables and pcap files from finished results."""
+
+from __future__ import annotations
+
+import json
+
+from probe.engine.model import Analysis, Flow
+from probe.record import PacketRecord
+
+SCHEMA = "probe/1"
+LINKTYPE_RAW = 101  # pcap link type for packets that start at the IP header
+
+
+def _direction(packet: PacketRecord, flow: Flow) -> str:
+    sent = flow.sent_by_client(packet)
+    if flow.vantage == "server":
+        sent = not sent
+    return "sent" if sent else "received"
+
+
+def packet_json(n: int, packet: PacketRecord, t0: float, flow: Flow, attribution) -> dict:
+    item = {"n": n, "dir": _direction(packet, flow), "t_ms": round((packet.t - t0) * 1000, 3),
+            "proto": packet.proto, "src": packet.src, "dst": packet.dst, "ttl": packet.ttl,
+            "ip_id": packet.ip_id, "df": packet.df, "tos": packet.tos}
+    if packet.proto == "tcp":
+        item.update({"sport": packet.sport, "dport": packet.dport, "flags": packet.flags, "seq": packet.seq,
+                     "ack": packet.ack, "win": packet.win, "len": packet.length,
+                     "options": [[name, _jsonable(value)] for name, value in packet.options]})
+        if packet.length:
+            item["payload_head"] = packet.payload[:64].decode("latin-1")
+    elif packet.proto == "icmp":
+        item.update({"icmp_type": packet.icmp_type, "icmp_code": packet.icmp_code})
+        if packet.quoted is not None:
+            q = packet.quoted
+            item["quoted"] = {"src": q.src, "dst": q.dst, "proto": q.proto, "ttl": q.ttl, "ip_id": q.ip_id,
+                              "tos": q.tos, "sport": q.sport, "dport": q.dport, "seq": q.seq}
+    item.update({"origin": attribution.origin, "confidence": attribution.confidence,
+                 "evidence": list(attribution.evidence)})
+    return item
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def packets_json(packets: list[PacketRecord], flow: Flow, analysis: Analysis) -> list[dict]:
+    t0 = packets[0].t if packets else 0.0
+    return [packet_json(n, p, t0, flow, a) for n, (p, a) in enumerate(zip(packets, analysis.attributions), 1)]
+
+
+def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, analysis: Analysis,
+                   command: str = "check", extra: dict | None = None) -> dict:
+    document = {"schema": SCHEMA, "command": command, "target": target_json, "verdict": analysis.verdict,
+                "direction": analysis.direction, "hop": analysis.hop, "rtt_ms": analysis.rtt_ms,
+                "client": {"address": flow.client, "port": flow.client_port},
+                "packets": packets_json(packets, flow, analysis), "explanation": analysis.explanation}
+    if analysis.hop_basis:
+        document["hop_basis"] = analysis.hop_basis
+    document.update(extra or {})
+    return document
+
+
+def dumps(document: dict) -> str:
+    return json.dumps(document, indent=2)
+
+
+def _relative(value: int, base: int | None) -> int:
+    return (value - base) % (1 << 32) if base is not None else value
+
+
+def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, width: int = 70) -> str:
+    """A Wireshark-like table: relative sequence numbers, one evidence sentence per line."""
+    from tabulate import tabulate
+
+    our_isn = next((p.seq for p in packets if flow.sent_by_client(p) and "S" in p.flags), None)
+    their_isn = next((p.seq for p in packets if flow.toward_client(p) and "S" in p.flags), None)
+    t0 = packets[0].t if packets else 0.0
+    rows = []
+    for n, (packet, attribution) in enumerate(zip(packets, analysis.attributions), 1):
+        mine = flow.sent_by_client(packet)
+        arrow = "->" if mine else "<-"
+        if packet.proto == "tcp":
+            seq_base, ack_base = (our_isn, their_isn) if mine else (their_isn, our_isn)
+            seq = _relative(packet.seq, seq_base)
+            ack = _relative(packet.ack, ack_base) if "A" in packet.flags else ""
+            flags, win, length = packet.flags, packet.win, packet.length
+        else:
+            seq = ack = win = ""
+            flags, length = f"icmp {packet.icmp_type}/{packet.icmp_code}", packet.ip_len
+        evidence = "\n".join(_wrap(sentence, width) for sentence in attribution.evidence)
+        origin = attribution.origin if attribution.origin in ("self", "server") or attribution.confidence == "high" \
+            else f"{attribution.origin} ({attribution.confidence})"
+        rows.append([n, f"{(packet.t - t0) * 1000:.2f}", arrow, packet.src if not mine else "", packet.ttl,
+                     packet.ip_id, flags, seq, ack, win, length, origin, evidence])
+    headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "origin", "evidence"]
+    return tabulate(rows, headers=headers, tablefmt="simple")
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def summary_lines(document: dict) -> str:
+    hop = document.get("hop")
+    parts = [f"verdict: {document['verdict']}"]
+    if document.get("direction"):
+        parts.append(f"direction: {document['direction']}")
+    if hop is not None:
+        parts.append(f"hop: {hop}")
+    if document.get("rtt_ms") is not None:
+        parts.append(f"rtt: {document['rtt_ms']:.1f} ms")
+    return "  ".join(parts) + "\n" + document["explanation"]
+
+
+def write_pcap(path: str, frames) -> None:
+    """Raw-IP pcap with nanosecond kernel timestamps (tcpdump and Wireshark read it)."""
+    import dpkt
+
+    with open(path, "wb") as handle:
+        writer = dpkt.pcap.Writer(handle, snaplen=65535, linktype=LINKTYPE_RAW, nano=True)
+        for frame in frames:
+            writer.writepkt(frame.data, ts=frame.t)

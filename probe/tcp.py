@@ -1,0 +1,324 @@
+"""The probe's side of one TCP connection, as a state machine with no I/O.
+
+Theory of operation. The probe cannot use the kernel's TCP: it must see every packet,
+including the ones a kernel would drop as out of window (the forged ones). So this class
+plays the client: it says what to send (`Segment`s), and it is told what arrived
+(`PacketRecord`s) and when a timer ran out. The I/O loop in `probe.live` does the rest.
+
+It behaves like a real client where that exposes middleboxes:
+- SYN with Linux's options (MSS, SACK, timestamps, window scale);
+- the request is retransmitted with exponential backoff while unacknowledged (the field
+  report's box was only exposed because the retransmission reached a server that had
+  been reset behind the client's back);
+- in-order data is acknowledged at once; the response is read to its end (h11);
+- the close is polite (FIN both ways) so no half-open connection stays on the server;
+- an acceptable RST (sequence number inside the receive window) ends the exchange: no more
+  retransmissions or FIN. Unlike a real stack, data that still arrives from the server after
+  it is acknowledged: a server that sent the data is alive, and whether it accepts our ACK
+  or answers it with a reset for an unknown connection tells if it too was reset by
+  someone else (the "direction: both" case).
+
+Times (`now`) are seconds on any clock the caller chooses, used only for timers; the
+measured RTT of the report comes from kernel timestamps elsewhere.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from probe.http import ResponseReader
+from probe.record import PacketRecord
+
+MOD32 = 1 << 32
+RTO_MIN = 0.2
+RTO_MAX = 60.0
+RECEIVE_WINDOW = 64240
+WINDOW_SCALE = 7
+
+
+def seq_add(a: int, b: int) -> int:
+    return (a + b) % MOD32
+
+
+def seq_diff(a: int, b: int) -> int:
+    """a - b in sequence space, as a signed number."""
+    d = (a - b) % MOD32
+    return d - MOD32 if d >= MOD32 // 2 else d
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    SYN_SENT = "syn-sent"
+    ESTABLISHED = "established"
+    FIN_WAIT = "fin-wait"  # we sent FIN first
+    LAST_ACK = "last-ack"  # the server closed, we answered with our FIN
+    RESET = "reset"  # a reset arrived: we send nothing of our own, but still acknowledge data
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A TCP segment to send: the crafting layer turns it into bytes."""
+
+    flags: str
+    seq: int
+    ack: int
+    window: int
+    payload: bytes = b""
+    options: tuple = ()
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    syn_rto: float = 1.0
+    syn_retries: int = 2
+    data_retries: int = 3
+    mss: int = 1460
+    idle_timeout: float = 10.0  # no progress for this long ends the exchange
+
+
+@dataclass
+class Progress:
+    """What happened, for the report: facts about the exchange, not judgements."""
+
+    syn_sent: int = 0
+    synack_at: float | None = None
+    request_sent: int = 0  # transmissions of the request, first one included
+    request_acked: bool = False
+    response_status: int | None = None
+    response_complete: bool = False
+    response_malformed: str | None = None
+    reset_at: float | None = None
+    server_fin: bool = False
+    closed_politely: bool = False
+    gave_up: str | None = None  # "syn" or "request" or "idle"
+    events: list = field(default_factory=list)
+
+
+class ClientConnection:
+    def __init__(self, client: str, client_port: int, server: str, server_port: int, request: bytes,
+                 isn: int, reader: ResponseReader, settings: Settings = Settings(), ts_base: int = 0):
+        self.client, self.client_port = client, client_port
+        self.server, self.server_port = server, server_port
+        self.request = request
+        self.isn = isn
+        self.reader = reader
+        self.settings = settings
+        self.state = State.CLOSED
+        self.progress = Progress()
+        self.snd_una = isn
+        self.snd_nxt = isn
+        self.irs: int | None = None
+        self.rcv_nxt = 0
+        self.rtt_estimate: float | None = None
+        self.deadline: float | None = None
+        self.last_progress = 0.0
+        self._rto = settings.syn_rto
+        self._retries_left = settings.syn_retries
+        self._syn_sent_at = 0.0
+        self._ts_base = ts_base
+        self._ts_recent: int | None = None
+        self._use_ts = False
+        self._window_shift = 0
+        self._fin_seq: int | None = None  # our FIN's sequence number once sent
+
+    # -- what the loop calls ------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.state in (State.DONE, State.RESET)
+
+    def start(self, now: float) -> list[Segment]:
+        self.state = State.SYN_SENT
+        self._syn_sent_at = now
+        self.last_progress = now
+        self.snd_nxt = seq_add(self.isn, 1)
+        self.deadline = now + self._rto
+        self.progress.syn_sent += 1
+        return [self._syn(now)]
+
+    def on_timer(self, now: float) -> list[Segment]:
+        if self.deadline is None or now < self.deadline:
+            return []
+        outstanding = self.state is State.SYN_SENT or self.request_outstanding or (
+            self._fin_seq is not None and not self._fin_acked)
+        if not outstanding:  # waiting for the server with nothing unacknowledged
+            if now - self.last_progress >= self.settings.idle_timeout:
+                return self._give_up("idle")
+            self.deadline = self.last_progress + self.settings.idle_timeout
+            return []
+        if self._retries_left <= 0:
+            return self._give_up("syn" if self.state is State.SYN_SENT else "request")
+        self._retries_left -= 1
+        self._rto = min(self._rto * 2, RTO_MAX)
+        self.deadline = now + self._rto
+        if self.state is State.SYN_SENT:
+            self.progress.syn_sent += 1
+            return [self._syn(now)]
+        return self._retransmit(now)
+
+    def on_packet(self, packet: PacketRecord, now: float) -> list[Segment]:
+        """Take one received packet of this flow (TCP from the server, or ICMP quoting us)."""
+        if self.state in (State.DONE, State.CLOSED):
+            return []
+        if self.state is State.RESET:
+            return self._after_reset(packet, now)
+        if packet.proto == "icmp":
+            return []  # an ICMP error is evidence, not a reason to stop: the loop's timers decide
+        if packet.proto != "tcp":
+            return []
+        if "R" in packet.flags:
+            return self._on_reset(packet, now)
+        if self.state is State.SYN_SENT:
+            return self._on_synack(packet, now)
+        return self._on_established(packet, now)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _give_up(self, what: str) -> list[Segment]:
+        self.progress.gave_up = what
+        self.state = State.DONE
+        self.deadline = None
+        return []
+
+    def _timestamp_option(self, now: float) -> tuple:
+        if not self._use_ts:
+            return ()
+        tsval = (self._ts_base + int(now * 1000)) % MOD32
+        return (("NOP", None), ("NOP", None), ("Timestamp", (tsval, self._ts_recent or 0)))
+
+    def _syn(self, now: float) -> Segment:
+        tsval = (self._ts_base + int(now * 1000)) % MOD32
+        options = (("MSS", self.settings.mss), ("SAckOK", b""), ("Timestamp", (tsval, 0)),
+                   ("NOP", None), ("WScale", WINDOW_SCALE))
+        return Segment("S", self.isn, 0, RECEIVE_WINDOW, options=options, purpose="syn")
+
+    def _window(self) -> int:
+        return min(RECEIVE_WINDOW >> self._window_shift, 0xFFFF)
+
+    def _ack(self, now: float, purpose: str = "ack") -> Segment:
+        return Segment("A", self.snd_nxt, self.rcv_nxt, self._window(), options=self._timestamp_option(now),
+                       purpose=purpose)
+
+    def _on_synack(self, packet: PacketRecord, now: float) -> list[Segment]:
+        if packet.flags.replace("E", "").replace("C", "") != "SA" or packet.ack != self.snd_nxt:
+            return []
+        self.irs = packet.seq
+        self.rcv_nxt = seq_add(packet.seq, 1)
+        self.snd_una = packet.ack
+        self.progress.synack_at = now
+        self.rtt_estimate = max(now - self._syn_sent_at, 0.0)
+        self._use_ts = packet.option("Timestamp") is not None
+        if self._use_ts:
+            self._ts_recent = packet.option("Timestamp")[0]
+        self._window_shift = WINDOW_SCALE if packet.option("WScale") is not None else 0
+        self.state = State.ESTABLISHED
+        self.last_progress = now
+        # Linux's RTO: srtt + 4 * rttvar with rttvar = srtt / 2 at the first sample, floored at 200 ms.
+        self._rto = min(max(3 * self.rtt_estimate, RTO_MIN), RTO_MAX)
+        self._retries_left = self.settings.data_retries
+        self.deadline = now + self._rto
+        ack = self._ack(now, "handshake-ack")
+        request = Segment("PA", self.snd_nxt, self.rcv_nxt, self._window(), self.request,
+                          self._timestamp_option(now), purpose="request")
+        self.snd_nxt = seq_add(self.snd_nxt, len(self.request))
+        self.progress.request_sent = 1
+        return [ack, request]
+
+    def _retransmit(self, now: float) -> list[Segment]:
+        if self.request_outstanding:
+            self.progress.request_sent += 1
+            return [Segment("PA", self.snd_una, self.rcv_nxt, self._window(), self.request,
+                            self._timestamp_option(now), purpose="retransmission")]
+        if self._fin_seq is not None and not self._fin_acked:
+            return [Segment("FA", self._fin_seq, self.rcv_nxt, self._window(), options=self._timestamp_option(now),
+                            purpose="fin-retransmission")]
+        return []
+
+    @property
+    def request_outstanding(self) -> bool:
+        return seq_diff(seq_add(self.isn, 1 + len(self.request)), self.snd_una) > 0
+
+    def _on_reset(self, packet: PacketRecord, now: float) -> list[Segment]:
+        if self.state is State.SYN_SENT:
+            acceptable = "A" in packet.flags and packet.ack == self.snd_nxt
+        else:
+            acceptable = 0 <= seq_diff(packet.seq, self.rcv_nxt) < RECEIVE_WINDOW
+        if acceptable:
+            self.progress.reset_at = now
+            self.state = State.RESET if self.state is not State.SYN_SENT else State.DONE
+            self.deadline = None
+        return []
+
+    def _after_reset(self, packet: PacketRecord, now: float) -> list[Segment]:
+        """Acknowledge in-order data or FIN that the server sends after a reset; nothing else."""
+        if packet.proto != "tcp" or "R" in packet.flags or "S" in packet.flags:
+            return []
+        if seq_diff(packet.seq, self.rcv_nxt) != 0 or not (packet.length or "F" in packet.flags):
+            return []
+        self.rcv_nxt = seq_add(self.rcv_nxt, packet.length + ("F" in packet.flags))
+        return [self._ack(now, "ack-after-reset")]
+
+    def _on_established(self, packet: PacketRecord, now: float) -> list[Segment]:
+        flags = packet.flags
+        if "S" in flags:  # a repeated SYN-ACK: our handshake ACK was lost
+            return [self._ack(now, "handshake-ack")] if "A" in flags else []
+        out: list[Segment] = []
+        if "A" in flags and 0 < seq_diff(packet.ack, self.snd_una) <= seq_diff(self.snd_nxt, self.snd_una):
+            self.snd_una = packet.ack
+            self.last_progress = now
+            if not self.request_outstanding and not self.progress.request_acked:
+                self.progress.request_acked = True
+                self._retries_left = self.settings.data_retries
+            if seq_diff(self.snd_nxt, self.snd_una) == 0:
+                self.deadline = now + self.settings.idle_timeout  # nothing outstanding: idle watchdog
+        offset = seq_diff(packet.seq, self.rcv_nxt)
+        data_len = packet.length
+        if data_len and offset <= 0 < offset + data_len:
+            fresh = packet.payload[-offset:] if offset else packet.payload
+            self.rcv_nxt = seq_add(self.rcv_nxt, len(fresh))
+            status = self.reader.feed(fresh)
+            self.progress.response_status = status.status
+            self.progress.response_complete = status.complete
+            self.progress.response_malformed = status.malformed
+            self.last_progress = now
+            offset = 0
+            out.append(self._ack(now))
+        elif data_len:
+            out.append(self._ack(now, "duplicate-ack"))  # out of order or old: say where we are
+        if "F" in flags and seq_add(packet.seq, data_len) == self.rcv_nxt and not self.progress.server_fin:
+            self.progress.server_fin = True
+            self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+            self.progress.response_complete = self.reader.feed(b"", eof=True).complete
+            self.last_progress = now
+            out = [segment for segment in out if segment.purpose != "ack"]
+            if self._fin_seq is None:
+                out.append(self._send_fin(now))
+                self.state = State.LAST_ACK
+            else:
+                out.append(self._ack(now, "ack-of-fin"))
+        elif "F" in flags and self.progress.server_fin and seq_add(packet.seq, data_len + 1) == self.rcv_nxt:
+            out.append(self._ack(now, "ack-of-fin"))  # the server repeats its FIN: our ACK was lost
+        if self._fin_seq is not None and self._fin_acked and self.progress.server_fin:
+            self.progress.closed_politely = True
+            self.state = State.DONE
+            self.deadline = None
+            return out
+        if self.state is State.ESTABLISHED and self.progress.response_complete and not self.request_outstanding:
+            out.append(self._send_fin(now))  # the server keeps the connection open: we close first
+            self.state = State.FIN_WAIT
+        return out
+
+    @property
+    def _fin_acked(self) -> bool:
+        return self._fin_seq is not None and seq_diff(self.snd_una, self._fin_seq) > 0
+
+    def _send_fin(self, now: float) -> Segment:
+        self._fin_seq = self.snd_nxt
+        self.snd_nxt = seq_add(self.snd_nxt, 1)
+        self._retries_left = self.settings.data_retries
+        self.deadline = now + self._rto
+        return Segment("FA", self._fin_seq, self.rcv_nxt, self._window(), options=self._timestamp_option(now),
+                       purpose="fin")

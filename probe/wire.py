@@ -1,0 +1,202 @@
+"""The only place that touches the network: one capture, one raw sender, kernel timestamps.
+
+The capture is an AF_PACKET socket opened (and filtered) before the first packet leaves,
+so a reply can never arrive before we listen. It sees our own outgoing packets as well,
+with the kernel's timestamp of when they were handed to the device: both ends of the RTT
+come from the same clock, not from Python timers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from probe.errors import ProbeError
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+SO_TIMESTAMPNS = 35
+SO_MARK = 36
+SO_ATTACH_FILTER = 26
+PACKET_OUTGOING = 4
+SKF_AD_PROTOCOL = -0x1000  # SKF_AD_OFF + SKF_AD_PROTOCOL: the frame's ethertype
+PROBE_MARK = 0x70726f62  # "prob": our crafted packets carry it, so the guard lets them pass
+SNAPLEN = 65535
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A captured IPv4 packet with its kernel timestamp (seconds) and whether we sent it."""
+
+    t: float
+    data: bytes
+    outgoing: bool
+
+
+def _bpf_program(addresses: list[str]) -> bytes:
+    """Classic BPF on cooked frames: IPv4 packets from or to one of `addresses`, and all ICMP."""
+    ins: list[tuple[int, int, int, int]] = []
+    ld_w_abs, ld_b_abs, jeq_k, ret_k = 0x20, 0x30, 0x15, 0x06
+    count = len(addresses)
+    # layout: [proto, jeq ip], [ldb 9, jeq icmp], [ld 12, jeq a]*n, [ld 16, jeq a]*n, accept, drop
+    total = 4 + 2 * (1 + count) + 2
+    accept, drop = total - 2, total - 1
+
+    def jump(at: int, target: int) -> int:
+        return target - at - 1
+
+    ins.append((ld_w_abs, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF))
+    ins.append((jeq_k, 0, jump(1, drop), ETH_P_IP))
+    ins.append((ld_b_abs, 0, 0, 9))
+    ins.append((jeq_k, jump(3, accept), 0, 1))
+    for offset in (12, 16):
+        ins.append((ld_w_abs, 0, 0, offset))
+        for address in addresses:
+            at = len(ins)
+            last = offset == 16 and address == addresses[-1]
+            ins.append((jeq_k, jump(at, accept), jump(at, drop) if last else 0,
+                        struct.unpack("!I", socket.inet_aton(address))[0]))
+    ins.append((ret_k, 0, 0, SNAPLEN))
+    ins.append((ret_k, 0, 0, 0))
+    assert len(ins) == total
+    return b"".join(struct.pack("HBBI", *i) for i in ins)
+
+
+class Capture:
+    """Every IPv4 packet to or from the given addresses (and every ICMP), both directions."""
+
+    def __init__(self, addresses: list[str], buffer_bytes: int = 4 << 20):
+        try:
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        except PermissionError:
+            raise ProbeError("cannot open a packet capture: run as root (or with CAP_NET_RAW)") from None
+        try:
+            program = _bpf_program(addresses)
+            buf = ctypes.create_string_buffer(program)
+            fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+            self.sock.setblocking(False)
+            self._drain()  # frames queued before the filter was attached are not ours
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _drain(self) -> None:
+        for _ in range(100000):
+            try:
+                self.sock.recv(SNAPLEN)
+            except BlockingIOError:
+                return
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self, timeout: float) -> list[Frame]:
+        """Wait up to `timeout` seconds for frames, then return all that are queued."""
+        ready, _, _ = select.select([self.sock], [], [], max(timeout, 0.0))
+        if not ready:
+            return []
+        frames = []
+        for _ in range(4096):
+            try:
+                data, ancillary, _flags, address = self.sock.recvmsg(SNAPLEN, 64)
+            except BlockingIOError:
+                break
+            if address[1] != ETH_P_IP:
+                continue
+            stamp = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
+                    seconds, nanoseconds = struct.unpack("qq", payload[:16])
+                    stamp = seconds + nanoseconds / 1e9
+            if stamp is None:
+                stamp = time.time()
+            frames.append(Frame(stamp, data, address[2] == PACKET_OUTGOING))
+        return frames
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RawSender:
+    """Sends finished IPv4 packets (IP_HDRINCL), marked so the guard never drops them."""
+
+    def __init__(self):
+        try:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, PROBE_MARK)
+        except PermissionError:
+            raise ProbeError("cannot open a raw socket: run as root (or with CAP_NET_RAW and CAP_NET_ADMIN)") from None
+
+    def send(self, packet: bytes, destination: str) -> None:
+        try:
+            self.sock.sendto(packet, (destination, 0))
+        except OSError as error:
+            if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+                raise ProbeError(f"no route to {destination}: {error.strerror}") from None
+            if error.errno == errno.EPERM:
+                raise ProbeError(f"sending to {destination} was refused by a local firewall rule") from None
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "RawSender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def source_address(destination: str, port: int) -> str:
+    """The address the kernel would use to reach `destination` (a route lookup; sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.connect((destination, port))
+        except OSError as error:
+            raise ProbeError(f"no route to {destination}: {error.strerror}") from None
+        return udp.getsockname()[0]
+
+
+def local_addresses() -> set[str]:
+    """The IPv4 addresses of this host's interfaces (to refuse probing ourselves)."""
+    addresses = set()
+    try:
+        with open("/proc/net/fib_trie") as trie:
+            lines = trie.read().splitlines()
+    except OSError:
+        return addresses
+    for previous, line in zip(lines, lines[1:]):
+        if "/32 host LOCAL" in line:
+            addresses.add(previous.split()[-1])
+    return addresses
+
+
+class PortReservation:
+    """Holds a kernel-chosen ephemeral port so no other connection of this host takes it."""
+
+    def __init__(self, address: str):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((address, 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def random_u32() -> int:
+    return struct.unpack("!I", os.urandom(4))[0]
