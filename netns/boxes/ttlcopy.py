@@ -35,11 +35,12 @@ def main() -> None:
             reset_ack = _packets.forged(server, client, seg.dport, seg.sport, seq=seg.ack,
                                         ack=seg.end_seq, flags="RA", ttl=ttl, df=df,
                                         ip_id=None if ip_id is None else ip_id + 2)
-            toward_server = bytes(_packets.burst_toward_server(seg)[0])
+            toward_server = [bytes(p) for p in _packets.burst_toward_server(seg)[:2]]
             sender.send(reset)
             sender.send(reset_ack)
             packet.accept()
-            sender.send(toward_server)
+            for forged in toward_server:
+                sender.send(forged)
         else:
             packet.accept()
 

@@ -74,10 +74,15 @@ def classify_ip_ids(ids: list[int]) -> IpIdHabit:
 @dataclass(frozen=True)
 class Baseline:
     synack: PacketRecord | None
-    server_ttl: int | None
+    server_ttl: int | None  # the TTL of the server's own packets (its data when a proxy shook hands)
     rtt: float | None  # seconds, the smallest round trip seen to the handshake's responder
     ip_ids: IpIdHabit
     members: frozenset[int]  # indexes of packets taken as the server's own
+    handshake_ttl: int | None = None  # the SYN-ACK's TTL; differs when a SYN proxy answered it
+
+    @property
+    def accepted_ttls(self) -> tuple[int, ...]:
+        return tuple(sorted({t for t in (self.server_ttl, self.handshake_ttl) if t is not None}))
 
     @property
     def server_hop(self) -> int | None:
@@ -119,17 +124,38 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
     synack = packets[synack_index]
     last_syn = [p for p in packets[:synack_index] if flow.sent_by_client(p) and p.flags == "S"][-1]
     rtt = max(synack.t - last_syn.t, 0.0)
+    server_ttl = _farther_responder(packets, synack_index, flow) or synack.ttl
     members = {synack_index}
-    ids = [synack.ip_id]
+    ids = [synack.ip_id] if server_ttl == synack.ttl else []
     for i in range(synack_index + 1, len(packets)):
         p = packets[i]
-        if not flow.toward_client(p) or p.ttl != synack.ttl or "R" in p.flags:
+        if not flow.toward_client(p) or p.ttl not in (synack.ttl, server_ttl) or "R" in p.flags:
             continue
         cause = cause_of(packets, i, flow)
         if cause is not None and p.t - cause.t < rtt * 0.5:
             continue  # faster than the path allows: not evidence of what the server looks like
         members.add(i)
-        ids.append(p.ip_id)
-        if cause is not None and "A" in p.flags and seq_end(cause) == p.ack and cause.length:
+        if p.ttl == server_ttl:
+            ids.append(p.ip_id)
+        if cause is not None and "A" in p.flags and seq_end(cause) == p.ack and cause.length and p.ttl == synack.ttl:
             rtt = min(rtt, p.t - cause.t)  # a fresh sample: the server acknowledged our data
-    return Baseline(synack, synack.ttl, rtt, classify_ip_ids(ids), frozenset(members))
+    return Baseline(synack, server_ttl, rtt, classify_ip_ids(ids), frozenset(members), synack.ttl)
+
+
+def _farther_responder(packets: list[PacketRecord], synack_index: int, flow: Flow) -> int | None:
+    """The TTL of a server answering from farther away than the handshake's responder, if any.
+
+    A SYN proxy or load balancer answers the handshake itself and hands the connection to the
+    server behind it, whose packets then arrive with a lower TTL. A forger sits between us and
+    the server, so it is never farther than what answered the SYN: data that continues the
+    server's sequence numbers exactly, acknowledges our request and comes from farther away is
+    the server's own. Returns None when no such packet exists."""
+    synack = packets[synack_index]
+    request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+    if request is None:
+        return None
+    for p in packets[synack_index + 1:]:
+        if (flow.toward_client(p) and p.ttl < synack.ttl and "R" not in p.flags and "S" not in p.flags
+                and p.length and p.seq == seq_add(synack.seq, 1) and seq_diff(p.ack, seq_end(request)) >= 0):
+            return p.ttl
+    return None

@@ -36,9 +36,10 @@ def ttl_distance(packet: PacketRecord, baseline: Baseline, probe_ttl: int = 64) 
     that copies the probe's own TTL is named as such."""
     if baseline.server_ttl is None:
         return []
-    difference = packet.ttl - baseline.server_ttl
-    if difference == 0:
-        return [Signal(-1, f"TTL {packet.ttl}, as the server's SYN-ACK")]
+    if packet.ttl in baseline.accepted_ttls:
+        same = "the server's SYN-ACK" if packet.ttl == baseline.handshake_ttl else "the server's data"
+        return [Signal(-1, f"TTL {packet.ttl}, as {same}")]
+    difference = packet.ttl - min(baseline.accepted_ttls, key=lambda ttl: abs(ttl - packet.ttl))
     sentence = (f"TTL {packet.ttl}, the server's packets arrive with TTL {baseline.server_ttl} "
                 f"(sender about hop {hop_distance(packet.ttl)}, server hop {baseline.server_hop})")
     if packet.ttl == probe_ttl:
@@ -164,3 +165,28 @@ def _server_next_seq(packets: list[PacketRecord], index: int, flow: Flow) -> int
         if flow.sent_by_client(p) and "A" in p.flags and seq_diff(p.ack, furthest) > 0:
             furthest = p.ack
     return furthest
+
+
+def acknowledges_backwards(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """A pure ACK from the server that acknowledges less than the server had already acknowledged.
+
+    Why: a stack never takes back an acknowledgement; a backward ACK is the server answering a
+    segment it received in our name that we never sent (an RFC 5961 challenge ACK to a forged
+    in-window RST or SYN; Linux answers the tap's burst this way). It tells that forged packets
+    reached the server even when they failed to reset it. False positives: a path that reorders
+    two ACKs of the server; so it is used only to set the direction once forgery is established,
+    never to blame on its own."""
+    packet = packets[index]
+    if index not in baseline.members or packet.length or "A" not in packet.flags or "R" in packet.flags \
+            or "S" in packet.flags:
+        return []
+    acked_before = [p.ack for i, p in enumerate(packets[:index]) if i in baseline.members
+                    and flow.toward_client(p) and "A" in p.flags and "S" not in p.flags]
+    if not acked_before:
+        return []
+    furthest = max(acked_before, key=lambda ack: seq_diff(ack, packet.ack))
+    behind = seq_diff(furthest, packet.ack)
+    if behind <= 0:
+        return []
+    return [Signal(0, f"the server acknowledged {behind} bytes less than it already had: it was "
+                      f"answering a segment sent in our name (a challenge ACK, RFC 5961)")]

@@ -102,6 +102,8 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
     the server's fingerprint, on a connection the server had answered with a SYN-ACK and had
     neither reset nor closed before. RFC 9293 makes a stack answer that way only for a
     connection it does not have; we never sent a RST, so someone else did, in our name.
+    Not counted: a reset of our acknowledgement of bytes the server never sent (we acknowledged
+    forged data, and the server rightly refused that ACK).
     Known false positives: the server really lost its state (reboot, a state-table timeout on a
     load balancer in front of it, an accept-queue overflow with tcp_abort_on_overflow).
     Returns the evidence sentences, empty when the signature is absent."""
@@ -120,6 +122,10 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
         answered = [p for p in earlier if flow.sent_by_client(p) and "A" in p.flags and p.ack == packet.seq]
         if not answered:
             continue
+        server_end = max((seq_end(p) for i, p in enumerate(earlier) if i in baseline.members),
+                         key=lambda end: seq_diff(end, baseline.synack.seq))
+        if seq_diff(packet.seq, server_end) > 0:
+            continue  # we had acknowledged bytes the server never sent (forged data): that explains it
         evidence = [f"the server answered our segment with a bare RST (seq {packet.seq} = our ACK, no ACK flag, "
                     f"window {packet.win}): it no longer had the connection it had accepted, and we never "
                     f"sent a reset"]
@@ -136,17 +142,6 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
     return []
 
 
-def _forged_hop(packets: list[PacketRecord], indexes: list[int], baseline: Baseline) -> int | None:
-    """The forger's hop from its TTL, when its packets agree and do not copy the server's TTL."""
-    ttls = {packets[i].ttl for i in indexes}
-    if len(ttls) != 1:
-        return None
-    ttl = ttls.pop()
-    if baseline.server_ttl is not None and ttl <= baseline.server_ttl:
-        return None
-    return hop_distance(ttl)
-
-
 def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attribution], baseline: Baseline):
     """Return (verdict, direction, hop, hop_basis, sentences)."""
     received = [i for i, p in enumerate(packets) if flow.toward_client(p)]
@@ -156,15 +151,18 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
     toward_server = reset_in_our_name(packets, flow, attributions, baseline)
     icmp_errors = [i for i, p in enumerate(packets) if flow.quotes_flow(p) and p.icmp_type == ICMP_UNREACHABLE]
     genuine_resets = [i for i in received if "R" in packets[i].flags and attributions[i].origin != "middlebox"]
+    if forged_resets or forged_data:
+        backward = [signal.sentence for i in received
+                    for signal in h.acknowledges_backwards(packets, i, flow, baseline)]
+        toward_server = toward_server or backward[:1]
 
     if forged_data:
-        hop = _forged_hop(packets, forged_data, baseline)
-        return ("middlebox-response", "to-client", hop, "ttl" if hop else None,
+        return ("middlebox-response", "both" if toward_server else "to-client", None, None,
                 [f"{len(forged_data)} packet(s) of data in the server's name came from a device in between "
                  f"({attributions[forged_data[0]].evidence[0]})."])
     if forged_resets or toward_server:
         direction = "both" if forged_resets and toward_server else "to-client" if forged_resets else "to-server"
-        hop = _forged_hop(packets, forged_resets, baseline) if forged_resets else None
+        hop = None  # a forger's TTL is no location (it may copy a TTL): locating is `probe trace`'s job
         sentences = []
         if forged_resets:
             sentences.append(f"{len(forged_resets)} reset(s) toward us were forged by a device in between "

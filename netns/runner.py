@@ -1,0 +1,160 @@
+"""Bring a scenario up, run the probe against it, check the result, tear it down.
+
+A scenario is a TOML file in netns/scenarios/: what box sits where, what the probe is asked,
+and what it must say. The runner tears the lab down on every way out (the Lab context
+manager), runs the probe as a user would (`python3 -m probe check ... --json` inside the
+client namespace), and compares the verdict, direction and, when the scenario names one,
+the hop.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netns.lab import HTTP_PORT, Lab
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+LB_VIP = "203.0.113.100"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    box: str | None
+    box_hop: int | str | None
+    box_args: tuple[str, ...]
+    url: str
+    address: str | None
+    probe_args: tuple[str, ...]
+    expect: dict
+    trap: bool = False
+    routers: int = 4
+    delay_ms: float = 50.0
+
+    @classmethod
+    def load(cls, path: Path) -> "Scenario":
+        data = tomllib.loads(path.read_text())
+        box, probe = data.get("box", {}), data.get("probe", {})
+        topology = data.get("topology", {})
+        return cls(name=path.stem, description=data.get("description", ""), box=box.get("name"),
+                   box_hop=box.get("hop"), box_args=tuple(box.get("args", ())), url=probe["url"],
+                   address=probe.get("address"), probe_args=tuple(probe.get("args", ())),
+                   expect=data["expect"], trap=bool(data.get("trap", False)),
+                   routers=int(topology.get("routers", 4)), delay_ms=float(topology.get("delay_ms", 50.0)))
+
+
+def load_all(names: list[str] | None = None) -> list[Scenario]:
+    scenarios = [Scenario.load(path) for path in sorted(SCENARIO_DIR.glob("*.toml"))]
+    if names:
+        scenarios = [s for s in scenarios if s.name in names or s.name.split("-", 1)[0] in names
+                     or s.name.split("-", 1)[-1] in names]
+    return scenarios
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    verdict: str | None
+    direction: str | None
+    hop: int | None
+    exit_code: int
+    passed: bool
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    document: dict | None = None
+
+
+def judge(scenario: Scenario, document: dict | None, exit_code: int) -> list[str]:
+    """What is wrong with one result, in words; empty when it is what the scenario expects."""
+    if document is None:
+        return [f"no JSON document (exit {exit_code})"]
+    problems = []
+    for key in ("verdict", "direction", "hop"):
+        if key in scenario.expect or key == "verdict":
+            expected = scenario.expect.get(key)
+            if document.get(key) != expected:
+                problems.append(f"{key}: expected {expected!r}, got {document.get(key)!r}")
+    if scenario.trap and any(p.get("origin") == "middlebox" for p in document.get("packets", [])):
+        problems.append("a packet of the genuine server was blamed on a middlebox")
+    return problems
+
+
+def _port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port or HTTP_PORT
+
+
+class ScenarioLab:
+    """One scenario's lab with its box running; probes can be run against it repeatedly."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        self.lab = Lab(routers=scenario.routers, delay_ms=scenario.delay_ms)
+
+    def __enter__(self) -> "ScenarioLab":
+        self.lab.up()
+        try:
+            if self.scenario.box:
+                hop = self.lab.routers if self.scenario.box_hop == "last" else int(self.scenario.box_hop)
+                self.lab.spawn(self.lab.router_ns(hop),
+                               [sys.executable, "-m", f"netns.boxes.{self.scenario.box}", *self.scenario.box_args],
+                               name=self.scenario.box)
+        except BaseException:
+            self.lab.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lab.down()
+
+    def probe_argv(self, command: str = "check", extra: tuple[str, ...] = ()) -> list[str]:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.scenario.url).hostname
+        address = self.scenario.address or self.lab.server_addr
+        return [sys.executable, "-m", "probe", command, self.scenario.url, "--resolve",
+                f"{host}:{_port(self.scenario.url)}:{address}", "--json", *self.scenario.probe_args, *extra]
+
+    def run_probe(self, command: str = "check", extra: tuple[str, ...] = (), timeout: float = 120.0) -> RunResult:
+        started = time.monotonic()
+        completed = self.lab.exec(self.lab.client_ns, self.probe_argv(command, extra), check=False, timeout=timeout)
+        seconds = time.monotonic() - started
+        try:
+            document = json.loads(completed.stdout)
+        except json.JSONDecodeError:
+            document = None
+        problems = judge(self.scenario, document, completed.returncode)
+        if document is None and completed.stderr:
+            problems.append(completed.stderr.strip().splitlines()[-1])
+        return RunResult(self.scenario.name, document and document.get("verdict"),
+                         document and document.get("direction"), document and document.get("hop"),
+                         completed.returncode, not problems, problems, seconds, document)
+
+
+def run_scenario(scenario: Scenario, repeats: int = 1) -> list[RunResult]:
+    with ScenarioLab(scenario) as lab:
+        return [lab.run_probe() for _ in range(repeats)]
+
+
+def results_table(scenarios: list[Scenario], results: dict[str, list[RunResult]]) -> str:
+    """The README's table: made from real runs, never typed by hand."""
+    from tabulate import tabulate
+
+    rows = []
+    for scenario in scenarios:
+        runs = results.get(scenario.name, [])
+        said = sorted({f"{r.verdict} / {r.direction or '-'} / hop {r.hop if r.hop is not None else '-'}"
+                       for r in runs})
+        expected = (f"{scenario.expect.get('verdict')} / {scenario.expect.get('direction') or '-'}"
+                    f" / hop {scenario.expect.get('hop', '-') if scenario.expect.get('hop') is not None else '-'}")
+        rows.append([scenario.name, expected, "<br>".join(said), f"{sum(r.passed for r in runs)}/{len(runs)}"])
+    return tabulate(rows, headers=["scenario", "expected (verdict / direction / hop)", "probe said", "runs passed"],
+                    tablefmt="github")
