@@ -72,7 +72,8 @@ def _run(args) -> int:
                 for i, r in enumerate(runs):
                     (folder / f"{scenario.name}-{i}.json").write_text(json.dumps(r.document, indent=1))
     print(results_table(scenarios, results))
-    return 0 if all(r.passed for runs in results.values() for r in runs) else 1
+    gaps = {s.name for s in scenarios if s.known_gap}
+    return 0 if all(r.passed for name, runs in results.items() if name not in gaps for r in runs) else 1
 
 
 def _demo() -> int:

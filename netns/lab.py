@@ -285,6 +285,11 @@ class Lab:
             if k > 1:
                 back = router_dn_addr(k - 1, self.routers)
                 cmds.append(f"route add {CLIENT_NET} via {back} dev up")
+                # the links behind us too: a router's own connections (a transparent proxy's)
+                # leave from its dn address and their answers must find the way back
+                for j in range(1, k - 1):
+                    link = f"{router_dn_addr(j, self.routers)}/30"
+                    cmds.append(f"route add {ipaddress.ip_network(link, strict=False)} via {back} dev up")
             if k < self.routers:
                 cmds.append(f"route add default via {router_up_addr(k + 1)} dev dn")
             _ip_batch(ns, cmds)

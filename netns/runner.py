@@ -35,6 +35,7 @@ class Scenario:
     probe_args: tuple[str, ...]
     expect: dict
     trap: bool = False
+    known_gap: str | None = None  # why `probe check` cannot yet get this one right
     routers: int = 4
     delay_ms: float = 50.0
 
@@ -46,7 +47,7 @@ class Scenario:
         return cls(name=path.stem, description=data.get("description", ""), box=box.get("name"),
                    box_hop=box.get("hop"), box_args=tuple(box.get("args", ())), url=probe["url"],
                    address=probe.get("address"), probe_args=tuple(probe.get("args", ())),
-                   expect=data["expect"], trap=bool(data.get("trap", False)),
+                   expect=data["expect"], trap=bool(data.get("trap", False)), known_gap=data.get("known_gap"),
                    routers=int(topology.get("routers", 4)), delay_ms=float(topology.get("delay_ms", 50.0)))
 
 
@@ -155,6 +156,9 @@ def results_table(scenarios: list[Scenario], results: dict[str, list[RunResult]]
                        for r in runs})
         expected = (f"{scenario.expect.get('verdict')} / {scenario.expect.get('direction') or '-'}"
                     f" / hop {scenario.expect.get('hop', '-') if scenario.expect.get('hop') is not None else '-'}")
-        rows.append([scenario.name, expected, "<br>".join(said), f"{sum(r.passed for r in runs)}/{len(runs)}"])
+        passed = f"{sum(r.passed for r in runs)}/{len(runs)}"
+        if scenario.known_gap:
+            passed += f" (known gap: {scenario.known_gap})"
+        rows.append([scenario.name, expected, "<br>".join(said), passed])
     return tabulate(rows, headers=["scenario", "expected (verdict / direction / hop)", "probe said", "runs passed"],
                     tablefmt="github")

@@ -211,6 +211,27 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
     return "dropped", None, None, None, ["The handshake completed but the request was never sent."]
 
 
+def slow_answer_after_fast_handshake(packets: list[PacketRecord], flow: Flow, baseline: Baseline) -> str | None:
+    """The answer took far longer than the handshake: something close may have shaken hands.
+
+    A transparent proxy answers the SYN itself and fetches from the server, so its handshake RTT
+    is short and the answer comes one proxy-to-server round trip later. A slow application looks
+    the same, so this is a note that points at `probe trace`, never a verdict."""
+    if baseline.synack is None or baseline.rtt is None:
+        return None
+    request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+    answer = next((i for i in sorted(baseline.members) if packets[i].length), None)
+    if request is None or answer is None:
+        return None
+    latency = packets[answer].t - request.t
+    handshake = baseline.synack.t - next(p.t for p in packets if flow.sent_by_client(p))
+    if latency > 10 * max(handshake, 0.0005) and latency - handshake > 0.020:
+        return (f"Note: the answer took {latency * 1000:.1f} ms but the handshake only "
+                f"{handshake * 1000:.1f} ms; a transparent proxy near you may have answered the handshake "
+                f"(or the application is slow). `probe trace` can tell.")
+    return None
+
+
 def analyze_flow(packets: list[PacketRecord], flow: Flow) -> Analysis:
     """The engine's one entry point: the packets of one flow in capture order, and who is who."""
     baseline = build_baseline(packets, flow)
@@ -220,4 +241,9 @@ def analyze_flow(packets: list[PacketRecord], flow: Flow) -> Analysis:
     if baseline.synack is not None:
         syns = [p for p in packets if flow.sent_by_client(p) and p.flags == "S" and p.t <= baseline.synack.t]
         handshake_rtt = round((baseline.synack.t - syns[-1].t) * 1000, 3)
-    return Analysis(verdict, direction, hop, handshake_rtt, tuple(attributions), " ".join(sentences), hop_basis)
+    notes = ()
+    if verdict == "clean":
+        note = slow_answer_after_fast_handshake(packets, flow, baseline)
+        notes = (note,) if note else ()
+    return Analysis(verdict, direction, hop, handshake_rtt, tuple(attributions), " ".join(sentences + list(notes)),
+                    hop_basis, notes)

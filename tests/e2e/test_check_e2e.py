@@ -9,7 +9,8 @@ import subprocess
 from decimal import Decimal
 
 import pytest
-from e2ekit import DELAY_MS, ProbeRun, probe_args, run_probe, server_tcp_states, wait_for
+from e2ekit import (DELAY_MS, ProbeRun, guard_tables, probe_args, run_probe, server_tcp_states,
+                    wait_for)
 
 from netns.lab import ABORT_PORT, BIG_SIZE, CLOSED_PORT, HTTP_PORT
 
@@ -116,7 +117,9 @@ def test_rtt_is_the_handshake_round_trip_from_kernel_timestamps(head_run):
     synack = next(p for p in document["packets"] if p["flags"] == "SA")
     assert document["rtt_ms"] == pytest.approx(synack["t_ms"] - document["packets"][0]["t_ms"],
                                                abs=0.01)
-    assert DELAY_MS <= document["rtt_ms"] <= DELAY_MS + 5.0, document["rtt_ms"]
+    # the lab's delay line holds each packet at least DELAY_MS / 2 each way; allow what its
+    # own test allows on top (a busy 2-core machine schedules the delay line late)
+    assert DELAY_MS <= document["rtt_ms"] <= DELAY_MS + max(5.0, 0.2 * DELAY_MS), document["rtt_ms"]
 
 
 def test_our_side_closes_politely(clean_run):
@@ -153,6 +156,7 @@ def test_a_reset_from_the_server_itself_is_server_reset(lab, port):
     assert not [p for p in document["packets"] if p["origin"] == "middlebox"], run.describe()
     resets = [p for p in received(document) if "R" in p["flags"]]
     assert resets and all(p["origin"] == "server" for p in resets), run.describe()
+    assert guard_tables(lab) == []
 
 
 _TCPDUMP_LINE = re.compile(r"^(\d+)\.(\d{9}) IP (\d+\.\d+\.\d+\.\d+)\.(\d+) > "
