@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("scenarios", nargs="*", help="names or numbers (default: all)")
     run.add_argument("--repeat", type=int, default=1)
     run.add_argument("--json-dir", help="keep every probe document here")
+    run.add_argument("--readme", help="write the table into this file between its scenario-table markers")
     sub.add_parser("demo", help="reproduce the field report and show what probe check says")
     args = p.parse_args(argv)
 
@@ -71,9 +72,26 @@ def _run(args) -> int:
                 folder.mkdir(parents=True, exist_ok=True)
                 for i, r in enumerate(runs):
                     (folder / f"{scenario.name}-{i}.json").write_text(json.dumps(r.document, indent=1))
-    print(results_table(scenarios, results))
+    table = results_table(scenarios, results)
+    print(table)
+    if args.readme:
+        _write_table(Path(args.readme), table, args.repeat)
     gaps = {s.name for s in scenarios if s.known_gap}
     return 0 if all(r.passed for name, runs in results.items() if name not in gaps for r in runs) else 1
+
+
+def _write_table(readme, table: str, repeats: int) -> None:
+    """Replace what stands between the markers: the README's table is the runner's output."""
+    import datetime
+
+    start, end = "<!-- scenario-table:start -->", "<!-- scenario-table:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme}: no {start} ... {end} markers")
+    stamp = (f"_Made by `python3 -m netns run --repeat {repeats} --readme README.md` on "
+             f"{datetime.date.today().isoformat()}._")
+    head, rest = text.split(start, 1)
+    readme.write_text(f"{head}{start}\n{stamp}\n\n{table}\n{end}{rest.split(end, 1)[1]}")
 
 
 def _demo() -> int:

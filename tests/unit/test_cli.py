@@ -1,0 +1,98 @@
+"""`python -m probe` as a user runs it: help, and bad invocations (one line, the contract's code).
+
+None of these sends a packet: every invocation here is refused before the probe opens a socket.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+VALID_ADDRESS = "198.51.100.80"  # TEST-NET-2: only used where the command fails before the network
+
+
+def probe(*args: str, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *python_flags, "-m", "probe", *args], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+# --- help ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("--help",), ("check", "--help")])
+def test_help_works_without_importing_scapy(args):
+    result = probe(*args, python_flags=("-X", "importtime"))
+    assert result.returncode == 0, result.stderr
+    assert "check" in result.stdout.lower() and "usage" in result.stdout.lower()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "import time:" in line]
+    assert "probe.cli" in imported  # the check below looked at the right process
+    assert not [name for name in imported if name.split(".")[0] == "scapy"]
+
+
+def test_check_help_lists_the_contract_options():
+    result = probe("check", "--help")
+    for option in ("--resolve", "--json", "--pcap"):
+        assert option in result.stdout
+
+
+def test_importing_the_cli_and_the_engine_does_not_import_scapy():
+    result = run_python("import sys, probe.cli, probe.engine, probe.target, probe.record, probe.tcp\n"
+                        "assert 'scapy' not in sys.modules, sorted(m for m in sys.modules if 'scapy' in m)\n")
+    assert result.returncode == 0, result.stderr
+
+
+# --- bad invocations -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("check",),                                            # missing URL
+    ("check", "--bogus", VALID_ADDRESS),                   # unknown option
+    ("frobnicate", VALID_ADDRESS),                         # unknown command
+    ("check", "--method", "PUT", VALID_ADDRESS),
+    ("check", "--retries", "1", VALID_ADDRESS),
+    ("check", "--retries", "many", VALID_ADDRESS),
+    ("check", "--ttl", "0", VALID_ADDRESS),
+    ("check", "--ttl", "300", VALID_ADDRESS),
+    ("check", "--max-time", "0", VALID_ADDRESS),
+    ("check", "--max-time", "-5", VALID_ADDRESS),
+    ("check", "--resolve", "www.example.com:80", "http://www.example.com/"),
+    ("check", "--resolve", "www.example.com:80:not-an-address", "http://www.example.com/"),
+    ("check", "ftp://198.51.100.80/"),
+    ("check", "https://198.51.100.80/"),
+    ("check", "http://x:70000/"),
+    ("check", "http://[::1]/"),
+    ("check", "127.0.0.1"),
+    ("check", "255.255.255.255"),
+    ("check", "224.0.0.1"),
+    ("check", ""),
+])
+def test_usage_errors_exit_2_with_one_line(args):
+    line = assert_one_line_error(probe(*args), 2)
+    assert line.startswith("probe")
+
+
+def test_unwritable_pcap_exits_1_with_one_line():
+    line = assert_one_line_error(probe("check", "--pcap", "/nonexistent-dir/out.pcap", VALID_ADDRESS), 1)
+    assert "/nonexistent-dir/out.pcap" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="as root this would really probe")
+def test_without_privileges_a_valid_target_exits_1_saying_so():
+    line = assert_one_line_error(probe("check", "--max-time", "5", VALID_ADDRESS), 1)
+    assert "root" in line or "CAP_NET" in line
