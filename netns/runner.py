@@ -140,9 +140,24 @@ class ScenarioLab:
                          completed.returncode, not problems, problems, seconds, document)
 
 
-def run_scenario(scenario: Scenario, repeats: int = 1) -> list[RunResult]:
+def run_scenario(scenario: Scenario, repeats: int = 1, record: Path | None = None) -> list[RunResult]:
+    """Run the probe `repeats` times against one lab; with `record`, keep the first run's capture
+    and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`)."""
     with ScenarioLab(scenario) as lab:
-        return [lab.run_probe() for _ in range(repeats)]
+        results = []
+        for i in range(repeats):
+            extra = ()
+            if record is not None and i == 0:
+                record.mkdir(parents=True, exist_ok=True)
+                extra = ("--pcap", str(record / f"{scenario.name}.pcap"))
+            results.append(lab.run_probe(extra=extra))
+            if extra and results[-1].document is not None:
+                expected = {key: results[-1].document.get(key) for key in ("verdict", "direction")}
+                expected["origins"] = [p["origin"] for p in results[-1].document["packets"]]
+                expected["scenario_expects"] = scenario.expect
+                expected["known_gap"] = scenario.known_gap
+                (record / f"{scenario.name}.json").write_text(json.dumps(expected, indent=1) + "\n")
+        return results
 
 
 def results_table(scenarios: list[Scenario], results: dict[str, list[RunResult]]) -> str:

@@ -120,13 +120,21 @@ def parse_tcp_options(raw: bytes) -> tuple:
     return tuple(options)
 
 
-def _parse_quoted(raw: bytes) -> Quoted | None:
+def _ip_header(raw: bytes) -> tuple | None:
+    """(header length, tos, total length, IP-ID, fragment field, TTL, protocol), or None."""
     if len(raw) < 20 or raw[0] >> 4 != 4:
         return None
     ihl = (raw[0] & 0x0F) * 4
     if ihl < 20 or len(raw) < ihl:
         return None
-    tos, ip_len, ip_id, _frag, ttl, proto = struct.unpack("!xBHHHBB", raw[:10])
+    return (ihl, *struct.unpack("!xBHHHBB", raw[:10]))
+
+
+def _parse_quoted(raw: bytes) -> Quoted | None:
+    header = _ip_header(raw)
+    if header is None:
+        return None
+    ihl, tos, ip_len, ip_id, _frag, ttl, proto = header
     quoted = Quoted(_addr(raw[12:16]), _addr(raw[16:20]), proto, ttl, ip_id, tos, ip_len)
     l4 = raw[ihl:]
     if proto in (6, 17) and len(l4) >= 4:
@@ -138,12 +146,10 @@ def _parse_quoted(raw: bytes) -> Quoted | None:
 
 def parse_ip(raw: bytes, t: float) -> PacketRecord | None:
     """Make the record for one IPv4 packet; None when it is not IPv4 at all."""
-    if len(raw) < 20 or raw[0] >> 4 != 4:
+    header = _ip_header(raw)
+    if header is None:
         return None
-    ihl = (raw[0] & 0x0F) * 4
-    if ihl < 20 or len(raw) < ihl:
-        return None
-    tos, ip_len, ip_id, frag, ttl, proto = struct.unpack("!xBHHHBB", raw[:10])
+    ihl, tos, ip_len, ip_id, frag, ttl, proto = header
     src, dst = _addr(raw[12:16]), _addr(raw[16:20])
     df = bool(frag & 0x4000)
     base = dict(t=t, src=src, dst=dst, ttl=ttl, ip_id=ip_id, df=df, tos=tos, ip_len=ip_len)

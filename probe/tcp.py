@@ -161,6 +161,10 @@ class ClientConnection:
 
     def on_packet(self, packet: PacketRecord, now: float) -> list[Segment]:
         """Take one received packet of this flow (TCP from the server, or ICMP quoting us)."""
+        if self.state is State.DONE and self.progress.closed_politely and packet.proto == "tcp" \
+                and "F" in packet.flags and "R" not in packet.flags \
+                and seq_add(packet.seq, packet.length + 1) == self.rcv_nxt:
+            return [self._ack(now, "ack-of-fin")]  # our last ACK was lost: say it again (TIME-WAIT)
         if self.state in (State.DONE, State.CLOSED):
             return []
         if self.state is State.RESET:
@@ -230,7 +234,8 @@ class ClientConnection:
     def _retransmit(self, now: float) -> list[Segment]:
         if self.request_outstanding:
             self.progress.request_sent += 1
-            return [Segment("PA", self.snd_una, self.rcv_nxt, self._window(), self.request,
+            acked = max(seq_diff(self.snd_una, seq_add(self.isn, 1)), 0)
+            return [Segment("PA", self.snd_una, self.rcv_nxt, self._window(), self.request[acked:],
                             self._timestamp_option(now), purpose="retransmission")]
         if self._fin_seq is not None and not self._fin_acked:
             return [Segment("FA", self._fin_seq, self.rcv_nxt, self._window(), options=self._timestamp_option(now),
@@ -245,7 +250,7 @@ class ClientConnection:
         if self.state is State.SYN_SENT:
             acceptable = "A" in packet.flags and packet.ack == self.snd_nxt
         else:
-            acceptable = 0 <= seq_diff(packet.seq, self.rcv_nxt) < RECEIVE_WINDOW
+            acceptable = 0 <= seq_diff(packet.seq, self.rcv_nxt) < self._window() << self._window_shift
         if acceptable:
             self.progress.reset_at = now
             self.state = State.RESET if self.state is not State.SYN_SENT else State.DONE
@@ -276,6 +281,9 @@ class ClientConnection:
                 self.deadline = now + self.settings.idle_timeout  # nothing outstanding: idle watchdog
         offset = seq_diff(packet.seq, self.rcv_nxt)
         data_len = packet.length
+        timestamp = packet.option("Timestamp")
+        if self._use_ts and timestamp is not None and offset <= 0:
+            self._ts_recent = timestamp[0]  # RFC 7323: TS.Recent follows in-sequence segments
         if data_len and offset <= 0 < offset + data_len:
             fresh = packet.payload[-offset:] if offset else packet.payload
             self.rcv_nxt = seq_add(self.rcv_nxt, len(fresh))
