@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-HEAVY = ("scapy", "dpkt", "h11", "tabulate", "probe.engine", "probe.craft", "probe.live")
+HEAVY = ("scapy", "dpkt", "h11", "tabulate", "pydantic", "probe.engine", "probe.craft", "probe.live")
 
 
 def console_script() -> str | None:
@@ -90,7 +90,7 @@ def main() -> int:
             [("probe --help (console script)", [script, "--help"])] if script else []):
         imports = importtime(after_python)
         names = {name for name, _, _ in imports}
-        heavy = sorted(n for n in names if any(n == h or n.startswith(h + ".") for h in HEAVY))
+        heavy = [h for h in HEAVY if any(n == h or n.startswith(h + ".") for n in names)]
         top = sorted(((n, c) for n, _, c in imports if "." not in n), key=lambda x: -x[1])[:6]
         total = sum(own for _, own, _ in imports)
         print(f"\n-X importtime, {label}: {len(imports)} modules, {total / 1000:.1f} ms in imports")

@@ -42,11 +42,12 @@ def _say(message: str) -> None:
 
 
 class _Terminated(SystemExit):
-    pass
+    """SIGINT or SIGTERM, raised as SystemExit so every `finally` (the guard's) runs and no
+    library turns it into something else (typer swallows KeyboardInterrupt)."""
 
 
-def _on_sigterm(signum, frame):
-    raise _Terminated(128 + signal.SIGTERM)
+def _on_signal(signum, frame):
+    raise _Terminated(128 + signum)
 
 
 @app.command()
@@ -92,8 +93,8 @@ def check(
 
     settings = Settings(data_retries=retries, syn_retries=syn_retries)
     options = CheckOptions(method=method, linger=linger, max_time=max_time, settings=settings, ttl=ttl)
-    _say(f"probing {target.url} at {target.address}:{target.port} ...")
-    measurement = run_check(target, options)
+    measurement = run_check(target, options, on_start=lambda flow: _say(
+        f"probing {target.url} at {target.address}:{target.port} from {flow.client}:{flow.client_port} ..."))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis)
     if pcap_handle is not None:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: one line on stderr and the contract's code for every way things go wrong."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     args = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         code = app(args=args, prog_name="probe", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         _say("probe: interrupted")
         sys.exit(130)
     except _Terminated as terminated:
-        _say("probe: terminated")
+        _say("probe: interrupted" if terminated.code == 128 + signal.SIGINT else "probe: terminated")
         sys.exit(terminated.code)
     except ProbeError as error:
         if debug:
@@ -153,4 +154,5 @@ def main(argv: list[str] | None = None) -> None:
             _say(f"probe: {error.format_message()} (see probe --help)")
         sys.exit(EXIT_USAGE)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -96,8 +96,8 @@ class Guard:
 
     def remove(self) -> None:
         if self.installed:
-            self.installed = False
             _nft(f"delete table inet {self.table}\n")
+            self.installed = False
 
     def __exit__(self, *exc) -> None:
         self.remove()

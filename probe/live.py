@@ -43,7 +43,9 @@ def prepare_flow(target: Target) -> tuple[Flow, PortReservation]:
     return Flow(source, reservation.port, target.address, target.port), reservation
 
 
-def run_check(target: Target, options: CheckOptions = CheckOptions()) -> Measurement:
+def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=None) -> Measurement:
+    """Probe once. `on_start(flow)` is called when everything is in place, just before the SYN,
+    so that a progress line never precedes an error line."""
     flow, reservation = prepare_flow(target)
     measurement = Measurement(target, flow)
     request = build_request(options.method, target.host, target.port, target.path)
@@ -56,8 +58,11 @@ def run_check(target: Target, options: CheckOptions = CheckOptions()) -> Measure
     crafter = Crafter(flow.client, flow.client_port, flow.server, flow.server_port, random_u32() & 0xFFFF,
                       ttl=options.ttl)
     try:
-        with Guard() as guard, Capture([flow.server]) as capture, RawSender() as sender:
+        # sockets first: without the privilege they fail with the clearest message
+        with Capture([flow.server]) as capture, RawSender() as sender, Guard() as guard:
             guard.add_flow(flow.client, flow.client_port, flow.server, flow.server_port)
+            if on_start is not None:
+                on_start(flow)
 
             def send(segments) -> None:
                 for segment in segments:

@@ -99,12 +99,6 @@ def test_a_signal_mid_exchange_removes_the_table_and_exits_128_plus_signal(lab, 
 
 def test_a_signal_mid_exchange_says_so_in_one_line(request, signalled):
     signal_name, _table, run = signalled
-    if signal_name == "SIGINT":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: SIGINT exits 130 silently. typer 0.29 turns KeyboardInterrupt into "
-            "Exit(130) inside Typer's _main and, with standalone_mode=False, returns 130, so "
-            "the `except KeyboardInterrupt` in probe.cli.main (\"probe: interrupted\") is "
-            "dead code; SIGTERM does print \"probe: terminated\"")))
     lines = [line for line in run.stderr.splitlines() if not progress_line(line)]
     assert lines == [SIGNALS[signal_name][2]], run.describe()
 

@@ -1,11 +1,15 @@
 """`python -m probe` as a user runs it: help, and bad invocations (one line, the contract's code).
 
 None of these sends a packet: every invocation here is refused before the probe opens a socket.
+All but the parser's own refusals run under GUARD, which stops the process (exit 99)
+if it opens a raw or packet socket or starts a subprocess (nft), so that even as root and even
+if a check regresses, nothing leaves this host and no firewall rule is touched.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -17,6 +21,41 @@ VALID_ADDRESS = "198.51.100.80"  # TEST-NET-2: only used where the command fails
 def probe(*args: str, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *python_flags, "-m", "probe", *args], capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
+
+
+GUARD = """
+import os, runpy, socket, subprocess, sys
+_socket = socket.socket
+def _stop(what):
+    sys.stderr.write("TEST GUARD: " + what + "\\n")
+    sys.stderr.flush()
+    os._exit(99)
+class _NoRawSocket(_socket):
+    def __init__(self, family=socket.AF_INET, type=socket.SOCK_STREAM, proto=0, fileno=None):
+        if family == socket.AF_PACKET or type == socket.SOCK_RAW:
+            _stop("a raw or packet socket was opened")
+        super().__init__(family, type, proto, fileno)
+socket.socket = _NoRawSocket
+subprocess.run = subprocess.Popen = lambda *args, **kwargs: _stop("a subprocess was started")
+sys.argv = ["probe", *sys.argv[1:]]
+runpy.run_module("probe", run_name="__main__", alter_sys=True)
+"""
+
+
+def guarded_probe(*args: str) -> subprocess.CompletedProcess:
+    """`python -m probe ARGS`, but unable to send a packet or run nft."""
+    return subprocess.run([sys.executable, "-c", GUARD, *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def own_address() -> str:
+    """An address of one of this host's interfaces (a route lookup: connecting UDP sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.connect((VALID_ADDRESS, 80))
+        except OSError:
+            pytest.skip("no route: cannot find an address of this host")
+        return udp.getsockname()[0]
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -83,13 +122,29 @@ def test_importing_the_cli_and_the_engine_does_not_import_scapy():
     ("check", ""),
 ])
 def test_usage_errors_exit_2_with_one_line(args):
-    line = assert_one_line_error(probe(*args), 2)
+    line = assert_one_line_error(guarded_probe(*args), 2)
     assert line.startswith("probe")
 
 
+@pytest.mark.parametrize("args", [("check",), ("check", "--bogus", VALID_ADDRESS)])
+def test_usage_errors_of_the_real_entry_point(args):
+    # Without the guard, only invocations that the argument parser itself refuses.
+    assert_one_line_error(probe(*args), 2)
+
+
+def test_guard_stops_a_probe_that_would_send():
+    result = guarded_probe("check", "--max-time", "1", VALID_ADDRESS)
+    assert result.returncode == 99 and "TEST GUARD" in result.stderr
+
+
 def test_unwritable_pcap_exits_1_with_one_line():
-    line = assert_one_line_error(probe("check", "--pcap", "/nonexistent-dir/out.pcap", VALID_ADDRESS), 1)
+    line = assert_one_line_error(guarded_probe("check", "--pcap", "/nonexistent-dir/out.pcap", VALID_ADDRESS), 1)
     assert "/nonexistent-dir/out.pcap" in line
+
+
+def test_own_address_is_refused_with_one_line():
+    line = assert_one_line_error(guarded_probe("check", own_address()), 2)
+    assert "this host" in line
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="as root this would really probe")
