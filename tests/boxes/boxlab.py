@@ -145,7 +145,7 @@ class Lab:
     def raw_request(self, host: str, ttl: int, port: int = 80, wait: float = 1.0) -> str:
         """Connect from the client, send a request with the given IP TTL; what happened."""
         script = (
-            "import socket,sys\n"
+            "import socket,struct,sys\n"
             f"s=socket.create_connection(({SERVER!r},{port}),timeout=3)\n"
             f"s.setsockopt(socket.IPPROTO_IP,socket.IP_TTL,{ttl})\n"
             f"s.sendall(b'HEAD / HTTP/1.1\\r\\nHost: {host}\\r\\n\\r\\n')\n"
@@ -156,6 +156,10 @@ class Lab:
             "    print('reset')\n"
             "except TimeoutError:\n"
             "    print('timeout')\n"
+            # abort, so the kernel does not go on retransmitting the TTL-limited request into
+            # the next test's captures
+            "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\n"
+            "s.close()\n"
         )
         return self.run("c", sys.executable, "-c", script).stdout.strip()
 

@@ -32,7 +32,7 @@ def trigger_segments(packets):
 def handshake(packets):
     """(the server's SYN-ACK, the client's request) as the client saw them."""
     synack = next(p for p in tcp_packets(packets, src=SERVER) if flags(p) == "SA")
-    request = next(p for p in tcp_packets(packets, src=CLIENT) if payload_of(p))
+    request = next(p for p in tcp_packets(packets, src=CLIENT) if payload_of(p) and p.sport == synack.dport)
     return synack, request
 
 
@@ -63,7 +63,7 @@ def test_tap_races_resets_both_ways_and_lets_the_request_pass(boxlab):
         with boxlab.capture("c") as client, boxlab.capture("s") as server:
             rc, _, _ = boxlab.curl(TRIGGER_HOST)
             server.wait_for(lambda ps: sum(p.ttl == BOX_TTL_AT_SERVER and "R" in flags(p)
-                                           for p in tcp_packets(ps, src=CLIENT)) == 4)
+                                           for p in tcp_packets(ps, src=CLIENT)) == 10)
         assert_control_passes(boxlab)
         # a copy of the request that dies at r1 (TTL 1) is seen in PREROUTING and draws resets
         assert boxlab.raw_request(TRIGGER_HOST, ttl=1) == "reset"
@@ -81,9 +81,13 @@ def test_tap_races_resets_both_ways_and_lets_the_request_pass(boxlab):
     server_data = [i for i, p in enumerate(from_server) if payload_of(p)]
     assert all(i > 4 for i in server_data)  # nothing from the server came before the burst
 
+    # toward the server: bare RSTs at the request's start and end (one is exact whichever arrives
+    # first), RST/ACKs at the offsets; the whole burst once more 5 ms later
     to_server = [p for p in tcp_packets(server.packets, src=CLIENT) if p.ttl == BOX_TTL_AT_SERVER]
-    assert [flags(p) for p in to_server] == ["R", "RA", "RA", "RA"]
-    assert [(p.seq - end_seq(request)) % 2**32 for p in to_server] == [0, 0, 1460, 4380]
+    length = end_seq(request) - request.seq
+    assert [flags(p) for p in to_server] == ["R", "R", "RA", "RA", "RA"] * 2
+    assert [(p.seq - request.seq) % 2**32 for p in to_server] == [0, length, length, length + 1460,
+                                                                  length + 4380] * 2
     assert trigger_segments(server.packets)  # on-path: the request itself went through
 
 
