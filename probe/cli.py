@@ -66,6 +66,10 @@ def check(
     retries: int = typer.Option(3, "--retries", help="retransmissions of the request (at least 2)"),
     syn_retries: int = typer.Option(2, "--syn-retries", help="retransmissions of the SYN"),
     ttl: int = typer.Option(64, "--ttl", help="IP TTL of the probe's packets"),
+    no_locate: bool = typer.Option(False, "--no-locate",
+                                   help="never run the TTL sweeps that look for a box answering in the "
+                                        "server's place"),
+    max_ttl: int = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try"),
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
     from probe.target import build_target, parse_resolve
@@ -81,6 +85,8 @@ def check(
         raise UsageError("--ttl must be from 1 to 255")
     if max_time <= 0 or max_time > 600:
         raise UsageError("--max-time must be more than 0 and at most 600 seconds")
+    if not 1 <= max_ttl <= 64:
+        raise UsageError("--max-ttl must be from 1 to 64")
     if linger is not None and not 0 <= linger <= 60:
         raise UsageError("--linger must be from 0 to 60 seconds")
     target = build_target(url, [parse_resolve(entry) for entry in resolve or []])
@@ -96,10 +102,27 @@ def check(
     measurement = run_check(target, options, on_start=lambda flow: _say(
         f"probing {target.url} at {target.address}:{target.port} from {flow.client}:{flow.client_port} ..."))
     analysis = analyze_flow(measurement.packets, measurement.flow)
-    document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis)
+    extra, frames = {}, list(measurement.frames)
+    from probe.engine.verdict import wants_location
+
+    if wants_location(analysis) and not no_locate:
+        from probe.engine.locate import locate
+        from probe.locate import run_sweeps
+
+        _say("the answer may come from a box in front of the server: sweeping TTLs to find where ...")
+        wait = max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
+        sweeps = run_sweeps(measurement.flow.client, target.address, target.port, max_ttl=max_ttl, wait=wait)
+        location = locate(sweeps.tcp, sweeps.echo, target.address)
+        analysis = analyze_flow(measurement.packets, measurement.flow, location)
+        frames += sweeps.frames
+        extra["locate"] = {"tcp_answer_at": location.tcp_answer_at, "address_at": location.address_at,
+                           "in_front": location.in_front, "hop": location.hop,
+                           "evidence": list(location.evidence),
+                           "tcp": [vars(r) for r in sweeps.tcp], "echo": [vars(r) for r in sweeps.echo]}
+    document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis, extra=extra)
     if pcap_handle is not None:
         pcap_handle.close()
-        write_pcap(pcap, measurement.frames)
+        write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
     if json_output:
         print(dumps(document))
     else:

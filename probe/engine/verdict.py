@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from probe.engine import heuristics as h
 from probe.engine.baseline import Baseline, build_baseline, hop_distance, seq_end
+from probe.engine.locate import Location
 from probe.engine.model import Analysis, Attribution, Flow
 from probe.record import ICMP_TIME_EXCEEDED, ICMP_UNREACHABLE, PacketRecord
 from probe.tcp import seq_diff
@@ -232,17 +233,51 @@ def slow_answer_after_fast_handshake(packets: list[PacketRecord], flow: Flow, ba
     return None
 
 
-def analyze_flow(packets: list[PacketRecord], flow: Flow) -> Analysis:
-    """The engine's one entry point: the packets of one flow in capture order, and who is who."""
+def apply_location(packets: list[PacketRecord], flow: Flow, attributions: list[Attribution], baseline: Baseline,
+                   decision: tuple, location: Location | None) -> tuple:
+    """Revise a verdict with the TTL sweeps: a TCP answer from in front of the server's address
+    was not the server's. Only two verdicts can hide such a box from the exchange alone: a reset
+    answering the SYN (no SYN-ACK to compare with) and a clean exchange whose handshake was
+    answered from nearby (a transparent proxy)."""
+    verdict, direction, hop, hop_basis, sentences = decision
+    if location is None or not location.in_front:
+        return decision
+    where = (f"the TCP answer comes from hop {location.hop}, while {flow.server} itself is at hop "
+             f"{location.address_at} (" + "; ".join(location.evidence) + ")")
+    received = [i for i, p in enumerate(packets) if flow.toward_client(p)]
+    if verdict == "server-reset" and baseline.synack is None:
+        for i in received:
+            if "R" in packets[i].flags:
+                attributions[i] = Attribution("middlebox", "high", (where,) + attributions[i].evidence)
+        return ("middlebox-reset", "to-client", location.hop, "ttl-sweep",
+                [f"A device at hop {location.hop} answered our SYN with a reset in the server's name: {where}."])
+    if verdict == "clean":
+        for i in received:
+            attributions[i] = Attribution("middlebox", "medium", (where,) + attributions[i].evidence)
+        return ("middlebox-response", "to-client", location.hop, "ttl-sweep",
+                [f"A device at hop {location.hop} answered in the server's place (a transparent proxy): {where}."])
+    return decision
+
+
+def wants_location(analysis: Analysis) -> bool:
+    """Whether the exchange alone left a box possibly hidden (see `apply_location`)."""
+    return (analysis.verdict == "server-reset" and analysis.rtt_ms is None) or bool(analysis.notes)
+
+
+def analyze_flow(packets: list[PacketRecord], flow: Flow, location: Location | None = None) -> Analysis:
+    """The engine's one entry point: the packets of one flow in capture order, and who is who;
+    `location`, when the TTL sweeps were run, can revise the verdict (`apply_location`)."""
     baseline = build_baseline(packets, flow)
     attributions = attribute(packets, flow, baseline)
-    verdict, direction, hop, hop_basis, sentences = decide(packets, flow, attributions, baseline)
+    decision = decide(packets, flow, attributions, baseline)
+    decision = apply_location(packets, flow, attributions, baseline, decision, location)
+    verdict, direction, hop, hop_basis, sentences = decision
     handshake_rtt = None
     if baseline.synack is not None:
         syns = [p for p in packets if flow.sent_by_client(p) and p.flags == "S" and p.t <= baseline.synack.t]
         handshake_rtt = round((baseline.synack.t - syns[-1].t) * 1000, 3)
     notes = ()
-    if verdict == "clean":
+    if verdict == "clean" and location is None:
         note = slow_answer_after_fast_handshake(packets, flow, baseline)
         notes = (note,) if note else ()
     return Analysis(verdict, direction, hop, handshake_rtt, tuple(attributions), " ".join(sentences + list(notes)),

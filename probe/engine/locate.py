@@ -1,0 +1,69 @@
+"""Where the TCP answer comes from, against where the server's address is: pure reasoning.
+
+Theory of operation. Two TTL sweeps toward the same address are compared (the idea of
+tracebox, IMC 2013, and of traceroute -T against traceroute -I):
+- TCP: SYNs with TTL 1, 2, ... The first TTL that draws a TCP answer (SYN-ACK or RST) is
+  where something speaks TCP for the server's address and port.
+- ICMP echo: the first TTL that draws an echo reply is where the address itself is.
+If the TCP answer shows up at a smaller TTL than the address, the TCP answer came from a
+device in front of the server: a firewall resetting SYNs, a transparent proxy shaking hands.
+A box acting in a router's forwarding path only sees packets that passed that router's TTL
+check, so its answer first shows one TTL later than its hop; the TTL its own packet arrives
+with (distance = initial TTL - TTL + 1) settles which: the hop is the smaller of the two when
+they differ by one.
+
+Known limits: an address that does not answer ping (no conclusion, said so); a box that
+intercepts ICMP echo too (then both sweeps agree and nothing is claimed); load balancers
+answering echo themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from probe.engine.baseline import hop_distance
+
+
+@dataclass(frozen=True)
+class HopReply:
+    """What one TTL-limited probe drew: "time-exceeded", "tcp", "echo-reply", "unreachable" or "none"."""
+
+    ttl: int
+    kind: str
+    source: str | None = None
+    reply_ttl: int | None = None
+    flags: str = ""
+    rtt_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    tcp_answer_at: int | None  # first probe TTL that drew a TCP answer
+    address_at: int | None  # first probe TTL that drew an echo reply from the address
+    in_front: bool  # the TCP answer comes from a device in front of the address
+    hop: int | None
+    evidence: tuple[str, ...]
+
+
+def locate(tcp_sweep: list[HopReply], echo_sweep: list[HopReply], server: str) -> Location:
+    tcp = next((r for r in tcp_sweep if r.kind == "tcp"), None)
+    echo = next((r for r in echo_sweep if r.kind == "echo-reply" and r.source == server), None)
+    evidence = []
+    if tcp is None:
+        return Location(None, echo.ttl if echo else None, False, None, ("no TCP answer in the TTL sweep",))
+    evidence.append(f"a SYN with TTL {tcp.ttl} drew {tcp.flags} (arriving with TTL {tcp.reply_ttl})")
+    passed = [r for r in tcp_sweep if r.kind == "time-exceeded" and r.ttl < tcp.ttl]
+    if passed:
+        evidence.append(f"TTL {passed[-1].ttl} expired at router {passed[-1].source}")
+    if echo is None:
+        evidence.append(f"{server} did not answer ICMP echo, so its own distance is unknown")
+        return Location(tcp.ttl, None, False, None, tuple(evidence))
+    evidence.append(f"{server} itself answers ICMP echo only from TTL {echo.ttl}")
+    if tcp.ttl >= echo.ttl:
+        return Location(tcp.ttl, echo.ttl, False, None, tuple(evidence))
+    hop = tcp.ttl
+    if tcp.reply_ttl is not None and hop_distance(tcp.reply_ttl) == tcp.ttl - 1:
+        hop = tcp.ttl - 1
+        evidence.append(f"its answer's TTL puts the sender at hop {hop}: a box in the forwarding path of "
+                        f"that router (it only sees packets that survived the router's TTL check)")
+    return Location(tcp.ttl, echo.ttl, True, hop, tuple(evidence))

@@ -1,0 +1,125 @@
+"""The I/O of localisation: TTL-limited SYNs and ICMP echoes toward the target, one TTL at a
+time, each waited for with a bound. The reasoning is in `probe.engine.locate`.
+
+Polite by construction: one probe per TTL, a maximum TTL, and it stops at the first answer.
+A SYN-ACK drawn by a TTL-limited SYN is answered by our kernel's own RST (no guard for this
+port), which clears the half-open connection on the server.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from probe.engine.locate import HopReply
+from probe.record import ICMP_TIME_EXCEEDED, PacketRecord, parse_ip
+from probe.tcp import RECEIVE_WINDOW, Segment
+from probe.wire import Capture, Frame, PortReservation, RawSender, random_u32
+
+ECHO_REPLY, ECHO_REQUEST = 0, 8
+
+
+@dataclass
+class Sweeps:
+    tcp: list[HopReply] = field(default_factory=list)
+    echo: list[HopReply] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+
+
+def _wait_for(capture: Capture, deadline: float, match, frames: list[Frame]):
+    """Wait for the reply `match` accepts (True); frames it calls ours (False: our own probe)
+    are kept for the pcap. Returns (reply, kernel time sent, kernel time received) or None."""
+    sent_at = None
+    while (remaining := deadline - time.monotonic()) > 0:
+        for frame in capture.read(remaining):
+            record = parse_ip(frame.data, frame.t)
+            if record is None:
+                continue
+            verdict = match(record, frame)
+            if verdict is not None:
+                frames.append(frame)
+                if verdict is False and sent_at is None:
+                    sent_at = frame.t
+                if verdict:
+                    return record, sent_at, frame.t
+    return None
+
+
+def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: float = 1.0,
+               on_progress=None) -> Sweeps:
+    """TCP sweep up to the first TCP answer, then the echo sweep up to the first echo reply."""
+    from scapy.layers.inet import ICMP, IP
+
+    from probe.craft import Crafter
+
+    sweeps = Sweeps()
+    reservation = PortReservation(client)
+    try:
+        with Capture([server]) as capture, RawSender() as sender:
+            crafter = Crafter(client, reservation.port, server, port, 0)
+            isn = random_u32()
+            base_id = random_u32() & 0xFF00
+            options = (("MSS", 1460), ("SAckOK", b""), ("NOP", None), ("WScale", 7))
+            for ttl in range(1, max_ttl + 1):
+                crafter.next_ip_id = base_id + ttl
+                sender.send(crafter.build(Segment("S", isn, 0, RECEIVE_WINDOW, options=options), ttl=ttl), server)
+
+                def match_tcp(record: PacketRecord, frame: Frame, ttl=ttl):
+                    if frame.outgoing:
+                        return False if record.proto == "tcp" and record.sport == reservation.port else None
+                    if record.proto == "tcp" and record.src == server and record.dport == reservation.port:
+                        return True
+                    quoted = record.quoted
+                    if record.proto == "icmp" and quoted and quoted.sport == reservation.port \
+                            and quoted.ip_id == base_id + ttl:
+                        return True
+                    return None
+
+                found = _wait_for(capture, time.monotonic() + wait, match_tcp, sweeps.frames)
+                sweeps.tcp.append(_hop_reply(ttl, found))
+                if on_progress:
+                    on_progress(f"  tcp ttl {ttl}: {sweeps.tcp[-1].kind} {sweeps.tcp[-1].source or ''}")
+                if sweeps.tcp[-1].kind in ("tcp", "unreachable"):
+                    break
+            echo_id = random_u32() & 0xFFFF
+            limit = min(max_ttl, (sweeps.tcp[-1].ttl if sweeps.tcp else max_ttl) + 8)
+            silent = 0
+            for ttl in range(1, limit + 1):
+                sender.send(bytes(IP(src=client, dst=server, ttl=ttl, id=base_id + 0x80 + ttl) /
+                                  ICMP(type=ECHO_REQUEST, id=echo_id, seq=ttl)), server)
+
+                def match_echo(record: PacketRecord, frame: Frame, ttl=ttl):
+                    if record.proto != "icmp":
+                        return None
+                    if frame.outgoing:
+                        return False if record.icmp_type == ECHO_REQUEST and record.dst == server else None
+                    if record.icmp_type == ECHO_REPLY and record.src == server:
+                        return True
+                    quoted = record.quoted
+                    return True if quoted and quoted.proto == 1 and quoted.ip_id == base_id + 0x80 + ttl else None
+
+                found = _wait_for(capture, time.monotonic() + wait, match_echo, sweeps.frames)
+                sweeps.echo.append(_hop_reply(ttl, found))
+                if on_progress:
+                    on_progress(f"  echo ttl {ttl}: {sweeps.echo[-1].kind} {sweeps.echo[-1].source or ''}")
+                kind = sweeps.echo[-1].kind
+                silent = silent + 1 if kind == "none" else 0
+                if kind in ("echo-reply", "unreachable") or silent >= 3:
+                    break
+    finally:
+        reservation.close()
+    return sweeps
+
+
+def _hop_reply(ttl: int, found) -> HopReply:
+    if found is None:
+        return HopReply(ttl, "none")
+    record, sent_at, at = found
+    rtt = round((at - sent_at) * 1000, 3) if sent_at is not None else None
+    if record.proto == "tcp":
+        return HopReply(ttl, "tcp", record.src, record.ttl, record.flags, rtt)
+    if record.icmp_type == ICMP_TIME_EXCEEDED:
+        return HopReply(ttl, "time-exceeded", record.src, record.ttl, rtt_ms=rtt)
+    if record.icmp_type == ECHO_REPLY:
+        return HopReply(ttl, "echo-reply", record.src, record.ttl, rtt_ms=rtt)
+    return HopReply(ttl, "unreachable", record.src, record.ttl, rtt_ms=rtt)
