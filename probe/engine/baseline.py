@@ -64,8 +64,11 @@ def classify_ip_ids(ids: list[int]) -> IpIdHabit:
     if all(i == 0 for i in ids):
         return IpIdHabit("zero", tuple(ids))
     counting = [i for i in ids if i != 0] if ids[0] == 0 else list(ids)
-    if len(counting) >= 2 and all(0 < (b - a) % 65536 <= 2000 for a, b in zip(counting, counting[1:])):
-        return IpIdHabit("counter", tuple(counting))
+    # judged in sending order, not arrival order: the path may reorder two of the server's packets
+    start = min(counting, key=lambda i: sum((j - i) % 65536 for j in counting))
+    ordered = sorted(counting, key=lambda i: (i - start) % 65536)
+    if len(ordered) >= 2 and all(0 < (b - a) % 65536 <= 2000 for a, b in zip(ordered, ordered[1:])):
+        return IpIdHabit("counter", tuple(ordered))
     if len(counting) < 2:
         return IpIdHabit("unknown", tuple(ids))
     return IpIdHabit("random", tuple(ids))
@@ -122,7 +125,8 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
     if synack_index is None:
         return Baseline(None, None, None, IpIdHabit("unknown", ()), frozenset())
     synack = packets[synack_index]
-    last_syn = [p for p in packets[:synack_index] if flow.sent_by_client(p) and p.flags == "S"][-1]
+    syns_before = [p for p in packets[:synack_index] if flow.sent_by_client(p) and p.flags == "S"]
+    last_syn = syns_before[-1] if syns_before else syn  # a capture can show the SYN-ACK first
     rtt = max(synack.t - last_syn.t, 0.0)
     server_ttl = _farther_responder(packets, synack_index, flow) or synack.ttl
     members = {synack_index}

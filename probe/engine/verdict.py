@@ -101,7 +101,8 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
 
     What it detects: a bare RST (no ACK flag) whose seq is the ACK of one of our segments, with
     the server's fingerprint, on a connection the server had answered with a SYN-ACK and had
-    neither reset nor closed before. RFC 9293 makes a stack answer that way only for a
+    neither reset nor closed before, drawn by a retransmission of a request whose first copy got
+    no answer at all and which was never acknowledged. RFC 9293 makes a stack answer that way only for a
     connection it does not have; we never sent a RST, so someone else did, in our name.
     Not counted: a reset of our acknowledgement of bytes the server never sent (we acknowledged
     forged data, and the server rightly refused that ACK).
@@ -124,21 +125,24 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
         if not answered:
             continue
         server_end = max((seq_end(p) for i, p in enumerate(earlier) if i in baseline.members),
-                         key=lambda end: seq_diff(end, baseline.synack.seq))
+                         key=lambda end: seq_diff(end, baseline.synack.seq), default=seq_end(baseline.synack))
         if seq_diff(packet.seq, server_end) > 0:
             continue  # we had acknowledged bytes the server never sent (forged data): that explains it
+        request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+        if request is None:
+            continue
+        copies = [p for p in earlier if flow.sent_by_client(p) and p.length and p.seq == request.seq]
+        acked = any(flow.toward_client(p) and "A" in p.flags and seq_diff(p.ack, seq_end(request)) >= 0
+                    for p in earlier)
+        answered_first = any(flow.toward_client(p) and p.t > copies[0].t and (len(copies) < 2 or p.t < copies[1].t)
+                             for p in earlier) if copies else True
+        if len(copies) < 2 or acked or answered_first:
+            continue  # not the signature: it is a bare reset answering a retransmission of an unanswered request
         evidence = [f"the server answered our segment with a bare RST (seq {packet.seq} = our ACK, no ACK flag, "
                     f"window {packet.win}): it no longer had the connection it had accepted, and we never "
                     f"sent a reset"]
-        request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
-        if request is not None:
-            copies = [p for p in earlier if flow.sent_by_client(p) and p.length and p.seq == request.seq]
-            acked = any(flow.toward_client(p) and "A" in p.flags and seq_diff(p.ack, seq_end(request)) >= 0
-                        for p in earlier)
-            if len(copies) >= 2 and not acked:
-                gap = (copies[1].t - copies[0].t) * 1000
-                evidence.append(f"the request went unacknowledged; its retransmission {gap:.0f} ms later "
-                                f"drew the reset")
+        gap = (copies[1].t - copies[0].t) * 1000
+        evidence.append(f"the request went unacknowledged; its retransmission {gap:.0f} ms later drew the reset")
         return evidence
     return []
 
@@ -274,8 +278,9 @@ def analyze_flow(packets: list[PacketRecord], flow: Flow, location: Location | N
     verdict, direction, hop, hop_basis, sentences = decision
     handshake_rtt = None
     if baseline.synack is not None:
-        syns = [p for p in packets if flow.sent_by_client(p) and p.flags == "S" and p.t <= baseline.synack.t]
-        handshake_rtt = round((baseline.synack.t - syns[-1].t) * 1000, 3)
+        syns = [p for p in packets if flow.sent_by_client(p) and p.flags == "S"]
+        before = [p for p in syns if p.t <= baseline.synack.t] or syns
+        handshake_rtt = round(max(baseline.synack.t - before[-1].t, 0.0) * 1000, 3)
     notes = ()
     if verdict == "clean" and location is None:
         note = slow_answer_after_fast_handshake(packets, flow, baseline)

@@ -16,14 +16,15 @@ A script is plain data, so a counterexample hypothesis finds can be written back
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from itertools import cycle
 
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, settings, strategies as st
 
 from probe.engine import Flow
 from probe.engine.baseline import seq_end
-from probe.record import PacketRecord, flag_letters
+from probe.record import PacketRecord, Quoted, flag_letters
 from probe.tcp import seq_add, seq_diff
 
 CLIENT, CLIENT_PORT = "192.0.2.10", 40000
@@ -104,6 +105,16 @@ class Exchange:
 
     def indexes(self, role: str) -> list[int]:
         return [i for i, r in enumerate(self.roles) if r == role]
+
+
+# PROBE_PROPERTY_SCALE=10 runs ten times the examples (a nightly run; the default keeps the
+# whole directory near 30 s).
+SCALE = float(os.environ.get("PROBE_PROPERTY_SCALE", "1"))
+
+
+def property_settings(max_examples: int) -> settings:
+    return settings(deadline=None, database=None, max_examples=max(1, int(max_examples * SCALE)),
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -340,7 +351,7 @@ def genuine_exchanges(**kwargs):
 def forged_resets(draw, server_ttl: int) -> ForgedReset:
     ttl = draw(st.integers(0, 255).filter(lambda ttl: abs(ttl - server_ttl) >= 2))
     return ForgedReset(
-        share_of_half_rtt=draw(st.floats(0.0, 1.0, exclude_max=True)),
+        share_of_half_rtt=draw(st.floats(0.0, 0.99)),  # "sooner than", clear of float rounding
         ttl=ttl,
         flags=draw(st.sampled_from(("R", "RA"))),
         seq_offset=draw(st.one_of(st.sampled_from((0, 1460, 4380)), u32)),
@@ -366,6 +377,35 @@ def suspects(draw, rtt: float) -> Suspect:
         win=draw(st.sampled_from((0, 64, 501, 65535))),
         length=draw(st.sampled_from((0, 0, 100))),
     )
+
+
+@st.composite
+def other_flow_packets(draw, packets, flow: Flow = FLOW) -> PacketRecord:
+    """A packet (time 0) of some other flow than `flow`: TCP between the same hosts on other ports,
+    or with a router or a stranger, often with `packets`' own sequence numbers and any flags; ICMP
+    that quotes another flow, or nothing; or another protocol altogether."""
+    addresses = st.sampled_from((flow.client, flow.server, ROUTER, ELSEWHERE))
+    ports = st.sampled_from((flow.client_port, flow.server_port, flow.client_port + 1, 443, 53))
+    numbers = st.one_of(st.sampled_from([p.seq for p in packets] + [p.ack for p in packets]),
+                        st.integers(0, (1 << 32) - 1))
+    kind = draw(st.sampled_from(("tcp", "icmp", "other")))
+    src, dst = draw(addresses), draw(addresses)
+    ttl, ip_id = draw(st.integers(0, 255)), draw(st.integers(0, 65535))
+    packet = tcp_record(0.0, src, dst, draw(ports), draw(ports), flag_letters(draw(st.integers(0, 255))),
+                        draw(numbers), draw(numbers), ttl=ttl, ip_id=ip_id, win=draw(st.integers(0, 65535)),
+                        payload=draw(st.sampled_from((b"", b"HTTP/1.1 403 Forbidden\r\n\r\n"))))
+    if kind == "icmp":
+        quoted = draw(st.one_of(st.none(), st.builds(
+            Quoted, src=addresses, dst=addresses, proto=st.sampled_from((6, 17)), ttl=st.integers(0, 255),
+            ip_id=st.integers(0, 65535), tos=st.just(0), ip_len=st.integers(20, 1500), sport=ports, dport=ports,
+            seq=numbers)))
+        packet = replace(packet, proto="icmp", flags="", sport=0, dport=0, seq=0, ack=0, payload=b"",
+                         icmp_type=draw(st.sampled_from((0, 3, 5, 8, 11))), icmp_code=draw(st.integers(0, 15)),
+                         quoted=quoted)
+    elif kind == "other":
+        packet = replace(packet, proto="other", flags="", sport=0, dport=0, seq=0, ack=0)
+    assume(not flow.belongs(packet))
+    return packet
 
 
 # --- reading a failure ---------------------------------------------------------------------------
@@ -394,5 +434,6 @@ def table(packets, analysis=None) -> str:
 
 __all__ = ["CLIENT", "CLIENT_PORT", "ELSEWHERE", "ENDINGS", "FLOW", "ROUTER", "SERVER", "SERVER_PORT",
            "Exchange", "ForgedReset", "Script", "Suspect", "field_report_signature", "first_request",
-           "flag_letters", "forged_exchanges", "forged_resets", "genuine_exchanges", "insert_by_time", "play",
+           "flag_letters", "forged_exchanges", "forged_resets", "genuine_exchanges", "insert_by_time",
+           "other_flow_packets", "play", "property_settings",
            "scripts", "suspects", "table", "tcp_record", "with_forged_reset", "with_suspect"]
