@@ -50,9 +50,9 @@ def origins(analysis) -> list[str]:
 
 
 def the_engines_own_signature(packets) -> bool:
-    """The engine's reading of the field report (`verdict.reset_in_our_name`), which is wider than the
-    issue's: any bare RST in the server's name whose seq is the ACK of one of our segments, on a
-    connection the server had not closed (no FIN from it before the reset)."""
+    """A wider reading of the field report (what `verdict.reset_in_our_name` took before d2e77d9):
+    any bare RST in the server's name whose seq is the ACK of one of our segments, on a connection
+    the server had not closed (no FIN from it before the reset)."""
     for index, packet in enumerate(packets):
         if FLOW.toward_client(packet) and "R" in packet.flags and "A" not in packet.flags:
             earlier = packets[:index]
@@ -85,9 +85,10 @@ A_PATH = Script(
     ip_id_steps=(1,), request_len=42, lost_requests=0, rto=0.2, think=0.0, react=0.0005, server_acks_first=False,
     data=(), data_gaps=(), ending="open", reset_window=0, reset_ip_id_zero=True)
 
-# Found by hypothesis (then put in these numbers): the first copy of the request, never
-# retransmitted, draws a bare RST (seq = our ACK, window 0, IP-ID 0, TTL 52) a round trip later;
-# or the server answers the request and our ACK of its data draws the bare RST.
+# Found by hypothesis (then put in these numbers), middlebox-reset to-server before d2e77d9: the
+# first copy of the request, never retransmitted, draws a bare RST (seq = our ACK, window 0,
+# IP-ID 0, TTL 52) a round trip later; or the server answers the request and our ACK of its data
+# draws the bare RST.
 REQUEST_DRAWS_BARE_RST = replace(A_PATH, ending="reset-unknown")
 OUR_ACK_OF_DATA_DRAWS_BARE_RST = replace(A_PATH, ending="reset-unknown", data=(231,), data_gaps=(0.0001,))
 
@@ -108,9 +109,9 @@ def test_genuine_exchanges_get_no_middlebox_verdict_except_the_field_report_sign
 @PROPERTY
 @given(genuine_exchanges())
 def test_genuine_exchanges_get_a_middlebox_verdict_only_from_the_engines_own_signature(exchange):
-    """What does hold today: the only middlebox verdict a genuine exchange gets is the to-server
-    reset of `reset_in_our_name`, and only when its (wider) signature is present; when the issue's
-    narrower signature is present, the engine finds it."""
+    """The other half: the only middlebox verdict a genuine exchange gets is middlebox-reset
+    to-server (never a reset or a response toward us), never without a bare RST answering one of
+    our segments, and always when the issue's signature is present."""
     analysis = analyze(exchange)
     if analysis.verdict.startswith("middlebox"):
         assert (analysis.verdict, analysis.direction) == ("middlebox-reset", "to-server")
@@ -268,7 +269,8 @@ def with_back_to_back_data(draw, suspect=True):
     return exchange, draw(st.sampled_from(pairs))
 
 
-# Found by hypothesis (then put in these numbers): two segments of the response 0.05 ms apart,
+# Found by hypothesis (then put in these numbers), fixed in d2e77d9 (IP-IDs judged in sending
+# order); before, with IP-IDs judged in arrival order: two segments of the response 0.05 ms apart,
 # IP-IDs 1000 and 1001 (Linux: SYN-ACK 0, then a counter), and 100 ms later a RST/ACK in the
 # server's name at TTL 54 with seq 1460 behind the server's next byte and IP-ID 0: 'unknown'
 # (server-reset) in arrival order 1000, 1001; 'middlebox' (middlebox-reset) in order 1001, 1000.
@@ -298,7 +300,7 @@ def test_swapping_back_to_back_genuine_data_does_not_change_the_verdict(case):
 @PROPERTY
 @given(with_back_to_back_data(suspect=False))
 def test_swapping_back_to_back_data_of_an_all_genuine_exchange_does_not_change_the_verdict(case):
-    """What holds today: when every packet in the server's name is the server's own."""
+    """The same when every packet in the server's name is the server's own."""
     exchange, i = case
     before = analyze(exchange)
     after = analyze(swapped(exchange, i))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
 from hypothesis import example, given, note, strategies as st
 
 from probe.engine import analyze_flow
@@ -119,12 +118,12 @@ def _theirs(t, flags, seq, ack):
     return tcp_record(t, SERVER, CLIENT, SERVER_PORT, CLIENT_PORT, flags, seq, ack, ttl=60, ip_id=0, win=0)
 
 
-# A SYN-ACK that acknowledges our SYN but was recorded before it (same timestamp, or a stale one
-# from an earlier connection on the same ports): build_baseline looks for the SYN before it and
-# indexes an empty list.
+# Crashes found here, fixed in d2e77d9, kept as regression examples. A SYN-ACK that acknowledges our
+# SYN but was recorded before it (same timestamp, or a stale one from an earlier connection on the
+# same ports): build_baseline looked for the SYN before it and indexed an empty list (IndexError).
 SYNACK_BEFORE_SYN = [_theirs(0.0, "SA", 0, 1), _ours(0.0, "S", 0, 0)]
 # A bare RST in the server's name, seq = the ACK of an ACK of ours, recorded before the SYN-ACK:
-# reset_in_our_name takes the max() of the server's packets before it, and there are none.
+# reset_in_our_name took the max() of the server's packets before it, and there were none (ValueError).
 BARE_RST_BEFORE_SYNACK = [_ours(0.0, "S", 0, 0), _ours(0.0, "A", 0, 0), _theirs(0.0, "R", 0, 0),
                           _theirs(0.0, "SA", 0, 1)]
 
@@ -139,8 +138,8 @@ def test_the_engine_never_raises_and_attributes_every_packet(packets):
 
 @st.composite
 def after_a_handshake(draw):
-    """Our SYN and the server's SYN-ACK first (which the two crashes above need to be absent), then
-    arbitrary records."""
+    """Our SYN and the server's SYN-ACK first (which ruled out both crashes above), then arbitrary
+    records: the usual shape of a capture, kept apart so that a new crash here says so."""
     isn, irs, t = draw(NUMBERS), draw(NUMBERS), draw(st.floats(-1e9, 2e9))
     rtt = draw(st.floats(0.0, 0.3))
     handshake = [_ours(t, "S", isn, 0), _theirs(t + rtt, "SA", irs, (isn + 1) % (1 << 32))]
@@ -151,5 +150,5 @@ def after_a_handshake(draw):
 @PROPERTY
 @given(after_a_handshake())
 def test_the_engine_never_raises_after_a_handshake(packets):
-    """What holds today: with the handshake recorded first, anything may follow."""
+    """With the handshake recorded first, anything may follow."""
     says_something(packets)
