@@ -94,7 +94,7 @@ def check(
 
     from probe.engine import analyze_flow
     from probe.live import CheckOptions, run_check
-    from probe.report import check_document, dumps, packet_table, summary_lines, write_pcap
+    from probe.report import check_document, dumps, locate_json, packet_table, summary_lines, write_pcap
     from probe.tcp import Settings
 
     settings = Settings(data_retries=retries, syn_retries=syn_retries)
@@ -115,10 +115,7 @@ def check(
         location = locate(sweeps.tcp, sweeps.echo, target.address)
         analysis = analyze_flow(measurement.packets, measurement.flow, location)
         frames += sweeps.frames
-        extra["locate"] = {"tcp_answer_at": location.tcp_answer_at, "address_at": location.address_at,
-                           "in_front": location.in_front, "hop": location.hop,
-                           "evidence": list(location.evidence),
-                           "tcp": [vars(r) for r in sweeps.tcp], "echo": [vars(r) for r in sweeps.echo]}
+        extra["locate"] = locate_json(location, sweeps.tcp, sweeps.echo)
     document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis, extra=extra)
     if pcap_handle is not None:
         pcap_handle.close()

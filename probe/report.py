@@ -64,6 +64,15 @@ def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, a
     return document
 
 
+def locate_json(location, tcp_sweep, echo_sweep) -> dict:
+    """The `locate` section of a check document: the conclusion and every probe of both sweeps."""
+    from dataclasses import asdict
+
+    return {"tcp_answer_at": location.tcp_answer_at, "address_at": location.address_at,
+            "in_front": location.in_front, "hop": location.hop, "evidence": list(location.evidence),
+            "tcp": [asdict(reply) for reply in tcp_sweep], "echo": [asdict(reply) for reply in echo_sweep]}
+
+
 def dumps(document: dict) -> str:
     return json.dumps(document, indent=2)
 

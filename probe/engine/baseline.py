@@ -34,6 +34,17 @@ def seq_end(packet: PacketRecord) -> int:
     return seq_add(packet.seq, packet.length + ("S" in packet.flags) + ("F" in packet.flags))
 
 
+def first_request(packets: list[PacketRecord], flow: Flow) -> PacketRecord | None:
+    """Our first segment that carries data: the request."""
+    return next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+
+
+def request_acknowledged(packets: list[PacketRecord], flow: Flow, request: PacketRecord) -> bool:
+    """Whether any of `packets` in the server's name acknowledges the whole request."""
+    end = seq_end(request)
+    return any(flow.toward_client(p) and "A" in p.flags and seq_diff(p.ack, end) >= 0 for p in packets)
+
+
 @dataclass(frozen=True)
 class IpIdHabit:
     """How the server numbers its packets: "zero", "counter", "random" or "unknown"."""
@@ -155,7 +166,7 @@ def _farther_responder(packets: list[PacketRecord], synack_index: int, flow: Flo
     server's sequence numbers exactly, acknowledges our request and comes from farther away is
     the server's own. Returns None when no such packet exists."""
     synack = packets[synack_index]
-    request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+    request = first_request(packets, flow)
     if request is None:
         return None
     for p in packets[synack_index + 1:]:

@@ -16,7 +16,8 @@ errors; and otherwise what the server itself did.
 from __future__ import annotations
 
 from probe.engine import heuristics as h
-from probe.engine.baseline import Baseline, build_baseline, hop_distance, seq_end
+from probe.engine.baseline import (Baseline, build_baseline, first_request, hop_distance, request_acknowledged,
+                                   seq_end)
 from probe.engine.locate import Location
 from probe.engine.model import Analysis, Attribution, Flow
 from probe.record import ICMP_TIME_EXCEEDED, ICMP_UNREACHABLE, PacketRecord
@@ -109,7 +110,8 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
     Known false positives: the server really lost its state (reboot, a state-table timeout on a
     load balancer in front of it, an accept-queue overflow with tcp_abort_on_overflow).
     Returns the evidence sentences, empty when the signature is absent."""
-    if baseline.synack is None:
+    request = first_request(packets, flow)
+    if baseline.synack is None or request is None:
         return []
     for index, packet in enumerate(packets):
         if not flow.toward_client(packet) or "R" not in packet.flags or "A" in packet.flags:
@@ -128,12 +130,8 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
                          key=lambda end: seq_diff(end, baseline.synack.seq), default=seq_end(baseline.synack))
         if seq_diff(packet.seq, server_end) > 0:
             continue  # we had acknowledged bytes the server never sent (forged data): that explains it
-        request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
-        if request is None:
-            continue
         copies = [p for p in earlier if flow.sent_by_client(p) and p.length and p.seq == request.seq]
-        acked = any(flow.toward_client(p) and "A" in p.flags and seq_diff(p.ack, seq_end(request)) >= 0
-                    for p in earlier)
+        acked = request_acknowledged(earlier, flow, request)
         answered_first = any(flow.toward_client(p) and p.t > copies[0].t and (len(copies) < 2 or p.t < copies[1].t)
                              for p in earlier) if copies else True
         if len(copies) < 2 or acked or answered_first:
@@ -201,13 +199,10 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
     responses = [i for i in received if packets[i].length and i in baseline.members]
     if responses:
         return "clean", None, None, None, ["The server answered the request; nothing in between interfered."]
-    sent_data = [p for p in packets if flow.sent_by_client(p) and p.length]
-    if sent_data:
-        end = seq_end(sent_data[0])
-        acked = any(flow.toward_client(packets[i]) and "A" in packets[i].flags
-                    and seq_diff(packets[i].ack, end) >= 0 for i in received)
-        copies = sum(1 for p in sent_data if p.seq == sent_data[0].seq)
-        if acked:
+    request = first_request(packets, flow)
+    if request is not None:
+        copies = sum(1 for p in packets if flow.sent_by_client(p) and p.length and p.seq == request.seq)
+        if request_acknowledged(packets, flow, request):
             return ("dropped", None, None, None,
                     ["The server acknowledged the request but never answered it."])
         return ("dropped", None, None, None,
@@ -224,7 +219,7 @@ def slow_answer_after_fast_handshake(packets: list[PacketRecord], flow: Flow, ba
     the same, so this is a note that points at `probe trace`, never a verdict."""
     if baseline.synack is None or baseline.rtt is None:
         return None
-    request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+    request = first_request(packets, flow)
     answer = next((i for i in sorted(baseline.members) if packets[i].length), None)
     if request is None or answer is None:
         return None
