@@ -1,4 +1,5 @@
-"""The command line: parse, run, render, and map outcomes to exit codes (here and only here).
+"""The command line: the typer app, its commands (one module each in `probe.commands`), and
+the one place that turns every way of going wrong into a line on stderr and an exit code.
 
 Heavy modules (scapy, the engine) are imported inside the commands, so `probe --help`
 stays fast.
@@ -8,11 +9,11 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import List, Optional
-
 import typer
 
-from probe.errors import ProbeError, UsageError
+from probe.commands import check as _check
+from probe.commands.common import EXIT_FAILED, EXIT_USAGE, exit_code_for, say  # noqa: F401 (exit_code_for: API)
+from probe.errors import ProbeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -23,22 +24,7 @@ def _commands() -> None:
     """Tell who sent a TCP reset: the server, or a box in between."""
 
 
-EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_INTERFERENCE, EXIT_TARGET_FAILED = 0, 1, 2, 3, 4
-
-
-def exit_code_for(verdict: str, hop: int | None) -> int:
-    """The contract's exit status for one verdict."""
-    if verdict == "clean":
-        return EXIT_CLEAN
-    if verdict in ("middlebox-reset", "middlebox-response"):
-        return EXIT_INTERFERENCE
-    if verdict in ("dropped", "unreachable") and hop is not None:
-        return EXIT_INTERFERENCE
-    return EXIT_TARGET_FAILED
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+app.command(name="check")(_check.check)
 
 
 class _Terminated(SystemExit):
@@ -48,94 +34,6 @@ class _Terminated(SystemExit):
 
 def _on_signal(signum, frame):
     raise _Terminated(128 + signum)
-
-
-@app.command()
-def check(
-    url: str = typer.Argument(..., help="http://HOST[:PORT][/PATH], or a bare host name or address"),
-    resolve: Optional[List[str]] = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
-                                                help="connect to ADDR while the request still names HOST"),
-    json_output: bool = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout"),
-    pcap: Optional[str] = typer.Option(None, "--pcap", metavar="FILE",
-                                       help="write every packet sent and received to FILE (pcap, raw IP)"),
-    method: str = typer.Option("HEAD", "--method", "-X", help="HTTP method: HEAD or GET"),
-    linger: Optional[float] = typer.Option(None, "--linger", metavar="SECONDS",
-                                           help="keep listening this long after the exchange "
-                                                "[default: 0.5 s or 3 round trips, whichever is longer]"),
-    max_time: float = typer.Option(30.0, "--max-time", metavar="SECONDS", help="hard bound on the exchange"),
-    retries: int = typer.Option(3, "--retries", help="retransmissions of the request (at least 2)"),
-    syn_retries: int = typer.Option(2, "--syn-retries", help="retransmissions of the SYN"),
-    ttl: int = typer.Option(64, "--ttl", help="IP TTL of the probe's packets"),
-    no_locate: bool = typer.Option(False, "--no-locate",
-                                   help="never run the TTL sweeps that look for a box answering in the "
-                                        "server's place"),
-    max_ttl: int = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try"),
-):
-    """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
-    from probe.target import build_target, parse_resolve
-
-    method = method.upper()
-    if method not in ("HEAD", "GET"):
-        raise UsageError(f"unsupported --method {method}: use HEAD or GET")
-    if retries < 2 or retries > 10:
-        raise UsageError("--retries must be from 2 to 10")
-    if not 0 <= syn_retries <= 10:
-        raise UsageError("--syn-retries must be from 0 to 10")
-    if not 1 <= ttl <= 255:
-        raise UsageError("--ttl must be from 1 to 255")
-    if max_time <= 0 or max_time > 600:
-        raise UsageError("--max-time must be more than 0 and at most 600 seconds")
-    if not 1 <= max_ttl <= 64:
-        raise UsageError("--max-ttl must be from 1 to 64")
-    if linger is not None and not 0 <= linger <= 60:
-        raise UsageError("--linger must be from 0 to 60 seconds")
-    target = build_target(url, [parse_resolve(entry) for entry in resolve or []])
-    pcap_handle = _open_output(pcap)
-
-    from probe.engine import analyze_flow
-    from probe.live import CheckOptions, run_check
-    from probe.report import check_document, dumps, locate_json, packet_table, summary_lines, write_pcap
-    from probe.tcp import Settings
-
-    settings = Settings(data_retries=retries, syn_retries=syn_retries)
-    options = CheckOptions(method=method, linger=linger, max_time=max_time, settings=settings, ttl=ttl)
-    measurement = run_check(target, options, on_start=lambda flow: _say(
-        f"probing {target.url} at {target.address}:{target.port} from {flow.client}:{flow.client_port} ..."))
-    analysis = analyze_flow(measurement.packets, measurement.flow)
-    extra, frames = {}, list(measurement.frames)
-    from probe.engine.verdict import wants_location
-
-    if wants_location(analysis) and not no_locate:
-        from probe.engine.locate import locate
-        from probe.locate import run_sweeps
-
-        _say("the answer may come from a box in front of the server: sweeping TTLs to find where ...")
-        wait = max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
-        sweeps = run_sweeps(measurement.flow.client, target.address, target.port, max_ttl=max_ttl, wait=wait)
-        location = locate(sweeps.tcp, sweeps.echo, target.address)
-        analysis = analyze_flow(measurement.packets, measurement.flow, location)
-        frames += sweeps.frames
-        extra["locate"] = locate_json(location, sweeps.tcp, sweeps.echo)
-    document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis, extra=extra)
-    if pcap_handle is not None:
-        pcap_handle.close()
-        write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
-    if json_output:
-        print(dumps(document))
-    else:
-        print(packet_table(measurement.packets, measurement.flow, analysis))
-        print()
-        print(summary_lines(document))
-    raise typer.Exit(exit_code_for(analysis.verdict, analysis.hop))
-
-
-def _open_output(path: str | None):
-    if path is None:
-        return None
-    try:
-        return open(path, "wb")
-    except OSError as error:
-        raise ProbeError(f"cannot write {path}: {error.strerror}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,29 +47,29 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        _say("probe: interrupted")
+        say("probe: interrupted")
         sys.exit(130)
     except _Terminated as terminated:
-        _say("probe: interrupted" if terminated.code == 128 + signal.SIGINT else "probe: terminated")
+        say("probe: interrupted" if terminated.code == 128 + signal.SIGINT else "probe: terminated")
         sys.exit(terminated.code)
     except ProbeError as error:
         if debug:
             raise
-        _say(f"probe: {error}")
+        say(f"probe: {error}")
         sys.exit(error.exit_code)
     except OSError as error:
         if debug:
             raise
-        _say(f"probe: {error.strerror or error}")
+        say(f"probe: {error.strerror or error}")
         sys.exit(EXIT_FAILED)
     except Exception as error:
         if not (hasattr(error, "format_message") and hasattr(error, "exit_code")) or debug:
             raise
         # a usage error from typer's (vendored) click: one line instead of its usage block
         if type(error).__name__ == "NoArgsIsHelpError":
-            _say(error.ctx.get_help() if getattr(error, "ctx", None) else "usage: probe COMMAND --help")
+            say(error.ctx.get_help() if getattr(error, "ctx", None) else "usage: probe COMMAND --help")
         else:
-            _say(f"probe: {error.format_message()} (see probe --help)")
+            say(f"probe: {error.format_message()} (see probe --help)")
         sys.exit(EXIT_USAGE)
     finally:
         for sig, handler in previous.items():
