@@ -43,58 +43,94 @@ def prepare_flow(target: Target) -> tuple[Flow, PortReservation]:
     return Flow(source, reservation.port, target.address, target.port), reservation
 
 
+class FlowDriver:
+    """One crafted connection on the wire: sends what its state machine says (built by its
+    crafter, with the TTL `ttl_for(segment)` picks), feeds it the frames of its flow, records them."""
+
+    def __init__(self, flow: Flow, connection: ClientConnection, crafter, sender: RawSender, ttl_for=None):
+        self.flow, self.connection, self.crafter, self.sender = flow, connection, crafter, sender
+        self.ttl_for = ttl_for or (lambda segment: None)
+        self.packets: list[PacketRecord] = []
+        self.frames: list[Frame] = []
+
+    def send(self, segments) -> None:
+        for segment in segments:
+            ttl = self.ttl_for(segment)
+            if ttl is not False:  # False: the caller does not want this segment sent at all
+                self.sender.send(self.crafter.build(segment, ttl=ttl), self.flow.server)
+
+    def take(self, frame: Frame, record: PacketRecord) -> None:
+        """Record a frame of this flow; a received one goes to the state machine."""
+        self.frames.append(frame)
+        self.packets.append(record)
+        if not frame.outgoing and not self.flow.sent_by_client(record):
+            self.send(self.connection.on_packet(record, time.monotonic()))
+
+    def on_timer(self) -> None:
+        self.send(self.connection.on_timer(time.monotonic()))
+
+
+def pump(capture: Capture, drivers: list[FlowDriver], timeout: float, others=None) -> None:
+    """Read the capture for up to `timeout` seconds and hand each frame to the driver whose flow
+    it belongs to (`others(frame, record)` gets the rest, if given)."""
+    for frame in capture.read(timeout):
+        record = parse_ip(frame.data, frame.t)
+        if record is None:
+            continue
+        owner = next((driver for driver in drivers if driver.flow.belongs(record)), None)
+        if owner is not None:
+            owner.take(frame, record)
+        elif others is not None:
+            others(frame, record)
+
+
+def new_connection(target: Target, flow: Flow, method: str, settings: Settings, ttl: int = 64,
+                   host: str | None = None) -> tuple[ClientConnection, object]:
+    """A fresh state machine and crafter for `flow`; `host` replaces the target's in the request."""
+    from probe.craft import Crafter  # scapy is imported only when a probe really runs
+
+    name = host or target.host
+    request = build_request(method, name, target.port, target.path)
+    reader = ResponseReader(method, name, target.port, target.path)
+    connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port, request,
+                                  isn=random_u32(), reader=reader, settings=settings, ts_base=random_u32())
+    crafter = Crafter(flow.client, flow.client_port, flow.server, flow.server_port, random_u32() & 0xFFFF,
+                      ttl=ttl)
+    return connection, crafter
+
+
+def default_linger(rtt: float | None) -> float:
+    """How long to keep listening after an exchange: 0.5 s, or three round trips if longer."""
+    return max(0.5, 3 * (rtt or 0.0))
+
+
 def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=None) -> Measurement:
     """Probe once. `on_start(flow)` is called when everything is in place, just before the SYN,
     so that a progress line never precedes an error line."""
     flow, reservation = prepare_flow(target)
-    measurement = Measurement(target, flow)
-    request = build_request(options.method, target.host, target.port, target.path)
-    reader = ResponseReader(options.method, target.host, target.port, target.path)
-    connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port, request,
-                                  isn=random_u32(), reader=reader, settings=options.settings,
-                                  ts_base=random_u32())
-    from probe.craft import Crafter  # scapy is imported only when a probe really runs
-
-    crafter = Crafter(flow.client, flow.client_port, flow.server, flow.server_port, random_u32() & 0xFFFF,
-                      ttl=options.ttl)
+    connection, crafter = new_connection(target, flow, options.method, options.settings, options.ttl)
     try:
         # sockets first: without the privilege they fail with the clearest message
         with Capture([flow.server]) as capture, RawSender() as sender, Guard() as guard:
             guard.add_flow(flow.client, flow.client_port, flow.server, flow.server_port)
             if on_start is not None:
                 on_start(flow)
-
-            def send(segments) -> None:
-                for segment in segments:
-                    sender.send(crafter.build(segment), flow.server)
-
-            def take(frames: list[Frame]) -> None:
-                for frame in frames:
-                    record = parse_ip(frame.data, frame.t)
-                    if record is None or not flow.belongs(record):
-                        continue
-                    measurement.frames.append(frame)
-                    measurement.packets.append(record)
-                    if not frame.outgoing and not flow.sent_by_client(record):
-                        send(connection.on_packet(record, time.monotonic()))
-
+            driver = FlowDriver(flow, connection, crafter, sender)
             start = time.monotonic()
-            send(connection.start(start))
+            driver.send(connection.start(start))
             hard_deadline = start + options.max_time
             while not connection.done and time.monotonic() < hard_deadline:
                 now = time.monotonic()
                 wait = (connection.deadline - now) if connection.deadline is not None else 0.2
-                take(capture.read(min(max(wait, 0.0), hard_deadline - now)))
-                send(connection.on_timer(time.monotonic()))
+                pump(capture, [driver], min(max(wait, 0.0), hard_deadline - now))
+                driver.on_timer()
             if not connection.done:
                 connection.progress.gave_up = "max-time"
-            rtt = connection.rtt_estimate or 0.0
-            linger = options.linger if options.linger is not None else max(0.5, 3 * rtt)
+            linger = options.linger if options.linger is not None else default_linger(connection.rtt_estimate)
             linger_until = time.monotonic() + linger
             while (remaining := linger_until - time.monotonic()) > 0:
-                take(capture.read(remaining))
-            take(capture.read(0))
+                pump(capture, [driver], remaining)
+            pump(capture, [driver], 0)
     finally:
         reservation.close()
-    measurement.progress = connection.progress
-    return measurement
+    return Measurement(target, flow, driver.packets, driver.frames, connection.progress)
