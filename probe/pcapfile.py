@@ -1,7 +1,12 @@
-"""Capture files in, the same `PacketRecord`s the live probe makes out (pcap and pcapng, via dpkt).
+"""Capture files in, IPv4 packets (and then the live probe's own `PacketRecord`s) out.
 
-Only the link layer is peeled here; the IPv4 packet itself goes through `record.parse_ip`, the
-one record builder. Flows are keyed by their SYN: the side that sent the first SYN is the client.
+Classic pcap is read here, by struct, a megabyte at a time: that is the bulk case, and the
+loop must cost little per packet. pcapng goes through dpkt's reader. Either way only the link
+layer is peeled here (Ethernet with VLAN tags, Linux cooked SLL and SLL2, raw IP, BSD null and
+loopback); the IPv4 packet itself goes through `record.parse_ip`, the one record builder.
+
+Every way a file can be wrong (not a capture, truncated, a record longer than any link could
+carry) becomes one `ProbeError` that names the file and the byte offset, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +20,16 @@ from probe.record import PacketRecord, parse_ip
 
 LINK_NULL, LINK_ETHERNET, LINK_RAW, LINK_LOOP, LINK_SLL, LINK_SLL2 = 0, 1, 101, 108, 113, 276
 RAW_ALIASES = {12, 14, LINK_RAW}
+SUPPORTED = "Ethernet, Linux cooked (SLL, SLL2), raw IP and loopback"
+
+MAX_RECORD = 1 << 18  # 256 KiB: Wireshark's largest snapshot length; a longer record is corruption
+CHUNK = 1 << 20
+
+_PCAP_MAGIC = {  # magic -> (byte order, fraction per second)
+    b"\xd4\xc3\xb2\xa1": ("<", 1_000_000), b"\xa1\xb2\xc3\xd4": (">", 1_000_000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1_000_000_000), b"\xa1\xb2\x3c\x4d": (">", 1_000_000_000),
+}
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 
 def ip_payload(linktype: int, frame: bytes) -> bytes | None:
@@ -41,41 +56,126 @@ def ip_payload(linktype: int, frame: bytes) -> bytes | None:
         if family not in (2, 0x02000000):
             return None
         return frame[4:]
-    raise ProbeError(f"unsupported link type {linktype} (Ethernet, Linux cooked, raw IP and loopback are)")
+    raise ProbeError(f"unsupported link type {linktype} ({SUPPORTED} are)")
 
 
-def read_records(path: str) -> Iterator[PacketRecord]:
-    """Stream the IPv4 packets of a pcap or pcapng file as records."""
-    import dpkt
+def _check_linktype(path: str, linktype: int) -> None:
+    if linktype not in RAW_ALIASES and linktype not in (LINK_ETHERNET, LINK_SLL, LINK_SLL2, LINK_NULL, LINK_LOOP):
+        raise ProbeError(f"{path}: unsupported link type {linktype} ({SUPPORTED} are)")
 
+
+def ip_packets(path: str) -> Iterator[tuple[float, bytes]]:
+    """Stream (timestamp, IPv4 packet) from a pcap or pcapng file; other frames are skipped."""
     try:
         handle = open(path, "rb")
     except OSError as error:
         raise ProbeError(f"cannot read {path}: {error.strerror}") from None
     with handle:
         magic = handle.read(4)
-        handle.seek(0)
-        try:
-            reader = dpkt.pcapng.Reader(handle) if magic == b"\x0a\x0d\x0d\x0a" else dpkt.pcap.Reader(handle)
-        except (ValueError, dpkt.dpkt.Error, struct.error) as error:
-            raise ProbeError(f"{path} is not a pcap or pcapng file ({error})") from None
+        if magic == _PCAPNG_MAGIC:
+            yield from _pcapng_packets(path, handle)
+        elif magic in _PCAP_MAGIC:
+            yield from _pcap_packets(path, handle, magic)
+        elif not magic:
+            raise ProbeError(f"{path} is empty, not a capture")
+        else:
+            raise ProbeError(f"{path} is not a pcap or pcapng file (it starts with {magic.hex()})")
+
+
+def _pcap_packets(path: str, handle, magic: bytes) -> Iterator[tuple[float, bytes]]:
+    """Classic pcap, by struct: the hot loop peels the common link layers inline."""
+    order, per_second = _PCAP_MAGIC[magic]
+    rest = handle.read(20)
+    if len(rest) < 20:
+        raise ProbeError(f"{path} is truncated inside its file header")
+    _major, _minor, _zone, _sigfigs, _snaplen, linkfield = struct.unpack(order + "HHiIII", rest)
+    linktype = linkfield & 0x0FFFFFFF
+    _check_linktype(path, linktype)
+    header = struct.Struct(order + "IIII")
+    unpack_header = header.unpack_from
+    fixed = {LINK_ETHERNET: 14, LINK_SLL: 16, LINK_SLL2: 20, LINK_NULL: 4, LINK_LOOP: 4}.get(linktype, 0)
+    # the two bytes that say "IPv4" for links with a fixed header: (where, what)
+    marker = {LINK_ETHERNET: (12, b"\x08\x00"), LINK_SLL: (14, b"\x08\x00"), LINK_SLL2: (0, b"\x08\x00")}.get(linktype)
+    micro = per_second == 1_000_000
+    buffer, position = b"", 0
+    while True:
+        if len(buffer) - position < 16:
+            buffer = buffer[position:] + handle.read(CHUNK)
+            position = 0
+            if not buffer:
+                return
+            if len(buffer) < 16:
+                raise ProbeError(f"{path} is truncated (a record header is cut short)")
+        seconds, fraction, length, _original = unpack_header(buffer, position)
+        if length > MAX_RECORD:
+            raise ProbeError(f"{path} is corrupt: a record claims {length} bytes (at most {MAX_RECORD} make sense)")
+        start = position + 16
+        end = start + length
+        if end > len(buffer):
+            buffer = buffer[position:] + handle.read(max(CHUNK, length + 16))
+            position = 0
+            start, end = 16, 16 + length
+            if end > len(buffer):
+                raise ProbeError(f"{path} is truncated (the last record is cut short)")
+        position = end
+        t = seconds + fraction / 1e6 if micro else (seconds * 1_000_000_000 + fraction) / 1_000_000_000
+        if marker is not None:
+            at = start + marker[0]
+            if buffer[at:at + 2] == marker[1]:
+                yield t, buffer[start + fixed:end]
+                continue
+            if linktype != LINK_ETHERNET:
+                continue
+        elif fixed == 0:
+            yield t, buffer[start:end]
+            continue
+        packet = ip_payload(linktype, buffer[start:end])  # VLAN tags, loopback families
+        if packet is not None:
+            yield t, packet
+
+
+def _pcapng_packets(path: str, handle) -> Iterator[tuple[float, bytes]]:
+    import dpkt
+
+    handle.seek(0)
+    try:
+        reader = dpkt.pcapng.Reader(handle)
         linktype = reader.datalink()
-        try:
-            for timestamp, frame in reader:
-                packet = ip_payload(linktype, frame)
-                if packet is not None:
-                    record = parse_ip(packet, float(timestamp))
-                    if record is not None:
-                        yield record
-        except (dpkt.dpkt.NeedData, struct.error, ValueError) as error:
-            raise ProbeError(f"{path} is truncated or corrupt ({error})") from None
+        _check_linktype(path, linktype)
+        for timestamp, frame in reader:
+            packet = ip_payload(linktype, frame)
+            if packet is not None:
+                yield float(timestamp), packet
+    except ProbeError:
+        raise
+    except (ValueError, TypeError, IndexError, OverflowError, MemoryError, struct.error, dpkt.dpkt.Error) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ProbeError(f"{path} is not a readable pcapng file ({detail[:120]})") from None
+
+
+def read_records(path: str) -> Iterator[PacketRecord]:
+    """Stream every IPv4 packet of a pcap or pcapng file as the live probe's records."""
+    for t, packet in ip_packets(path):
+        record = parse_ip(packet, t)
+        if record is not None:
+            yield record
 
 
 def split_flows(records: list[PacketRecord]) -> list[tuple[Flow, list[PacketRecord]]]:
-    """Group the records of each TCP flow that starts with a SYN in the capture, in order."""
-    flows: dict[tuple, Flow] = {}
+    """Group the records of each TCP flow that starts with a SYN in the capture, in order
+    (small captures only: it holds them all; `probe.analyze` streams)."""
+    flows: dict[tuple, tuple[Flow, list[PacketRecord]]] = {}
     for record in records:
-        if record.proto == "tcp" and record.flags.replace("E", "").replace("C", "") == "S":
+        if record.proto == "tcp":
             key = (record.src, record.sport, record.dst, record.dport)
-            flows.setdefault(key, Flow(*key))
-    return [(flow, [r for r in records if flow.belongs(r)]) for flow in flows.values()]
+            if key not in flows and record.flags.replace("E", "").replace("C", "") == "S":
+                flows[key] = (Flow(*key), [])
+            entry = flows.get(key) or flows.get((record.dst, record.dport, record.src, record.sport))
+        elif record.quoted is not None:
+            q = record.quoted
+            entry = flows.get((q.src, q.sport, q.dst, q.dport))
+        else:
+            entry = None
+        if entry is not None:
+            entry[1].append(record)
+    return list(flows.values())

@@ -1,0 +1,377 @@
+"""`probe analyze`: a capture file in, one judged flow at a time out, in bounded memory.
+
+Theory of operation. The file is streamed (`pcapfile.ip_packets`). A TCP flow is taken under
+analysis when its first SYN (no ACK) passes and it matches the user's filters; the side that
+sent that SYN is the client. From then on, and only for flows under analysis, packets become the
+live probe's own records (`record.parse_ip`); every other packet costs a dict lookup on bytes of
+its header and nothing more. ICMP errors join the flow they quote.
+
+A flow leaves the table, and is judged by the engine, when it is over: `LINGER` seconds (capture
+time) after a reset or after FINs both ways (late packets there are exactly the injected ones),
+`IDLE` seconds after its last packet, when a new handshake reuses its addresses and ports, or at
+the end of the file. Memory is therefore what the open flows hold. A long transfer keeps its
+first `KEEP_ALL` packets and after that only those that open, close or reset (the engine judges
+a reset against the packets before it; bulk data in between is counted, not kept).
+
+Where the capture was taken (`vantage`) decides which packets the host itself sent: its own
+packets leave with an initial TTL (64, 128, 255), the far end's arrive with less. When both
+or neither do, timing decides: on the client the SYN-ACK comes one round trip after the SYN and
+the ACK at once; on the server the other way round.
+
+A server-side capture sees the other half of the story, so after the engine has judged the
+flow, `server_side_findings` looks at the packets in the client's name that the engine takes
+as genuine (the engine was written from the client's seat) -- see its docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+from probe.engine import Analysis, Attribution, Flow, analyze_flow
+from probe.engine.baseline import COMMON_INITIAL_TTLS, seq_end
+from probe.record import PacketRecord, parse_ip
+from probe.tcp import seq_diff
+
+LINGER = 5.0  # seconds of capture time a closed flow stays open for late (injected) packets
+IDLE = 120.0  # seconds without a packet after which a flow is judged as it stands
+KEEP_ALL = 2000  # packets of a flow kept in full; later only SYN, FIN and RST segments
+SWEEP_EVERY = 1.0  # seconds of capture time between two looks for finished flows
+
+_SYN, _ACK, _RST, _FIN = 0x02, 0x10, 0x04, 0x01
+
+
+@dataclass
+class OpenFlow:
+    """A flow under analysis: who is who, its records so far, and how it stands."""
+
+    client: str
+    client_port: int
+    server: str
+    server_port: int
+    client_isn: int
+    records: list[PacketRecord] = field(default_factory=list)
+    last_t: float = 0.0
+    closed_at: float | None = None
+    fins: set = field(default_factory=set)  # which sides sent a FIN: "client", "server"
+    elided: int = 0  # bulk packets counted but not kept
+
+    def add(self, record: PacketRecord) -> None:
+        self.last_t = record.t
+        if len(self.records) >= KEEP_ALL and record.proto == "tcp" and not (set(record.flags) & set("SFR")):
+            self.elided += 1
+            return
+        self.records.append(record)
+        if record.proto != "tcp":
+            return
+        if "R" in record.flags:
+            self.closed_at = self.closed_at or record.t
+        if "F" in record.flags:
+            self.fins.add("client" if record.src == self.client and record.sport == self.client_port else "server")
+            if len(self.fins) == 2:
+                self.closed_at = self.closed_at or record.t
+
+
+@dataclass(frozen=True)
+class FlowFilter:
+    """`--host` and `--flow`: which flows to analyse (all when both are empty).
+
+    A flow passes when one of its ends is one of `hosts` (if any are given) and it matches one of
+    `flows` (if any): each of those is one or two endpoints (address, port or None), all of
+    which must be ends of the flow."""
+
+    hosts: tuple[str, ...] = ()
+    flows: tuple[tuple[tuple[str, int | None], ...], ...] = ()
+
+    def wants(self, client: str, client_port: int, server: str, server_port: int) -> bool:
+        if self.hosts and client not in self.hosts and server not in self.hosts:
+            return False
+        ends = ((client, client_port), (server, server_port))
+        return not self.flows or any(
+            all(any(a == address and (port is None or p == port) for a, p in ends) for address, port in spec)
+            for spec in self.flows)
+
+
+@dataclass(frozen=True)
+class Vantage:
+    side: str  # "client" or "server"
+    evidence: str
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """One judged flow: the engine's analysis of its records, seen from where it was captured."""
+
+    flow: Flow
+    packets: list[PacketRecord]
+    analysis: Analysis
+    vantage: Vantage
+    elided: int = 0
+
+
+@dataclass
+class Totals:
+    """What the reader saw besides the flows it judged."""
+
+    packets: int = 0
+    tcp_packets: int = 0
+    without_handshake: int = 0  # TCP packets of connections whose SYN is not in the file
+    filtered_out: int = 0  # TCP packets of flows the filters excluded
+    flows: int = 0
+
+
+def _endpoint_key(packet: bytes, ihl: int) -> tuple[bytes, bytes]:
+    return packet[12:16] + packet[ihl:ihl + 2], packet[16:20] + packet[ihl + 2:ihl + 4]
+
+
+def _address(raw: bytes) -> str:
+    return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
+
+
+class FlowTable:
+    """The streaming part: feed packets in capture order, get finished flows back."""
+
+    def __init__(self, wanted: FlowFilter | None = None):
+        self.wanted = wanted or FlowFilter()
+        self.open: dict[bytes, OpenFlow] = {}
+        self.totals = Totals()
+        self._unwanted: set[bytes] = set()  # keys the filters refused (bounded: cleared as the table sweeps)
+        self._next_sweep: float | None = None
+
+    def feed(self, t: float, packet: bytes) -> list[OpenFlow]:
+        """Take one IPv4 packet; return the flows that are finished as of its time."""
+        self.totals.packets += 1
+        finished: list[OpenFlow] = []
+        if self._next_sweep is None or t >= self._next_sweep:
+            self._next_sweep = t + SWEEP_EVERY
+            finished = self.sweep(t)
+        if len(packet) < 20 or packet[0] >> 4 != 4 or packet[6] & 0x1F or packet[7]:
+            return finished  # not IPv4, or a later fragment
+        proto = packet[9]
+        ihl = (packet[0] & 0x0F) << 2
+        if proto == 6:
+            if len(packet) < ihl + 14:
+                return finished
+            self.totals.tcp_packets += 1
+            source, destination = _endpoint_key(packet, ihl)
+            key = source + destination if source < destination else destination + source
+            flow = self.open.get(key)
+            flags = packet[ihl + 13]
+            if flags & (_SYN | _ACK | _RST) == _SYN:
+                isn = int.from_bytes(packet[ihl + 4:ihl + 8], "big")
+                if flow is not None and (flow.closed_at is not None or t - flow.last_t > IDLE) \
+                        and isn != flow.client_isn:
+                    finished.append(self.open.pop(key))  # a new connection on the same ports
+                    flow = None
+                if flow is None:
+                    flow = self._start(key, packet, ihl, isn)
+            if flow is None:
+                if key in self._unwanted:
+                    self.totals.filtered_out += 1
+                else:
+                    self.totals.without_handshake += 1
+                return finished
+            record = parse_ip(packet, t)
+            if record is not None:
+                flow.add(record)
+        elif proto == 1 and len(packet) >= ihl + 8 + 20 and packet[ihl] in (3, 4, 5, 11, 12):
+            record = parse_ip(packet, t)
+            quoted = record.quoted if record is not None else None
+            if quoted is not None and quoted.sport is not None:
+                inner = packet[ihl + 8:]
+                inner_ihl = (inner[0] & 0x0F) << 2
+                if len(inner) >= inner_ihl + 4:
+                    source, destination = _endpoint_key(inner, inner_ihl)
+                    key = source + destination if source < destination else destination + source
+                    flow = self.open.get(key)
+                    if flow is not None:
+                        flow.add(record)
+        return finished
+
+    def _start(self, key: bytes, packet: bytes, ihl: int, isn: int) -> OpenFlow | None:
+        client, server = _address(packet[12:16]), _address(packet[16:20])
+        client_port = int.from_bytes(packet[ihl:ihl + 2], "big")
+        server_port = int.from_bytes(packet[ihl + 2:ihl + 4], "big")
+        if not self.wanted.wants(client, client_port, server, server_port):
+            self._unwanted.add(key)
+            return None
+        self.totals.flows += 1
+        flow = OpenFlow(client, client_port, server, server_port, isn)
+        self.open[key] = flow
+        return flow
+
+    def sweep(self, now: float) -> list[OpenFlow]:
+        """Take out the flows that are over as of capture time `now`."""
+        done = [key for key, flow in self.open.items()
+                if (flow.closed_at is not None and now - flow.closed_at > LINGER) or now - flow.last_t > IDLE]
+        if len(self._unwanted) > 100_000:
+            self._unwanted.clear()  # only statistics depend on it
+        return [self.open.pop(key) for key in done]
+
+    def drain(self) -> list[OpenFlow]:
+        """The flows still open at the end of the file, in the order they started."""
+        flows = list(self.open.values())
+        self.open.clear()
+        return flows
+
+
+def stream_flows(packets: Iterable[tuple[float, bytes]], table: FlowTable) -> Iterator[OpenFlow]:
+    """Every flow under analysis, each as soon as it is over (so not necessarily in start order)."""
+    for t, packet in packets:
+        finished = table.feed(t, packet)
+        if finished:
+            yield from finished
+    yield from table.drain()
+
+
+# --- where the capture was taken ------------------------------------------------------------------
+
+
+def _handshake(records: list[PacketRecord], flow: Flow):
+    syn = next((p for p in records if flow.sent_by_client(p) and p.flags.rstrip("EC") == "S"), None)
+    if syn is None:
+        return None, None, None
+    synack = next((p for p in records if flow.toward_client(p) and p.has("SA") and p.ack == (syn.seq + 1) % 2**32),
+                  None)
+    ack = None
+    if synack is not None:
+        ack = next((p for p in records if flow.sent_by_client(p) and p.t >= synack.t and "A" in p.flags
+                    and "S" not in p.flags and p.ack == (synack.seq + 1) % 2**32), None)
+    return syn, synack, ack
+
+
+def find_vantage(records: list[PacketRecord], flow: Flow) -> Vantage:
+    """On which end the capture was taken: by TTL (a host's own packets leave with an initial
+    TTL), else by timing (the round trip shows between SYN and SYN-ACK on the client, between
+    SYN-ACK and ACK on the server). Neither conclusive: the client's seat, and it says so."""
+    syn, synack, ack = _handshake(records, flow)
+    if syn is None:
+        return Vantage("client", "no SYN in the capture: read from the client's seat")
+    if synack is not None:
+        client_own, server_own = syn.ttl in COMMON_INITIAL_TTLS, synack.ttl in COMMON_INITIAL_TTLS
+        if client_own != server_own:
+            side = "client" if client_own else "server"
+            return Vantage(side, f"the client's SYN has TTL {syn.ttl}, the server's SYN-ACK TTL {synack.ttl}: "
+                                 f"the {side}'s packets had not yet crossed a router")
+        if ack is not None:
+            to_synack, to_ack = synack.t - syn.t, ack.t - synack.t
+            if to_synack > 4 * to_ack and to_synack > 0.001:
+                return Vantage("client", f"the SYN-ACK came {to_synack * 1000:.1f} ms after the SYN, the ACK "
+                                         f"{to_ack * 1000:.1f} ms after it")
+            if to_ack > 4 * to_synack and to_ack > 0.001:
+                return Vantage("server", f"the SYN-ACK left {to_synack * 1000:.1f} ms after the SYN, the ACK "
+                                         f"came {to_ack * 1000:.1f} ms later")
+    elif syn.ttl not in COMMON_INITIAL_TTLS:
+        return Vantage("server", f"the client's SYN arrives with TTL {syn.ttl}: it had crossed routers")
+    return Vantage("client", f"TTLs and timing do not tell (SYN TTL {syn.ttl}): read from the client's seat")
+
+
+# --- the server's seat --------------------------------------------------------------------------
+
+
+def _client_ttls(records: list[PacketRecord], flow: Flow) -> set[int]:
+    """The TTLs of the client's handshake packets (SYN and the ACK of the SYN-ACK)."""
+    syn, _synack, ack = _handshake(records, flow)
+    return {p.ttl for p in (syn, ack) if p is not None}
+
+
+def server_side_findings(records: list[PacketRecord], flow: Flow) -> tuple[dict[int, Attribution], list[str], bool]:
+    """What a server-side capture shows that the engine, written from the client's seat, does not judge.
+
+    1. A packet in the client's name that arrives with another TTL than the client's handshake
+       had (off by more than one hop) was sent by something else, at another distance: a forgery
+       toward the server. Known false positives: the client's route changed mid-flow; a client
+       behind a NAT pool sharing one address. A TTL-copying forger is not caught this way.
+    2. The client acknowledging bytes the server never sent: something in between answered in
+       the server's name (data toward the client). Known false positive: the capture dropped
+       the server's packets (a busy capture host), so this needs the gap to be more than a
+       segment's worth of bytes that never appear at all.
+    Returns (attributions to override by index, sentences, forged_data_to_client)."""
+    ttls = _client_ttls(records, flow)
+    overrides: dict[int, Attribution] = {}
+    sentences: list[str] = []
+    if not ttls:
+        return overrides, sentences, False
+    for index, packet in enumerate(records):
+        if not flow.sent_by_client(packet) or min(abs(packet.ttl - ttl) for ttl in ttls) <= 1:
+            continue
+        what = "reset" if "R" in packet.flags else "segment"
+        overrides[index] = Attribution("middlebox", "high", (
+            f"TTL {packet.ttl}, the client's handshake arrived with TTL {'/'.join(map(str, sorted(ttls)))}: "
+            f"a {what} in the client's name from another distance",))
+    syn, synack, _ack = _handshake(records, flow)
+    forged_data = False
+    if synack is not None:
+        server_end = max((seq_end(p) for p in records if flow.toward_client(p) and "R" not in p.flags),
+                         key=lambda end: seq_diff(end, synack.seq), default=seq_end(synack))
+        beyond = [p for p in records if flow.sent_by_client(p) and "A" in p.flags
+                  and seq_diff(p.ack, server_end) > 1]
+        if beyond:
+            gap = seq_diff(beyond[0].ack, server_end)
+            forged_data = True
+            sentences.append(f"The client acknowledged {gap} byte(s) the server never sent (ack "
+                             f"{seq_diff(beyond[0].ack, synack.seq)} relative, the server sent up to "
+                             f"{seq_diff(server_end, synack.seq)}): a device in between answered in the server's "
+                             f"name.")
+    if overrides:
+        first = records[min(overrides)]
+        sentences.insert(0, f"{len(overrides)} packet(s) in the client's name were forged by a device in between "
+                            f"({overrides[min(overrides)].evidence[0]}; first: {first.flags}).")
+    return overrides, sentences, forged_data
+
+
+def judge_from_server(records: list[PacketRecord], flow: Flow, analysis: Analysis) -> Analysis:
+    """Revise the engine's analysis of a server-side capture with `server_side_findings`."""
+    overrides, sentences, forged_data = server_side_findings(records, flow)
+    if not sentences:
+        return analysis
+    attributions = list(analysis.attributions)
+    for index, attribution in overrides.items():
+        attributions[index] = attribution
+    to_server = bool(overrides)
+    to_client = forged_data or analysis.direction in ("to-client", "both")
+    direction = "both" if to_server and to_client else "to-server" if to_server else "to-client"
+    forged_in_client_data = any(records[i].length for i in overrides)
+    verdict = "middlebox-response" if forged_data or forged_in_client_data else "middlebox-reset"
+    if analysis.verdict == "middlebox-response":
+        verdict = "middlebox-response"
+    return replace(analysis, verdict=verdict, direction=direction, attributions=tuple(attributions),
+                   explanation=" ".join(sentences))
+
+
+# --- the whole file -------------------------------------------------------------------------------
+
+
+def judge(open_flow: OpenFlow) -> FlowResult:
+    """Run the engine over one finished flow, from where the capture was taken."""
+    flow = Flow(open_flow.client, open_flow.client_port, open_flow.server, open_flow.server_port)
+    records = open_flow.records
+    vantage = find_vantage(records, flow)
+    flow = replace(flow, vantage=vantage.side)
+    analysis = analyze_flow(records, flow)
+    if vantage.side == "server":
+        analysis = judge_from_server(records, flow, analysis)
+        # from the server's seat the engine's "self" (the sender) is the client
+        analysis = replace(analysis, attributions=tuple(
+            Attribution("client", a.confidence, a.evidence) if a.origin == "self" else a
+            for a in analysis.attributions))
+    return FlowResult(flow, records, analysis, vantage, open_flow.elided)
+
+
+def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None]) -> Totals:
+    """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
+    (nothing is kept here: memory is what the open flows hold)."""
+    from probe.pcapfile import ip_packets
+
+    table = FlowTable(wanted)
+    for open_flow in stream_flows(ip_packets(path), table):
+        on_result(judge(open_flow))
+    return table.totals
+
+
+def analyze_file(path: str, wanted: FlowFilter | None = None) -> tuple[list[FlowResult], Totals]:
+    """Every judged flow of a (small) capture, in the order the flows started."""
+    results: list[FlowResult] = []
+    totals = analyze_stream(path, wanted, results.append)
+    results.sort(key=lambda r: r.packets[0].t if r.packets else 0.0)
+    return results, totals

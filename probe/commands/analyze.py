@@ -1,0 +1,132 @@
+"""`probe analyze FILE [FILE2]`: the live probe's verdicts over captures taken elsewhere."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import List, Optional
+
+import typer
+
+from probe.commands.common import EXIT_CLEAN, EXIT_INTERFERENCE, exit_code_for, say
+from probe.errors import ProbeError, UsageError
+
+
+def parse_endpoint(text: str) -> tuple[str, int | None]:
+    """`ADDR` or `ADDR:PORT` -> (address, port or None)."""
+    address, _, port = text.strip().partition(":")
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise UsageError(f"{text!r} is not an IPv4 address (ADDR or ADDR:PORT)") from None
+    if not port:
+        return address, None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{text!r}: the port must be from 1 to 65535")
+    return address, int(port)
+
+
+def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
+    """`ADDR[:PORT]` or `ADDR[:PORT]-ADDR[:PORT]` (either end first)."""
+    return tuple(parse_endpoint(part) for part in text.split("-", 1))
+
+
+def worst_exit_code(codes: list[int]) -> int:
+    """Every flow clean: 0; any interference: 3; else the target failed: 4."""
+    if EXIT_INTERFERENCE in codes:
+        return EXIT_INTERFERENCE
+    return max(codes, default=EXIT_CLEAN)
+
+
+class _Spool:
+    """Rendered flows on disk, not in memory: a capture may hold a million flows. Printed in the
+    order the flows started, whatever order they finished in."""
+
+    def __init__(self):
+        import tempfile
+
+        self.file = tempfile.TemporaryFile()
+        self.entries: list[tuple[float, int, int]] = []
+
+    def add(self, start: float, text: str) -> None:
+        data = text.encode()
+        self.entries.append((start, self.file.tell(), len(data)))
+        self.file.write(data)
+
+    def texts(self):
+        self.file.flush()
+        for _start, offset, length in sorted(self.entries):
+            self.file.seek(offset)
+            yield self.file.read(length).decode()
+        self.file.seek(0, 2)
+
+
+def analyze(
+    file: str = typer.Argument(..., metavar="FILE", help="a capture (pcap or pcapng), client or server side"),
+    file2: Optional[str] = typer.Argument(None, metavar="[FILE2]",
+                                          help="a capture of the same traffic taken at the other end"),
+    json_output: bool = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="print the packet table of every flow, clean too"),
+    flows: Optional[List[str]] = typer.Option(None, "--flow", metavar="ADDR[:PORT][-ADDR[:PORT]]",
+                                              help="only flows with these ends (repeatable: any of them)"),
+    hosts: Optional[List[str]] = typer.Option(None, "--host", metavar="ADDR",
+                                              help="only flows with this address at one end (repeatable)"),
+):
+    """Analyse every TCP flow of a capture (and pair it with a capture of the other end)."""
+    from probe.analyze import FlowFilter
+
+    wanted = FlowFilter(tuple(parse_endpoint(h)[0] for h in hosts or []), tuple(parse_flow(f) for f in flows or []))
+    if file2 is not None:
+        raise ProbeError("two-ended analysis (FILE2) is not built yet")
+    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose))
+
+
+def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
+    import json
+
+    from probe.analyze import analyze_stream
+    from probe.analyze_report import analyzed_flow_json, flow_row, flows_table
+    from probe.report import SCHEMA, packet_table
+
+    spool, rows, codes = _Spool(), [], []
+
+    def render(result) -> None:
+        start = result.packets[0].t if result.packets else 0.0
+        codes.append(exit_code_for(result.analysis.verdict, result.analysis.hop))
+        rows.append((start, flow_row(result)))
+        if json_output:
+            spool.add(start, json.dumps(analyzed_flow_json(result), indent=2))
+        elif verbose or result.analysis.verdict != "clean":
+            row = flow_row(result)
+            spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
+                             f"{result.vantage.evidence})\n{packet_table(result.packets, result.flow, result.analysis)}"
+                             f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
+                             f"{result.analysis.explanation}\n")
+
+    totals = analyze_stream(path, wanted, render)
+    if not codes:
+        raise ProbeError(_no_flows(path, totals))
+    if json_output:
+        print('{"schema": %s, "command": "analyze", "file": %s, "flows": [' % (json.dumps(SCHEMA), json.dumps(path)))
+        print(",\n".join(spool.texts()))
+        print('], "totals": %s}' % json.dumps(vars(totals)))
+    else:
+        for text in spool.texts():
+            print(text)
+        print(flows_table([row for _start, row in sorted(rows, key=lambda item: item[0])]))
+        _say_totals(totals)
+    return worst_exit_code(codes)
+
+
+def _no_flows(path: str, totals) -> str:
+    if totals.tcp_packets == 0:
+        return f"{path} holds no TCP packets ({totals.packets} IPv4 packet(s)): nothing to analyse"
+    if totals.filtered_out and not totals.flows:
+        return f"no flow in {path} matches --flow/--host"
+    return (f"{path} holds no TCP handshake ({totals.tcp_packets} TCP packet(s) of connections that started "
+            f"before the capture): nothing to analyse")
+
+
+def _say_totals(totals) -> None:
+    say(f"{totals.flows} flow(s) analysed, {totals.packets} IPv4 packet(s) read"
+        + (f"; {totals.without_handshake} TCP packet(s) of connections whose handshake is not in the file were "
+           f"skipped" if totals.without_handshake else ""))
