@@ -12,6 +12,7 @@ import sys
 import typer
 
 from probe.commands import analyze as _analyze
+from probe.commands import batch as _batch
 from probe.commands import check as _check
 from probe.commands.common import EXIT_FAILED, EXIT_USAGE, exit_code_for, say  # noqa: F401 (exit_code_for: API)
 from probe.errors import ProbeError
@@ -26,6 +27,7 @@ def _commands() -> None:
 
 
 app.command(name="check")(_check.check)
+app.command(name="batch")(_batch.batch)
 app.command(name="analyze")(_analyze.analyze)
 
 

@@ -20,6 +20,7 @@ from probe.errors import ProbeError
 from probe.wire import PROBE_MARK
 
 TABLE_PREFIX = "probe_guard_"
+FLOW_SET = "flows"
 _TABLE_NAME = re.compile(rf"^{TABLE_PREFIX}(\d+)_(\d+)$")
 
 
@@ -93,6 +94,20 @@ class Guard:
         _nft(f"add rule inet {self.table} output ip saddr {client} ip daddr {server} "
              f"tcp sport {client_port} tcp dport {server_port} tcp flags & rst == rst "
              f"meta mark != {PROBE_MARK:#x} counter drop\n")
+
+    def use_flow_set(self) -> None:
+        """For many flows (`probe batch`): one set of flows and one rule for all of them, so
+        adding a flow is adding a set element, and the ruleset stays one rule long."""
+        _nft(f"add set inet {self.table} {FLOW_SET} {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; }}\n"
+             f"add rule inet {self.table} output ip saddr . tcp sport . ip daddr . tcp dport @{FLOW_SET} "
+             f"tcp flags & rst == rst meta mark != {PROBE_MARK:#x} counter drop\n")
+
+    def add_flows(self, flows) -> None:
+        """Add (client, client_port, server, server_port) flows to the set, in one nft call."""
+        elements = ", ".join(f"{client} . {client_port} . {server} . {server_port}"
+                             for client, client_port, server, server_port in flows)
+        if elements:
+            _nft(f"add element inet {self.table} {FLOW_SET} {{ {elements} }}\n")
 
     def remove(self) -> None:
         if self.installed:

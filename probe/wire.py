@@ -77,17 +77,25 @@ class Capture:
         except PermissionError:
             raise ProbeError("cannot open a packet capture: run as root (or with CAP_NET_RAW)") from None
         try:
-            program = _bpf_program(addresses)
-            buf = ctypes.create_string_buffer(program)
-            fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            self._attach(self._filter_program(addresses))
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+            self._set_buffer(buffer_bytes)
             self.sock.setblocking(False)
             self._drain()  # frames queued before the filter was attached are not ours
         except BaseException:
             self.sock.close()
             raise
+
+    def _filter_program(self, addresses: list[str]) -> bytes:
+        return _bpf_program(addresses)
+
+    def _attach(self, program: bytes) -> None:
+        buf = ctypes.create_string_buffer(program)
+        fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+    def _set_buffer(self, buffer_bytes: int) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
 
     def _drain(self) -> None:
         for _ in range(100000):
@@ -130,6 +138,82 @@ class Capture:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+BPF_MAX_INSTRUCTIONS = 4096  # the kernel's limit for a classic BPF program (BPF_MAXINSNS)
+SO_RCVBUFFORCE = 33
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+
+
+def _bpf_tcp_icmp() -> bytes:
+    """Classic BPF on cooked frames: every IPv4 TCP or ICMP packet (no address test)."""
+    ld_w_abs, ld_b_abs, jeq_k, ret_k = 0x20, 0x30, 0x15, 0x06
+    ins = [(ld_w_abs, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF), (jeq_k, 0, 4, ETH_P_IP),  # not IPv4: drop
+           (ld_b_abs, 0, 0, 9), (jeq_k, 1, 0, 6), (jeq_k, 0, 1, 1),  # TCP or ICMP: accept
+           (ret_k, 0, 0, SNAPLEN), (ret_k, 0, 0, 0)]
+    return b"".join(struct.pack("HBBI", *i) for i in ins)
+
+
+def _bpf_addresses(addresses: list[str]) -> bytes:
+    """Classic BPF on cooked frames: IPv4 packets from or to one of `addresses`, and all ICMP.
+    Each test is followed by its own `accept`, so no jump is longer than one instruction
+    (a classic BPF jump reaches 255 instructions at most: `_bpf_program`'s layout, one jump to
+    a shared `accept`, holds 127 addresses)."""
+    ld_w_abs, ld_b_abs, jeq_k, ret_k = 0x20, 0x30, 0x15, 0x06
+    accept, drop = (ret_k, 0, 0, SNAPLEN), (ret_k, 0, 0, 0)
+    ins = [(ld_w_abs, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF), (jeq_k, 1, 0, ETH_P_IP), drop,
+           (ld_b_abs, 0, 0, 9), (jeq_k, 0, 1, 1), accept]
+    for offset in (12, 16):
+        ins.append((ld_w_abs, 0, 0, offset))
+        for address in addresses:
+            ins += [(jeq_k, 0, 1, struct.unpack("!I", socket.inet_aton(address))[0]), accept]
+    ins.append(drop)
+    return b"".join(struct.pack("HBBI", *i) for i in ins)
+
+
+def fleet_filter(addresses: list[str]) -> bytes:
+    """The filter for many flows: a test per address while the program fits classic BPF's
+    4096 instructions (4 per address + 9: 1,021 addresses), else every TCP and ICMP packet,
+    which the caller sorts out in userspace (one flow-table lookup per packet)."""
+    unique = sorted(set(addresses))
+    if unique and 4 * len(unique) + 9 <= BPF_MAX_INSTRUCTIONS:
+        return _bpf_addresses(unique)
+    return _bpf_tcp_icmp()
+
+
+class FleetCapture(Capture):
+    """One capture for the many flows of a batch: the same frames as `Capture`, a filter that
+    stays within classic BPF's limit however many addresses there are (`fleet_filter`), a
+    receive buffer large enough for bursts (forced past rmem_max where we may), and the
+    kernel's count of frames it had to drop (`drops`)."""
+
+    def __init__(self, addresses: list[str], buffer_bytes: int = 32 << 20):
+        self.dropped = 0
+        super().__init__(addresses, buffer_bytes)
+        self.drops()  # what the kernel counted before the filter was in place is not ours
+        self.dropped = 0
+
+    def _filter_program(self, addresses: list[str]) -> bytes:
+        return fleet_filter(addresses)
+
+    def watch(self, addresses: list[str]) -> None:
+        """Re-attach the filter for this set of addresses (the kernel swaps it atomically;
+        frames already queued stay queued)."""
+        self._attach(fleet_filter(addresses))
+
+    def _set_buffer(self, buffer_bytes: int) -> None:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_bytes)
+        except PermissionError:
+            super()._set_buffer(buffer_bytes)
+
+    def drops(self) -> int:
+        """Frames the kernel dropped for this socket since it opened (buffer full): a batch
+        whose capture lost frames says so instead of judging on missing packets."""
+        _packets, dropped = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        self.dropped += dropped  # the kernel resets its counters on every read
+        return self.dropped
 
 
 class RawSender:

@@ -1,0 +1,278 @@
+"""`probe batch`: the target list, names to addresses, each finished exchange judged as
+`probe check` judges it, and the tally the summary, the exit code and the monitors read.
+
+The list is read twice when it is a file (once to refuse a bad line before anything is sent,
+once to probe), so a list of any length costs no memory; standard input is read once and
+kept (it cannot be read again). Host names are resolved by a few threads a little ahead of
+the probes, so a slow resolver never stalls the exchanges in flight.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import shlex
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from probe.errors import ProbeError, UsageError
+from probe.target import Resolve, Target, build_target, parse_resolve, parse_url
+
+RESOLVER_THREADS = 8
+LOCATE_THREADS = 4
+SUMMARY_ROWS = 50  # targets listed by name in the summary; the rest are counted
+
+
+@dataclass(frozen=True)
+class Line:
+    """One target line: where it is, the URL and its `HOST:PORT:ADDR` entries."""
+
+    number: int
+    url: str
+    resolves: tuple[Resolve, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The target's name in the history: what the line says, normalised."""
+        host, port, path = parse_url(self.url)
+        canonical = f"http://{host}{'' if port == 80 else f':{port}'}{path}"
+        pinned = [r.address for r in self.resolves if r.host == host.lower() and r.port == port]
+        return f"{canonical} @{pinned[0]}" if pinned else canonical
+
+
+def parse_line(text: str, number: int) -> Line | None:
+    """`URL [HOST:PORT:ADDR ...]` (each entry may be spelled `--resolve HOST:PORT:ADDR`);
+    `#` starts a comment; None for a blank or comment line; UsageError naming the line."""
+    try:
+        words = shlex.split(text, comments=True)
+    except ValueError as error:
+        raise UsageError(f"line {number}: {error}") from None
+    words = [word for word in words if word != "--resolve"]
+    if not words:
+        return None
+    try:
+        parse_url(words[0])
+        return Line(number, words[0], tuple(parse_resolve(word) for word in words[1:]))
+    except UsageError as error:
+        raise UsageError(f"line {number}: {error}") from None
+
+
+def read_lines(lines: Iterable[str]) -> Iterator[Line]:
+    for number, text in enumerate(lines, 1):
+        line = parse_line(text, number)
+        if line is not None:
+            yield line
+
+
+def resolved(lines: Iterable[Line], lookahead: int) -> Iterator[tuple[Line, Target | str]]:
+    """(line, Target), or (line, why it has no address), in the order of the lines; at most
+    `lookahead` names are being resolved at once."""
+    pool = concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="probe-resolve")
+    queue: collections.deque = collections.deque()
+
+    def name(line: Line) -> Target | str:
+        try:
+            return build_target(line.url, line.resolves)
+        except ProbeError as error:
+            return str(error)
+
+    try:
+        for line in lines:
+            queue.append((line, pool.submit(name, line)))
+            if len(queue) >= lookahead:
+                done_line, future = queue.popleft()
+                yield done_line, future.result()
+        while queue:
+            done_line, future = queue.popleft()
+            yield done_line, future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- judging ----------------------------------------------------------------------------------
+
+
+class Locator:
+    """The TTL sweeps `probe check` runs when the exchange alone may hide a box, for a batch:
+    in a few threads, one sweep at a time per address (two sweeps toward one address would
+    take each other's echo replies), and once per address and port per batch: a sweep maps
+    the path to a port, not one connection, so every exchange with that port shares it."""
+
+    def __init__(self, max_ttl: int):
+        self.max_ttl = max_ttl
+        self.pool = concurrent.futures.ThreadPoolExecutor(LOCATE_THREADS, thread_name_prefix="probe-locate")
+        self.sweeps: dict[tuple, concurrent.futures.Future] = {}
+        self.address_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+
+    def sweep(self, client: str, address: str, port: int, wait: float) -> tuple[concurrent.futures.Future, bool]:
+        """The future of the sweep toward address:port, and whether an earlier exchange's is reused."""
+        key = (client, address, port)
+        if key in self.sweeps:
+            return self.sweeps[key], True
+        lock = self.address_locks[address]
+
+        def run():
+            from probe.engine.locate import locate
+            from probe.locate import run_sweeps
+
+            with lock:
+                sweeps = run_sweeps(client, address, port, max_ttl=self.max_ttl, wait=wait)
+            return sweeps, locate(sweeps.tcp, sweeps.echo, address)
+
+        self.sweeps[key] = self.pool.submit(run)
+        return self.sweeps[key], False
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class Judged:
+    """One target's JSON document, and what the tally needs of it."""
+
+    line: Line
+    document: dict
+    exit_code: int
+    frames: list = field(default_factory=list)
+
+
+def error_document(line: Line, target: Target | None, error: str) -> dict:
+    from probe.report import SCHEMA
+
+    target_json = target.as_json() if target is not None else {"url": line.url}
+    return {"schema": SCHEMA, "command": "check", "line": line.number, "target": target_json, "verdict": None,
+            "direction": None, "hop": None, "rtt_ms": None, "packets": [], "error": error,
+            "explanation": f"not measured: {error}"}
+
+
+def judge(line: Line, measurement, locator: Locator | None):
+    """As `probe check` does after its exchange: the engine, the sweeps when it asks for
+    them, the same document. Returns a Judged, or a function that finishes the job once the
+    sweep is done (`pending`)."""
+    from probe.commands.common import exit_code_for
+    from probe.engine import analyze_flow
+    from probe.engine.verdict import wants_location
+    from probe.report import check_document
+
+    analysis = analyze_flow(measurement.packets, measurement.flow)
+
+    def finish(analysis, extra) -> Judged:
+        document = check_document(measurement.target.as_json(), measurement.packets, measurement.flow, analysis,
+                                  extra=extra)
+        document = {"schema": document.pop("schema"), "command": document.pop("command"), "line": line.number,
+                    **document}
+        return Judged(line, document, exit_code_for(analysis.verdict, analysis.hop), list(measurement.frames))
+
+    if locator is None or not wants_location(analysis):
+        return finish(analysis, {})
+    wait = max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
+    future, reused = locator.sweep(measurement.flow.client, measurement.target.address, measurement.target.port,
+                                   wait)
+
+    def after_sweep() -> Judged:
+        from probe.report import locate_json
+
+        try:
+            sweeps, location = future.result()
+        except ProbeError as error:
+            return finish(analysis, {"locate_error": str(error)})
+        located = analyze_flow(measurement.packets, measurement.flow, location)
+        section = locate_json(location, sweeps.tcp, sweeps.echo)
+        section["shared"] = reused  # the sweep of an earlier exchange with this address and port
+        judged = finish(located, {"locate": section})
+        if not reused:
+            judged.frames += sweeps.frames
+        return judged
+
+    return Pending(future, after_sweep)
+
+
+@dataclass
+class Pending:
+    future: concurrent.futures.Future
+    complete: object  # () -> Judged
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
+# -- the tally --------------------------------------------------------------------------------
+
+# Which code wins when targets disagree: interference first (what the batch is run to find),
+# then "could not measure", then a target that failed on its own, then clean.
+_SEVERITY = {0: 0, 4: 1, 1: 2, 3: 3}
+
+
+def worst_exit(codes: Iterable[int]) -> int:
+    return max(codes, key=lambda code: _SEVERITY.get(code, 2), default=0)
+
+
+@dataclass
+class Tally:
+    """What the summary, the exit code and the monitors need, in memory that does not grow
+    with the number of targets (only SUMMARY_ROWS problem rows are kept)."""
+
+    counts: collections.Counter = field(default_factory=collections.Counter)
+    codes: collections.Counter = field(default_factory=collections.Counter)
+    problems: list[dict] = field(default_factory=list)
+    problems_left_out: int = 0
+    rtt_max: float | None = None
+    rtt_sum: float = 0.0
+    rtt_count: int = 0
+
+    def add(self, document: dict, code: int) -> None:
+        verdict = document.get("verdict") or "error"
+        self.counts[verdict] += 1
+        self.codes[code] += 1
+        if document.get("rtt_ms") is not None:
+            rtt = document["rtt_ms"]
+            self.rtt_max = rtt if self.rtt_max is None else max(self.rtt_max, rtt)
+            self.rtt_sum += rtt
+            self.rtt_count += 1
+        if verdict != "clean":
+            if len(self.problems) < SUMMARY_ROWS:
+                self.problems.append(problem_row(document))
+            else:
+                self.problems_left_out += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit(self.codes)
+
+    @property
+    def rtt_mean(self) -> float | None:
+        return self.rtt_sum / self.rtt_count if self.rtt_count else None
+
+
+def problem_row(document: dict) -> dict:
+    target = document.get("target", {})
+    return {"line": document.get("line"), "url": target.get("url"), "address": target.get("address"),
+            "port": target.get("port"), "verdict": document.get("verdict") or "error",
+            "direction": document.get("direction"), "hop": document.get("hop"), "rtt_ms": document.get("rtt_ms"),
+            "note": document.get("error") or document.get("change") or ""}
+
+
+def summary_table(tally: Tally, seconds: float, packets_sent: int, frames_dropped: int) -> str:
+    from tabulate import tabulate
+
+    order = ["clean", "server-reset", "no-answer", "dropped", "unreachable", "middlebox-reset",
+             "middlebox-response", "error"]
+    rows = [[verdict, tally.counts[verdict]] for verdict in order if tally.counts[verdict]]
+    rows += [[verdict, count] for verdict, count in sorted(tally.counts.items()) if verdict not in order]
+    text = tabulate(rows, headers=["verdict", "targets"], tablefmt="simple")
+    if tally.problems:
+        problem_rows = [[p["line"], p["url"], p["address"] or "", p["verdict"], p["direction"] or "",
+                         "" if p["hop"] is None else p["hop"], "" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
+                         p["note"]] for p in tally.problems]
+        text += "\n\n" + tabulate(problem_rows, headers=["line", "url", "address", "verdict", "direction", "hop",
+                                                         "rtt ms", "note"], tablefmt="simple")
+        if tally.problems_left_out:
+            text += f"\n... and {tally.problems_left_out} more (see the JSON lines)"
+    text += (f"\n\n{tally.total} target(s) in {seconds:.1f} s, {packets_sent} packet(s) sent"
+             + (f"; the capture lost {frames_dropped} frame(s): results may miss packets" if frames_dropped else ""))
+    return text

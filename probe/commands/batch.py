@@ -1,0 +1,226 @@
+"""`probe batch FILE|-`: many targets, one shared capture and guard, one JSON line each."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from probe.commands.common import open_output, say
+from probe.errors import ProbeError, UsageError
+
+_RANGES = {  # option: (low, high, text): the same bounds as probe check's
+    "--retries": (2, 10, "from 2 to 10"), "--syn-retries": (0, 10, "from 0 to 10"), "--ttl": (1, 255, "from 1 to 255"),
+    "--max-ttl": (1, 64, "from 1 to 64"), "--concurrency": (1, 1000, "from 1 to 1000"),
+}
+
+
+def batch(
+    file: str = typer.Argument(..., metavar="FILE|-", help="targets, one a line: URL [HOST:PORT:ADDR ...]; "
+                                                           "# starts a comment; - reads standard input"),
+    out: Optional[str] = typer.Option(None, "--out", metavar="FILE",
+                                      help="write the JSON lines (one probe/1 check document per target) to FILE "
+                                           "instead of stdout"),
+    concurrency: int = typer.Option(100, "--concurrency", "-c", help="exchanges in flight at once"),
+    rate: float = typer.Option(1000.0, "--rate", metavar="PACKETS/S", help="packets sent per second, all targets "
+                                                                           "together"),
+    method: str = typer.Option("HEAD", "--method", "-X", help="HTTP method: HEAD or GET"),
+    linger: Optional[float] = typer.Option(None, "--linger", metavar="SECONDS",
+                                           help="keep listening this long after each exchange "
+                                                "[default: 0.5 s or 3 round trips, whichever is longer]"),
+    max_time: float = typer.Option(30.0, "--max-time", metavar="SECONDS", help="hard bound on each exchange"),
+    retries: int = typer.Option(3, "--retries", help="retransmissions of the request (at least 2)"),
+    syn_retries: int = typer.Option(2, "--syn-retries", help="retransmissions of the SYN"),
+    ttl: int = typer.Option(64, "--ttl", help="IP TTL of the probe's packets"),
+    no_locate: bool = typer.Option(False, "--no-locate", help="never run the TTL sweeps"),
+    max_ttl: int = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try"),
+    pcap: Optional[str] = typer.Option(None, "--pcap", metavar="FILE",
+                                       help="write every packet of every exchange to FILE (pcap, raw IP)"),
+    history: Optional[str] = typer.Option(None, "--history", metavar="FILE",
+                                          help="keep every result in this SQLite file (see probe history)"),
+    alert_on_change: bool = typer.Option(False, "--alert-on-change",
+                                         help="with --history: print, and exit non-zero, only for targets whose "
+                                              "verdict changed since their previous run"),
+    nagios: bool = typer.Option(False, "--nagios", help="print a Nagios/Icinga plugin status line and exit "
+                                                        "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"),
+    prom: Optional[str] = typer.Option(None, "--prom", metavar="FILE",
+                                       help="write a node_exporter textfile (per-target verdict and RTT), atomically"),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
+                                            help="progress bar on stderr [default: when stderr is a terminal]"),
+):
+    """Probe every target of FILE as probe check would, many at once; one JSON line each."""
+    method = method.upper()
+    if method not in ("HEAD", "GET"):
+        raise UsageError(f"unsupported --method {method}: use HEAD or GET")
+    for name, value in (("--retries", retries), ("--syn-retries", syn_retries), ("--ttl", ttl),
+                        ("--max-ttl", max_ttl), ("--concurrency", concurrency)):
+        low, high, text = _RANGES[name]
+        if not low <= value <= high:
+            raise UsageError(f"{name} must be {text}")
+    if not 0 < rate <= 1_000_000:
+        raise UsageError("--rate must be more than 0 and at most 1000000 packets per second")
+    if max_time <= 0 or max_time > 600:
+        raise UsageError("--max-time must be more than 0 and at most 600 seconds")
+    if linger is not None and not 0 <= linger <= 60:
+        raise UsageError("--linger must be from 0 to 60 seconds")
+    if alert_on_change and not history:
+        raise UsageError("--alert-on-change needs --history FILE (where the previous verdicts are)")
+    if alert_on_change and nagios:
+        raise UsageError("--nagios and --alert-on-change do not go together: the plugin's state is the "
+                         "current one")
+    arguments = dict(file=file, out=out, concurrency=concurrency, rate=rate, method=method, linger=linger,
+                     max_time=max_time, retries=retries, syn_retries=syn_retries, ttl=ttl, no_locate=no_locate,
+                     max_ttl=max_ttl, pcap=pcap, history=history, alert_on_change=alert_on_change, nagios=nagios,
+                     prom=prom, progress=progress)
+    if not nagios:
+        raise typer.Exit(_run_batch(**arguments))
+    try:  # a plugin that cannot measure says UNKNOWN, on stdout, with the plugin's code
+        code = _run_batch(**arguments)
+    except UsageError:
+        raise
+    except ProbeError as error:
+        from probe.monitor import UNKNOWN, nagios_unknown
+
+        print(nagios_unknown(str(error)))
+        raise typer.Exit(UNKNOWN)
+    raise typer.Exit(code)
+
+
+def _lines(file: str):
+    """The target lines, each checked before anything is sent; then the same lines again."""
+    from probe.batch import read_lines
+
+    if file == "-":
+        lines = list(read_lines(sys.stdin))
+        return len(lines), lambda: iter(lines)
+    try:
+        with open(file, encoding="utf-8", errors="replace") as handle:
+            count = sum(1 for _ in read_lines(handle))
+    except OSError as error:
+        raise ProbeError(f"cannot read {file}: {error.strerror}") from None
+
+    def again():
+        with open(file, encoding="utf-8", errors="replace") as handle:
+            yield from read_lines(handle)
+
+    return count, again
+
+
+def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, syn_retries, ttl, no_locate, max_ttl,
+               pcap, history, alert_on_change, nagios, prom, progress) -> int:
+    import json
+    import time
+
+    from probe.batch import Judged, Locator, Pending, Tally, error_document, judge, resolved, summary_table
+    from probe.live import CheckOptions
+    from probe.session import Session, SessionOptions
+    from probe.tcp import Settings
+
+    count, lines = _lines(file)
+    out_handle = open_output(out)
+    pcap_handle = open_output(pcap)
+    if prom is not None:
+        _check_writable_dir(prom)
+    from probe.history import History, state_of
+
+    store = History(history) if history else None
+    options = SessionOptions(CheckOptions(method=method, linger=linger, max_time=max_time,
+                                          settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl),
+                             concurrency=concurrency, rate=rate)
+    session = Session(options)
+    locator = None if no_locate else Locator(max_ttl)
+    pcap_writer = None
+    if pcap_handle is not None:
+        import dpkt
+
+        from probe.report import LINKTYPE_RAW
+
+        pcap_writer = dpkt.pcap.Writer(pcap_handle, snaplen=65535, linktype=LINKTYPE_RAW, nano=True)
+    stream = out_handle if out_handle is not None else sys.stdout.buffer
+    everything, spoken = Tally(), Tally()
+    metrics = [] if prom is not None else None
+    show_bar = progress if progress is not None else sys.stderr.isatty()
+    from tqdm import tqdm
+
+    bar = tqdm(total=count, file=sys.stderr, unit="target", disable=not show_bar, leave=False, dynamic_ncols=True)
+    started = time.monotonic()
+
+    def emit(judged: Judged) -> None:
+        document, code = judged.document, judged.exit_code
+        speak = True
+        if store is not None:
+            change = store.record(judged.line.key, document, code)
+            document["history"] = change.as_json()
+            speak = change.speaks(state_of(document)) or not alert_on_change
+            if alert_on_change and change.kind == "changed":
+                document["change"] = f"was {change.previous}"
+        everything.add(document, code)
+        if metrics is not None:
+            from probe.monitor import metric_of
+
+            metrics.append(metric_of(document, code))
+        if pcap_writer is not None:
+            for frame in judged.frames:
+                pcap_writer.writepkt(frame.data, ts=frame.t)
+        if speak:
+            spoken.add(document, code)
+            if not nagios or out_handle is not None:
+                stream.write(json.dumps(document).encode() + b"\n")
+        bar.update(1)
+
+    pending: list[Pending] = []
+    exit_code = None
+    try:
+        items = ((line, target) for line, target in resolved(lines(), lookahead=2 * concurrency))
+        for finished in session.run(items):
+            line = finished.tag
+            if finished.measurement is None:
+                emit(Judged(line, error_document(line, finished.target, finished.error), 1))
+            else:
+                judged = judge(line, finished.measurement, locator)
+                if isinstance(judged, Pending):
+                    pending.append(judged)
+                else:
+                    emit(judged)
+            for item in [p for p in pending if p.done()]:
+                pending.remove(item)
+                emit(item.complete())
+        for item in pending:
+            emit(item.complete())
+        pending.clear()
+        seconds = time.monotonic() - started
+        exit_code = spoken.exit_code if alert_on_change else everything.exit_code
+    finally:
+        bar.close()
+        if locator is not None:
+            locator.close()
+        if store is not None:
+            store.close(exit_code)
+        stream.flush()
+        if out_handle is not None:
+            out_handle.close()
+        if pcap_handle is not None:
+            pcap_handle.close()
+    if prom is not None:
+        from probe.monitor import write_prom
+
+        write_prom(prom, metrics, time.time(), seconds, exit_code)
+    if nagios:
+        from probe.monitor import nagios_output
+
+        text, state = nagios_output(everything)
+        print(text)
+        return state
+    shown = spoken if alert_on_change else everything
+    if shown.total:
+        say(summary_table(shown, seconds, session.packets_sent, session.frames_dropped))
+    return exit_code
+
+
+def _check_writable_dir(path: str) -> None:
+    import os
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.access(directory, os.W_OK):
+        raise ProbeError(f"cannot write {path}: its directory {directory} is not writable")

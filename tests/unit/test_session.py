@@ -1,0 +1,329 @@
+"""The batch I/O loop (probe.session) over a fake network: no sockets, no nft, a fake clock.
+
+The fake server answers like the lab's: port 80 a complete HTTP exchange (SYN-ACK, the
+response with FIN, the ACK of our FIN), port 81 a RST/ACK to the SYN, port 82 nothing at
+all; a router may quote a flow's request in an ICMP error. Every packet is made with the
+struct crafter, so what the loop reads is what a capture would hold.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+import pytest
+
+from probe.engine import analyze_flow
+from probe.fastcraft import StructCrafter
+from probe.live import CheckOptions
+from probe.record import parse_ip
+from probe.session import Session, SessionIO, SessionOptions, TokenBucket
+from probe.target import Target
+from probe.tcp import Segment, Settings
+from probe.wire import Frame
+
+CLIENT = "192.0.2.10"
+RTT = 0.05
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
+
+
+class FakeNet:
+    """The wire, the clock and the far side. `sent` holds every packet the probe sent."""
+
+    def __init__(self, icmp_for: set[str] = frozenset()):
+        self.now = 1000.0
+        self.queue: list = []  # (arrival, n, Frame)
+        self.n = itertools.count()
+        self.sent: list = []
+        self.flows_guarded: list = []
+        self.watched: list = []
+        self.icmp_for = icmp_for
+        self.server_ids = itertools.count(1)
+        self.max_in_flight = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def deliver(self, raw: bytes, delay: float, outgoing: bool) -> None:
+        heapq.heappush(self.queue, (self.now + delay, next(self.n), raw, outgoing))
+
+    # the far side -------------------------------------------------------------------------
+    def on_sent(self, raw: bytes) -> None:
+        self.deliver(raw, 0.0, True)  # the capture sees our own packet at once
+        record = parse_ip(raw, self.now)
+        self.sent.append(record)
+        server = StructCrafter(record.dst, record.dport, record.src, record.sport, next(self.server_ids) * 100,
+                               ttl=60)
+
+        def answer(flags, seq, ack, payload=b""):
+            self.deliver(server.build(Segment(flags, seq, ack, 65160, payload)), RTT, False)
+
+        if record.dport == 82:
+            return
+        if record.flags == "S":
+            if record.dport == 81:
+                answer("RA", 0, record.seq + 1)
+            else:
+                answer("SA", 7000, record.seq + 1)
+        elif record.length and record.payload.startswith(b"HEAD"):
+            if record.src + ":" + str(record.sport) in self.icmp_for:
+                self.deliver(_icmp_quoting(raw), RTT / 4, False)
+                return
+            answer("FPA", 7001, record.seq + record.length, RESPONSE)
+        elif "F" in record.flags:
+            answer("A", 7002 + len(RESPONSE), record.seq + 1)
+
+    # the I/O classes the session opens -----------------------------------------------------
+    def classes(self):
+        net = self
+
+        class Capture:
+            def __init__(self, addresses):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+            def watch(self, addresses):
+                net.watched.append(list(addresses))
+
+            def drops(self):
+                return 0
+
+            def read(self, timeout):
+                if not net.queue or net.queue[0][0] > net.now + timeout:
+                    net.now += timeout
+                    return []
+                net.now = max(net.now, net.queue[0][0])
+                frames = []
+                while net.queue and net.queue[0][0] <= net.now:
+                    at, _, raw, outgoing = heapq.heappop(net.queue)
+                    frames.append(Frame(at, raw, outgoing))
+                return frames
+
+        class Sender:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+            def send(self, raw, destination):
+                net.on_sent(raw)
+
+        class Guard:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+            def use_flow_set(self):
+                pass
+
+            def add_flows(self, flows):
+                net.flows_guarded.extend(flows)
+
+        return Capture, Sender, Guard
+
+
+def _icmp_quoting(raw: bytes) -> bytes:
+    """ICMP 3/13 from a router, quoting the first 28 bytes of `raw`."""
+    import socket
+    import struct
+
+    body = struct.pack("!BBHI", 3, 13, 0, 0) + raw[:28]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 63, 1, 0,
+                         socket.inet_aton("198.51.100.1"), raw[12:16])
+    return header + body
+
+
+def target(address: str, port: int) -> Target:
+    return Target(f"http://www.example.com:{port}/", "www.example.com", address, port, "/")
+
+
+class FakePort:
+    """An ephemeral port, as the kernel hands them out: any free one, reused once closed."""
+
+    free = list(range(40000, 40100))
+
+    def __init__(self, address):
+        self.port = FakePort.free.pop(0)
+
+    def close(self):
+        FakePort.free.append(self.port)
+
+
+def run(net: FakeNet, targets, **options):
+    capture, sender, guard = net.classes()
+    check = CheckOptions(settings=Settings(syn_retries=1), max_time=options.pop("max_time", 30.0))
+    io = SessionIO(capture, sender, guard, StructCrafter, FakePort, lambda address, port: CLIENT, set, net.clock)
+    session = Session(SessionOptions(check, **options), io)
+    return session, list(session.run(targets))
+
+
+@pytest.fixture
+def net():
+    return FakeNet()
+
+
+def test_each_exchange_gets_its_own_packets_and_verdict(net):
+    targets = [(i, target(f"203.0.113.{80 + i % 5}", (80, 81, 82)[i % 3])) for i in range(30)]
+    session, done = run(net, targets, concurrency=7, rate=10_000)
+    assert sorted(f.tag for f in done) == list(range(30))
+    verdicts = {}
+    for finished in done:
+        m = finished.measurement
+        assert m.packets and all(m.flow.belongs(p) for p in m.packets)
+        assert {p.dport for p in m.packets if m.flow.sent_by_client(p)} == {m.target.port}
+        verdicts.setdefault(m.target.port, set()).add(analyze_flow(m.packets, m.flow).verdict)
+    assert verdicts == {80: {"clean"}, 81: {"server-reset"}, 82: {"no-answer"}}
+    # every flow was in the guard's set before its first packet, and each exactly once
+    assert len(net.flows_guarded) == len(set(net.flows_guarded)) == 30
+    assert session.peak_in_flight == 7
+    assert sorted(net.watched[-1]) == [f"203.0.113.{80 + i}" for i in range(5)]
+
+
+def test_every_packet_sent_is_in_exactly_one_measurement(net):
+    targets = [(i, target("203.0.113.80", 80)) for i in range(12)]
+    _, done = run(net, targets, concurrency=5, rate=10_000)
+    recorded = [p for f in done for p in f.measurement.packets if f.measurement.flow.sent_by_client(p)]
+    assert len(recorded) == len(net.sent)
+    assert len({(p.sport, p.seq, p.flags, p.ip_id) for p in recorded}) == len(net.sent)
+
+
+def test_clean_exchange_lingers_as_probe_check_does(net):
+    _, [finished] = run(net, [(0, target("203.0.113.80", 80))], concurrency=1, rate=10_000)
+    packets = finished.measurement.packets
+    assert [p.flags for p in packets] == ["S", "SA", "A", "PA", "FPA", "FA", "A"]
+    assert finished.measurement.progress.closed_politely
+    # started at 1000.0; three round trips of exchange, then max(0.5 s, 3 RTT) of listening
+    assert net.now == pytest.approx(1000.0 + 3 * RTT + 0.5, abs=0.01)
+
+
+def test_icmp_quoting_a_flow_goes_to_that_flow(net):
+    # the third flow's request draws an ICMP error; its port is known once the flow starts
+    targets = [(i, target("203.0.113.80", 80)) for i in range(4)]
+    original = net.on_sent
+
+    def on_sent(raw):
+        record = parse_ip(raw, net.now)
+        if record.flags == "S" and len(net.icmp_for) == 0 and len([s for s in net.sent if s.flags == "S"]) == 2:
+            net.icmp_for = {f"{record.src}:{record.sport}"}
+        original(raw)
+
+    net.on_sent = on_sent
+    _, done = run(net, targets, concurrency=4, rate=10_000)
+    with_icmp = [f for f in done if any(p.proto == "icmp" for p in f.measurement.packets)]
+    assert len(with_icmp) == 1
+    m = with_icmp[0].measurement
+    assert f"{m.flow.client}:{m.flow.client_port}" in net.icmp_for
+    assert analyze_flow(m.packets, m.flow).verdict == "unreachable"
+
+
+def test_rate_limit_paces_the_starts(net):
+    targets = [(i, target("203.0.113.80", 82)) for i in range(20)]  # one SYN each, then silence
+    run(net, targets, concurrency=20, rate=10.0, max_time=0.5)
+    syns = sorted(p.t for p in net.sent if p.flags == "S" and p.seq is not None)
+    first_syns = syns[:20]
+    # a burst of rate/10 = 1 packet, then 10 a second: 20 SYN in about 2 s, never faster
+    assert first_syns[-1] - first_syns[0] >= 1.5
+
+
+def test_targets_without_an_address_are_reported_not_probed(net):
+    _, done = run(net, [(0, "cannot resolve nowhere.example"), (1, target("203.0.113.80", 81))],
+                  concurrency=2, rate=10_000)
+    by_tag = {f.tag: f for f in done}
+    assert by_tag[0].measurement is None and "cannot resolve" in by_tag[0].error
+    assert by_tag[1].measurement is not None
+
+
+def test_token_bucket():
+    bucket = TokenBucket(rate=100, burst=10, now=0.0)
+    for _ in range(10):
+        assert bucket.ready()
+        bucket.take()
+    assert not bucket.ready()
+    assert bucket.wait() == pytest.approx(0.01)
+    bucket.take(5)  # an exchange in flight never waits: debt
+    bucket.refill(0.05)
+    assert not bucket.ready()
+    bucket.refill(0.065)
+    assert bucket.ready()
+    bucket.refill(100.0)
+    assert bucket.tokens == 10
+
+
+# -- the shared capture's filter ------------------------------------------------------------------
+
+def _addresses(count: int) -> list[str]:
+    return [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(count)]
+
+
+def _attachable(program: bytes) -> bool:
+    """The kernel's own check of a classic BPF program (any socket takes one, no privilege)."""
+    import ctypes
+    import socket
+    import struct
+
+    from probe.wire import SO_ATTACH_FILTER
+
+    buf = ctypes.create_string_buffer(program)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                           struct.pack("HL", len(program) // 8, ctypes.addressof(buf)))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("count, per_address", [(1, True), (200, True), (1021, True), (1022, False),
+                                                (10_000, False)])
+def test_fleet_filter_stays_within_classic_bpf(count, per_address):
+    from probe.wire import BPF_MAX_INSTRUCTIONS, _bpf_addresses, _bpf_tcp_icmp, fleet_filter
+
+    program = fleet_filter(_addresses(count))
+    assert len(program) // 8 <= BPF_MAX_INSTRUCTIONS
+    assert program == (_bpf_addresses(sorted(set(_addresses(count)))) if per_address else _bpf_tcp_icmp())
+    assert _attachable(program)
+    assert not _attachable(_bpf_addresses(_addresses(1022)))  # what the fallback is for
+
+
+def _run_bpf(program: bytes, packet: bytes, ethertype: int = 0x0800) -> int:
+    """A classic BPF interpreter for the four instructions the filters use."""
+    import struct
+
+    ins = [struct.unpack("HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+    pc, a = 0, 0
+    for _ in range(len(ins)):
+        code, jt, jf, k = ins[pc]
+        if code == 0x20:  # ld word: the ancillary protocol, or 4 bytes of the packet
+            a = ethertype if k == 0xFFFFF000 else struct.unpack("!I", packet[k:k + 4])[0]
+        elif code == 0x30:
+            a = packet[k]
+        elif code == 0x15:
+            pc += jt if a == k else jf
+        elif code == 0x06:
+            return k
+        pc += 1
+    raise AssertionError("fell off the program")
+
+
+@pytest.mark.parametrize("count", [3, 1021, 1022])
+def test_fleet_filter_takes_exactly_the_targets_and_icmp(count):
+    from probe.wire import fleet_filter
+
+    addresses = _addresses(count)
+    program = fleet_filter(addresses)
+    crafter = StructCrafter(addresses[-1], 80, "192.0.2.10", 40000, 0)
+    reply = crafter.build(Segment("SA", 1, 2, 100))
+    sent = StructCrafter("192.0.2.10", 40000, addresses[0], 80, 0).build(Segment("S", 1, 0, 100))
+    stranger = StructCrafter("192.0.2.10", 40000, "198.51.100.99", 80, 0).build(Segment("S", 1, 0, 100))
+    icmp = _icmp_quoting(sent)
+    assert _run_bpf(program, reply) and _run_bpf(program, sent) and _run_bpf(program, icmp)
+    assert not _run_bpf(program, reply, ethertype=0x86DD)
+    assert bool(_run_bpf(program, stranger)) == (count > 1021)  # past the limit, userspace sorts it out
