@@ -18,6 +18,14 @@ from probe.tcp import seq_add, seq_diff
 
 COMMON_INITIAL_TTLS = (32, 64, 128, 255)
 
+# How far apart in time two packets may be recorded from when they really passed, whatever the
+# path: receive timestamps are software timestamps taken when the driver hands a packet up, and
+# interrupt moderation on common NICs holds received packets for up to a few hundred microseconds
+# (an adaptive rate of 4000 interrupts a second is 250 us); a busy or virtual host adds scheduling
+# delay of the same order. Timing comparisons finer than this say nothing. It is the only absolute
+# time in the engine; every other time is a share of the measured round trip.
+TIMESTAMP_NOISE = 0.00025  # seconds
+
 
 def initial_ttl(ttl: int) -> int:
     """The smallest common initial TTL that could have become `ttl` on the way."""
@@ -93,6 +101,21 @@ class Baseline:
     ip_ids: IpIdHabit
     members: frozenset[int]  # indexes of packets taken as the server's own
     handshake_ttl: int | None = None  # the SYN-ACK's TTL; differs when a SYN proxy answered it
+    rtt_spread: float = 0.0  # seconds by which the handshake's round trip exceeded the smallest one
+
+    @property
+    def soonest_answer(self) -> float | None:
+        """The soonest (seconds) after the segment that drew it that an answer of the server can
+        be recorded, or None when the round trip is too short to tell anything by time.
+
+        The smallest round trip seen may itself be inflated by queueing, so up to half of it, or
+        all of the spread the samples showed if that is more, is allowed for; then the timestamp
+        noise. Both allowances only ever make the bound smaller (wrong blame is worse than none),
+        and all but the noise scale with the path, so a slower path gives the same judgements."""
+        if self.rtt is None:
+            return None
+        soonest = self.rtt - max(self.rtt * 0.5, self.rtt_spread) - TIMESTAMP_NOISE
+        return soonest if soonest > 0 else None
 
     @property
     def accepted_ttls(self) -> tuple[int, ...]:
@@ -138,7 +161,7 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
     synack = packets[synack_index]
     syns_before = [p for p in packets[:synack_index] if flow.sent_by_client(p) and p.flags == "S"]
     last_syn = syns_before[-1] if syns_before else syn  # a capture can show the SYN-ACK first
-    rtt = max(synack.t - last_syn.t, 0.0)
+    rtt = handshake_rtt = max(synack.t - last_syn.t, 0.0)
     server_ttl = _farther_responder(packets, synack_index, flow) or synack.ttl
     members = {synack_index}
     ids = [synack.ip_id] if server_ttl == synack.ttl else []
@@ -154,7 +177,8 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
             ids.append(p.ip_id)
         if cause is not None and "A" in p.flags and seq_end(cause) == p.ack and cause.length and p.ttl == synack.ttl:
             rtt = min(rtt, p.t - cause.t)  # a fresh sample: the server acknowledged our data
-    return Baseline(synack, server_ttl, rtt, classify_ip_ids(ids), frozenset(members), synack.ttl)
+    return Baseline(synack, server_ttl, rtt, classify_ip_ids(ids), frozenset(members), synack.ttl,
+                    rtt_spread=handshake_rtt - rtt)
 
 
 def _farther_responder(packets: list[PacketRecord], synack_index: int, flow: Flow) -> int | None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probe.engine.baseline import Baseline, cause_of, hop_distance, seq_end
+from probe.engine.baseline import TIMESTAMP_NOISE, Baseline, cause_of, hop_distance, seq_end
 from probe.engine.model import Flow
 from probe.record import PacketRecord
 from probe.tcp import seq_diff
 
-BURST_WINDOW = 0.005  # resets closer together than this belong to one burst
+BURST_SHARE = 0.1  # resets closer together than this share of the round trip belong to one burst
 
 
 @dataclass(frozen=True)
@@ -50,21 +50,33 @@ def ttl_distance(packet: PacketRecord, baseline: Baseline, probe_ttl: int = 64) 
 def too_early(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
     """An answer that arrived sooner after the packet that drew it than the path allows.
 
-    Why: nothing can come back from the server faster than the round trip; a reply in well
-    under half the handshake RTT came from something closer. Uses the earliest packet that
-    the reply can answer (see `cause_of`), so ambiguity never makes a reply look early.
-    False positives: none from physics; a handshake answered by a distant SYN proxy would make
-    the yardstick too long, so the yardstick is the smallest RTT seen."""
+    What: a packet in the server's name recorded sooner after the segment of ours that drew it
+    than `Baseline.soonest_answer`: the smallest round trip seen, less half of it (or the spread
+    of the round trips seen, if larger: a path that jitters that much may have inflated even the
+    smallest sample) and less the timestamp noise (`baseline.TIMESTAMP_NOISE`, 0.25 ms).
+    Why: nothing can come back from the server faster than the round trip; a reply in well under
+    it came from something closer. The yardstick is a share of the measured round trip, so the
+    judgement is the same on a 1 ms path as on a 300 ms one; only the noise is absolute, which
+    is why a path under 0.5 ms round trip is never judged by time. The reply is timed from the
+    earliest of our segments it can answer (see `cause_of`): a bare RST copies the ACK of the
+    segment that drew it, and the handshake ACK carries the same ACK as the request, so a bare RST
+    is timed from the handshake ACK (a server with no room for the connection, e.g. Linux with
+    tcp_abort_on_overflow, answers that ACK itself with a bare RST).
+    False positives: none from physics. A yardstick too long would make genuine replies look
+    early: a handshake answered from farther away than the server (not seen: a SYN proxy is
+    nearer), or a round trip sampled during a queue; hence the smallest sample and the allowances.
+    Packets whose receive timestamps were delayed by more than the noise (a stalled host) only
+    look later, never earlier."""
     packet = packets[index]
-    if baseline.rtt is None or baseline.rtt < 0.002:
-        return []
+    soonest = baseline.soonest_answer
     cause = cause_of(packets, index, flow)
-    if cause is None:
+    if baseline.rtt is None or cause is None:
         return []
     elapsed = packet.t - cause.t
-    if elapsed < baseline.rtt * 0.5 and baseline.rtt - elapsed > 0.001:
-        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after the packet it answers; "
-                          f"the server is {baseline.rtt * 1000:.1f} ms away (round trip)")]
+    if soonest is not None and elapsed < soonest:
+        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after the packet it answers; the server is "
+                          f"{baseline.rtt * 1000:.1f} ms away (round trip), so nothing of its own can arrive "
+                          f"sooner than {soonest * 1000:.1f} ms")]
     if elapsed >= baseline.rtt * 0.8:
         return [Signal(-1, f"arrived {elapsed * 1000:.1f} ms after the packet it answers "
                            f"(round trip {baseline.rtt * 1000:.1f} ms)")]
@@ -112,23 +124,40 @@ def reset_shape(packets: list[PacketRecord], index: int, flow: Flow, baseline: B
     return signals
 
 
-def reset_burst(packets: list[PacketRecord], index: int, flow: Flow) -> list[Signal]:
-    """Several resets in a few milliseconds, with different sequence numbers or TTLs.
+def burst_window(round_trip: float | None) -> float:
+    """How close together (seconds) resets must be to count as one burst: a tenth of the round
+    trip (5 ms on the lab's 50 ms paths), and never less than the timestamp noise."""
+    return max(BURST_SHARE * round_trip, TIMESTAMP_NOISE) if round_trip else TIMESTAMP_NOISE
 
-    Why: a stack resets a connection once; injectors send bursts to be sure one lands in the
-    window (Weaver, Sommer, Paxson, NDSS 2009). False positives: a server answering each of
-    several retransmissions with a reset, but those are spaced by the retransmission timer."""
+
+def reset_burst(packets: list[PacketRecord], index: int, flow: Flow, round_trip: float | None) -> list[Signal]:
+    """Several resets within a tenth of the round trip, with different sequence numbers or TTLs.
+
+    What: resets in the server's name recorded within `burst_window(round_trip)` of this one.
+    Why: a stack resets a connection once per segment that draws a reset; injectors send bursts
+    to be sure one lands in the window (Weaver, Sommer, Paxson, NDSS 2009). The window is a share
+    of the round trip, not a fixed time, so that a path slowed down pairs the same resets: two
+    resets that answer different segments of ours are spaced like those segments, and a forged
+    reset that beats the server's own does so by a good share of the round trip (see `too_early`),
+    so a tenth of it keeps them apart.
+    False positives: a server answering each of several of our segments with a reset, when we
+    sent them close together (the handshake ACK and the request): the same sequence number and
+    TTL then, weight 1 only; retransmissions are spaced by the retransmission timer, which is at
+    least a round trip. A burst of the server's resets to segments of ours that carried
+    different ACKs (we acknowledged data in between) counts as strong: weight 2, never enough
+    alone."""
     packet = packets[index]
     if "R" not in packet.flags:
         return []
-    burst = [p for p in packets if flow.toward_client(p) and "R" in p.flags and abs(p.t - packet.t) <= BURST_WINDOW]
+    window = burst_window(round_trip)
+    burst = [p for p in packets if flow.toward_client(p) and "R" in p.flags and abs(p.t - packet.t) <= window]
     if len(burst) < 2:
         return []
     seqs = {p.seq for p in burst}
     ttls = {p.ttl for p in burst}
     if len(seqs) == 1 and len(ttls) == 1:
-        return [Signal(1, f"one of {len(burst)} identical resets within {BURST_WINDOW * 1000:.0f} ms")]
-    return [Signal(2, f"one of {len(burst)} resets within {BURST_WINDOW * 1000:.0f} ms with "
+        return [Signal(1, f"one of {len(burst)} identical resets within {window * 1000:.1f} ms")]
+    return [Signal(2, f"one of {len(burst)} resets within {window * 1000:.1f} ms with "
                       f"{len(seqs)} sequence numbers and {len(ttls)} TTLs")]
 
 

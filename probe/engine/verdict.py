@@ -57,7 +57,8 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
         return _attribute_without_baseline(packets, index, flow)
     signals = (h.ttl_distance(packet, baseline) + h.too_early(packets, index, flow, baseline)
                + h.ip_id_habit(packet, baseline) + h.reset_shape(packets, index, flow, baseline)
-               + h.reset_burst(packets, index, flow) + h.followed_by_server_data(packets, index, flow, baseline))
+               + h.reset_burst(packets, index, flow, baseline.rtt)
+               + h.followed_by_server_data(packets, index, flow, baseline))
     score = sum(signal.weight for signal in signals)
     strong = any(signal.weight >= 2 for signal in signals)
     against = [s.sentence for s in signals if s.weight > 0]
@@ -74,12 +75,21 @@ def _attribute_without_baseline(packets: list[PacketRecord], index: int, flow: F
     packet = packets[index]
     evidence = [f"no SYN-ACK to compare with; TTL {packet.ttl} puts the sender at about hop "
                 f"{hop_distance(packet.ttl)}"]
-    burst = h.reset_burst(packets, index, flow)
+    burst = h.reset_burst(packets, index, flow, _round_trip_to_first_answer(packets, flow))
     if burst and burst[0].weight >= 2:
         return Attribution("middlebox", "medium", tuple(evidence + [burst[0].sentence]))
     if "R" in packet.flags and "A" in packet.flags:
         evidence.append("RST/ACK to our SYN, as a closed port answers (RFC 9293)")
     return Attribution("server", "low", tuple(evidence))
+
+
+def _round_trip_to_first_answer(packets: list[PacketRecord], flow: Flow) -> float | None:
+    """Without a SYN-ACK: from our last SYN before it to the first packet in the server's name."""
+    first = next((p for p in packets if flow.toward_client(p)), None)
+    if first is None:
+        return None
+    syns = [p for p in packets if flow.sent_by_client(p) and p.flags == "S" and p.t <= first.t]
+    return first.t - syns[-1].t if syns else None
 
 
 def attribute(packets: list[PacketRecord], flow: Flow, baseline: Baseline) -> list[Attribution]:

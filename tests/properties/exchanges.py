@@ -23,7 +23,7 @@ from itertools import cycle
 from hypothesis import HealthCheck, assume, settings, strategies as st
 
 from probe.engine import Flow
-from probe.engine.baseline import seq_end
+from probe.engine.baseline import TIMESTAMP_NOISE, seq_end
 from probe.record import PacketRecord, Quoted, flag_letters
 from probe.tcp import seq_add, seq_diff
 
@@ -45,7 +45,12 @@ SYN_RETRY = 1.0  # our SYN timeout, doubling
 #   reset-unknown     a bare RST, seq = the ACK of the segment of ours it answers, window 0
 #                     (RFC 9293: a stack that has no such connection)
 #   silent            no copy of the request ever reaches the server: no answer at all
-ENDINGS = ("open", "close", "close-then-reset", "abort", "reset-unknown", "silent")
+#   overflow          the server has no room for the connection when our handshake ACK arrives and
+#                     answers it with a bare RST (Linux with tcp_abort_on_overflow and a full accept
+#                     queue), then the request, which reached a server without the connection, with
+#                     another; nothing else (the handshake ACK and the request carry the same ACK,
+#                     so both resets have the same seq)
+ENDINGS = ("open", "close", "close-then-reset", "abort", "reset-unknown", "silent", "overflow")
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class Script:
 class ForgedReset:
     """A reset in the server's name from a box closer than the server, soon after the request."""
 
-    share_of_half_rtt: float  # arrives this share (0..1, exclusive) of half the round trip after the request
+    share_of_soonest: float  # arrives this share (0..1, exclusive) of `soonest_forged(rtt)` after its cause
     ttl: int
     flags: str  # "R" or "RA"
     seq_offset: int  # from the server's next sequence number (injectors: +1460, +4380)
@@ -196,10 +201,16 @@ def play(script: Script) -> Exchange:
     out.ours(t, "S", isn, 0, options=SYN_OPTIONS)
     synack = out.servers(t + rtt, "SA", irs, seq_add(isn, 1), ip_id=out.ids.synack(), win=65160,
                          options=SYN_OPTIONS)
-    out.ours(synack.t + script.react, "A", seq_add(isn, 1), seq_add(irs, 1))
+    handshake_ack = out.ours(synack.t + script.react, "A", seq_add(isn, 1), seq_add(irs, 1))
     payload = request_bytes(script.request_len)
     request_end = seq_add(isn, 1 + len(payload))
     sent = synack.t + 2 * script.react
+    if script.ending == "overflow":  # `scripts` keeps react under the round trip: we send the request first
+        request = out.ours(sent, "PA", seq_add(isn, 1), seq_add(irs, 1), payload=payload)
+        for answered in (handshake_ack, request):
+            out.servers(answered.t + rtt + script.think * 0.001, "R", answered.ack, 0,
+                        ip_id=out.ids.reset(script.reset_ip_id_zero), win=0)
+        return out.exchange()
     copies = script.lost_requests + 1
     timeout = script.rto
     for copy in range(copies):
@@ -244,11 +255,22 @@ def play(script: Script) -> Exchange:
     return out.exchange()
 
 
+def soonest_forged(rtt: float) -> float:
+    """How soon after its cause a reset must arrive to be "sooner than the path allows": half the
+    round trip, less the timestamp noise (`probe.engine.baseline.TIMESTAMP_NOISE`)."""
+    return rtt / 2 - TIMESTAMP_NOISE
+
+
 def with_forged_reset(exchange: Exchange, forged: ForgedReset) -> Exchange:
-    """The exchange with a reset forged toward us, in the server's name, soon after the request."""
+    """The exchange with a reset forged toward us, in the server's name, soon after its cause: the
+    earliest segment of ours it can answer. For a RST/ACK (it acknowledges the request) that is the
+    request; for a bare RST, which copies an ACK we sent and nothing else, it is the handshake ACK,
+    the first of our segments to carry the ACK that the request carries too."""
     script = exchange.script
     request = first_request(exchange.packets)
-    t = request.t + forged.share_of_half_rtt * script.rtt / 2
+    cause = request if "A" in forged.flags else next(p for p in exchange.packets
+                                                     if FLOW.sent_by_client(p) and p.flags == "A")
+    t = cause.t + forged.share_of_soonest * soonest_forged(script.rtt)
     seq = seq_add(script.irs, 1 + forged.seq_offset)
     ack = seq_end(request) if "A" in forged.flags else 0
     packet = tcp_record(t, SERVER, CLIENT, SERVER_PORT, CLIENT_PORT, forged.flags, seq, ack, ttl=forged.ttl,
@@ -316,6 +338,7 @@ gaps = st.one_of(st.floats(0.00001, 0.0001), st.floats(0.0001, 0.05))
 @st.composite
 def scripts(draw, *, rtt=rtts, endings=st.sampled_from(ENDINGS), min_data=0) -> Script:
     round_trip = draw(rtt)
+    ending = draw(endings)
     ip_ids = draw(st.sampled_from(("zero", "counter", "linux")))
     data = tuple(draw(st.lists(st.integers(1, 1460), min_size=min_data, max_size=max(4, min_data))))
     return Script(
@@ -333,11 +356,11 @@ def scripts(draw, *, rtt=rtts, endings=st.sampled_from(ENDINGS), min_data=0) -> 
         lost_requests=draw(st.integers(0, 3)),
         rto=max(0.2, 2 * round_trip) * draw(st.floats(1.0, 2.0)),
         think=draw(st.floats(0.0, 1.0)),
-        react=draw(st.floats(0.00005, 0.001)),
+        react=draw(st.floats(0.00005, min(0.001, 0.9 * round_trip if ending == "overflow" else 1.0))),
         server_acks_first=draw(st.booleans()),
         data=data,
         data_gaps=tuple(draw(gaps) for _ in data),
-        ending=draw(endings),
+        ending=ending,
         reset_window=draw(st.sampled_from((0, 64, 502, 65535))),
         reset_ip_id_zero=draw(st.booleans()),
     )
@@ -351,7 +374,7 @@ def genuine_exchanges(**kwargs):
 def forged_resets(draw, server_ttl: int) -> ForgedReset:
     ttl = draw(st.integers(0, 255).filter(lambda ttl: abs(ttl - server_ttl) >= 2))
     return ForgedReset(
-        share_of_half_rtt=draw(st.floats(0.0, 0.99)),  # "sooner than", clear of float rounding
+        share_of_soonest=draw(st.floats(0.0, 0.99)),  # "sooner than", clear of float rounding
         ttl=ttl,
         flags=draw(st.sampled_from(("R", "RA"))),
         seq_offset=draw(st.one_of(st.sampled_from((0, 1460, 4380)), u32)),
@@ -435,5 +458,5 @@ def table(packets, analysis=None) -> str:
 __all__ = ["CLIENT", "CLIENT_PORT", "ELSEWHERE", "ENDINGS", "FLOW", "ROUTER", "SERVER", "SERVER_PORT",
            "Exchange", "ForgedReset", "Script", "Suspect", "field_report_signature", "first_request",
            "flag_letters", "forged_exchanges", "forged_resets", "genuine_exchanges", "insert_by_time",
-           "other_flow_packets", "play", "property_settings",
+           "other_flow_packets", "play", "property_settings", "soonest_forged",
            "scripts", "suspects", "table", "tcp_record", "with_forged_reset", "with_suspect"]
