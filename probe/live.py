@@ -11,7 +11,7 @@ from probe.guard import Guard
 from probe.http import ResponseReader, build_request
 from probe.record import PacketRecord, parse_ip
 from probe.target import Target
-from probe.tcp import ClientConnection, Progress, Settings
+from probe.tcp import ClientConnection, Progress, Segment, Settings, seq_add
 from probe.wire import Capture, Frame, PortReservation, RawSender, local_addresses, random_u32, source_address
 
 
@@ -68,6 +68,23 @@ class FlowDriver:
 
     def on_timer(self) -> None:
         self.send(self.connection.on_timer(time.monotonic()))
+
+
+def close_with_reset(driver: FlowDriver) -> int:
+    """Leave nothing open on the server: unless the connection was closed with FINs both ways,
+    reset it at every sequence number the server may expect (what it last acknowledged, all we
+    sent, or nothing of the request at all when the request never arrived). A reset at the
+    wrong one of these draws at most a challenge ACK (RFC 5961). Returns how many were sent."""
+    connection = driver.connection
+    if connection.irs is None or connection.progress.closed_politely:
+        return 0
+    seqs = []
+    for seq in (connection.snd_una, connection.snd_nxt, seq_add(connection.isn, 1)):
+        if seq not in seqs:
+            seqs.append(seq)
+    for seq in seqs:
+        driver.sender.send(driver.crafter.build(Segment("R", seq, 0, 0, purpose="close")), driver.flow.server)
+    return len(seqs)
 
 
 def pump(capture: Capture, drivers: list[FlowDriver], timeout: float, others=None) -> None:
@@ -131,6 +148,12 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
             while (remaining := linger_until - time.monotonic()) > 0:
                 pump(capture, [driver], remaining)
             pump(capture, [driver], 0)
+            closing = close_with_reset(driver)
+            if closing:  # record our resets too: the pcap holds every packet we sent
+                recorded = len(driver.packets)
+                until = time.monotonic() + 0.5
+                while len(driver.packets) < recorded + closing and (remaining := until - time.monotonic()) > 0:
+                    pump(capture, [driver], remaining)
     finally:
         reservation.close()
     return Measurement(target, flow, driver.packets, driver.frames, connection.progress)

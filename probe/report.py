@@ -135,3 +135,40 @@ def write_pcap(path: str, frames) -> None:
         writer = dpkt.pcap.Writer(handle, snaplen=65535, linktype=LINKTYPE_RAW, nano=True)
         for frame in frames:
             writer.writepkt(frame.data, ts=frame.t)
+
+
+def _fate_json(fate) -> dict:
+    item = {"fate": fate.word}
+    for key in ("router", "rtt_ms", "reply_src", "reply_ttl"):
+        if getattr(fate, key) is not None:
+            item[key] = getattr(fate, key)
+    if fate.rewritten:
+        item["rewritten"] = list(fate.rewritten)
+    return item
+
+
+def trace_json(rows, result, trigger: str, control: str) -> dict:
+    """The `hops` and `bracket` sections (contract), with each hop's details under `trace`."""
+    hops = [{"ttl": row.ttl, "address": row.address, "rtt_ms": row.rtt_ms, "trigger": row.trigger.word,
+             "control": row.control.word, "confirmed": row.confirmed,
+             "details": {"trigger": _fate_json(row.trigger), "control": _fate_json(row.control)}} for row in rows]
+    bracket = {"passed": result.bracket[0], "not_reached": result.bracket[1]} if result.bracket else None
+    return {"hops": hops, "bracket": bracket,
+            "trace": {"trigger": trigger, "control": control, "interference": result.interference,
+                      "hop": result.hop, "kind": result.kind, "reached_server_at": result.reached_server_at,
+                      "evidence": list(result.evidence)}}
+
+
+def hops_table(hops: list[dict]) -> str:
+    """The hop table of a trace, for people."""
+    from tabulate import tabulate
+
+    rows = []
+    for hop in hops:
+        notes = [*hop["details"]["trigger"].get("rewritten", []), *hop["details"]["control"].get("rewritten", [])]
+        if hop["confirmed"]:
+            notes.insert(0, "difference seen twice")
+        rows.append([hop["ttl"], hop["address"] or "*", "" if hop["rtt_ms"] is None else f"{hop['rtt_ms']:.2f}",
+                     hop["trigger"], hop["control"], "; ".join(notes)])
+    return tabulate(rows, headers=["ttl", "router", "ms", "trigger", "control", "notes"], tablefmt="plain")
+

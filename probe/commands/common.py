@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from probe.errors import ProbeError
+import typer
+
+from probe.errors import ProbeError, UsageError
 
 EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_INTERFERENCE, EXIT_TARGET_FAILED = 0, 1, 2, 3, 4
 
@@ -32,3 +34,32 @@ def open_output(path: str | None):
         return open(path, "wb")
     except OSError as error:
         raise ProbeError(f"cannot write {path}: {error.strerror}") from None
+
+
+# Options shared by the probing commands: same spelling, same help, everywhere.
+URL = typer.Argument(..., metavar="URL", help="http://HOST[:PORT][/PATH], or a bare host name or address")
+RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
+                       help="connect to ADDR while the request still names HOST")
+JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
+PCAP = typer.Option(None, "--pcap", metavar="FILE", help="write every packet sent and received to FILE (pcap, raw IP)")
+METHOD = typer.Option("HEAD", "--method", "-X", help="HTTP method: HEAD or GET")
+MAX_TTL = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try")
+CONTROL_HOST = typer.Option("example.com", "--control-host", metavar="HOST",
+                            help="innocuous host named by the control requests of the trace")
+
+
+def checked_method(method: str) -> str:
+    method = method.upper()
+    if method not in ("HEAD", "GET"):
+        raise UsageError(f"unsupported --method {method}: use HEAD or GET")
+    return method
+
+
+def check_max_ttl(max_ttl: int) -> None:
+    if not 1 <= max_ttl <= 64:
+        raise UsageError("--max-ttl must be from 1 to 64")
+
+
+def check_control_host(host: str) -> None:
+    if not host or any(c.isspace() or c in "/:@" for c in host) or len(host) > 253:
+        raise UsageError(f"--control-host {host!r} is not a host name")

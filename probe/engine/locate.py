@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probe.engine.baseline import hop_distance
+from probe.engine.baseline import hop_distance, initial_ttl
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,18 @@ def locate(tcp_sweep: list[HopReply], echo_sweep: list[HopReply], server: str) -
         return Location(tcp.ttl, None, False, None, tuple(evidence))
     evidence.append(f"{server} itself answers ICMP echo only from TTL {echo.ttl}")
     if tcp.ttl >= echo.ttl:
-        return Location(tcp.ttl, echo.ttl, False, None, tuple(evidence))
+        # the last hop before the server: a forwarding-path box there answers at the same TTL as
+        # the address itself; only the TTL its answer arrives with (beside the echo reply's) tells
+        nearer = (tcp.reply_ttl is not None and echo.reply_ttl is not None and tcp.ttl == echo.ttl
+                  and initial_ttl(tcp.reply_ttl) == initial_ttl(echo.reply_ttl)
+                  and hop_distance(tcp.reply_ttl) == tcp.ttl - 1 < hop_distance(echo.reply_ttl))
+        if not nearer:
+            return Location(tcp.ttl, echo.ttl, False, None, tuple(evidence))
+        hop = tcp.ttl - 1
+        evidence.append(f"but its answer arrives with TTL {tcp.reply_ttl} against the echo reply's "
+                        f"{echo.reply_ttl}: it was sent from hop {hop}, in the forwarding path of the last "
+                        f"router before the server")
+        return Location(tcp.ttl, echo.ttl, True, hop, tuple(evidence))
     hop = tcp.ttl
     if tcp.reply_ttl is not None and hop_distance(tcp.reply_ttl) == tcp.ttl - 1:
         hop = tcp.ttl - 1

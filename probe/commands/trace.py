@@ -1,0 +1,69 @@
+"""`probe trace URL`: where along the path the request's fate parts from a control's."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from probe.commands import common
+from probe.commands.common import exit_code_for, open_output, say
+from probe.errors import UsageError
+
+
+def trace(
+    url: str = common.URL,
+    resolve: Optional[List[str]] = common.RESOLVE,
+    json_output: bool = common.JSON,
+    pcap: Optional[str] = common.PCAP,
+    method: str = common.METHOD,
+    control_host: str = common.CONTROL_HOST,
+    max_ttl: int = common.MAX_TTL,
+    wait: Optional[float] = typer.Option(None, "--wait", metavar="SECONDS",
+                                         help="how long to wait for replies to each TTL-limited request "
+                                              "[default: 0.3 s or 3 round trips, whichever is longer]"),
+):
+    """Send the request with growing TTL beside a control request; report the hop where the
+    interference first shows."""
+    from probe.target import build_target, parse_resolve
+
+    method = common.checked_method(method)
+    common.check_max_ttl(max_ttl)
+    common.check_control_host(control_host)
+    if wait is not None and not 0.05 <= wait <= 10:
+        raise UsageError("--wait must be from 0.05 to 10 seconds")
+    target = build_target(url, [parse_resolve(entry) for entry in resolve or []])
+    if control_host.lower() == target.host.lower():
+        raise UsageError("--control-host must differ from the host under test")
+    pcap_handle = open_output(pcap)
+
+    from probe.engine import analyze_flow
+    from probe.live import CheckOptions, run_check
+    from probe.report import check_document, dumps, hops_table, summary_lines, write_pcap
+    from probe.trace import TraceOptions, localize
+
+    measurement = run_check(target, CheckOptions(method=method), on_start=lambda flow: say(
+        f"probing {target.url} at {target.address}:{target.port} from {flow.client}:{flow.client_port} ..."))
+    analysis = analyze_flow(measurement.packets, measurement.flow)
+    say(f"the exchange at full TTL: {analysis.verdict}")
+    options = TraceOptions(method=method, control_host=control_host, max_ttl=max_ttl, window=wait)
+    found = localize(target, measurement, analysis, options, always=True, on_progress=say)
+    extra, frames = {}, list(measurement.frames)
+    if found is not None:
+        analysis, extra, frames = found.analysis, found.extra, frames + found.frames
+    document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis,
+                              command="trace", extra=extra)
+    document.setdefault("hops", [])
+    document.setdefault("bracket", None)
+    if pcap_handle is not None:
+        pcap_handle.close()
+        write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
+    if json_output:
+        print(dumps(document))
+    else:
+        print(hops_table(document["hops"]))
+        print()
+        print(summary_lines(document))
+        for sentence in document.get("trace", {}).get("evidence", []):
+            print(f"  - {sentence}")
+    raise typer.Exit(exit_code_for(analysis.verdict, analysis.hop))

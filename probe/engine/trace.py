@@ -1,0 +1,277 @@
+"""Where along the path the trigger's fate parts from the control's: pure reasoning over a trace.
+
+Theory of operation (CenTrace, Sundara Raman et al., CoNEXT 2022; tracebox, Detal et al.,
+IMC 2013). For TTL 1, 2, ... a fresh connection is opened at full TTL and its request is sent
+with that TTL: once naming the host under test (the trigger), once naming an innocuous host
+(the control). Each request's fate is one word (`fate_of`):
+
+- `time-exceeded`: a router at that hop answered in its own name; nothing else happened;
+- `server`: the server itself answered (the request got through);
+- `reset` / `response`: something answered the request in the server's name without the
+  request having reached the server (at a TTL short of the server, any answer is forged;
+  at or beyond it, an answer that does not arrive like the server's SYN-ACK is);
+- `time-exceeded+reset` / `time-exceeded+response`: both at once: the expired copy still drew
+  time-exceeded from the router, so whatever forged the answer saw it *before* that router's TTL
+  check: an on-path tap;
+- `unreachable`: an ICMP destination-unreachable quoting the request;
+- `silent`: nothing came back; `no-handshake`: the connection itself could not be opened.
+
+The box sits where the trigger's fate first differs from the control's (`locate_box`):
+- a forged answer *with* time-exceeded at TTL k: a tap at hop k (it sees packets before the
+  router's TTL check);
+- a forged answer, silence or an ICMP error *without* time-exceeded at TTL k, while the control
+  still drew time-exceeded or the server: the trigger was consumed between hop k-1's TTL check
+  and hop k's: a box in the forwarding path of hop k-1 (it sees only packets that survived that
+  router). The TTL its own packets arrive with (distance = initial TTL - TTL + 1) can move it to
+  k when it says so; an injector that copies our packet's TTL into its answer (the answer
+  arrives with a TTL below k, which no ordinary sender could manage) is placed by arithmetic:
+  it answers with our TTL on arrival, k - (h - 1), which loses h - 1 more on the way back.
+
+`bracket` is what the trace proves without any of that reasoning: `passed` is the farthest hop
+the trigger reached without drawing interference, `not_reached` the first hop the interfering
+copy did not reach. The box lies after `passed`'s TTL check and before `not_reached`.
+
+Known limits: routers that never send time-exceeded widen the bracket (the hop then rests on the
+box's TTL alone, and says so); a box that blocks a whole address pair after one trigger makes
+every later control fail too (the first difference is still the right hop); load-balanced paths
+can put different routers at one TTL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from probe.engine.baseline import hop_distance
+from probe.engine.model import Analysis, Flow
+from probe.record import ICMP_TIME_EXCEEDED, PacketRecord
+
+INTERFERING = ("reset", "response", "silent", "unreachable", "no-handshake")
+REACHED = ("time-exceeded", "server")
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """What was sent for one TTL-limited request, to recognise the replies and quotes of it."""
+
+    ttl: int
+    seq: int
+    length: int
+    ip_id: int
+    tos: int = 0
+    t: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fate:
+    """What one TTL-limited request drew."""
+
+    word: str
+    router: str | None = None  # the source of the time-exceeded or unreachable
+    rtt_ms: float | None = None  # from the request to the router's answer
+    reply_src: str | None = None
+    reply_ttl: int | None = None  # the TTL the forged (or server's) answer arrived with
+    rewritten: tuple[str, ...] = ()  # what the quoted header says changed on the way
+
+    @property
+    def expired(self) -> bool:
+        return self.word.startswith("time-exceeded")
+
+
+@dataclass(frozen=True)
+class HopRow:
+    ttl: int
+    address: str | None
+    rtt_ms: float | None
+    trigger: Fate
+    control: Fate
+    confirmed: bool = False  # the difference was seen twice
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    interference: bool
+    hop: int | None
+    bracket: tuple[int, int] | None  # (passed, not_reached)
+    kind: str | None  # "on-path" (tap) or "in-path" (consumes the trigger)
+    reached_server_at: int | None
+    evidence: tuple[str, ...]
+
+
+def _rewrites(quoted, sent: SentRequest, flow: Flow) -> tuple[str, ...]:
+    """Differences between the header a router quotes and the one we sent (tracebox)."""
+    changes = []
+    if quoted.dst != flow.server or quoted.dport != flow.server_port:
+        changes.append(f"destination rewritten to {quoted.dst}:{quoted.dport}")
+    if quoted.src != flow.client or quoted.sport != flow.client_port:
+        changes.append(f"source rewritten to {quoted.src}:{quoted.sport} (NAT)")
+    if quoted.seq is not None and quoted.seq != sent.seq:
+        changes.append(f"sequence number shifted by {(quoted.seq - sent.seq) % 2**32}")
+    if quoted.tos != sent.tos:
+        changes.append(f"TOS/DSCP changed from {sent.tos:#04x} to {quoted.tos:#04x}")
+    if quoted.ip_len and sent.length and quoted.ip_len != 40 + sent.length and quoted.ip_len != 52 + sent.length:
+        changes.append(f"IP length {quoted.ip_len} (payload changed on the way)")
+    return tuple(changes)
+
+
+def _quotes(packet: PacketRecord, sent: SentRequest, flow: Flow) -> bool:
+    quoted = packet.quoted
+    if packet.proto != "icmp" or quoted is None or quoted.proto != 6:
+        return False
+    if quoted.ip_id == sent.ip_id and quoted.sport == flow.client_port:
+        return True
+    return flow.quotes_flow(packet) and quoted.seq == sent.seq
+
+
+def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
+            server_distance: int | None) -> Fate:
+    """The one-word fate of a TTL-limited request, from the packets of its connection."""
+    synack = next((p for p in packets if flow.toward_client(p) and "S" in p.flags and "A" in p.flags), None)
+    if sent is None or synack is None:
+        return Fate("no-handshake")
+    expired = unreachable = None
+    forged = genuine = None
+    for packet in packets:
+        if packet.t < sent.t:
+            continue
+        if _quotes(packet, sent, flow):
+            if packet.icmp_type == ICMP_TIME_EXCEEDED:
+                expired = expired or packet
+            else:
+                unreachable = unreachable or packet
+            continue
+        if not flow.toward_client(packet) or "S" in packet.flags:
+            continue
+        answers = "R" in packet.flags or packet.length or (packet.ack - sent.seq) % 2**32 > 0
+        if not answers:
+            continue
+        short_of_server = server_distance is not None and sent.ttl < server_distance
+        if short_of_server or packet.ttl != synack.ttl:
+            forged = forged or packet
+        else:
+            genuine = genuine or packet
+    rtt = None
+    if forged is not None:
+        word = "reset" if "R" in forged.flags else "response"
+        if expired is not None:
+            word = "time-exceeded+" + word
+        router = expired.src if expired is not None else None
+        if expired is not None:
+            rtt = round((expired.t - sent.t) * 1000, 3)
+        return Fate(word, router, rtt, forged.src, forged.ttl,
+                    _rewrites(expired.quoted, sent, flow) if expired is not None else ())
+    for word, packet in (("time-exceeded", expired), ("unreachable", unreachable)):
+        if packet is not None:
+            return Fate(word, packet.src, round((packet.t - sent.t) * 1000, 3), rewritten=_rewrites(
+                packet.quoted, sent, flow))
+    if genuine is not None:
+        return Fate("server", genuine.src, round((genuine.t - sent.t) * 1000, 3), genuine.src, genuine.ttl)
+    return Fate("silent")
+
+
+def differs(trigger: Fate, control: Fate) -> bool:
+    """Whether the trigger met something the control did not."""
+    return trigger.word != control.word and (trigger.word in INTERFERING or "+" in trigger.word) \
+        and control.word not in INTERFERING
+
+
+def locate_box(rows: list[HopRow]) -> TraceResult:
+    """The first hop at which the trigger's fate parts from the control's, and what that means."""
+    reached = next((row.ttl for row in rows if row.control.word == "server"), None)
+    first = next((row for row in rows if differs(row.trigger, row.control) and row.confirmed), None)
+    if first is None:
+        if reached is not None:
+            return TraceResult(False, None, None, None, reached, (
+                f"the trigger and the control met the same fate at every TTL up to the server (TTL {reached})",))
+        last = rows[-1].ttl if rows else 0
+        return TraceResult(False, None, None, None, None, (
+            f"no difference between the trigger and the control up to TTL {last}, and neither reached the "
+            f"server: inconclusive",))
+    k, trigger = first.ttl, first.trigger
+    clean = [row.ttl for row in rows if row.ttl < k and row.trigger.expired and not differs(row.trigger, row.control)]
+    passed = clean[-1] if clean else 0
+    evidence = [f"up to TTL {k - 1} the trigger met the same fate as the control"] if k > 1 else []
+    if trigger.expired:
+        hop, kind = k, "on-path"
+        evidence.append(f"at TTL {k} the trigger still expired at router {trigger.router}, and something "
+                        f"answered it in the server's name ({trigger.word.split('+')[1]} arriving with TTL "
+                        f"{trigger.reply_ttl}): a box that sees packets before hop {k}'s TTL check")
+        not_reached = k + 1
+    else:
+        hop, kind, not_reached = k - 1, "in-path", k
+        what = {"silent": "vanished", "reset": "drew a reset in the server's name",
+                "response": "drew an answer in the server's name", "no-handshake": "could not even connect",
+                "unreachable": f"drew ICMP unreachable from {trigger.router}"}[trigger.word]
+        evidence.append(f"at TTL {k} the trigger {what} while the control "
+                        f"{'expired at router ' + str(first.control.router) if first.control.expired else 'reached the server'}: "
+                        f"it was consumed after hop {k - 1}'s TTL check")
+        if trigger.word == "unreachable":
+            at = next((row.ttl for row in rows if row.control.router == trigger.router and row.control.expired), None)
+            if at is not None:
+                hop = at
+                evidence.append(f"router {trigger.router} is hop {at} (the control expired there)")
+    if trigger.reply_ttl is not None and trigger.word != "unreachable":
+        if trigger.reply_ttl < k:
+            copied = k - trigger.reply_ttl
+            if copied % 2 == 0:
+                hop = copied // 2 + 1
+                evidence.append(f"its answer arrived with TTL {trigger.reply_ttl}, below the {k} we sent: it "
+                                f"copies our packet's TTL on arrival, which puts it at hop {hop}")
+        else:
+            distance = hop_distance(trigger.reply_ttl)
+            if distance in (k - 1, k) and distance != hop and distance >= 1:
+                evidence.append(f"its answer arrived with TTL {trigger.reply_ttl}, from hop {distance}")
+                hop = distance
+            elif distance == hop:
+                evidence.append(f"its answer arrived with TTL {trigger.reply_ttl}: sent from hop {distance}")
+    if hop < 1:
+        hop = 1
+        evidence.append("the box sits before the first router (on this host's own link)")
+    passed = min(passed, hop - 1 if kind == "on-path" else hop)
+    not_reached = max(not_reached, hop + 1)
+    return TraceResult(True, hop, (passed, not_reached), kind, reached, tuple(evidence))
+
+
+def rows_from_sweeps(tcp_sweep, echo_sweep) -> list[HopRow]:
+    """The SYN-level trace (no handshake to build on) as hop rows: the TTL-limited SYN is the
+    trigger, the TTL-limited ICMP echo toward the same address the control."""
+    words = {"time-exceeded": "time-exceeded", "echo-reply": "server", "unreachable": "unreachable",
+             "none": "silent"}
+
+    def fate(reply) -> Fate:
+        if reply is None:
+            return Fate("silent")
+        if reply.kind == "tcp":
+            word = "reset" if "R" in reply.flags else "server"
+            return Fate(word, None, reply.rtt_ms, reply.source, reply.reply_ttl)
+        return Fate(words[reply.kind], reply.source, reply.rtt_ms)
+
+    echo = {reply.ttl: reply for reply in echo_sweep}
+    rows = []
+    for reply in tcp_sweep:
+        trigger, control = fate(reply), fate(echo.get(reply.ttl))
+        address = control.router if control.expired else trigger.router
+        rows.append(HopRow(reply.ttl, address, control.rtt_ms if control.expired else trigger.rtt_ms,
+                           trigger, control))
+    return rows
+
+
+def result_from_location(location, rows: list[HopRow]) -> TraceResult:
+    """The SYN-level trace's conclusion (`probe.engine.locate`) in the request trace's terms."""
+    if not location.in_front or location.hop is None:
+        return TraceResult(False, None, None, None, location.address_at, tuple(location.evidence))
+    answered = location.tcp_answer_at
+    passed = max((row.ttl for row in rows if row.trigger.expired and row.ttl < answered), default=0)
+    not_reached = answered if location.hop < answered else answered + 1
+    return TraceResult(True, location.hop, (min(passed, location.hop), not_reached), "in-path",
+                       location.address_at, tuple(location.evidence))
+
+
+def apply_trace(analysis: Analysis, result: TraceResult) -> Analysis:
+    """Give a verdict of interference the hop the trace found (the verdict itself stands: the
+    trace says where, the exchange says what)."""
+    if not result.interference or analysis.verdict not in ("middlebox-reset", "middlebox-response", "dropped",
+                                                           "unreachable"):
+        return analysis
+    sentence = (f"TTL-limited copies of the request place the box at hop {result.hop} "
+                f"(after hop {result.bracket[0]}, before hop {result.bracket[1]}).")
+    return replace(analysis, hop=result.hop, hop_basis="trace", explanation=f"{analysis.explanation} {sentence}")

@@ -1,0 +1,204 @@
+"""The I/O of `probe trace`: TTL-limited copies of the request, the trigger beside a control.
+
+For each TTL, two fresh connections are opened at full TTL (state on a box, a blocked flow or a
+burned port, never carries over from one copy to the next): the control names an innocuous
+host, the trigger the host under test, and each sends its request once with the TTL under test.
+Whatever comes back within the window is recorded (the capture is shared, and late packets still
+find their flow). Each connection is then closed with resets at the sequence numbers the server
+may expect (`live.close_with_reset`), so no half-open connection stays on the server. The reasoning is in `probe.engine.trace`.
+
+Polite by construction: at most four connections per TTL (a difference is confirmed once with a
+fresh pair before it counts), a maximum TTL, and the trace stops as soon as the answer is known:
+a confirmed difference, both copies reaching the server, or three silent TTLs in a row.
+
+When the server's handshake itself cannot be completed (a reset answering the SYN), the trace
+falls back on TTL-limited SYNs beside ICMP echoes (`probe.locate`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from probe.engine.baseline import hop_distance
+from probe.engine.trace import Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box
+from probe.guard import Guard
+from probe.live import FlowDriver, close_with_reset, new_connection, prepare_flow, pump
+from probe.target import Target
+from probe.tcp import Segment, Settings, State
+from probe.wire import Capture, Frame, RawSender
+
+CONTROL_HOST = "example.com"  # RFC 2606's own example: no filter anywhere is about it
+ATTEMPT_SETTINGS = Settings(syn_retries=1, data_retries=0)
+HANDSHAKE_BOUND = 3.5  # seconds: a SYN and its one retransmission (1 s, then 2 s)
+SILENT_TTLS = 3
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    method: str = "HEAD"
+    control_host: str = CONTROL_HOST
+    max_ttl: int = 16
+    window: float | None = None  # seconds to wait after each request; None: max(0.3 s, 3 round trips)
+
+
+@dataclass
+class Attempt:
+    ttl: int
+    role: str  # "trigger" or "control"
+    driver: FlowDriver
+    sent: SentRequest | None = None
+    fate: Fate = Fate("silent")
+
+
+@dataclass
+class TraceMeasurement:
+    rows: list[HopRow] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    result: TraceResult | None = None
+
+    @property
+    def frames(self) -> list[Frame]:
+        return [frame for attempt in self.attempts for frame in attempt.driver.frames]
+
+
+class _Tracer:
+    def __init__(self, target: Target, options: TraceOptions, rtt: float | None, server_distance: int | None,
+                 capture: Capture, sender: RawSender, guard: Guard):
+        self.target, self.options = target, options
+        self.server_distance = server_distance
+        self.window = options.window if options.window is not None else max(0.3, 3 * (rtt or 0.0))
+        self.capture, self.sender, self.guard = capture, sender, guard
+        self.drivers: list[FlowDriver] = []
+        self.reservations = []
+
+    def attempt(self, ttl: int, role: str) -> Attempt:
+        flow, reservation = prepare_flow(self.target)
+        self.reservations.append(reservation)
+        self.guard.add_flow(flow.client, flow.client_port, flow.server, flow.server_port)
+        host = self.target.host if role == "trigger" else self.options.control_host
+        connection, crafter = new_connection(self.target, flow, self.options.method, ATTEMPT_SETTINGS, host=host)
+        request_ip_id = []
+
+        def ttl_for(segment: Segment):
+            if segment.purpose == "request":
+                request_ip_id.append(crafter.next_ip_id)
+                return ttl
+            return False if segment.purpose == "retransmission" else None
+
+        driver = FlowDriver(flow, connection, crafter, self.sender, ttl_for)
+        self.drivers.append(driver)
+        driver.send(connection.start(time.monotonic()))
+        self._run(driver, time.monotonic() + HANDSHAKE_BOUND, lambda: connection.state is not State.SYN_SENT)
+        if request_ip_id:
+            self._run(driver, time.monotonic() + self.window, lambda: False)
+        close_with_reset(driver)
+        attempt = Attempt(ttl, role, driver)
+        request = next((p for p in driver.packets if flow.sent_by_client(p) and p.length), None)
+        if request is not None and request_ip_id:
+            attempt.sent = SentRequest(ttl, request.seq, request.length, request_ip_id[0], request.tos, request.t)
+        attempt.fate = fate_of(driver.packets, flow, attempt.sent, self.server_distance)
+        return attempt
+
+    def _run(self, driver: FlowDriver, until: float, finished) -> None:
+        connection = driver.connection
+        while not finished() and (remaining := until - time.monotonic()) > 0:
+            wait = remaining
+            if connection.deadline is not None:
+                wait = min(wait, max(connection.deadline - time.monotonic(), 0.0))
+            pump(self.capture, self.drivers, wait)
+            driver.on_timer()
+
+    def finish(self) -> None:
+        pump(self.capture, self.drivers, 0)
+        for reservation in self.reservations:
+            reservation.close()
+
+
+def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_ttl: int | None,
+              on_progress=None) -> TraceMeasurement:
+    """TTL-limited request copies, trigger beside control, up to the answer (see the module doc)."""
+    measurement = TraceMeasurement()
+    server_distance = hop_distance(server_ttl) if server_ttl is not None else None
+    with Capture([target.address]) as capture, RawSender() as sender, Guard() as guard:
+        tracer = _Tracer(target, options, rtt, server_distance, capture, sender, guard)
+        try:
+            silent = 0
+            for ttl in range(1, options.max_ttl + 1):
+                control, trigger = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
+                measurement.attempts += [control, trigger]
+                confirmed = False
+                if differs(trigger.fate, control.fate):
+                    again = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
+                    measurement.attempts += list(again)
+                    confirmed = differs(again[1].fate, again[0].fate) and again[1].fate.word == trigger.fate.word
+                address = control.fate.router if control.fate.expired else trigger.fate.router
+                rtt_ms = control.fate.rtt_ms if control.fate.expired else trigger.fate.rtt_ms
+                measurement.rows.append(HopRow(ttl, address, rtt_ms, trigger.fate, control.fate, confirmed))
+                if on_progress is not None:
+                    on_progress(f"  ttl {ttl:2d}  {address or '*':15s}  trigger: {trigger.fate.word:24s} "
+                                f"control: {control.fate.word}{'  (confirmed)' if confirmed else ''}")
+                if confirmed or (control.fate.word == "server" and trigger.fate.word == "server"):
+                    break
+                silent = silent + 1 if trigger.fate.word == control.fate.word == "silent" else 0
+                if silent >= SILENT_TTLS:
+                    break
+        finally:
+            tracer.finish()
+    measurement.result = locate_box(measurement.rows)
+    return measurement
+
+
+
+@dataclass
+class Localization:
+    """What `check` and `trace` learned beyond the exchange: the revised analysis, the JSON
+    sections to add, and the extra packets for the pcap."""
+
+    analysis: object
+    extra: dict = field(default_factory=dict)
+    frames: list[Frame] = field(default_factory=list)
+
+
+def needs_trace(analysis) -> bool:
+    """Interference, or a reset nobody can vouch for: worth finding where it comes from."""
+    ambiguous_reset = any(a.origin == "unknown" for a in analysis.attributions) and analysis.verdict != "clean"
+    return analysis.verdict in ("middlebox-reset", "middlebox-response", "dropped") or ambiguous_reset
+
+
+def localize(target: Target, measurement, analysis, options: TraceOptions, always: bool = False,
+             on_progress=None) -> Localization | None:
+    """Run whichever TTL sweep can place the box this exchange points at (None: no reason to).
+
+    No handshake (a reset answering the SYN): TTL-limited SYNs beside ICMP echoes. A handshake
+    answered from suspiciously near (a transparent proxy): the same. Interference after the
+    handshake: TTL-limited copies of the request beside a control (`run_trace`)."""
+    from probe.engine import analyze_flow
+    from probe.engine.trace import apply_trace, result_from_location, rows_from_sweeps
+    from probe.engine.verdict import wants_location
+    from probe.report import locate_json, trace_json
+
+    say = on_progress or (lambda line: None)
+    if wants_location(analysis) or (always and analysis.rtt_ms is None):
+        from probe.engine.locate import locate
+        from probe.locate import run_sweeps
+
+        say("sweeping TTL-limited SYNs and ICMP echoes to find where the TCP answer comes from ...")
+        wait = options.window if options.window is not None else max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
+        sweeps = run_sweeps(measurement.flow.client, target.address, target.port, max_ttl=options.max_ttl,
+                            wait=wait, on_progress=say)
+        location = locate(sweeps.tcp, sweeps.echo, target.address)
+        rows = rows_from_sweeps(sweeps.tcp, sweeps.echo)
+        result = result_from_location(location, rows)
+        extra = {"locate": locate_json(location, sweeps.tcp, sweeps.echo)}
+        extra.update(trace_json(rows, result, trigger="TTL-limited SYN", control="TTL-limited ICMP echo"))
+        return Localization(analyze_flow(measurement.packets, measurement.flow, location), extra, sweeps.frames)
+    if not (always or needs_trace(analysis)) or analysis.rtt_ms is None:
+        return None
+    server_ttl = next((p.ttl for p in measurement.packets if measurement.flow.toward_client(p)
+                       and "S" in p.flags and "A" in p.flags), None)
+    say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
+    traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl, on_progress=say)
+    extra = trace_json(traced.rows, traced.result, trigger=f"request for {target.host}",
+                       control=f"request for {options.control_host}")
+    return Localization(apply_trace(analysis, traced.result), extra, traced.frames)

@@ -1,0 +1,96 @@
+"""`probe trace` in the lab: each request-triggered box and the SYN-resetting firewall, at hop 1,
+2, 3 and 4 in turn, is named at its hop; with no box, "no interference"; and no connection of
+the trace is left half-open on the server."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from e2ekit import ROUTERS, run_probe, wait_for
+
+pytestmark = pytest.mark.root
+
+TRIGGER_HOST = "blocked.example"  # what the lab's boxes react to
+EXPECTED = {  # box -> (verdict, fate of the trigger where it first differs)
+    "tap": ("middlebox-reset", "time-exceeded+reset"),
+    "swallow": ("middlebox-reset", "silent"),
+    "blockpage": ("middlebox-response", "response"),
+    "silentdrop": ("dropped", "silent"),
+    "firewall": ("middlebox-reset", "reset"),
+}
+
+
+def trace_args(lab, *extra: str) -> list[str]:
+    return ["trace", f"http://{TRIGGER_HOST}/", "--resolve", f"{TRIGGER_HOST}:80:{lab.server_addr}", "--json",
+            *extra]
+
+
+def leftover_server_sockets(lab) -> list[str]:
+    """Server sockets toward our client in any state but TIME-WAIT (half-open or still open)."""
+    out = lab.exec(lab.server_ns, ["ss", "-Htan"]).stdout
+    return [line for line in out.splitlines()
+            if f"{lab.client_addr}:" in line and not line.startswith(("TIME-WAIT", "LISTEN"))]
+
+
+@pytest.fixture
+def box(lab):
+    started = []
+
+    def start(name: str, hop: int):
+        started.append(lab.spawn(lab.router_ns(hop), [sys.executable, "-m", f"netns.boxes.{name}"], name=name))
+
+    yield start
+    for proc in started:
+        lab.stop(proc)
+
+
+@pytest.mark.parametrize("hop", range(1, ROUTERS + 1))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_trace_names_the_hop_of_the_box(lab, box, name, hop):
+    box(name, hop)
+    run = run_probe(lab, trace_args(lab))
+    assert run.returncode == 3, run.describe()
+    document = run.document
+    verdict, fate = EXPECTED[name]
+    assert document["command"] == "trace"
+    assert (document["verdict"], document["hop"]) == (verdict, hop), run.describe()
+    assert document["bracket"]["passed"] <= hop < document["bracket"]["not_reached"]
+    differing = [row for row in document["hops"] if row["trigger"] != row["control"]]
+    assert differing and differing[0]["trigger"] == fate, document["hops"]
+    # the trace stopped once it knew: nothing after the first difference
+    assert document["hops"][-1]["ttl"] == differing[0]["ttl"]
+    wait_for(lambda: not leftover_server_sockets(lab), 5.0, "the server to hold no half-open connection")
+
+
+def test_trace_without_a_box_finds_no_interference(lab):
+    run = run_probe(lab, trace_args(lab))
+    assert run.returncode == 0, run.describe()
+    document = run.document
+    assert (document["verdict"], document["hop"], document["bracket"]) == ("clean", None, None)
+    assert document["trace"]["interference"] is False
+    assert document["trace"]["reached_server_at"] == ROUTERS + 1
+    assert [row["ttl"] for row in document["hops"]] == list(range(1, ROUTERS + 2))
+    assert all(row["trigger"] == row["control"] for row in document["hops"])
+    assert [row["address"] for row in document["hops"][:-1]] == [lab.router_addr(k) for k in range(1, ROUTERS + 1)]
+    wait_for(lambda: not leftover_server_sockets(lab), 5.0, "the server to hold no half-open connection")
+
+
+@pytest.mark.parametrize("name", ["tap", "swallow", "silentdrop"])
+def test_check_locates_the_box_on_its_own(lab, box, name):
+    box(name, 3)
+    run = run_probe(lab, ["check", *trace_args(lab)[1:]])
+    assert run.returncode == 3, run.describe()
+    document = run.document
+    assert (document["hop"], document["hop_basis"]) == (3, "trace"), run.describe()
+    assert document["hops"] and document["bracket"]["passed"] <= 3 < document["bracket"]["not_reached"]
+    # with --no-locate nothing is swept and the hop stays unknown
+    quiet = run_probe(lab, ["check", *trace_args(lab)[1:], "--no-locate"])
+    assert quiet.document["hop"] is None and "hops" not in quiet.document
+
+
+def test_trace_refuses_a_control_host_equal_to_the_target(lab):
+    run = run_probe(lab, trace_args(lab, "--control-host", TRIGGER_HOST.upper()))
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().startswith("probe: --control-host must differ")

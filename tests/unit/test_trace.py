@@ -1,0 +1,169 @@
+"""The trace's reasoning (probe.engine.trace): one request's fate from its packets, and the hop
+where the trigger's fate first parts from the control's. Packet tables made by hand: the server
+is 5 hops away (TTL 60 on arrival), routers answer in their own name."""
+
+from __future__ import annotations
+
+import pytest
+
+from probe.engine.trace import (Fate, HopRow, SentRequest, apply_trace, differs, fate_of, locate_box)
+from probe.engine import analyze_flow
+from probe.engine.model import Analysis
+
+from .conftest import FLOW, from_client, from_server, icmp_error
+
+ISN, IRS = 1000, 50000
+REQUEST = b"HEAD / HTTP/1.1\r\nHost: blocked.example\r\n\r\n"
+ROUTER_2 = "198.51.100.2"
+
+
+def attempt(ttl: int, *replies_after_request):
+    """SYN, SYN-ACK, ACK, the request with `ttl`, then `replies_after_request(request)`."""
+    request = from_client(0.0603, "PA", ISN + 1, IRS + 1, ttl=ttl, ip_id=77, payload=REQUEST)
+    packets = [from_client(0.0, "S", ISN), from_server(0.060, "SA", IRS, ISN + 1),
+               from_client(0.0602, "A", ISN + 1, IRS + 1), request]
+    packets += [make(request) for make in replies_after_request]
+    return packets, SentRequest(ttl, request.seq, request.length, 77, 0, request.t)
+
+
+def expired(src=ROUTER_2, t=0.0605):
+    return lambda request: icmp_error(t, 11, 0, request, src=src, quoted_ttl=1)
+
+
+def forged_rst(ttl=63, t=0.0606):
+    return lambda request: from_server(t, "R", IRS + 1, 0, ttl=ttl, win=0)
+
+
+def server_answer(t=0.120):
+    return lambda request: from_server(t, "PA", IRS + 1, ISN + 1 + len(REQUEST), payload=b"HTTP/1.1 200 OK\r\n\r\n")
+
+
+def fate(ttl, *replies, server_distance=5) -> Fate:
+    packets, sent = attempt(ttl, *replies)
+    return fate_of(packets, FLOW, sent, server_distance)
+
+
+def test_fates_of_single_requests():
+    assert fate(2, expired()).word == "time-exceeded"
+    assert fate(2, expired()).router == ROUTER_2
+    assert fate(2, expired()).rtt_ms == pytest.approx(0.2, abs=0.01)
+    assert fate(2, expired(), forged_rst()).word == "time-exceeded+reset"
+    assert fate(3, forged_rst()).word == "reset"
+    assert fate(3).word == "silent"
+    assert fate(5, server_answer()).word == "server"
+    packets, sent = attempt(2)
+    assert fate_of(packets[:1], FLOW, None, 5).word == "no-handshake"
+
+
+def test_an_answer_short_of_the_server_is_forged_even_with_the_servers_ttl():
+    """A request with TTL 3 cannot reach a server 5 hops away: whatever answers it is not the
+    server, however well it copies the server's TTL."""
+    assert fate(3, forged_rst(ttl=60)).word == "reset"
+    assert fate(3, server_answer()).word == "response"
+    # at the server's distance, the same answer with the server's TTL is the server's
+    assert fate(5, server_answer()).word == "server"
+
+
+def test_at_the_servers_distance_an_answer_arriving_unlike_the_synack_is_forged():
+    assert fate(5, forged_rst(ttl=61)).word == "reset"
+
+
+def test_an_icmp_error_quoting_another_packet_is_not_this_requests_fate():
+    def other(request):
+        stranger = from_client(0.06, "PA", ISN + 999, IRS + 1, ip_id=5, payload=b"x")
+        return icmp_error(0.0605, 11, 0, stranger)
+
+    packets, sent = attempt(2, other)
+    assert fate_of(packets, FLOW, sent, 5).word == "silent"
+
+
+def test_a_quoted_header_that_changed_on_the_way_is_reported():
+    def rewritten(request):
+        packet = icmp_error(0.0605, 11, 0, request, src=ROUTER_2, quoted_ttl=1)
+        from dataclasses import replace
+
+        return replace(packet, quoted=replace(packet.quoted, tos=0x20, seq=packet.quoted.seq + 7))
+
+    found = fate(2, rewritten)
+    assert found.word == "time-exceeded"
+    assert any("TOS" in change for change in found.rewritten)
+    assert any("shifted by 7" in change for change in found.rewritten)
+
+
+TE = Fate("time-exceeded", "r")
+SERVER = Fate("server", "s")
+
+
+def rows(*pairs, confirmed_at=None):
+    return [HopRow(ttl, None, None, trigger, control, ttl == confirmed_at)
+            for ttl, (trigger, control) in enumerate(pairs, start=1)]
+
+
+def test_a_tap_is_at_the_hop_where_the_expired_copy_drew_both_answers():
+    tap = Fate("time-exceeded+reset", "r2", reply_ttl=63)
+    result = locate_box(rows((TE, TE), (tap, TE), confirmed_at=2))
+    assert (result.interference, result.hop, result.kind, result.bracket) == (True, 2, "on-path", (1, 3))
+
+
+def test_a_box_in_the_forwarding_path_shows_one_ttl_later_than_its_hop():
+    for consumed in (Fate("silent"), Fate("reset", reply_ttl=63), Fate("response", reply_ttl=63)):
+        result = locate_box(rows((TE, TE), (TE, TE), (consumed, TE), confirmed_at=3))
+        assert (result.hop, result.kind, result.bracket) == (2, "in-path", (2, 3)), consumed
+
+
+def test_the_boxs_own_ttl_can_move_it_to_the_later_hop():
+    """Consumed at TTL 3, but its answer left from hop 3 (TTL 62): a box in front of router 3's
+    TTL check that does not let the copy go on."""
+    result = locate_box(rows((TE, TE), (TE, TE), (Fate("reset", reply_ttl=62), TE), confirmed_at=3))
+    assert result.hop == 3
+
+
+def test_an_injector_that_copies_our_ttl_is_placed_by_arithmetic():
+    """It answers with our TTL on arrival at hop 2 (3 - 1 = 2), which loses one more on the way
+    back: TTL 1 on arrival, at TTL 3. At TTL 2 its answer died on the way."""
+    copier = Fate("time-exceeded+reset", "r3", reply_ttl=1)
+    result = locate_box(rows((TE, TE), (TE, TE), (copier, TE), confirmed_at=3))
+    assert result.hop == 2
+    assert result.bracket[0] < 2 < result.bracket[1]
+
+
+def test_an_unconfirmed_difference_is_not_a_finding():
+    result = locate_box(rows((TE, TE), (Fate("silent"), TE), (TE, TE), (TE, TE), (SERVER, SERVER)))
+    assert not result.interference and result.hop is None and result.reached_server_at == 5
+
+
+def test_a_silent_control_is_noise_not_interference():
+    assert not differs(TE, Fate("silent"))
+    assert differs(Fate("silent"), TE)
+    assert differs(Fate("silent"), SERVER)
+    assert not differs(SERVER, SERVER)
+
+
+def test_the_same_fate_everywhere_up_to_the_server_is_no_interference():
+    result = locate_box(rows((TE, TE), (TE, TE), (SERVER, SERVER)))
+    assert (result.interference, result.hop, result.bracket, result.reached_server_at) == (False, None, None, 3)
+
+
+def test_silence_everywhere_is_inconclusive():
+    result = locate_box(rows((TE, TE), (Fate("silent"), Fate("silent"))))
+    assert not result.interference and "inconclusive" in result.evidence[0]
+
+
+def test_an_icmp_rejection_names_the_router_that_sent_it():
+    rejected = Fate("unreachable", "r2-address")
+    rows_ = [HopRow(1, "r1", None, TE, TE), HopRow(2, "r2", None, Fate("time-exceeded", "r2-address"),
+                                                    Fate("time-exceeded", "r2-address")),
+             HopRow(3, "r3", None, rejected, Fate("time-exceeded", "r3-address"), True)]
+    assert locate_box(rows_).hop == 2
+
+
+def test_apply_trace_sets_the_hop_of_interference_only():
+    tap = Fate("time-exceeded+reset", "r2", reply_ttl=63)
+    result = locate_box(rows((TE, TE), (tap, TE), confirmed_at=2))
+    forged = Analysis("middlebox-reset", "to-client", None, 60.0, (), "Forged.")
+    revised = apply_trace(forged, result)
+    assert (revised.hop, revised.hop_basis, revised.verdict) == (2, "trace", "middlebox-reset")
+    assert revised.explanation.startswith("Forged.") and "hop 2" in revised.explanation
+    clean, _ = attempt(64, server_answer())
+    untouched = analyze_flow(clean, FLOW)
+    assert apply_trace(untouched, result) == untouched
