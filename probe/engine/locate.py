@@ -61,8 +61,11 @@ def locate(tcp_sweep: list[HopReply], echo_sweep: list[HopReply], server: str) -
     evidence.append(f"{server} itself answers ICMP echo only from TTL {echo.ttl}")
     if tcp.ttl >= echo.ttl:
         # the last hop before the server: a forwarding-path box there answers at the same TTL as
-        # the address itself; only the TTL its answer arrives with (beside the echo reply's) tells
-        nearer = (tcp.reply_ttl is not None and echo.reply_ttl is not None and tcp.ttl == echo.ttl
+        # the address itself; only the TTL its answer arrives with (beside the echo reply's) tells.
+        # Only for a reset: a SYN-ACK from there is as likely the server's own SYN proxy (scenario
+        # 13), which hands the connection on to the server, and the exchange judges that better.
+        nearer = ("R" in tcp.flags and tcp.reply_ttl is not None and echo.reply_ttl is not None
+                  and tcp.ttl == echo.ttl
                   and initial_ttl(tcp.reply_ttl) == initial_ttl(echo.reply_ttl)
                   and hop_distance(tcp.reply_ttl) == tcp.ttl - 1 < hop_distance(echo.reply_ttl))
         if not nearer:

@@ -41,3 +41,18 @@ def test_an_echo_reply_from_another_address_is_not_the_server():
     tcp = routers(1) + [HopReply(2, "tcp", SERVER, 63, "RA")]
     echo = routers(1) + [HopReply(2, "echo-reply", "198.51.100.99", 63)]
     assert not locate(tcp, echo, SERVER).in_front
+
+
+def test_a_reset_from_the_last_router_is_in_front_of_the_server_at_the_same_ttl():
+    """A firewall in the last router's forwarding path answers at the server's own TTL; only the
+    TTL its reset arrives with (61: hop 4) against the echo reply's (60: hop 5) tells them apart.
+    A SYN-ACK from there is left alone: that is how a SYN-proxying load balancer looks."""
+    echo = [HopReply(ttl, "time-exceeded", f"198.51.100.{ttl}") for ttl in range(1, 5)]
+    echo.append(HopReply(5, "echo-reply", SERVER, 60))
+    tcp = [HopReply(ttl, "time-exceeded", f"198.51.100.{ttl}") for ttl in range(1, 5)]
+    reset = locate(tcp + [HopReply(5, "tcp", SERVER, 61, "RA")], echo, SERVER)
+    assert (reset.in_front, reset.hop) == (True, 4)
+    synproxy = locate(tcp + [HopReply(5, "tcp", SERVER, 61, "SA")], echo, SERVER)
+    assert (synproxy.in_front, synproxy.hop) == (False, None)
+    genuine = locate(tcp + [HopReply(5, "tcp", SERVER, 60, "RA")], echo, SERVER)
+    assert not genuine.in_front
