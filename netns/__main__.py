@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--repeat", type=int, default=1)
     run.add_argument("--json-dir", help="keep every probe document here")
     run.add_argument("--record", help="write each run's capture (pcap) and verdict (JSON) here, for golden tests")
+    run.add_argument("--record-server", help="also capture the first run on the server (tcpdump): NAME.server.pcap")
     run.add_argument("--readme", help="write the table into this file between its scenario-table markers")
     sub.add_parser("demo", help="reproduce the field report and show what probe check says")
     args = p.parse_args(argv)
@@ -61,7 +62,8 @@ def _run(args) -> int:
     results = {}
     with exit_on_signals():
         for scenario in scenarios:
-            runs = run_scenario(scenario, args.repeat, record=Path(args.record) if args.record else None)
+            runs = run_scenario(scenario, args.repeat, record=Path(args.record) if args.record else None,
+                                record_server=Path(args.record_server) if args.record_server else None)
             results[scenario.name] = runs
             passed = sum(r.passed for r in runs)
             print(f"{scenario.name}: {passed}/{len(runs)} passed", file=sys.stderr, flush=True)

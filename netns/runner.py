@@ -9,6 +9,7 @@ the hop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -140,9 +141,29 @@ class ScenarioLab:
                          completed.returncode, not problems, problems, seconds, document)
 
 
-def run_scenario(scenario: Scenario, repeats: int = 1, record: Path | None = None) -> list[RunResult]:
+@contextlib.contextmanager
+def server_capture(lab: Lab, path: Path, timeout: float = 10.0):
+    """tcpdump on the server's interface, in its namespace, for the duration of the block."""
+    path.unlink(missing_ok=True)
+    proc = lab.spawn(lab.server_ns, ["tcpdump", "-i", "s0", "-n", "-U", "--immediate-mode", "-Z", "root",
+                                     "-w", str(path), "tcp or icmp"], ready_line=None, name="tcpdump")
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size >= 24):  # the file header: tcpdump is capturing
+        if proc.poll() is not None or time.monotonic() > deadline:
+            lab.stop(proc)
+            raise RuntimeError(f"tcpdump in {lab.server_ns} did not start")
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        lab.stop(proc)
+
+
+def run_scenario(scenario: Scenario, repeats: int = 1, record: Path | None = None,
+                 record_server: Path | None = None) -> list[RunResult]:
     """Run the probe `repeats` times against one lab; with `record`, keep the first run's capture
-    and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`)."""
+    and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`); with `record_server`,
+    also a capture of that run taken on the server (`NAME.server.pcap`)."""
     with ScenarioLab(scenario) as lab:
         results = []
         for i in range(repeats):
@@ -150,7 +171,12 @@ def run_scenario(scenario: Scenario, repeats: int = 1, record: Path | None = Non
             if record is not None and i == 0:
                 record.mkdir(parents=True, exist_ok=True)
                 extra = ("--pcap", str(record / f"{scenario.name}.pcap"))
-            results.append(lab.run_probe(extra=extra))
+            if record_server is not None and i == 0:
+                record_server.mkdir(parents=True, exist_ok=True)
+                with server_capture(lab.lab, record_server / f"{scenario.name}.server.pcap"):
+                    results.append(lab.run_probe(extra=extra))
+            else:
+                results.append(lab.run_probe(extra=extra))
             if extra and results[-1].document is not None:
                 expected = {key: results[-1].document.get(key) for key in ("verdict", "direction")}
                 expected["origins"] = [p["origin"] for p in results[-1].document["packets"]]

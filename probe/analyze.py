@@ -33,9 +33,9 @@ from probe.engine.baseline import COMMON_INITIAL_TTLS, seq_end
 from probe.record import PacketRecord, parse_ip
 from probe.tcp import seq_diff
 
-LINGER = 5.0  # seconds of capture time a closed flow stays open for late (injected) packets
+LINGER = 2.0  # seconds of capture time a closed flow stays open for late (injected) packets
 IDLE = 120.0  # seconds without a packet after which a flow is judged as it stands
-KEEP_ALL = 2000  # packets of a flow kept in full; later only SYN, FIN and RST segments
+KEEP_ALL = 500  # packets of a flow kept in full; later only SYN, FIN and RST segments
 SWEEP_EVERY = 1.0  # seconds of capture time between two looks for finished flows
 
 _SYN, _ACK, _RST, _FIN = 0x02, 0x10, 0x04, 0x01

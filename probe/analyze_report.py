@@ -32,3 +32,25 @@ def flows_table(rows: list[list]) -> str:
 
     return tabulate(rows, headers=["client", "server", "packets", "verdict", "direction", "captured at"],
                     tablefmt="simple")
+
+
+def _missing_json(missing) -> dict:
+    return {"captured_at": missing.seen_at, "n": missing.index + 1, "flags": missing.packet.flags,
+            "ttl": missing.packet.ttl, "ip_id": missing.packet.ip_id, "len": missing.packet.length,
+            "sentence": missing.sentence}
+
+
+def paired_flow_json(pair, client_side, server_side, verdict, direction, explanation) -> dict:
+    """One flow of `probe analyze FILE FILE2 --json`: the client's view, the server's beside it, and
+    the packets one end received that the other never sent."""
+    item = analyzed_flow_json(client_side)
+    item.update({"verdict": verdict, "direction": direction, "explanation": explanation,
+                 "paired_by": pair.matched_by,
+                 "clock_offset_ms": None if pair.offset is None else round(pair.offset * 1000, 3),
+                 "one_way_ms": None if pair.one_way is None else round(pair.one_way * 1000, 3),
+                 "forged": [_missing_json(m) for m in pair.missing if m.kind == "forged"],
+                 "never_arrived": [_missing_json(m) for m in pair.missing if m.kind == "never-arrived"],
+                 "server_side": analyzed_flow_json(server_side)})
+    for key in ("verdict", "direction", "explanation"):
+        item["server_side"][f"{key}_alone"] = item["server_side"].pop(key)
+    return item

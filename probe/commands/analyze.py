@@ -76,7 +76,7 @@ def analyze(
 
     wanted = FlowFilter(tuple(parse_endpoint(h)[0] for h in hosts or []), tuple(parse_flow(f) for f in flows or []))
     if file2 is not None:
-        raise ProbeError("two-ended analysis (FILE2) is not built yet")
+        raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose))
     raise typer.Exit(_analyze_one(file, wanted, json_output, verbose))
 
 
@@ -114,6 +114,65 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
             print(text)
         print(flows_table([row for _start, row in sorted(rows, key=lambda item: item[0])]))
         _say_totals(totals)
+    return worst_exit_code(codes)
+
+
+def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool) -> int:
+    """FILE and FILE2 hold the two ends of the same traffic (either order): pair and compare."""
+    import json
+
+    from probe.analyze import analyze_file
+    from probe.analyze_pair import compare, estimate_clock, pair_flows, with_proof
+    from probe.analyze_report import analyzed_flow_json, paired_flow_json
+    from probe.report import SCHEMA, packet_table
+
+    loaded = {}
+    for path in (first, second):
+        results, totals = analyze_file(path, wanted)
+        if not results:
+            raise ProbeError(_no_flows(path, totals))
+        loaded[path] = results
+    by_side = {path: sum(1 if r.flow.vantage == "client" else -1 for r in results) for path, results in loaded.items()}
+    client_file = max(by_side, key=lambda path: by_side[path])
+    server_file = second if client_file == first else first
+    if client_file == server_file or by_side[client_file] <= 0 <= by_side[server_file] and \
+            by_side[client_file] == by_side[server_file]:
+        say("probe: cannot tell which capture is the client's: taking FILE as the client's")
+        client_file, server_file = first, second
+    pairs = pair_flows(loaded[client_file], loaded[server_file])
+    offset, one_way = estimate_clock(pairs)
+    pairs = [compare(pair, offset, one_way) for pair in pairs]
+    if not pairs:
+        raise ProbeError(f"no flow of {client_file} is also in {server_file}: they do not hold the same traffic")
+    codes, flows, texts = [], [], []
+    for pair in pairs:
+        client_side, server_side, verdict, direction, explanation = with_proof(pair)
+        codes.append(exit_code_for(verdict, client_side.analysis.hop))
+        flows.append(paired_flow_json(pair, client_side, server_side, verdict, direction, explanation))
+        offset = "unknown" if pair.offset is None else f"{pair.offset * 1000:+.1f} ms"
+        lines = [f"{client_side.flow.client}:{client_side.flow.client_port} -> {client_side.flow.server}:"
+                 f"{client_side.flow.server_port}, paired by {pair.matched_by}; server clock {offset}",
+                 f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
+                                                                 client_side.analysis),
+                 f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
+                                                                 server_side.analysis)]
+        lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
+        lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
+        lines.append(f"verdict: {verdict}  direction: {direction or '-'}")
+        if verbose or verdict != "clean" or pair.missing:
+            texts.append("\n".join(lines))
+        else:
+            texts.append(lines[0] + f"\nverdict: {verdict}")
+    paired = {id(p.client_side) for p in pairs}
+    alone = [analyzed_flow_json(r) for r in loaded[client_file] if id(r) not in paired]
+    if json_output:
+        print(json.dumps({"schema": SCHEMA, "command": "analyze", "files": {"client": client_file,
+                                                                         "server": server_file},
+                          "flows": flows, "unpaired": alone}, indent=2))
+    else:
+        print("\n\n".join(texts))
+        if alone:
+            say(f"{len(alone)} flow(s) of {client_file} have no counterpart in {server_file}")
     return worst_exit_code(codes)
 
 

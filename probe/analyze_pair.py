@@ -1,0 +1,236 @@
+"""Two ends of the same traffic: pair the flows, line up the clocks, find what one end received
+that the other never sent.
+
+Theory of operation. Each capture is analysed on its own first (`probe.analyze`), which also
+says on which end each flow was captured. A client-side flow and a server-side flow are the same
+connection when their 4-tuples are equal, or, through NAT, when the client's initial sequence
+number is the same (NATs rewrite addresses and ports, rarely sequence numbers), or else when the
+client's first bytes of data are.
+
+A packet is identified across the two captures by what a middlebox cannot change without being
+seen: which way it goes, its TCP flags, its sequence and acknowledgement numbers relative to the
+initial ones each end chose (so a NAT that shifts sequence numbers is followed), its length and
+the start of its payload. Retransmissions are identical, so each identity is counted.
+
+Clock offset: for packets seen at both ends, t_server - t_client is the offset plus the one-way
+delay toward the server, and t_client - t_server the one-way delay toward the client minus the
+offset; with the smallest of each (the least-queued packets) and symmetric delays, the offset is
+half their difference (as NTP does it).
+
+A packet that arrives at one end in the other end's name, while the other end's capture was
+running and does not hold it, was not sent by that end: it is forged, whatever its headers say.
+A packet one end sent that never shows at the other (while that capture was running) was lost
+or swallowed on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from probe.analyze import FlowResult
+from probe.engine import Attribution
+from probe.record import PacketRecord
+from probe.tcp import seq_diff
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A packet seen at one end that the other end's capture does not hold."""
+
+    seen_at: str  # "client" or "server": the capture that holds it
+    index: int  # its position in that capture's flow (0-based)
+    packet: PacketRecord
+    kind: str  # "forged" (received, never sent by the other end) or "never-arrived" (sent, never received)
+    sentence: str
+
+
+@dataclass
+class Pair:
+    client_side: FlowResult
+    server_side: FlowResult
+    matched_by: str
+    offset: float | None = None  # seconds: server clock minus client clock
+    one_way: float | None = None  # seconds, the mean of the two smallest one-way delays
+    missing: list[Missing] = field(default_factory=list)
+
+    @property
+    def forged(self) -> list[Missing]:
+        return [m for m in self.missing if m.kind == "forged"]
+
+
+def _isns(result: FlowResult) -> tuple[int | None, int | None]:
+    flow, packets = result.flow, result.packets
+    client = next((p.seq for p in packets if flow.sent_by_client(p) and "S" in p.flags), None)
+    server = next((p.seq for p in packets if flow.toward_client(p) and "S" in p.flags and "A" in p.flags), None)
+    return client, server
+
+
+def _first_data(result: FlowResult) -> bytes | None:
+    flow = result.flow
+    return next((p.payload[:256] for p in result.packets if flow.sent_by_client(p) and p.length), None)
+
+
+def pair_flows(client_results: list[FlowResult], server_results: list[FlowResult]) -> list[Pair]:
+    """Pair client-side flows with server-side flows: by 4-tuple, else client ISN, else first data."""
+    pairs, taken = [], set()
+    for mine in client_results:
+        f = mine.flow
+        candidates = [(i, other) for i, other in enumerate(server_results) if i not in taken]
+        found = None
+        for i, other in candidates:
+            o = other.flow
+            if (o.client, o.client_port, o.server, o.server_port) == (f.client, f.client_port, f.server, f.server_port):
+                found = (i, other, "addresses and ports")
+                break
+        if found is None and _isns(mine)[0] is not None:
+            found = next(((i, other, "the client's initial sequence number (through NAT)") for i, other in candidates
+                          if _isns(other)[0] == _isns(mine)[0]), None)
+        if found is None and _first_data(mine):
+            found = next(((i, other, "the client's first bytes of data (through NAT)") for i, other in candidates
+                          if _first_data(other) == _first_data(mine)), None)
+        if found is not None:
+            taken.add(found[0])
+            pairs.append(Pair(mine, found[1], found[2]))
+    return pairs
+
+
+def _identity(packet: PacketRecord, result: FlowResult, isns) -> tuple | None:
+    flow = result.flow
+    if packet.proto != "tcp":
+        return None
+    from_client = flow.sent_by_client(packet)
+    own, other = (isns[0], isns[1]) if from_client else (isns[1], isns[0])
+    seq = seq_diff(packet.seq, own) if own is not None else packet.seq
+    ack = (seq_diff(packet.ack, other) if other is not None else packet.ack) if "A" in packet.flags else None
+    return (from_client, packet.flags.rstrip("EC"), seq, ack, packet.length, packet.payload[:64])
+
+
+def _sides(pair: Pair):
+    return (("client", pair.client_side), ("server", pair.server_side))
+
+
+def _timelines(pair: Pair) -> dict[str, dict[tuple, list[tuple[float, int]]]]:
+    """For each end, every packet identity with the (time, index) of each copy seen there."""
+    lines: dict[str, dict[tuple, list[tuple[float, int]]]] = {}
+    for side, result in _sides(pair):
+        isns = _isns(result)
+        lines[side] = {}
+        for index, packet in enumerate(result.packets):
+            identity = _identity(packet, result, isns)
+            if identity is not None:
+                lines[side].setdefault(identity, []).append((packet.t, index))
+    return lines
+
+
+def estimate_clock(pairs: list[Pair]) -> tuple[float | None, float | None]:
+    """(server clock minus client clock, mean one-way delay), in seconds, from the packets seen
+    once at each end (a retransmitted one could be paired with the wrong copy)."""
+    toward_server, toward_client = [], []
+    for pair in pairs:
+        lines = _timelines(pair)
+        for identity, copies in lines["client"].items():
+            other = lines["server"].get(identity)
+            if len(copies) == 1 and other is not None and len(other) == 1:
+                delta = other[0][0] - copies[0][0]
+                (toward_server if identity[0] else toward_client).append(delta)
+    if toward_server and toward_client:
+        up, down = min(toward_server), min(-d for d in toward_client)
+        return (up - down) / 2, (up + down) / 2
+    if toward_server or toward_client:
+        return (min(toward_server) if toward_server else -min(-d for d in toward_client)), None
+    return None, None
+
+
+def compare(pair: Pair, offset: float | None, one_way: float | None = None) -> Pair:
+    """Find the packets one end saw that the other never did. Each copy received is matched with
+    the latest unmatched copy sent no later than it arrived (clocks lined up by `offset`), so a
+    lost first copy and a retransmission that got through are told apart."""
+    pair.offset, pair.one_way = offset, one_way
+    shift = offset or 0.0
+    slack = 0.002  # seconds: clock estimate error allowed when matching
+    lines = _timelines(pair)
+    results = dict(_sides(pair))
+    spans = {side: (r.packets[0].t, r.packets[-1].t) for side, r in results.items()}
+    pair.missing = []
+    identities = set(lines["client"]) | set(lines["server"])
+    for identity in identities:
+        sender = "client" if identity[0] else "server"
+        receiver = "server" if sender == "client" else "client"
+        to_client_clock = {"client": 0.0, "server": -shift}
+        sent = sorted((t + to_client_clock[sender], i) for t, i in lines[sender].get(identity, []))
+        received = sorted((t + to_client_clock[receiver], i) for t, i in lines[receiver].get(identity, []))
+        used: set[int] = set()
+        matched: list[int] = []  # indexes (at the receiver) of copies matched with a sent one
+        for t_received, index in received:
+            match = next((k for k in range(len(sent) - 1, -1, -1)
+                          if k not in used and sent[k][0] <= t_received + slack), None)
+            here = results[receiver].packets[index]
+            if match is None and any((results[receiver].packets[i].ip_id, results[receiver].packets[i].ttl)
+                                     == (here.ip_id, here.ttl) for i in matched):
+                continue  # the same packet delivered twice (a duplicating path), not a forgery
+            if match is None:
+                if _while_running(t_received, spans[sender], to_client_clock[sender]):
+                    pair.missing.append(_describe(receiver, index, results[receiver].packets[index], False,
+                                                  identity[0]))
+            else:
+                used.add(match)
+                matched.append(index)
+        for k, (t_sent, index) in enumerate(sent):
+            if k not in used and _while_running(t_sent, spans[receiver], to_client_clock[receiver]):
+                pair.missing.append(_describe(sender, index, results[sender].packets[index], True, identity[0]))
+    pair.missing.sort(key=lambda m: (m.seen_at, m.index))
+    return pair
+
+
+def _while_running(t_client_clock: float, span: tuple[float, float], to_client_clock: float) -> bool:
+    """Whether the other capture was running at that moment (half a second of slack each way)."""
+    return span[0] + to_client_clock - 0.5 <= t_client_clock <= span[1] + to_client_clock + 0.5
+
+
+def _describe(side: str, index: int, packet: PacketRecord, sent_here: bool, from_client: bool) -> Missing:
+    other = "server" if side == "client" else "client"
+    what = ("a reset" if "R" in packet.flags else f"{packet.length} bytes of data" if packet.length
+            else f"a {packet.flags} segment")
+    if sent_here:
+        sentence = (f"#{index + 1} ({packet.flags}, {packet.length} bytes) sent by the {side} never reached the "
+                    f"{other}: lost or swallowed on the way.")
+        return Missing(side, index, packet, "never-arrived", sentence)
+    sender = "client" if from_client else "server"
+    sentence = (f"#{index + 1}: the {side} received {what} in the {sender}'s name (TTL {packet.ttl}, IP-ID "
+                f"{packet.ip_id}) that the {sender} never sent: it is forged.")
+    return Missing(side, index, packet, "forged", sentence)
+
+
+def with_proof(pair: Pair) -> tuple[FlowResult, FlowResult, str, str | None, str]:
+    """Both sides' results with the forged packets blamed, and the pair's verdict, direction
+    and explanation: the proof from two ends overrides the signals of one."""
+    sides = {}
+    for side, result in _sides(pair):
+        attributions = list(result.analysis.attributions)
+        for missing in pair.missing:
+            if missing.seen_at == side and missing.kind == "forged":
+                attributions[missing.index] = Attribution("middlebox", "high", (
+                    f"the other end's capture does not hold it: never sent by the {'server' if side == 'client' else 'client'}",))
+        sides[side] = replace(result, analysis=replace(result.analysis, attributions=tuple(attributions)))
+    forged = [m for m in pair.forged if "R" in m.packet.flags or m.packet.length]
+    handshake = [m for m in pair.forged if m.seen_at == "client" and m.packet.has("SA")]
+    proxied = bool(handshake) and pair.server_side.flow.client != pair.client_side.flow.client
+    to_client = [m for m in forged if m.seen_at == "client"] + (handshake if proxied else [])
+    to_server = [m for m in forged if m.seen_at == "server"]
+    base = pair.client_side.analysis
+    if forged or proxied:
+        verdict = "middlebox-response" if proxied or any(m.packet.length and m.seen_at == "client" for m in forged) \
+            else "middlebox-reset"
+        direction = "both" if to_client and to_server else "to-client" if to_client else "to-server"
+    else:
+        verdict, direction = base.verdict, base.direction
+    sentences = [m.sentence for m in pair.missing]
+    if handshake:
+        sentences.insert(0, (f"A device in between answered the client's handshake (the server's capture holds no such "
+                             f"SYN-ACK) and reached the server from {pair.server_side.flow.client}: a transparent proxy."
+                             if proxied else "A device in front of the server answered the client's handshake and passed "
+                             "the connection on from the client's own address: a SYN proxy or load balancer, "
+                             "not a forgery of the answer."))
+    if not pair.forged:
+        sentences.insert(0, "Every packet each end received was sent by the other end. " + base.explanation)
+    return sides["client"], sides["server"], verdict, direction, " ".join(sentences)
