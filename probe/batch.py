@@ -94,16 +94,27 @@ def resolved(lines: Iterable[Line], lookahead: int) -> Iterator[tuple[Line, Targ
 
 
 class Locator:
-    """The TTL sweeps `probe check` runs when the exchange alone may hide a box, for a batch:
-    in a few threads, one sweep at a time per address (two sweeps toward one address would
-    take each other's echo replies), and once per address and port per batch: a sweep maps
-    the path to a port, not one connection, so every exchange with that port shares it."""
+    """What `probe check` runs after an exchange to place a box (`probe.trace.localize`), for
+    a batch. The same two measurements, judged by the same engine functions, but each one
+    made once per batch for all the exchanges it concerns:
 
-    def __init__(self, max_ttl: int):
-        self.max_ttl = max_ttl
+    - TTL-limited SYNs beside ICMP echoes (no handshake, or one answered from too near):
+      once per address and port, in a few threads while the batch runs, one at a time per
+      address (two sweeps toward one address would take each other's echo replies);
+    - TTL-limited copies of the request beside a control (interference after the handshake):
+      once per address, port, host, path and method, after the exchanges are over. A trace
+      opens a guard of its own, and a process has one guard table name: run beside the
+      batch's guard it would remove the batch's table on its way out.
+
+    A flow waiting for a trace keeps its packets until the end of the batch; clean flows,
+    the vast majority of a healthy fleet, never wait."""
+
+    def __init__(self, max_ttl: int, method: str, control_host: str):
+        self.max_ttl, self.method, self.control_host = max_ttl, method, control_host
         self.pool = concurrent.futures.ThreadPoolExecutor(LOCATE_THREADS, thread_name_prefix="probe-locate")
         self.sweeps: dict[tuple, concurrent.futures.Future] = {}
         self.address_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+        self.traces: dict[tuple, list] = {}  # key -> [(line, measurement, analysis)], in arrival order
 
     def sweep(self, client: str, address: str, port: int, wait: float) -> tuple[concurrent.futures.Future, bool]:
         """The future of the sweep toward address:port, and whether an earlier exchange's is reused."""
@@ -123,6 +134,38 @@ class Locator:
         self.sweeps[key] = self.pool.submit(run)
         return self.sweeps[key], False
 
+    def defer_trace(self, line: Line, measurement, analysis) -> None:
+        target = measurement.target
+        key = (measurement.flow.client, target.address, target.port, target.host, target.path)
+        self.traces.setdefault(key, []).append((line, measurement, analysis))
+
+    def run_traces(self) -> Iterator["Judged"]:
+        """After the batch's guard is gone: one trace per key, applied to each of its exchanges."""
+        from probe.engine.trace import apply_trace
+        from probe.report import trace_json
+        from probe.trace import TraceOptions, run_trace
+
+        options = TraceOptions(method=self.method, max_ttl=self.max_ttl, control_host=self.control_host)
+        while self.traces:
+            _key, waiting = self.traces.popitem()
+            first_line, first, first_analysis = waiting[0]
+            server_ttl = next((p.ttl for p in first.packets if first.flow.toward_client(p)
+                               and "S" in p.flags and "A" in p.flags), None)
+            try:
+                traced = run_trace(first.target, options, first_analysis.rtt_ms / 1000, server_ttl)
+            except ProbeError as error:
+                for line, measurement, analysis in waiting:
+                    yield _finish(line, measurement, analysis, {"locate_error": str(error)})
+                continue
+            extra = trace_json(traced.rows, traced.result, trigger=f"request for {first.target.host}",
+                               control=f"request for {self.control_host}")
+            for n, (line, measurement, analysis) in enumerate(waiting):
+                judged = _finish(line, measurement, apply_trace(analysis, traced.result),
+                                 dict(extra, trace_shared=n > 0))
+                if n == 0:
+                    judged.frames += traced.frames
+                yield judged
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -137,6 +180,17 @@ class Judged:
     frames: list = field(default_factory=list)
 
 
+@dataclass
+class Pending:
+    """A judgement waiting for a sweep (`complete()` once `done()`)."""
+
+    future: concurrent.futures.Future
+    complete: object  # () -> Judged
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
 def error_document(line: Line, target: Target | None, error: str) -> dict:
     from probe.report import SCHEMA
 
@@ -146,55 +200,56 @@ def error_document(line: Line, target: Target | None, error: str) -> dict:
             "explanation": f"not measured: {error}"}
 
 
-def judge(line: Line, measurement, locator: Locator | None):
-    """As `probe check` does after its exchange: the engine, the sweeps when it asks for
-    them, the same document. Returns a Judged, or a function that finishes the job once the
-    sweep is done (`pending`)."""
+def _finish(line: Line, measurement, analysis, extra: dict) -> Judged:
     from probe.commands.common import exit_code_for
-    from probe.engine import analyze_flow
-    from probe.engine.verdict import wants_location
     from probe.report import check_document
 
+    document = check_document(measurement.target.as_json(), measurement.packets, measurement.flow, analysis,
+                              extra=extra)
+    document = {"schema": document.pop("schema"), "command": document.pop("command"), "line": line.number,
+                **document}
+    return Judged(line, document, exit_code_for(analysis.verdict, analysis.hop), list(measurement.frames))
+
+
+def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending | None:
+    """As `probe check` does after its exchange: the engine, then, when it asks for them, the
+    sweeps or the trace (`Locator`), and the same document. Returns the Judged; a Pending
+    while a sweep runs; None when the flow waits for a trace (`Locator.run_traces`)."""
+    from probe.engine import analyze_flow
+    from probe.engine.verdict import wants_location
+
     analysis = analyze_flow(measurement.packets, measurement.flow)
+    if locator is None:
+        return _finish(line, measurement, analysis, {})
+    if not wants_location(analysis):
+        from probe.trace import needs_trace
 
-    def finish(analysis, extra) -> Judged:
-        document = check_document(measurement.target.as_json(), measurement.packets, measurement.flow, analysis,
-                                  extra=extra)
-        document = {"schema": document.pop("schema"), "command": document.pop("command"), "line": line.number,
-                    **document}
-        return Judged(line, document, exit_code_for(analysis.verdict, analysis.hop), list(measurement.frames))
-
-    if locator is None or not wants_location(analysis):
-        return finish(analysis, {})
+        if needs_trace(analysis) and analysis.rtt_ms is not None:
+            locator.defer_trace(line, measurement, analysis)
+            return None
+        return _finish(line, measurement, analysis, {})
     wait = max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
     future, reused = locator.sweep(measurement.flow.client, measurement.target.address, measurement.target.port,
                                    wait)
 
     def after_sweep() -> Judged:
-        from probe.report import locate_json
+        from probe.engine.trace import result_from_location, rows_from_sweeps
+        from probe.report import locate_json, trace_json
 
         try:
             sweeps, location = future.result()
         except ProbeError as error:
-            return finish(analysis, {"locate_error": str(error)})
-        located = analyze_flow(measurement.packets, measurement.flow, location)
-        section = locate_json(location, sweeps.tcp, sweeps.echo)
-        section["shared"] = reused  # the sweep of an earlier exchange with this address and port
-        judged = finish(located, {"locate": section})
+            return _finish(line, measurement, analysis, {"locate_error": str(error)})
+        rows = rows_from_sweeps(sweeps.tcp, sweeps.echo)
+        extra = {"locate": dict(locate_json(location, sweeps.tcp, sweeps.echo), shared=reused)}
+        extra.update(trace_json(rows, result_from_location(location, rows), trigger="TTL-limited SYN",
+                                control="TTL-limited ICMP echo"))
+        judged = _finish(line, measurement, analyze_flow(measurement.packets, measurement.flow, location), extra)
         if not reused:
             judged.frames += sweeps.frames
         return judged
 
     return Pending(future, after_sweep)
-
-
-@dataclass
-class Pending:
-    future: concurrent.futures.Future
-    complete: object  # () -> Judged
-
-    def done(self) -> bool:
-        return self.future.done()
 
 
 # -- the tally --------------------------------------------------------------------------------
@@ -268,7 +323,7 @@ def summary_table(tally: Tally, seconds: float, packets_sent: int, frames_droppe
     if tally.problems:
         problem_rows = [[p["line"], p["url"], p["address"] or "", p["verdict"], p["direction"] or "",
                          "" if p["hop"] is None else p["hop"], "" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
-                         p["note"]] for p in tally.problems]
+                         p["note"]] for p in sorted(tally.problems, key=lambda p: p["line"] or 0)]
         text += "\n\n" + tabulate(problem_rows, headers=["line", "url", "address", "verdict", "direction", "hop",
                                                          "rtt ms", "note"], tablefmt="simple")
         if tally.problems_left_out:

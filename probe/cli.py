@@ -14,6 +14,7 @@ import typer
 from probe.commands import analyze as _analyze
 from probe.commands import batch as _batch
 from probe.commands import check as _check
+from probe.commands import history as _history
 from probe.commands import trace as _trace
 from probe.commands.common import EXIT_FAILED, EXIT_USAGE, exit_code_for, say  # noqa: F401 (exit_code_for: API)
 from probe.errors import ProbeError
@@ -29,6 +30,7 @@ def _commands() -> None:
 
 app.command(name="check")(_check.check)
 app.command(name="batch")(_batch.batch)
+app.command(name="history")(_history.history)
 app.command(name="analyze")(_analyze.analyze)
 app.command(name="trace")(_trace.trace)
 

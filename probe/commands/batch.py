@@ -35,6 +35,8 @@ def batch(
     ttl: int = typer.Option(64, "--ttl", help="IP TTL of the probe's packets"),
     no_locate: bool = typer.Option(False, "--no-locate", help="never run the TTL sweeps"),
     max_ttl: int = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try"),
+    control_host: str = typer.Option("example.com", "--control-host", metavar="HOST",
+                                     help="innocuous host named by the control requests of the trace"),
     pcap: Optional[str] = typer.Option(None, "--pcap", metavar="FILE",
                                        help="write every packet of every exchange to FILE (pcap, raw IP)"),
     history: Optional[str] = typer.Option(None, "--history", metavar="FILE",
@@ -60,10 +62,13 @@ def batch(
             raise UsageError(f"{name} must be {text}")
     if not 0 < rate <= 1_000_000:
         raise UsageError("--rate must be more than 0 and at most 1000000 packets per second")
-    if max_time <= 0 or max_time > 600:
+    if not 0 < max_time <= 600:  # (a NaN is refused too)
         raise UsageError("--max-time must be more than 0 and at most 600 seconds")
     if linger is not None and not 0 <= linger <= 60:
         raise UsageError("--linger must be from 0 to 60 seconds")
+    from probe.commands.common import check_control_host
+
+    check_control_host(control_host)
     if alert_on_change and not history:
         raise UsageError("--alert-on-change needs --history FILE (where the previous verdicts are)")
     if alert_on_change and nagios:
@@ -71,7 +76,7 @@ def batch(
                          "current one")
     arguments = dict(file=file, out=out, concurrency=concurrency, rate=rate, method=method, linger=linger,
                      max_time=max_time, retries=retries, syn_retries=syn_retries, ttl=ttl, no_locate=no_locate,
-                     max_ttl=max_ttl, pcap=pcap, history=history, alert_on_change=alert_on_change, nagios=nagios,
+                     max_ttl=max_ttl, control_host=control_host, pcap=pcap, history=history, alert_on_change=alert_on_change, nagios=nagios,
                      prom=prom, progress=progress)
     if not nagios:
         raise typer.Exit(_run_batch(**arguments))
@@ -108,7 +113,7 @@ def _lines(file: str):
 
 
 def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, syn_retries, ttl, no_locate, max_ttl,
-               pcap, history, alert_on_change, nagios, prom, progress) -> int:
+               control_host, pcap, history, alert_on_change, nagios, prom, progress) -> int:
     import json
     import time
 
@@ -118,6 +123,8 @@ def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, 
     from probe.tcp import Settings
 
     count, lines = _lines(file)
+    if not count:  # nothing to probe: say so before a capture, a raw socket or a guard is opened
+        raise UsageError(f"no targets in {'standard input' if file == '-' else file}: give one URL a line")
     out_handle = open_output(out)
     pcap_handle = open_output(pcap)
     if prom is not None:
@@ -129,7 +136,7 @@ def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, 
                                           settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl),
                              concurrency=concurrency, rate=rate)
     session = Session(options)
-    locator = None if no_locate else Locator(max_ttl)
+    locator = None if no_locate else Locator(max_ttl, method, control_host)
     pcap_writer = None
     if pcap_handle is not None:
         import dpkt
@@ -181,7 +188,7 @@ def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, 
                 judged = judge(line, finished.measurement, locator)
                 if isinstance(judged, Pending):
                     pending.append(judged)
-                else:
+                elif judged is not None:  # None: it waits for a trace
                     emit(judged)
             for item in [p for p in pending if p.done()]:
                 pending.remove(item)
@@ -189,6 +196,9 @@ def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, 
         for item in pending:
             emit(item.complete())
         pending.clear()
+        if locator is not None:  # the session's guard is gone: traces may open theirs
+            for judged in locator.run_traces():
+                emit(judged)
         seconds = time.monotonic() - started
         exit_code = spoken.exit_code if alert_on_change else everything.exit_code
     finally:

@@ -1,0 +1,119 @@
+"""`probe batch` in the lab: 60 targets of six kinds (netns/fleet.py) at once, against the
+verdicts of separate `probe check` runs and against a tcpdump capture of the same run; then
+the history, --alert-on-change, the Nagios and node_exporter outputs, and a host left as it was."""
+
+from __future__ import annotations
+
+import collections
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from e2ekit import guard_tables, nft_objects, run_probe
+
+from netns import fleet
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
+
+TARGETS = 60
+CONCURRENCY = 20
+BATCH_TIMEOUT = 120.0
+
+
+def batch(lab, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    argv = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "probe", "batch", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=BATCH_TIMEOUT, input=stdin,
+                          stdin=None if stdin is not None else subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def boxes(lab):
+    procs = fleet.start_boxes(lab)
+    yield
+    for proc in procs:
+        lab.stop(proc)
+
+
+@pytest.fixture(scope="module")
+def fleet_run(lab, boxes, tmp_path_factory):
+    """One batch of TARGETS targets with tcpdump on the client's interface, and every output."""
+    work = tmp_path_factory.mktemp("batch")
+    listing = work / "targets.txt"
+    listing.write_text("\n".join(fleet.target_lines(TARGETS)) + "\n")
+    with fleet.Tcpdump(lab, work / "tcpdump.pcap") as dump:
+        run = batch(lab, str(listing), "--out", str(work / "out.jsonl"), "--concurrency", str(CONCURRENCY),
+                    "--history", str(work / "history.sqlite"), "--prom", str(work / "probe.prom"),
+                    "--pcap", str(work / "batch.pcap"))
+    return run, fleet.read_documents(work / "out.jsonl"), dump, work
+
+
+def test_every_target_gets_its_kinds_verdict(fleet_run):
+    run, documents, _, _ = fleet_run
+    assert run.returncode == 3, run.stderr  # the worst: interference
+    assert sorted(d["line"] for d in documents) == list(range(3, 3 + TARGETS))
+    wrong = [(d["line"], fleet.kind_of(d).name, fleet.outcome(d)) for d in documents
+             if fleet.outcome(d) != fleet.kind_of(d).expect]
+    assert not wrong, run.stderr
+    assert collections.Counter(fleet.kind_of(d).name for d in documents) == {k.name: TARGETS // 6 for k in fleet.KINDS}
+    assert "60 target(s)" in run.stderr and "middlebox-response" in run.stderr
+    assert run.stdout == ""  # --out took the JSON lines
+
+
+def test_same_verdicts_as_separate_probe_check_runs(lab, fleet_run):
+    _, documents, _, _ = fleet_run
+    batch_said = collections.defaultdict(set)
+    for document in documents:
+        batch_said[fleet.kind_of(document).name].add(fleet.outcome(document))
+    for kind in fleet.KINDS:
+        check = run_probe(lab, ["check", kind.url, "--resolve", kind.resolve, "--json"])
+        assert batch_said[kind.name] == {fleet.outcome(check.document)}, (kind.name, check.describe())
+
+
+def test_no_packet_is_lost_against_tcpdump(fleet_run):
+    """Every packet tcpdump saw on the client's interface for the batch's flows is in exactly
+    one document, and every packet of the documents was on the wire."""
+    _, documents, dump, _ = fleet_run
+    records = list(dump.records())
+    missed, invented = fleet.compare(documents, records)
+    assert not missed and not invented
+    assert len(fleet.document_packets(documents)) >= 4 * TARGETS  # the comparison compared something
+
+
+def test_one_guard_table_and_nothing_left(lab, fleet_run):
+    assert guard_tables(lab) == []
+    assert [item for item in nft_objects(lab, "ruleset") if "table" in item] == []
+
+
+def test_history_prom_and_a_quiet_second_run(lab, fleet_run):
+    _, documents, _, work = fleet_run
+    db = sqlite3.connect(work / "history.sqlite")
+    assert db.execute("SELECT COUNT(*), COUNT(DISTINCT target) FROM results").fetchone() == (TARGETS, 6)
+    prom = (work / "probe.prom").read_text()
+    assert 'verdict="middlebox-response"} 1.0' in prom and "probe_target_rtt_seconds{" in prom
+    # the same verdicts again: --alert-on-change has nothing to say
+    again = batch(lab, str(work / "targets.txt"), "--history", str(work / "history.sqlite"), "--alert-on-change",
+                  "--concurrency", str(CONCURRENCY))
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    timeline = subprocess.run([sys.executable, "-m", "probe", "history", str(work / "history.sqlite"),
+                               "blocked.example"], capture_output=True, text=True, timeout=60)
+    assert timeline.returncode == 0, timeline.stderr
+    assert timeline.stdout.count("middlebox-response") == 2 * TARGETS // 6 and "changed from" not in timeline.stdout
+
+
+def test_a_change_speaks_and_nagios_says_critical(lab, boxes, tmp_path):
+    history = str(tmp_path / "h.sqlite")
+    clean = "http://www.example.com/ www.example.com:80:203.0.113.80\n"
+    first = batch(lab, "-", "--history", history, "--alert-on-change", stdin=clean)
+    assert (first.returncode, first.stdout) == (0, "")  # new and clean: nothing to mail
+    blocked = "http://www.example.com/ www.example.com:80:203.0.113.80\nhttp://blocked.example/ " \
+              "blocked.example:80:203.0.113.80\n"
+    second = batch(lab, "-", "--history", history, "--alert-on-change", stdin=blocked)
+    assert second.returncode == 3, second.stderr
+    [line] = second.stdout.splitlines()  # only the new problem
+    assert '"verdict": "middlebox-response"' in line and '"change": "new"' in line
+    nagios = batch(lab, "-", "--nagios", stdin=blocked)
+    assert nagios.returncode == 2, nagios.stderr
+    assert nagios.stdout.startswith("PROBE CRITICAL - 1 interfered with of 2 targets | clean=1;")
