@@ -48,6 +48,13 @@ def parse_url(text: str) -> tuple[str, int, str]:
         raise UsageError(f"no host in URL {text!r}")
     if ":" in host:
         raise UsageError(f"IPv6 targets are not supported yet: {host}")
+    if not host.isascii():  # an internationalised name goes on the wire (DNS, Host:) as IDNA
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise UsageError(f"{host!r} is not a valid internationalised host name") from None
+    if not all(c.isalnum() or c in "._-" for c in host):
+        raise UsageError(f"{host!r} is not a host name or IPv4 address")
     try:
         port = parts.port
     except ValueError:
@@ -59,6 +66,9 @@ def parse_url(text: str) -> tuple[str, int, str]:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    bad = next((c for c in path if not "\x21" <= c <= "\x7e"), None)
+    if bad is not None:  # HTTP allows only visible ASCII in a request target (RFC 9112, 3.2)
+        raise UsageError(f"{bad!r} cannot stand in a URL's path: percent-encode it (a space is %20)")
     return host, port, path
 
 

@@ -17,7 +17,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, UsageError
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -252,6 +252,9 @@ def source_address(destination: str, port: int) -> str:
         try:
             udp.connect((destination, port))
         except OSError as error:
+            if error.errno == errno.EACCES:  # the kernel refuses a broadcast destination without SO_BROADCAST
+                raise UsageError(f"{destination} is a broadcast address of this host's network, "
+                                 f"not a single server") from None
             raise ProbeError(f"no route to {destination}: {error.strerror}") from None
         return udp.getsockname()[0]
 

@@ -40,7 +40,7 @@ def check(
         raise UsageError("--syn-retries must be from 0 to 10")
     if not 1 <= ttl <= 255:
         raise UsageError("--ttl must be from 1 to 255")
-    if max_time <= 0 or max_time > 600:
+    if not 0 < max_time <= 600:  # (a NaN is refused too)
         raise UsageError("--max-time must be more than 0 and at most 600 seconds")
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)

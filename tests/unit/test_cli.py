@@ -99,31 +99,7 @@ def test_importing_the_cli_and_the_engine_does_not_import_scapy():
 # --- bad invocations -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [
-    ("check",),                                            # missing URL
-    ("check", "--bogus", VALID_ADDRESS),                   # unknown option
-    ("frobnicate", VALID_ADDRESS),                         # unknown command
-    ("check", "--method", "PUT", VALID_ADDRESS),
-    ("check", "--retries", "1", VALID_ADDRESS),
-    ("check", "--retries", "many", VALID_ADDRESS),
-    ("check", "--ttl", "0", VALID_ADDRESS),
-    ("check", "--ttl", "300", VALID_ADDRESS),
-    ("check", "--max-time", "0", VALID_ADDRESS),
-    ("check", "--max-time", "-5", VALID_ADDRESS),
-    ("check", "--resolve", "www.example.com:80", "http://www.example.com/"),
-    ("check", "--resolve", "www.example.com:80:not-an-address", "http://www.example.com/"),
-    ("check", "ftp://198.51.100.80/"),
-    ("check", "https://198.51.100.80/"),
-    ("check", "http://x:70000/"),
-    ("check", "http://[::1]/"),
-    ("check", "127.0.0.1"),
-    ("check", "255.255.255.255"),
-    ("check", "224.0.0.1"),
-    ("check", ""),
-])
-def test_usage_errors_exit_2_with_one_line(args):
-    line = assert_one_line_error(guarded_probe(*args), 2)
-    assert line.startswith("probe")
+# The matrix of bad invocations (each with its code and message) is tests/unit/test_bad_inputs.py.
 
 
 @pytest.mark.parametrize("args", [("check",), ("check", "--bogus", VALID_ADDRESS)])
