@@ -10,8 +10,11 @@ A flow leaves the table, and is judged by the engine, when it is over: `LINGER` 
 time) after a reset or after FINs both ways (late packets there are exactly the injected ones),
 `IDLE` seconds after its last packet, when a new handshake reuses its addresses and ports, or at
 the end of the file. Memory is therefore what the open flows hold. A long transfer keeps its
-first `KEEP_ALL` packets and after that only those that open, close or reset (the engine judges
-a reset against the packets before it; bulk data in between is counted, not kept).
+first `KEEP_ALL` packets and after that only those that open, close or reset, or whose TTL
+differs from the previous packet of the same side (the engine judges a packet against the
+server's fingerprint, learnt from the first packets; its cost grows with the square of a flow's
+length). Bulk data in between is counted (`elided`), not kept: a forged data segment in the middle
+of a long transfer that copies the server's TTL is not seen.
 
 Where the capture was taken (`vantage`) decides which packets the host itself sent: its own
 packets leave with an initial TTL (64, 128, 255), the far end's arrive with less. When both
@@ -35,7 +38,7 @@ from probe.tcp import seq_diff
 
 LINGER = 2.0  # seconds of capture time a closed flow stays open for late (injected) packets
 IDLE = 120.0  # seconds without a packet after which a flow is judged as it stands
-KEEP_ALL = 500  # packets of a flow kept in full; later only SYN, FIN and RST segments
+KEEP_ALL = 64  # packets of a flow kept in full; later only SYN, FIN and RST segments and TTL changes
 SWEEP_EVERY = 1.0  # seconds of capture time between two looks for finished flows
 
 _SYN, _ACK, _RST, _FIN = 0x02, 0x10, 0x04, 0x01
@@ -55,12 +58,20 @@ class OpenFlow:
     closed_at: float | None = None
     fins: set = field(default_factory=set)  # which sides sent a FIN: "client", "server"
     elided: int = 0  # bulk packets counted but not kept
+    last_ttl: dict = field(default_factory=dict)  # source address -> TTL of its last packet
+
+    def elide(self, t: float, source: bytes, ttl: int, flags: int) -> bool:
+        """Past KEEP_ALL packets, skip (and count) plain segments that arrive as the last one from
+        the same side did: SYN, FIN and RST segments and any change of TTL are always kept."""
+        if len(self.records) < KEEP_ALL or flags & (_SYN | _RST | _FIN) or self.last_ttl.get(source) != ttl:
+            self.last_ttl[source] = ttl
+            return False
+        self.last_t = t
+        self.elided += 1
+        return True
 
     def add(self, record: PacketRecord) -> None:
         self.last_t = record.t
-        if len(self.records) >= KEEP_ALL and record.proto == "tcp" and not (set(record.flags) & set("SFR")):
-            self.elided += 1
-            return
         self.records.append(record)
         if record.proto != "tcp":
             return
@@ -170,6 +181,8 @@ class FlowTable:
                     self.totals.filtered_out += 1
                 else:
                     self.totals.without_handshake += 1
+                return finished
+            if flow.elide(t, packet[12:16], packet[8], flags):
                 return finished
             record = parse_ip(packet, t)
             if record is not None:

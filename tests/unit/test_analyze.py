@@ -268,3 +268,17 @@ def test_fuzz_the_reader_with_random_bytes(tmp_path, blob, pcapng):
 def test_ip_packets_rejects_a_directory(tmp_path):
     with pytest.raises(ProbeError):
         list(ip_packets(str(tmp_path)))
+
+
+def test_a_long_flow_keeps_its_start_its_resets_and_ttl_changes():
+    table = az.FlowTable()
+    records = handshake_flow(0.0, 40000)[:4]
+    for n in range(300):
+        records.append(from_server(0.2 + n * 0.001, "A", 5001 + 1448 * n, 1020, payload=b"x" * 1448, ip_id=n))
+    records.append(from_server(0.6, "A", 9, 1020, payload=b"y" * 10, ttl=63))  # another distance
+    records.append(from_server(0.7, "R", 10, 0, ip_id=999))
+    for record in records:
+        table.feed(record.t, raw(record))
+    [flow] = table.drain()
+    assert len(flow.records) == az.KEEP_ALL + 2 and flow.elided == len(records) - az.KEEP_ALL - 2
+    assert flow.records[-2].ttl == 63 and flow.records[-1].flags == "R"
