@@ -157,7 +157,8 @@ def main() -> int:
     count = generate(path, args.packets)
     print(f"generated {count} packets ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f} s: "
           f"{path}")
-    tools = {"probe analyze": [sys.executable, "-m", "probe", "analyze", "--json", str(path)],
+    tools = {"probe analyze": [sys.executable, "-m", "probe", "analyze", str(path)],
+             "probe analyze --json": [sys.executable, "-m", "probe", "analyze", "--json", str(path)],
              "tshark -z conv,tcp": ["tshark", "-r", str(path), "-q", "-z", "conv,tcp"]}
     for name, argv in tools.items():
         if name.startswith("tshark") and not any(os.access(os.path.join(d, "tshark"), os.X_OK)

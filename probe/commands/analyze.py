@@ -82,6 +82,7 @@ def analyze(
 
 def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
     import json
+    import sys
 
     from probe.analyze import analyze_stream
     from probe.analyze_report import analyzed_flow_json, flow_row, flows_table
@@ -106,9 +107,11 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
     if not codes:
         raise ProbeError(_no_flows(path, totals))
     if json_output:
-        print('{"schema": %s, "command": "analyze", "file": %s, "flows": [' % (json.dumps(SCHEMA), json.dumps(path)))
-        print(",\n".join(spool.texts()))
-        print('], "totals": %s}' % json.dumps(vars(totals)))
+        write = sys.stdout.write  # flow by flow: the whole document may not fit in memory
+        write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
+        for n, text in enumerate(spool.texts()):
+            write((",\n" if n else "") + text)
+        write('\n], "totals": %s}\n' % json.dumps(vars(totals)))
     else:
         for text in spool.texts():
             print(text)
