@@ -137,40 +137,72 @@ def packet_key(src, dst, proto, sport, dport, flags, seq, ack, ip_id, length, ic
     return (src, dst, proto, sport, dport, flags, seq, ack, ip_id, length, icmp_type)
 
 
+def _doc_key(p: dict) -> tuple:
+    if p["proto"] == "tcp":
+        return packet_key(p["src"], p["dst"], "tcp", p["sport"], p["dport"], p["flags"], p["seq"], p["ack"],
+                          p["ip_id"], p["len"])
+    return packet_key(p["src"], p["dst"], p["proto"], None, None, "", None, None, p["ip_id"], None, p.get("icmp_type"))
+
+
+def _record_key(r) -> tuple:
+    if r.proto == "tcp":
+        return packet_key(r.src, r.dst, "tcp", r.sport, r.dport, r.flags, r.seq, r.ack, r.ip_id, r.length)
+    return packet_key(r.src, r.dst, "icmp", None, None, "", None, None, r.ip_id, None, r.icmp_type)
+
+
 def document_packets(documents) -> list[tuple]:
-    keys = []
-    for document in documents:
-        for p in document["packets"]:
-            if p["proto"] == "tcp":
-                keys.append(packet_key(p["src"], p["dst"], "tcp", p["sport"], p["dport"], p["flags"], p["seq"],
-                                       p["ack"], p["ip_id"], p["len"]))
-            else:
-                keys.append(packet_key(p["src"], p["dst"], p["proto"], None, None, "", None, None, p["ip_id"], None,
-                                       p.get("icmp_type")))
-    return keys
+    return [_doc_key(p) for document in documents for p in document["packets"]]
+
+
+def _flow_of(record, flows: set) -> tuple | None:
+    if record.proto == "tcp":
+        for key in ((record.src, record.sport, record.dst, record.dport), (record.dst, record.dport, record.src,
+                                                                             record.sport)):
+            if key in flows:
+                return key
+    elif record.proto == "icmp" and record.quoted is not None:
+        key = (record.quoted.src, record.quoted.sport, record.quoted.dst, record.quoted.dport)
+        if key in flows:
+            return key
+    return None
+
+
+def _flow_key(document: dict) -> tuple:
+    return (document["client"]["address"], document["client"]["port"], document["target"]["address"],
+            document["target"]["port"])
 
 
 def capture_packets(records, documents) -> list[tuple]:
     """The tcpdump packets of the documents' flows (the TTL sweeps' own packets left out)."""
-    flows = {(d["client"]["address"], d["client"]["port"], d["target"]["address"], d["target"]["port"])
-             for d in documents if d.get("client")}
-    keys = []
-    for r in records:
-        if r.proto == "tcp" and ((r.src, r.sport, r.dst, r.dport) in flows or (r.dst, r.dport, r.src, r.sport) in flows):
-            keys.append(packet_key(r.src, r.dst, "tcp", r.sport, r.dport, r.flags, r.seq, r.ack, r.ip_id, r.length))
-        elif r.proto == "icmp" and r.quoted is not None and \
-                (r.quoted.src, r.quoted.sport, r.quoted.dst, r.quoted.dport) in flows:
-            keys.append(packet_key(r.src, r.dst, "icmp", None, None, "", None, None, r.ip_id, None, r.icmp_type))
-    return keys
+    flows = {_flow_key(d) for d in documents if d.get("client")}
+    return [_record_key(r) for r in records if _flow_of(r, flows) is not None]
 
 
-def compare(documents, records) -> tuple[list, list]:
-    """(packets tcpdump saw that no document holds, packets documents hold that tcpdump did not see)."""
+def compare(documents, records) -> tuple[list, list, list]:
+    """Each flow's packets in tcpdump's capture against its document, over the time the flow
+    was being recorded (up to the packet the document ends with). Returns (packets tcpdump saw
+    in that time that the document lacks, packets of the documents tcpdump never saw, packets
+    tcpdump saw after the document's last one: what arrives once an exchange is over, which
+    `probe check` does not record either)."""
     import collections
 
-    ours = collections.Counter(document_packets(documents))
-    theirs = collections.Counter(capture_packets(records, documents))
-    return sorted((theirs - ours).elements(), key=str), sorted((ours - theirs).elements(), key=str)
+    by_flow = {_flow_key(d): d for d in documents if d.get("client")}
+    seen: dict[tuple, list] = collections.defaultdict(list)
+    for record in records:
+        flow = _flow_of(record, by_flow.keys())
+        if flow is not None:
+            seen[flow].append(record)
+    missed, invented, late = [], [], []
+    for flow, document in by_flow.items():
+        ours = collections.Counter(_doc_key(p) for p in document["packets"])
+        wire = seen.get(flow, [])
+        last = _doc_key(document["packets"][-1]) if document["packets"] else None
+        ends = max((i for i, r in enumerate(wire) if _record_key(r) == last), default=len(wire) - 1)
+        theirs = collections.Counter(_record_key(r) for r in wire[:ends + 1])
+        missed += list((theirs - ours).elements())
+        invented += list((ours - theirs).elements())
+        late += [_record_key(r) for r in wire[ends + 1:]]
+    return sorted(missed, key=str), sorted(invented, key=str), sorted(late, key=str)
 
 
 def read_documents(path: Path) -> list[dict]:

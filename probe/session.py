@@ -15,7 +15,8 @@ Every captured frame goes to the exchange whose flow it belongs to: by its four-
 either way, or, for ICMP, by the four-tuple of the packet it quotes (the same test as
 `Flow.belongs`). Each exchange runs exactly as in `probe.live.run_check`: its timers, its
 hard bound (`max_time`), then a linger of `max(0.5 s, 3 RTT)` (or `--linger`) during which
-late packets are still recorded and answered, but no timer fires. A finished exchange is
+late packets are still recorded and answered, but no timer fires, then the resets that leave
+nothing half-open on the server (`live.close_with_reset`), recorded too. A finished exchange is
 handed out as the same `Measurement` that `run_check` returns, so the engine and the
 writers judge it exactly as they judge `probe check`.
 
@@ -46,7 +47,7 @@ from typing import Callable, Iterable, Iterator
 from probe.engine.model import Flow
 from probe.errors import ProbeError
 from probe.http import ResponseReader, build_request
-from probe.live import CheckOptions, Measurement
+from probe.live import CheckOptions, Measurement, close_with_reset, default_linger
 from probe.record import parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection
@@ -57,6 +58,7 @@ DEFAULT_RATE = 1000.0  # packets per second
 PORT_QUARANTINE = 120.0  # seconds: TIME-WAIT (60 s on Linux) with room to spare
 PORT_TRIES = 32
 IDLE_WAIT = 0.2  # longest sleep when nothing is due (as in run_check)
+CLOSE_WAIT = 0.5  # seconds run_check waits for its closing resets to be captured
 READ_BATCH = 4096  # FleetCapture.read returns at most this many frames at once
 
 
@@ -116,6 +118,8 @@ class _Exchange:
         self.hard_deadline = 0.0
         self.linger_until: float | None = None
         self.scheduled: float | None = None  # the wake time of its live heap entry
+        self.closing_until: float | None = None  # our closing resets are on their way
+        self.closing_expected = 0  # packets recorded once they are all captured
         self.error: str | None = None
 
     @property
@@ -124,6 +128,8 @@ class _Exchange:
 
     def wake_at(self) -> float:
         """When this exchange next needs the loop's attention."""
+        if self.closing_until is not None:
+            return self.closing_until
         if self.linger_until is not None:
             return self.linger_until
         deadline = self.connection.deadline
@@ -133,9 +139,24 @@ class _Exchange:
         """As run_check after its main loop: note a hard stop, then listen a little longer."""
         if not self.connection.done:
             self.connection.progress.gave_up = "max-time"
-        rtt = self.connection.rtt_estimate or 0.0
-        linger = self.options.linger if self.options.linger is not None else max(0.5, 3 * rtt)
+        linger = self.options.linger if self.options.linger is not None else default_linger(
+            self.connection.rtt_estimate)
         self.linger_until = now + linger
+
+
+class _Driver:
+    """What `live.close_with_reset` needs of a flow: its connection, crafter, flow and a sender
+    (this one takes the session's tokens and counts the packets)."""
+
+    def __init__(self, exchange: _Exchange, loop: "_Loop"):
+        self.connection, self.crafter, self.flow = exchange.connection, exchange.crafter, exchange.flow
+        self.sender = self
+        self.loop = loop
+
+    def send(self, packet: bytes, destination: str) -> None:
+        self.loop.sender.send(packet, destination)
+        self.loop.bucket.take(1)
+        self.loop.session.packets_sent += 1
 
 
 class _Ports:
@@ -361,6 +382,10 @@ class _Loop:
                 continue
             exchange.measurement.frames.append(frame)
             exchange.measurement.packets.append(record)
+            if exchange.closing_until is not None:
+                if len(exchange.measurement.packets) >= exchange.closing_expected:
+                    self._end(exchange)
+                    continue
             if not frame.outgoing and not exchange.flow.sent_by_client(record):
                 was_done = exchange.connection.done
                 self._send(exchange, exchange.connection.on_packet(record, self.clock()))
@@ -402,9 +427,15 @@ class _Loop:
         while (at := self._next_timer()) is not None and at <= now:
             exchange = heapq.heappop(self.timers)[2]
             exchange.scheduled = None
+            if exchange.closing_until is not None:
+                if now >= exchange.closing_until:
+                    self._end(exchange)
+                else:
+                    self._schedule(exchange)
+                continue
             if exchange.linger_until is not None:
                 if now >= exchange.linger_until:
-                    self._end(exchange)
+                    self._close(exchange, now)
                 else:
                     self._schedule(exchange)
                 continue
@@ -415,6 +446,21 @@ class _Loop:
             if exchange.connection.done or now >= exchange.hard_deadline:
                 exchange.begin_linger(now)
             self._schedule(exchange)
+
+    def _close(self, exchange: _Exchange, now: float) -> None:
+        """As run_check after its linger: reset what the server may still hold open, and wait
+        (half a second at most) until those resets are recorded too."""
+        driver = _Driver(exchange, self)
+        try:
+            sent = close_with_reset(driver)
+        except ProbeError:
+            sent = 0
+        if not sent:
+            self._end(exchange)
+            return
+        exchange.closing_expected = len(exchange.measurement.packets) + sent
+        exchange.closing_until = now + CLOSE_WAIT
+        self._schedule(exchange)
 
     def _end(self, exchange: _Exchange) -> None:
         del self.table[exchange.key]

@@ -177,10 +177,11 @@ def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, 
         bar.update(1)
 
     pending: list[Pending] = []
-    exit_code = None
+    exit_code, runs = None, None
     try:
         items = ((line, target) for line, target in resolved(lines(), lookahead=2 * concurrency))
-        for finished in session.run(items):
+        runs = session.run(items)
+        for finished in runs:
             line = finished.tag
             if finished.measurement is None:
                 emit(Judged(line, error_document(line, finished.target, finished.error), 1))
@@ -202,6 +203,8 @@ def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, 
         seconds = time.monotonic() - started
         exit_code = spoken.exit_code if alert_on_change else everything.exit_code
     finally:
+        if runs is not None:
+            runs.close()  # the guard table goes now, whatever stopped us (SIGTERM included)
         bar.close()
         if locator is not None:
             locator.close()

@@ -58,8 +58,8 @@ class FakeNet:
         def answer(flags, seq, ack, payload=b""):
             self.deliver(server.build(Segment(flags, seq, ack, 65160, payload)), RTT, False)
 
-        if record.dport == 82:
-            return
+        if record.dport == 82 or (record.dport == 83 and record.flags != "S"):
+            return  # 82: nothing answers; 83: the handshake only, then silence
         if record.flags == "S":
             if record.dport == 81:
                 answer("RA", 0, record.seq + 1)
@@ -202,6 +202,19 @@ def test_clean_exchange_lingers_as_probe_check_does(net):
     assert finished.measurement.progress.closed_politely
     # started at 1000.0; three round trips of exchange, then max(0.5 s, 3 RTT) of listening
     assert net.now == pytest.approx(1000.0 + 3 * RTT + 0.5, abs=0.01)
+
+
+def test_an_unfinished_exchange_is_closed_with_resets_as_probe_check_does(net):
+    _, [finished] = run(net, [(0, target("203.0.113.80", 83))], concurrency=1, rate=10_000)
+    flow, packets = finished.measurement.flow, finished.measurement.packets
+    sent = [p.flags for p in packets if flow.sent_by_client(p)]
+    # SYN, ACK, the request and its three retransmissions, then a reset at the two sequence
+    # numbers the server may expect (all of the request, or none of it)
+    assert sent == ["S", "A", "PA", "PA", "PA", "PA", "R", "R"]
+    resets = [p for p in packets if p.flags == "R"]
+    request = next(p for p in packets if p.flags == "PA")
+    assert {r.seq for r in resets} == {packets[0].seq + 1, packets[0].seq + 1 + request.length}
+    assert analyze_flow(packets, flow).verdict == "dropped"
 
 
 def test_icmp_quoting_a_flow_goes_to_that_flow(net):
