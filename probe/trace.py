@@ -9,7 +9,8 @@ may expect (`live.close_with_reset`), so no half-open connection stays on the se
 
 Polite by construction: at most four connections per TTL (a difference is confirmed once with a
 fresh pair before it counts), a maximum TTL, and the trace stops as soon as the answer is known:
-a confirmed difference, both copies reaching the server, or three silent TTLs in a row.
+a confirmed difference, both copies reaching the server, three TTLs in a row where neither copy
+drew anything (or could connect), or `max_time`.
 
 When the server's handshake itself cannot be completed (a reset answering the SYN), the trace
 falls back on TTL-limited SYNs beside ICMP echoes (`probe.locate`).
@@ -18,7 +19,7 @@ falls back on TTL-limited SYNs beside ICMP echoes (`probe.locate`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from probe.engine.baseline import hop_distance
 from probe.engine.trace import Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box
@@ -40,6 +41,7 @@ class TraceOptions:
     control_host: str = CONTROL_HOST
     max_ttl: int = 16
     window: float | None = None  # seconds to wait after each request; None: max(0.3 s, 3 round trips)
+    max_time: float = 120.0  # the whole trace stops starting new TTLs after this long
 
 
 @dataclass
@@ -56,6 +58,7 @@ class TraceMeasurement:
     rows: list[HopRow] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     result: TraceResult | None = None
+    stopped: str | None = None  # why the trace ended before an answer, if it did
 
     @property
     def frames(self) -> list[Frame]:
@@ -124,14 +127,21 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
         tracer = _Tracer(target, options, rtt, server_distance, capture, sender, guard)
         try:
             silent = 0
+            deadline = time.monotonic() + options.max_time
             for ttl in range(1, options.max_ttl + 1):
+                if time.monotonic() > deadline:
+                    measurement.stopped = f"--max-time ({options.max_time:g} s) ran out before TTL {ttl}"
+                    break
                 control, trigger = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
                 measurement.attempts += [control, trigger]
                 confirmed = False
                 if differs(trigger.fate, control.fate):
                     again = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
                     measurement.attempts += list(again)
-                    confirmed = differs(again[1].fate, again[0].fate) and again[1].fate.word == trigger.fate.word
+                    # a control that can no longer connect after the trigger is a box that blocks
+                    # the whole address pair for a while: that confirms rather than refutes
+                    confirmed = again[1].fate.word == trigger.fate.word and (
+                        differs(again[1].fate, again[0].fate) or again[0].fate.word == "no-handshake")
                 address = control.fate.router if control.fate.expired else trigger.fate.router
                 rtt_ms = control.fate.rtt_ms if control.fate.expired else trigger.fate.rtt_ms
                 measurement.rows.append(HopRow(ttl, address, rtt_ms, trigger.fate, control.fate, confirmed))
@@ -140,12 +150,16 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
                                 f"control: {control.fate.word}{'  (confirmed)' if confirmed else ''}")
                 if confirmed or (control.fate.word == "server" and trigger.fate.word == "server"):
                     break
-                silent = silent + 1 if trigger.fate.word == control.fate.word == "silent" else 0
+                unusable = trigger.fate.word == control.fate.word and trigger.fate.word in ("silent", "no-handshake")
+                silent = silent + 1 if unusable else 0
                 if silent >= SILENT_TTLS:
                     break
         finally:
             tracer.finish()
-    measurement.result = locate_box(measurement.rows)
+    result = locate_box(measurement.rows)
+    if measurement.stopped and not result.interference:
+        result = replace(result, evidence=result.evidence + (f"the trace stopped early: {measurement.stopped}",))
+    measurement.result = result
     return measurement
 
 

@@ -22,6 +22,8 @@ def trace(
     wait: Optional[float] = typer.Option(None, "--wait", metavar="SECONDS",
                                          help="how long to wait for replies to each TTL-limited request "
                                               "[default: 0.3 s or 3 round trips, whichever is longer]"),
+    max_time: float = typer.Option(120.0, "--max-time", metavar="SECONDS",
+                                   help="stop starting new TTLs after this long"),
 ):
     """Send the request with growing TTL beside a control request; report the hop where the
     interference first shows."""
@@ -32,6 +34,8 @@ def trace(
     common.check_control_host(control_host)
     if wait is not None and not 0.05 <= wait <= 10:
         raise UsageError("--wait must be from 0.05 to 10 seconds")
+    if not 0 < max_time <= 3600:
+        raise UsageError("--max-time must be more than 0 and at most 3600 seconds")
     target = build_target(url, [parse_resolve(entry) for entry in resolve or []])
     if control_host.lower() == target.host.lower():
         raise UsageError("--control-host must differ from the host under test")
@@ -46,7 +50,8 @@ def trace(
         f"probing {target.url} at {target.address}:{target.port} from {flow.client}:{flow.client_port} ..."))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     say(f"the exchange at full TTL: {analysis.verdict}")
-    options = TraceOptions(method=method, control_host=control_host, max_ttl=max_ttl, window=wait)
+    options = TraceOptions(method=method, control_host=control_host, max_ttl=max_ttl, window=wait,
+                           max_time=max_time)
     found = localize(target, measurement, analysis, options, always=True, on_progress=say)
     extra, frames = {}, list(measurement.frames)
     if found is not None:
