@@ -1,8 +1,8 @@
 """Keeps the kernel from answering the probe's crafted connection with its own RST.
 
 The kernel has no socket for the crafted flow, so it would answer the server's SYN-ACK with
-a RST. The guard is one nftables table per run, named after the run's PID, holding one
-rule per flow: drop outgoing RSTs of exactly that flow unless they carry the probe's mark.
+a RST. The guard is one nftables table per run, named after the run's PID and start time
+(and a serial number: a batch and its traces each have their own), holding one rule per flow: drop outgoing RSTs of exactly that flow unless they carry the probe's mark.
 No other traffic is touched. The table goes away on every way out (normal end, exception,
 SIGINT, SIGTERM: the CLI turns SIGTERM into an exception), and a table left by a run that
 was killed with SIGKILL is removed by the next run (`sweep_stale`).
@@ -10,6 +10,7 @@ was killed with SIGKILL is removed by the next run (`sweep_stale`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -21,7 +22,8 @@ from probe.wire import PROBE_MARK
 
 TABLE_PREFIX = "probe_guard_"
 FLOW_SET = "flows"
-_TABLE_NAME = re.compile(rf"^{TABLE_PREFIX}(\d+)_(\d+)$")
+_TABLE_NAME = re.compile(rf"^{TABLE_PREFIX}(\d+)_(\d+)(?:_\d+)?$")
+_serial = itertools.count(1)  # several guards of one process (batch, then its traces) never share a table
 
 
 def _nft(script: str | None = None, *args: str) -> str:
@@ -48,6 +50,7 @@ def _start_time(pid: int) -> int | None:
 
 
 def table_name(pid: int) -> str:
+    """The part of a guard table's name that names its process: PID and start time."""
     return f"{TABLE_PREFIX}{pid}_{_start_time(pid) or 0}"
 
 
@@ -66,7 +69,8 @@ def sweep_stale() -> list[str]:
     removed = []
     for name in guard_tables():
         match = _TABLE_NAME.match(name)
-        if match and name != table_name(int(match.group(1))):  # that process is gone
+        if match and f"{TABLE_PREFIX}{match.group(1)}_{match.group(2)}" != table_name(int(match.group(1))):
+            # that process is gone
             try:
                 _nft(f"delete table inet {name}\n")
                 removed.append(name)
@@ -79,7 +83,7 @@ class Guard:
     """The nftables table of this run. Use as a context manager; add flows before their SYN."""
 
     def __init__(self):
-        self.table = table_name(os.getpid())
+        self.table = f"{table_name(os.getpid())}_{next(_serial)}"
         self.installed = False
 
     def __enter__(self) -> "Guard":
