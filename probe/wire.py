@@ -39,35 +39,6 @@ class Frame:
     outgoing: bool
 
 
-def _bpf_program(addresses: list[str]) -> bytes:
-    """Classic BPF on cooked frames: IPv4 packets from or to one of `addresses`, and all ICMP."""
-    ins: list[tuple[int, int, int, int]] = []
-    ld_w_abs, ld_b_abs, jeq_k, ret_k = 0x20, 0x30, 0x15, 0x06
-    count = len(addresses)
-    # layout: [proto, jeq ip], [ldb 9, jeq icmp], [ld 12, jeq a]*n, [ld 16, jeq a]*n, accept, drop
-    total = 4 + 2 * (1 + count) + 2
-    accept, drop = total - 2, total - 1
-
-    def jump(at: int, target: int) -> int:
-        return target - at - 1
-
-    ins.append((ld_w_abs, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF))
-    ins.append((jeq_k, 0, jump(1, drop), ETH_P_IP))
-    ins.append((ld_b_abs, 0, 0, 9))
-    ins.append((jeq_k, jump(3, accept), 0, 1))
-    for offset in (12, 16):
-        ins.append((ld_w_abs, 0, 0, offset))
-        for address in addresses:
-            at = len(ins)
-            last = offset == 16 and address == addresses[-1]
-            ins.append((jeq_k, jump(at, accept), jump(at, drop) if last else 0,
-                        struct.unpack("!I", socket.inet_aton(address))[0]))
-    ins.append((ret_k, 0, 0, SNAPLEN))
-    ins.append((ret_k, 0, 0, 0))
-    assert len(ins) == total
-    return b"".join(struct.pack("HBBI", *i) for i in ins)
-
-
 class Capture:
     """Every IPv4 packet to or from the given addresses (and every ICMP), both directions."""
 
@@ -77,7 +48,7 @@ class Capture:
         except PermissionError:
             raise ProbeError("cannot open a packet capture: run as root (or with CAP_NET_RAW)") from None
         try:
-            self._attach(self._filter_program(addresses))
+            self._attach(fleet_filter(addresses))
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self._set_buffer(buffer_bytes)
             self.sock.setblocking(False)
@@ -85,9 +56,6 @@ class Capture:
         except BaseException:
             self.sock.close()
             raise
-
-    def _filter_program(self, addresses: list[str]) -> bytes:
-        return _bpf_program(addresses)
 
     def _attach(self, program: bytes) -> None:
         buf = ctypes.create_string_buffer(program)
@@ -158,8 +126,8 @@ def _bpf_tcp_icmp() -> bytes:
 def _bpf_addresses(addresses: list[str]) -> bytes:
     """Classic BPF on cooked frames: IPv4 packets from or to one of `addresses`, and all ICMP.
     Each test is followed by its own `accept`, so no jump is longer than one instruction
-    (a classic BPF jump reaches 255 instructions at most: `_bpf_program`'s layout, one jump to
-    a shared `accept`, holds 127 addresses)."""
+    (a classic BPF jump reaches 255 instructions at most: a layout with one jump to a shared
+    `accept` holds only 127 addresses)."""
     ld_w_abs, ld_b_abs, jeq_k, ret_k = 0x20, 0x30, 0x15, 0x06
     accept, drop = (ret_k, 0, 0, SNAPLEN), (ret_k, 0, 0, 0)
     ins = [(ld_w_abs, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF), (jeq_k, 1, 0, ETH_P_IP), drop,
@@ -193,9 +161,6 @@ class FleetCapture(Capture):
         super().__init__(addresses, buffer_bytes)
         self.drops()  # what the kernel counted before the filter was in place is not ours
         self.dropped = 0
-
-    def _filter_program(self, addresses: list[str]) -> bytes:
-        return fleet_filter(addresses)
 
     def watch(self, addresses: list[str]) -> None:
         """Re-attach the filter for this set of addresses (the kernel swaps it atomically;
