@@ -44,6 +44,17 @@ def _on_signal(signum, frame):
     raise _Terminated(128 + signum)
 
 
+def _as_plugin(args: list[str], message: str) -> None:
+    """Under `--nagios`, a run that could not even start is the plugin's UNKNOWN (exit 3, status
+    line on stdout): Nagios reads exit 2 as CRITICAL, which a typo in a check's definition is not."""
+    if "--nagios" in args:
+        from probe.monitor import UNKNOWN, nagios_unknown
+
+        print(nagios_unknown(message), flush=True)
+        say(f"probe: {message}")
+        sys.exit(UNKNOWN)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line on stderr and the contract's code for every way things go wrong."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -63,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     except ProbeError as error:
         if debug:
             raise
+        _as_plugin(args, str(error))
         say(f"probe: {error}")
         sys.exit(error.exit_code)
     except OSError as error:
@@ -77,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         if type(error).__name__ == "NoArgsIsHelpError":
             say(error.ctx.get_help() if getattr(error, "ctx", None) else "usage: probe COMMAND --help")
         else:
+            _as_plugin(args, error.format_message())
             say(f"probe: {error.format_message()} (see probe --help)")
         sys.exit(EXIT_USAGE)
     finally:

@@ -127,3 +127,14 @@ def test_own_address_is_refused_with_one_line():
 def test_without_privileges_a_valid_target_exits_1_saying_so():
     line = assert_one_line_error(probe("check", "--max-time", "5", VALID_ADDRESS), 1)
     assert "root" in line or "CAP_NET" in line
+
+
+@pytest.mark.parametrize("args", [("--concurrency", "abc"), ("--rate", "-5")])
+def test_a_nagios_plugin_that_cannot_start_says_unknown(args):
+    """Nagios reads exit 2 as CRITICAL: under --nagios a bad invocation is UNKNOWN (exit 3),
+    with the plugin's status line on stdout; without it, the contract's usage error (exit 2)."""
+    plugin = guarded_probe("batch", "-", "--nagios", *args)
+    assert plugin.returncode == 3, plugin.stderr
+    assert plugin.stdout.startswith("PROBE UNKNOWN - ") and len(plugin.stdout.splitlines()) == 1
+    plain = guarded_probe("batch", "-", *args)
+    assert plain.returncode == 2 and plain.stdout == ""
