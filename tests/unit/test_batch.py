@@ -180,7 +180,10 @@ def test_bad_options(tmp_path, args, message):
     listing = tmp_path / "targets"
     listing.write_text("http://www.example.com/\n")
     run = guarded_probe("batch", str(listing), *args)
-    assert run.returncode == 2, run.stderr
+    if "--nagios" in args:  # a plugin that cannot start is UNKNOWN to Nagios, not CRITICAL (2)
+        assert run.returncode == 3 and run.stdout.startswith("PROBE UNKNOWN - "), run.stderr
+    else:
+        assert run.returncode == 2, run.stderr
     assert message in run.stderr and run.stderr.count("\n") == 1
 
 
