@@ -186,18 +186,33 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return text
 
 
-@pytest.mark.parametrize("arguments, code, message", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
-def test_a_bad_invocation_exits_with_its_code_and_one_line(places, arguments, code, message):
-    values = dict(places)
-    if any("{own_address}" in a for a in arguments):
-        values["own_address"] = own_address()
-    if any("{subnet_broadcast}" in a for a in arguments):
-        broadcast = _subnet_broadcast()
-        if broadcast is None:
-            pytest.skip("this host has no directed broadcast address")
+def _run(arguments: tuple[str, ...]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", STRICT_GUARD, *arguments], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def outcomes(places) -> dict[str, tuple[dict[str, str], subprocess.CompletedProcess | None]]:
+    """Every row run once, four at a time (each is a Python start-up): row id -> (values, result);
+    None for a row this host cannot pose."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    values = dict(places, own_address=own_address())
+    broadcast = _subnet_broadcast()
+    if broadcast is not None:
         values["subnet_broadcast"] = broadcast
-    result = subprocess.run([sys.executable, "-c", STRICT_GUARD, *(_fill(a, values) for a in arguments)],
-                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    runnable = {name: tuple(_fill(a, values) for a in arguments) for name, arguments, _code, _message in ROWS
+                if broadcast is not None or not any("{subnet_broadcast}" in a for a in arguments)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(runnable, pool.map(_run, runnable.values())))
+    return {name: (values, results.get(name)) for name, *_ in ROWS}
+
+
+@pytest.mark.parametrize("name, code, message", [(row[0], *row[2:]) for row in ROWS], ids=[row[0] for row in ROWS])
+def test_a_bad_invocation_exits_with_its_code_and_one_line(outcomes, name, code, message):
+    values, result = outcomes[name]
+    if result is None:
+        pytest.skip("this host has no directed broadcast address")
     line = assert_one_line_error(result, code)
     assert line.startswith(_fill(message, values)), line
 
@@ -209,6 +224,5 @@ def test_the_matrix_is_large_and_every_row_is_named_once():
 
 
 def test_the_strict_guard_stops_a_name_lookup():
-    result = subprocess.run([sys.executable, "-c", STRICT_GUARD, "check", "--max-time", "1", "www.example.com"],
-                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = _run(("check", "--max-time", "1", "www.example.com"))
     assert result.returncode == 98 and "TEST GUARD: a name lookup of 'www.example.com'" in result.stderr
