@@ -6,15 +6,26 @@ the SYN-ACK that answers our SYN, then packets that arrive at the SYN-ACK's TTL 
 than the path allows and that move the connection forward (acknowledge our bytes, carry
 in-sequence data). A box that answers the handshake itself (transparent proxy, SYN proxy)
 becomes the baseline; the checks that use it then speak of "the handshake's responder".
+
+Cost. Many questions the engine asks of one packet are about the packets before or after it (what
+did it answer, how far had the server sent). Asked by scanning the flow, they made a flow's cost
+grow with the square of its length; `FlowTables` works the answers out once per flow, in
+O(n log n), and the baseline carries them to the heuristics. Sequence numbers wrap, so "ahead" is
+`seq_diff` (a half-circle, not an order); `SeqIndex` answers range questions on that circle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from probe.engine.model import Flow
 from probe.record import PacketRecord
-from probe.tcp import seq_add, seq_diff
+from probe.tcp import MOD32, seq_add, seq_diff
+
+HALF = MOD32 // 2  # seq_diff(a, b) > 0 exactly when (a - b) mod 2**32 is from 1 to HALF - 1
 
 COMMON_INITIAL_TTLS = (32, 64, 128, 255)
 
@@ -83,8 +94,12 @@ def classify_ip_ids(ids: list[int]) -> IpIdHabit:
     if all(i == 0 for i in ids):
         return IpIdHabit("zero", tuple(ids))
     counting = [i for i in ids if i != 0] if ids[0] == 0 else list(ids)
-    # judged in sending order, not arrival order: the path may reorder two of the server's packets
-    start = min(counting, key=lambda i: sum((j - i) % 65536 for j in counting))
+    # judged in sending order, not arrival order: the path may reorder two of the server's packets.
+    # The start is the ID that puts the others least far ahead in all: sum((j - i) % 65536 for j),
+    # which is sum(j) - len * i, plus 65536 for each j below i (IDs taken modulo 65536).
+    below = sorted(j % 65536 for j in counting)
+    total = sum(below)
+    start = min(counting, key=lambda i: total - len(below) * (i % 65536) + 65536 * bisect_left(below, i % 65536))
     ordered = sorted(counting, key=lambda i: (i - start) % 65536)
     if len(ordered) >= 2 and all(0 < (b - a) % 65536 <= 2000 for a, b in zip(ordered, ordered[1:])):
         return IpIdHabit("counter", tuple(ordered))
@@ -102,6 +117,8 @@ class Baseline:
     members: frozenset[int]  # indexes of packets taken as the server's own
     handshake_ttl: int | None = None  # the SYN-ACK's TTL; differs when a SYN proxy answered it
     rtt_spread: float = 0.0  # seconds by which the handshake's round trip exceeded the smallest one
+    # lookup tables over the packets this baseline was learnt from (None: made when first asked)
+    tables: FlowTables | None = field(default=None, compare=False, repr=False)
 
     @property
     def soonest_answer(self) -> float | None:
@@ -126,29 +143,117 @@ class Baseline:
         return hop_distance(self.server_ttl) if self.server_ttl is not None else None
 
 
-def cause_of(packets: list[PacketRecord], index: int, flow: Flow) -> PacketRecord | None:
-    """The earliest packet we sent that the packet at `index` can be an answer to.
+def causes(packets: list[PacketRecord], flow: Flow) -> list[PacketRecord | None]:
+    """For each packet, the earliest packet we sent before it that it can be an answer to.
 
     With an ACK flag, that is the first of our segments whose end it acknowledges; a bare RST
     (RFC 9293: its seq is the ACK of the segment that drew it) answers the first of our segments
-    carrying that ACK. Taking the earliest candidate makes "too early" claims conservative."""
-    packet = packets[index]
-    sent = [p for p in packets[:index] if flow.sent_by_client(p)]
-    if not sent:
+    carrying that ACK. Taking the earliest candidate makes "too early" claims conservative.
+    Failing those, the first of our segments at or beyond what an ACK acknowledges, else our
+    first segment. One pass over the flow; the first two by table, the third by `SeqIndex`."""
+    result: list[PacketRecord | None] = []
+    first_sent = None
+    by_end: dict[int, PacketRecord] = {}  # the end of a segment of ours -> the first one ending there
+    by_ack: dict[int, PacketRecord] = {}  # an ACK number -> the first of our ACK segments carrying it
+    ends = None  # where each segment of ours ends (made when first needed)
+    for index, packet in enumerate(packets):
+        cause = first_sent
+        if first_sent is not None and "A" in packet.flags:
+            cause = by_end.get(packet.ack)
+            if cause is None:
+                if ends is None:
+                    ends = SeqIndex((seq_end(p), i) for i, p in enumerate(packets) if flow.sent_by_client(p))
+                covering = ends.earliest(packet.ack, HALF - 1)  # seq_diff(end, ack) >= 0
+                cause = packets[covering] if covering is not None and covering < index else first_sent
+        elif first_sent is not None:
+            cause = by_ack.get(packet.seq, first_sent)
+        result.append(cause)
+        if flow.sent_by_client(packet):
+            first_sent = packet if first_sent is None else first_sent
+            by_end.setdefault(seq_end(packet), packet)
+            if "A" in packet.flags:
+                by_ack.setdefault(packet.ack, packet)
+    return result
+
+
+class SeqIndex:
+    """Sequence numbers (or ACK numbers), each with a position (e.g. the index of its packet): which
+    came first within a stretch of the circle, and which lies nearest behind a point, each in
+    O(log n) (a segment tree of the earliest position, over the values in order)."""
+
+    def __init__(self, entries: Iterable[tuple[int, int]]):
+        ordered = sorted((value % MOD32, position) for value, position in entries)
+        self.values = [value for value, _ in ordered]
+        self._leaves = size = 1 << max(len(ordered) - 1, 0).bit_length()
+        tree = [math.inf] * (2 * size)
+        tree[size:size + len(ordered)] = [position for _, position in ordered]
+        for node in range(size - 1, 0, -1):
+            tree[node] = min(tree[2 * node], tree[2 * node + 1])
+        self._tree = tree
+
+    def _earliest_between(self, low: int, high: int) -> float:
+        """The earliest position among the values ranked `low` to `high` - 1 (inf if none)."""
+        tree, earliest = self._tree, math.inf
+        low, high = low + self._leaves, high + self._leaves
+        while low < high:
+            if low & 1:
+                earliest = min(earliest, tree[low])
+                low += 1
+            if high & 1:
+                high -= 1
+                earliest = min(earliest, tree[high])
+            low, high = low >> 1, high >> 1
+        return earliest
+
+    def earliest(self, start: int, width: int) -> int | None:
+        """The earliest position whose value is at most `width` ahead of `start`:
+        (value - start) mod 2**32 <= width, with `width` below 2**32."""
+        start %= MOD32
+        end = start + width
+        low = bisect_left(self.values, start)
+        if end < MOD32:
+            earliest = self._earliest_between(low, bisect_right(self.values, end))
+        else:
+            earliest = min(self._earliest_between(low, len(self.values)),
+                           self._earliest_between(0, bisect_right(self.values, end - MOD32)))
+        return None if earliest == math.inf else int(earliest)
+
+    def nearest_behind(self, point: int, before: int) -> int | None:
+        """Of the values at positions below `before`, the one that lies furthest ahead of `point`
+        going round, i.e. nearest behind it: the largest (value - point) mod 2**32."""
+        split = bisect_left(self.values, point % MOD32)
+        for low, high in ((0, split), (split, len(self.values))):  # below the point first, then the rest
+            if self._earliest_between(low, high) >= before:
+                continue
+            while high - low > 1:  # the highest rank from `low` with a position below `before`
+                middle = (low + high) // 2
+                if self._earliest_between(middle, high) < before:
+                    low = middle
+                else:
+                    high = middle
+            return self.values[low]
         return None
-    if "A" in packet.flags:
-        for candidate in sent:
-            if seq_end(candidate) == packet.ack:
-                return candidate
-        covering = [c for c in sent if seq_diff(seq_end(c), packet.ack) >= 0]
-        return covering[0] if covering else sent[0]
-    for candidate in sent:
-        if "A" in candidate.flags and candidate.ack == packet.seq:
-            return candidate
-    return sent[0]
+
+
+class FlowTables:
+    """The answers about one flow's packets that the engine needs for every packet, worked out once.
+
+    `causes[i]` is the packet of ours that packet i answers (`causes`); the heuristics keep their
+    own tables here through `memo`, keyed by what the table depends on besides the packets."""
+
+    def __init__(self, packets: list[PacketRecord], flow: Flow):
+        self.causes = causes(packets, flow)
+        self._memo: dict = {}
+
+    def memo(self, key, compute: Callable[[], object]):
+        """`compute()`, worked out once for this flow and `key`."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
 
 def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
+    tables = FlowTables(packets, flow)
     syn = next((p for p in packets if flow.sent_by_client(p) and p.flags == "S"), None)
     synack_index = None
     for i, p in enumerate(packets):
@@ -157,7 +262,7 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
             synack_index = i
             break
     if synack_index is None:
-        return Baseline(None, None, None, IpIdHabit("unknown", ()), frozenset())
+        return Baseline(None, None, None, IpIdHabit("unknown", ()), frozenset(), tables=tables)
     synack = packets[synack_index]
     syns_before = [p for p in packets[:synack_index] if flow.sent_by_client(p) and p.flags == "S"]
     last_syn = syns_before[-1] if syns_before else syn  # a capture can show the SYN-ACK first
@@ -169,7 +274,7 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
         p = packets[i]
         if not flow.toward_client(p) or p.ttl not in (synack.ttl, server_ttl) or "R" in p.flags:
             continue
-        cause = cause_of(packets, i, flow)
+        cause = tables.causes[i]
         if cause is not None and p.t - cause.t < rtt * 0.5:
             continue  # faster than the path allows: not evidence of what the server looks like
         members.add(i)
@@ -178,7 +283,7 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
         if cause is not None and "A" in p.flags and seq_end(cause) == p.ack and cause.length and p.ttl == synack.ttl:
             rtt = min(rtt, p.t - cause.t)  # a fresh sample: the server acknowledged our data
     return Baseline(synack, server_ttl, rtt, classify_ip_ids(ids), frozenset(members), synack.ttl,
-                    rtt_spread=handshake_rtt - rtt)
+                    rtt_spread=handshake_rtt - rtt, tables=tables)
 
 
 def _farther_responder(packets: list[PacketRecord], synack_index: int, flow: Flow) -> int | None:

@@ -8,9 +8,12 @@ Weights: 3 = physics or protocol says the server could not have sent it; 2 = str
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left, bisect_right, insort
+from collections import Counter
 from dataclasses import dataclass
 
-from probe.engine.baseline import TIMESTAMP_NOISE, Baseline, cause_of, hop_distance, seq_end
+from probe.engine.baseline import HALF, MOD32, TIMESTAMP_NOISE, Baseline, FlowTables, SeqIndex, hop_distance, seq_end
 from probe.engine.model import Flow
 from probe.record import PacketRecord
 from probe.tcp import seq_diff
@@ -22,6 +25,11 @@ BURST_SHARE = 0.1  # resets closer together than this share of the round trip be
 class Signal:
     weight: int
     sentence: str
+
+
+def tables_of(packets: list[PacketRecord], flow: Flow, baseline: Baseline) -> FlowTables:
+    """The baseline's tables over `packets` (made here for a baseline built by hand)."""
+    return baseline.tables if baseline.tables is not None else FlowTables(packets, flow)
 
 
 def ttl_distance(packet: PacketRecord, baseline: Baseline, probe_ttl: int = 64) -> list[Signal]:
@@ -58,7 +66,7 @@ def too_early(packets: list[PacketRecord], index: int, flow: Flow, baseline: Bas
     it came from something closer. The yardstick is a share of the measured round trip, so the
     judgement is the same on a 1 ms path as on a 300 ms one; only the noise is absolute, which
     is why a path under 0.5 ms round trip is never judged by time. The reply is timed from the
-    earliest of our segments it can answer (see `cause_of`): a bare RST copies the ACK of the
+    earliest of our segments it can answer (see `baseline.causes`): a bare RST copies the ACK of the
     segment that drew it, and the handshake ACK carries the same ACK as the request, so a bare RST
     is timed from the handshake ACK (a server with no room for the connection, e.g. Linux with
     tcp_abort_on_overflow, answers that ACK itself with a bare RST).
@@ -69,7 +77,7 @@ def too_early(packets: list[PacketRecord], index: int, flow: Flow, baseline: Bas
     look later, never earlier."""
     packet = packets[index]
     soonest = baseline.soonest_answer
-    cause = cause_of(packets, index, flow)
+    cause = tables_of(packets, flow, baseline).causes[index]
     if baseline.rtt is None or cause is None:
         return []
     elapsed = packet.t - cause.t
@@ -111,7 +119,8 @@ def reset_shape(packets: list[PacketRecord], index: int, flow: Flow, baseline: B
     if "R" not in packet.flags:
         return []
     signals = []
-    server_next = _server_next_seq(packets, index, flow)
+    server_next = tables_of(packets, flow, baseline).memo("server next seq",
+                                                          lambda: _server_next_seqs(packets, flow))[index]
     if server_next is not None:
         offset = seq_diff(packet.seq, server_next)
         if offset == 0:
@@ -130,7 +139,8 @@ def burst_window(round_trip: float | None) -> float:
     return max(BURST_SHARE * round_trip, TIMESTAMP_NOISE) if round_trip else TIMESTAMP_NOISE
 
 
-def reset_burst(packets: list[PacketRecord], index: int, flow: Flow, round_trip: float | None) -> list[Signal]:
+def reset_burst(packets: list[PacketRecord], index: int, flow: Flow, round_trip: float | None,
+                tables: FlowTables | None = None) -> list[Signal]:
     """Several resets within a tenth of the round trip, with different sequence numbers or TTLs.
 
     What: resets in the server's name recorded within `burst_window(round_trip)` of this one.
@@ -150,15 +160,48 @@ def reset_burst(packets: list[PacketRecord], index: int, flow: Flow, round_trip:
     if "R" not in packet.flags:
         return []
     window = burst_window(round_trip)
-    burst = [p for p in packets if flow.toward_client(p) and "R" in p.flags and abs(p.t - packet.t) <= window]
-    if len(burst) < 2:
+    bursts = (tables or FlowTables(packets, flow)).memo(("bursts", window), lambda: _bursts(packets, flow, window))
+    count, seqs, ttls = bursts[index] if index in bursts else _burst(packets, index, flow, window)
+    if count < 2:
         return []
-    seqs = {p.seq for p in burst}
-    ttls = {p.ttl for p in burst}
-    if len(seqs) == 1 and len(ttls) == 1:
-        return [Signal(1, f"one of {len(burst)} identical resets within {window * 1000:.1f} ms")]
-    return [Signal(2, f"one of {len(burst)} resets within {window * 1000:.1f} ms with "
-                      f"{len(seqs)} sequence numbers and {len(ttls)} TTLs")]
+    if seqs == 1 and ttls == 1:
+        return [Signal(1, f"one of {count} identical resets within {window * 1000:.1f} ms")]
+    return [Signal(2, f"one of {count} resets within {window * 1000:.1f} ms with "
+                      f"{seqs} sequence numbers and {ttls} TTLs")]
+
+
+def _burst(packets: list[PacketRecord], index: int, flow: Flow, window: float) -> tuple[int, int, int]:
+    """(resets in the server's name within `window` of packet `index`, their distinct sequence
+    numbers, their distinct TTLs), by a scan of the flow."""
+    packet = packets[index]
+    burst = [p for p in packets if flow.toward_client(p) and "R" in p.flags and abs(p.t - packet.t) <= window]
+    return len(burst), len({p.seq for p in burst}), len({p.ttl for p in burst})
+
+
+def _bursts(packets: list[PacketRecord], flow: Flow, window: float) -> dict[int, tuple[int, int, int]]:
+    """`_burst` for every reset in the server's name, in one sweep of a window over the resets in
+    time order (both ends of a window only move forward as its reset does). Empty, so that each
+    is scanned for, when a time is not a finite number (no order to sweep in)."""
+    resets = [(p.t, i) for i, p in enumerate(packets) if flow.toward_client(p) and "R" in p.flags]
+    if not math.isfinite(window) or not all(math.isfinite(t) for t, _ in resets):
+        return {}
+    resets.sort()
+    seqs, ttls = Counter(), Counter()
+    result = {}
+    low = high = 0
+    for t, index in resets:
+        while high < len(resets) and resets[high][0] - t <= window:
+            seqs[packets[resets[high][1]].seq] += 1
+            ttls[packets[resets[high][1]].ttl] += 1
+            high += 1
+        while resets[low][0] - t < -window:
+            for counter, key in ((seqs, packets[resets[low][1]].seq), (ttls, packets[resets[low][1]].ttl)):
+                counter[key] -= 1
+                if not counter[key]:
+                    del counter[key]
+            low += 1
+        result[index] = (high - low, len(seqs), len(ttls))
+    return result
 
 
 def followed_by_server_data(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
@@ -171,29 +214,73 @@ def followed_by_server_data(packets: list[PacketRecord], index: int, flow: Flow,
     packet = packets[index]
     if "R" not in packet.flags:
         return []
-    later = [i for i in range(index + 1, len(packets)) if i in baseline.members
-             and (packets[i].length or "F" in packets[i].flags)]
-    if not later:
+    later = tables_of(packets, flow, baseline).memo(("server data", baseline.members), lambda: sorted(
+        i for i in baseline.members if (packets[i].length or "F" in packets[i].flags)))
+    after = bisect_right(later, index)
+    if after == len(later):
         return []
-    first = packets[later[0]]
+    first = packets[later[after]]
     return [Signal(2, f"the server still sent {'data' if first.length else 'a FIN'} "
                       f"{(first.t - packet.t) * 1000:.1f} ms after this reset")]
 
 
-def _server_next_seq(packets: list[PacketRecord], index: int, flow: Flow) -> int | None:
-    """The sequence number the server's next segment would carry, judged from what we had seen."""
+def _server_next_seqs(packets: list[PacketRecord], flow: Flow) -> dict[int, int | None]:
+    """For every reset (by index), the sequence number the server's next segment would carry,
+    judged from what we had seen before it: the furthest end of the server's segments (each taken
+    if `seq_diff` says it is ahead), then moved on by what we acknowledged (a bare RST takes our
+    ACK), or None before the server sent anything. Modulo 2**32; in one pass.
+
+    The server's part is a running value. Our ACKs are then taken in order from it, each replacing
+    the value it is ahead of: that is no maximum, since "ahead" on the circle is no
+    order, so each reset would take them all again. Instead: the value moves on at the first of our
+    ACKs ahead of the start (`SeqIndex.earliest`), and from there on its course no longer depends on
+    the start; so every ACK starts a course, and courses that reach the same value merge for good
+    (union-find, with the values the courses have reached kept in order: an ACK moves on all those
+    from HALF - 1 behind it up to its own value, one stretch of the circle)."""
+    ours = [p.ack % MOD32 for p in packets if flow.sent_by_client(p) and "A" in p.flags]
+    first_ahead = SeqIndex((ack, n) for n, ack in enumerate(ours))
+    merged_into: list[int] = []  # course -> the course it merged into (itself while it leads)
+    reached: dict[int, int] = {}  # leading course -> the value it has reached
+    values: list[int] = []  # the values reached, in order, one per leading course
+    course_at: dict[int, int] = {}  # value -> the course leading there
+
+    def leader(course: int) -> int:
+        root = course
+        while merged_into[root] != root:
+            root = merged_into[root]
+        while merged_into[course] != root:
+            merged_into[course], course = root, merged_into[course]
+        return root
+
+    result: dict[int, int | None] = {}
     furthest = None
-    for p in packets[:index]:
+    taken = 0  # of our ACKs, those before the packet at hand
+    for index, p in enumerate(packets):
+        if "R" in p.flags:
+            if furthest is None:
+                result[index] = None
+            else:
+                first = first_ahead.earliest(furthest + 1, HALF - 2)
+                result[index] = furthest if first is None or first >= taken else reached[leader(first)]
         if flow.toward_client(p) and "R" not in p.flags and ("S" in p.flags or p.length or "F" in p.flags):
             end = seq_end(p)
             if furthest is None or seq_diff(end, furthest) > 0:
                 furthest = end
-    if furthest is None:
-        return None
-    for p in packets[:index]:  # what we acknowledged counts too (a bare RST takes our ACK)
-        if flow.sent_by_client(p) and "A" in p.flags and seq_diff(p.ack, furthest) > 0:
-            furthest = p.ack
-    return furthest
+        if flow.sent_by_client(p) and "A" in p.flags:
+            ack = ours[taken]
+            behind = (ack - HALF + 1) % MOD32
+            stretches = ([(bisect_left(values, behind), bisect_right(values, ack))] if behind <= ack else
+                         [(bisect_left(values, behind), len(values)), (0, bisect_right(values, ack))])
+            merged_into.append(taken)
+            for low, high in stretches:  # the later stretch first, so the earlier's ranks still hold
+                for value in values[low:high]:
+                    merged_into[course_at.pop(value)] = taken
+                del values[low:high]
+            insort(values, ack)
+            course_at[ack] = taken
+            reached[taken] = ack
+            taken += 1
+    return result
 
 
 def acknowledges_backwards(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
@@ -209,11 +296,13 @@ def acknowledges_backwards(packets: list[PacketRecord], index: int, flow: Flow, 
     if index not in baseline.members or packet.length or "A" not in packet.flags or "R" in packet.flags \
             or "S" in packet.flags:
         return []
-    acked_before = [p.ack for i, p in enumerate(packets[:index]) if i in baseline.members
-                    and flow.toward_client(p) and "A" in p.flags and "S" not in p.flags]
-    if not acked_before:
+    acked = tables_of(packets, flow, baseline).memo(("server acks", baseline.members), lambda: SeqIndex(
+        (packets[i].ack, i) for i in baseline.members if flow.toward_client(packets[i])
+        and "A" in packets[i].flags and "S" not in packets[i].flags))
+    # the ACK furthest ahead of this one's, i.e. the largest seq_diff(ack, packet.ack)
+    furthest = acked.nearest_behind(packet.ack + HALF, before=index)
+    if furthest is None:
         return []
-    furthest = max(acked_before, key=lambda ack: seq_diff(ack, packet.ack))
     behind = seq_diff(furthest, packet.ack)
     if behind <= 0:
         return []

@@ -16,8 +16,8 @@ errors; and otherwise what the server itself did.
 from __future__ import annotations
 
 from probe.engine import heuristics as h
-from probe.engine.baseline import (Baseline, build_baseline, first_request, hop_distance, request_acknowledged,
-                                   seq_end)
+from probe.engine.baseline import (Baseline, FlowTables, build_baseline, first_request, hop_distance,
+                                   request_acknowledged, seq_end)
 from probe.engine.locate import Location
 from probe.engine.model import Analysis, Attribution, Flow
 from probe.record import ICMP_TIME_EXCEEDED, ICMP_UNREACHABLE, PacketRecord
@@ -53,11 +53,12 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
         if baseline.rtt is not None:
             evidence.append(f"round trip {baseline.rtt * 1000:.1f} ms")
         return Attribution("server", "high", tuple(evidence))
+    tables = h.tables_of(packets, flow, baseline)
     if baseline.synack is None:
-        return _attribute_without_baseline(packets, index, flow)
+        return _attribute_without_baseline(packets, index, flow, tables)
     signals = (h.ttl_distance(packet, baseline) + h.too_early(packets, index, flow, baseline)
                + h.ip_id_habit(packet, baseline) + h.reset_shape(packets, index, flow, baseline)
-               + h.reset_burst(packets, index, flow, baseline.rtt)
+               + h.reset_burst(packets, index, flow, baseline.rtt, tables)
                + h.followed_by_server_data(packets, index, flow, baseline))
     score = sum(signal.weight for signal in signals)
     strong = any(signal.weight >= 2 for signal in signals)
@@ -70,12 +71,13 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
     return Attribution("server", "high" if not against else "medium", tuple(for_server + against))
 
 
-def _attribute_without_baseline(packets: list[PacketRecord], index: int, flow: Flow) -> Attribution:
+def _attribute_without_baseline(packets: list[PacketRecord], index: int, flow: Flow, tables: FlowTables) -> Attribution:
     """No SYN-ACK to compare with (a reset answered the SYN): say what the packet itself tells."""
     packet = packets[index]
     evidence = [f"no SYN-ACK to compare with; TTL {packet.ttl} puts the sender at about hop "
                 f"{hop_distance(packet.ttl)}"]
-    burst = h.reset_burst(packets, index, flow, _round_trip_to_first_answer(packets, flow))
+    round_trip = tables.memo("round trip to first answer", lambda: _round_trip_to_first_answer(packets, flow))
+    burst = h.reset_burst(packets, index, flow, round_trip, tables)
     if burst and burst[0].weight >= 2:
         return Attribution("middlebox", "medium", tuple(evidence + [burst[0].sentence]))
     if "R" in packet.flags and "A" in packet.flags:
@@ -123,35 +125,46 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
     request = first_request(packets, flow)
     if baseline.synack is None or request is None:
         return []
+    copies = [i for i, p in enumerate(packets) if flow.sent_by_client(p) and p.length and p.seq == request.seq]
+    answering_first = None  # the first packet in the server's name between the request and its retransmission
+    if len(copies) >= 2:
+        first_copy, second_copy = packets[copies[0]].t, packets[copies[1]].t
+        answering_first = next((i for i, p in enumerate(packets) if flow.toward_client(p)
+                                and first_copy < p.t < second_copy), None)
+    # what the packets before the one at hand showed (one pass: each is added after it is judged)
+    server_closed = we_reset = acked = False
+    our_acks: set[int] = set()
+    server_end = server_end_ahead = None  # the furthest end of the server's own, and how far past its SYN-ACK
+    copies_before = 0
+    request_end = seq_end(request)
     for index, packet in enumerate(packets):
-        if not flow.toward_client(packet) or "R" not in packet.flags or "A" in packet.flags:
-            continue
-        if attributions[index].origin != "server":
-            continue
-        earlier = packets[:index]
-        if any(flow.toward_client(p) and "F" in p.flags and i in baseline.members for i, p in enumerate(earlier)):
-            continue  # the server had closed: a late segment of ours may draw this reset honestly
-        if any(flow.sent_by_client(p) and "R" in p.flags for p in earlier):
-            continue
-        answered = [p for p in earlier if flow.sent_by_client(p) and "A" in p.flags and p.ack == packet.seq]
-        if not answered:
-            continue
-        server_end = max((seq_end(p) for i, p in enumerate(earlier) if i in baseline.members),
-                         key=lambda end: seq_diff(end, baseline.synack.seq), default=seq_end(baseline.synack))
-        if seq_diff(packet.seq, server_end) > 0:
-            continue  # we had acknowledged bytes the server never sent (forged data): that explains it
-        copies = [p for p in earlier if flow.sent_by_client(p) and p.length and p.seq == request.seq]
-        acked = request_acknowledged(earlier, flow, request)
-        answered_first = any(flow.toward_client(p) and p.t > copies[0].t and (len(copies) < 2 or p.t < copies[1].t)
-                             for p in earlier) if copies else True
-        if len(copies) < 2 or acked or answered_first:
-            continue  # not the signature: it is a bare reset answering a retransmission of an unanswered request
-        evidence = [f"the server answered our segment with a bare RST (seq {packet.seq} = our ACK, no ACK flag, "
-                    f"window {packet.win}): it no longer had the connection it had accepted, and we never "
-                    f"sent a reset"]
-        gap = (copies[1].t - copies[0].t) * 1000
-        evidence.append(f"the request went unacknowledged; its retransmission {gap:.0f} ms later drew the reset")
-        return evidence
+        if (flow.toward_client(packet) and "R" in packet.flags and "A" not in packet.flags
+                and attributions[index].origin == "server"
+                and not server_closed  # the server had closed: a late segment of ours may draw this reset honestly
+                and not we_reset and packet.seq in our_acks
+                # else we had acknowledged bytes the server never sent (forged data): that explains it
+                and seq_diff(packet.seq, seq_end(baseline.synack) if server_end is None else server_end) <= 0
+                # else not the signature: a bare reset answering a retransmission of an unanswered request
+                and copies_before >= 2 and not acked
+                and (answering_first is None or answering_first > index)):
+            evidence = [f"the server answered our segment with a bare RST (seq {packet.seq} = our ACK, no ACK flag, "
+                        f"window {packet.win}): it no longer had the connection it had accepted, and we never "
+                        f"sent a reset"]
+            gap = (packets[copies[1]].t - packets[copies[0]].t) * 1000
+            evidence.append(f"the request went unacknowledged; its retransmission {gap:.0f} ms later drew the reset")
+            return evidence
+        if flow.toward_client(packet):
+            server_closed = server_closed or ("F" in packet.flags and index in baseline.members)
+            acked = acked or ("A" in packet.flags and seq_diff(packet.ack, request_end) >= 0)
+        if index in baseline.members:
+            ahead = seq_diff(seq_end(packet), baseline.synack.seq)
+            if server_end is None or ahead > server_end_ahead:
+                server_end, server_end_ahead = seq_end(packet), ahead
+        if flow.sent_by_client(packet):
+            we_reset = we_reset or "R" in packet.flags
+            if "A" in packet.flags:
+                our_acks.add(packet.ack)
+            copies_before += bool(packet.length and packet.seq == request.seq)
     return []
 
 
@@ -165,9 +178,9 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
     icmp_errors = [i for i, p in enumerate(packets) if flow.quotes_flow(p) and p.icmp_type == ICMP_UNREACHABLE]
     genuine_resets = [i for i in received if "R" in packets[i].flags and attributions[i].origin != "middlebox"]
     if forged_resets or forged_data:
-        backward = [signal.sentence for i in received
-                    for signal in h.acknowledges_backwards(packets, i, flow, baseline)]
-        toward_server = toward_server or backward[:1]
+        backward = next((signal.sentence for i in received
+                         for signal in h.acknowledges_backwards(packets, i, flow, baseline)), None)
+        toward_server = toward_server or ([backward] if backward is not None else [])
 
     if forged_data:
         return ("middlebox-response", "both" if toward_server else "to-client", None, None,
