@@ -167,3 +167,27 @@ def test_apply_trace_sets_the_hop_of_interference_only():
     clean, _ = attempt(64, server_answer())
     untouched = analyze_flow(clean, FLOW)
     assert apply_trace(untouched, result) == untouched
+
+
+def test_the_syn_level_trace_reads_as_hop_rows():
+    """A firewall in hop 2's forwarding path resets TTL-limited SYNs from TTL 3 on; the echo
+    control expires there and reaches the address at TTL 5."""
+    from probe.engine.locate import HopReply, locate
+    from probe.engine.trace import result_from_location, rows_from_sweeps
+
+    server = "203.0.113.80"
+    routers = {1: "192.0.2.1", 2: "198.51.100.2", 3: "198.51.100.6", 4: "198.51.100.10"}
+    tcp = [HopReply(1, "time-exceeded", routers[1], 64, rtt_ms=0.1), HopReply(2, "time-exceeded", routers[2], 63),
+           HopReply(3, "tcp", server, 63, "RA", 0.2)]
+    echo = [HopReply(ttl, "time-exceeded", routers[ttl], 65 - ttl) for ttl in range(1, 5)]
+    echo.append(HopReply(5, "echo-reply", server, 60, rtt_ms=50.5))
+    rows_ = rows_from_sweeps(tcp, echo)
+    assert [(r.ttl, r.address, r.trigger.word, r.control.word) for r in rows_] == [
+        (1, routers[1], "time-exceeded", "time-exceeded"), (2, routers[2], "time-exceeded", "time-exceeded"),
+        (3, routers[3], "reset", "time-exceeded")]
+    result = result_from_location(locate(tcp, echo, server), rows_)
+    assert (result.interference, result.hop, result.bracket) == (True, 2, (2, 3))
+    genuine = tcp[:2] + [HopReply(3, "time-exceeded", routers[3], 62), HopReply(4, "time-exceeded", routers[4], 61),
+                         HopReply(5, "tcp", server, 60, "RA")]
+    quiet = result_from_location(locate(genuine, echo, server), rows_from_sweeps(genuine, echo))
+    assert (quiet.interference, quiet.hop, quiet.bracket) == (False, None, None)
