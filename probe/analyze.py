@@ -9,12 +9,13 @@ its header and nothing more. ICMP errors join the flow they quote.
 A flow leaves the table, and is judged by the engine, when it is over: `LINGER` seconds (capture
 time) after a reset or after FINs both ways (late packets there are exactly the injected ones),
 `IDLE` seconds after its last packet, when a new handshake reuses its addresses and ports, or at
-the end of the file. Memory is therefore what the open flows hold. A long transfer keeps its
-first `KEEP_ALL` packets and after that only those that open, close or reset, or whose TTL
-differs from the previous packet of the same side (the engine judges a packet against the
-server's fingerprint, learnt from the first packets; its cost grows with the square of a flow's
-length). Bulk data in between is counted (`elided`), not kept: a forged data segment in the middle
-of a long transfer that copies the server's TTL is not seen.
+the end of the file. Memory is therefore what the open flows hold: each keeps all its packets,
+so the engine judges what the live probe would have recorded, up to `KEEP_ALL` (10,000) packets;
+past that, only those that open, close or reset, or whose TTL differs from the previous packet of
+the same side, so that one endless transfer cannot hold a whole file in memory. The engine's cost
+grows as n log n with a flow's length (`engine.baseline.FlowTables`): the cap is for memory, not
+time. Bulk data past it is counted (`elided`), not kept: a forged data segment that deep into a
+transfer, and copying the server's TTL, is not seen.
 
 Where the capture was taken (`vantage`) decides which packets the host itself sent: its own
 packets leave with an initial TTL (64, 128, 255), the far end's arrive with less. When both
@@ -38,7 +39,7 @@ from probe.tcp import seq_diff
 
 LINGER = 2.0  # seconds of capture time a closed flow stays open for late (injected) packets
 IDLE = 120.0  # seconds without a packet after which a flow is judged as it stands
-KEEP_ALL = 64  # packets of a flow kept in full; later only SYN, FIN and RST segments and TTL changes
+KEEP_ALL = 10_000  # packets of a flow kept in full; later only SYN, FIN and RST segments and TTL changes
 SWEEP_EVERY = 1.0  # seconds of capture time between two looks for finished flows
 
 _SYN, _ACK, _RST, _FIN = 0x02, 0x10, 0x04, 0x01

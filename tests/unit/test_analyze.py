@@ -270,11 +270,25 @@ def test_ip_packets_rejects_a_directory(tmp_path):
         list(ip_packets(str(tmp_path)))
 
 
+def test_a_long_flow_is_kept_whole_up_to_the_cap():
+    """A segment deep into a transfer, at the server's TTL, reaches the engine as the live probe
+    would have recorded it (the cap is far beyond a flow of hundreds of packets)."""
+    table = az.FlowTable()
+    records = handshake_flow(0.0, 40000)[:4]
+    for n in range(600):
+        records.append(from_server(0.2 + n * 0.001, "A", 5001 + 1448 * n, 1020, payload=b"x" * 1448, ip_id=n))
+    for record in records:
+        table.feed(record.t, raw(record))
+    [flow] = table.drain()
+    assert flow.records == records and flow.elided == 0
+
+
 def test_a_long_flow_keeps_its_start_its_resets_and_ttl_changes():
     table = az.FlowTable()
     records = handshake_flow(0.0, 40000)[:4]
-    for n in range(300):
-        records.append(from_server(0.2 + n * 0.001, "A", 5001 + 1448 * n, 1020, payload=b"x" * 1448, ip_id=n))
+    for n in range(az.KEEP_ALL + 300):
+        records.append(from_server(0.2 + n * 0.00001, "A", 5001 + 1448 * n, 1020, payload=b"x" * 1448,
+                                   ip_id=n % 65536))
     records.append(from_server(0.6, "A", 9, 1020, payload=b"y" * 10, ttl=63))  # another distance
     records.append(from_server(0.7, "R", 10, 0, ip_id=999))
     for record in records:
