@@ -11,9 +11,14 @@ def _interrupted_while_starting(signum, frame):
     os._exit(128 + signum)
 
 
-for _signal in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(_signal, _interrupted_while_starting)
+def run() -> None:
+    """`python -m probe` and the `probe` command: handlers first, then the (slower) imports."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupted_while_starting)
+    from probe.cli import main
 
-from probe.cli import main  # noqa: E402 (after the handlers, on purpose)
+    main()
 
-main()
+
+if __name__ == "__main__":
+    run()

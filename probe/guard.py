@@ -88,10 +88,15 @@ class Guard:
 
     def __enter__(self) -> "Guard":
         sweep_stale()
-        _nft(f"table inet {self.table} {{\n"
-             f"  chain output {{ type filter hook output priority -300; policy accept; }}\n"
-             f"}}\n")
+        # installed first: a signal landing while nft runs must still lead to the removal
         self.installed = True
+        try:
+            _nft(f"table inet {self.table} {{\n"
+                 f"  chain output {{ type filter hook output priority -300; policy accept; }}\n"
+                 f"}}\n")
+        except BaseException:
+            self.remove()
+            raise
         return self
 
     def add_flow(self, client: str, client_port: int, server: str, server_port: int) -> None:
@@ -115,8 +120,9 @@ class Guard:
 
     def remove(self) -> None:
         if self.installed:
-            _nft(f"delete table inet {self.table}\n")
             self.installed = False
+            if self.table in guard_tables():  # (it may never have been made)
+                _nft(f"delete table inet {self.table}\n")
 
     def __exit__(self, *exc) -> None:
         self.remove()

@@ -55,6 +55,16 @@ def parse_url(text: str) -> tuple[str, int, str]:
             raise UsageError(f"{host!r} is not a valid internationalised host name") from None
     if not all(c.isalnum() or c in "._-" for c in host):
         raise UsageError(f"{host!r} is not a host name or IPv4 address")
+    last_label = host.rstrip(".").rsplit(".", 1)[-1]
+    if last_label.isdigit() or last_label.lower().startswith("0x"):
+        # no top-level domain is numeric: this is an address, and only the plain dotted-quad form
+        # is taken (the resolver would read "1.2.3" as 1.2.0.3 and "010.1.1.1" as octal: a probe
+        # must never go somewhere other than where the user thinks)
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise UsageError(f"{host!r} is not a plain IPv4 address: write four decimal numbers, "
+                             f"e.g. 198.51.100.80") from None
     try:
         port = parts.port
     except ValueError:

@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from e2ekit import (BLACKHOLE_ADDR, GUARD_PREFIX, finish, guard_rules, guard_table_of, guard_tables,
+from e2ekit import (BLACKHOLE_ADDR, finish, guard_rules, guard_tables,
                     probe_args, reap, run_probe, start_probe, wait_for, wait_for_guard)
 
 from netns.lab import BIG_SIZE, CLOSED_PORT, HTTP_PORT, INDEX_BODY

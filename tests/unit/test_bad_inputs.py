@@ -83,6 +83,10 @@ ROWS = [  # (id, arguments, exit code, first words of the message); {name} is a 
     ("unspecified", ("check", "0.0.0.0"), 2, "probe: 0.0.0.0 is this host"),
     ("broadcast", ("check", "255.255.255.255"), 2, "probe: 255.255.255.255 is a multicast or broadcast"),
     ("multicast", ("check", "224.0.0.1"), 2, "probe: 224.0.0.1 is a multicast or broadcast"),
+    # legacy numeric forms the resolver would turn into another address (1.2.0.3, octal, hex)
+    ("three-part-address", ("check", "1.2.3"), 2, "probe: '1.2.3' is not a plain IPv4 address"),
+    ("octal-address", ("check", "http://010.0.0.1/"), 2, "probe: '010.0.0.1' is not a plain IPv4 address"),
+    ("hex-address", ("trace", "0x7f.1"), 2, "probe: '0x7f.1' is not a plain IPv4 address"),
     ("own-address", ("check", "{own_address}"), 2, "probe: {own_address} is an address of this host"),
     ("subnet-broadcast", ("check", "{subnet_broadcast}"), 2, "probe: {subnet_broadcast} is a broadcast address"),
     # --- --resolve
