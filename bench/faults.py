@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Signals at random moments of `probe check`, many times (issue #8: at least 50 runs).
+"""Signals at random moments of `probe check`, `trace` and `batch`, many times (issue #8: 50+ runs).
 
 Builds the e2e tests' lab (client - 4 routers - server, 50 ms, a blackholed address), then runs
-RUNS cycles of tests/e2e/faults.py: a probe (clean, closed port with its TTL sweeps, or an
-unanswered SYN) gets SIGINT, SIGTERM or SIGKILL after a random delay; each run must end as the
+RUNS cycles of tests/e2e/faults.py: a probe (check of a clean server, a closed port with its TTL
+sweeps or an unanswered SYN; a trace; a batch of twelve targets) gets SIGINT, SIGTERM or SIGKILL after a random delay; each run must end as the
 contract says (130/143 with one line, or its verdict if it finished first, no traceback), leave no
 guard table unless SIGKILLed, and the next run that gets its guard must sweep a killed run's table.
 Prints how many signals landed before the guard, mid-run and after the end, and every problem.
@@ -45,7 +45,8 @@ def main() -> int:
         for _ in range(args.runs):
             cycle(lab, faults, rnd, args.max_delay)
         settle(lab, faults)
-    print(f"{faults.runs} runs, seed {args.seed}, {time.monotonic() - started:.0f} s")
+    print(f"{faults.runs} runs, seed {args.seed}, {time.monotonic() - started:.0f} s: "
+          + ", ".join(f"{count} {command}" for command, count in sorted(faults.by_command.items())))
     for (name, when), count in sorted(faults.signalled.items()):
         print(f"  {name:8} {when:7} {count}")
     print(f"tables left at the end: {sorted(faults.stale) or 'none'}")

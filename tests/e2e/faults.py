@@ -1,4 +1,5 @@
-"""Signals at random moments of `probe check`, and what each run must leave behind.
+"""Signals at random moments of `probe check`, `probe trace` and `probe batch`, and what each run
+must leave behind.
 
 One `cycle` starts a probe in the lab's client namespace, waits a random time (choosing the
 moment of the fault is the point of the wait), sends SIGINT, SIGTERM or SIGKILL, and checks the
@@ -8,20 +9,44 @@ and bench/faults.py (as many as asked, 50 or more).
 
 from __future__ import annotations
 
+import atexit
 import random
+import tempfile
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from e2ekit import BLACKHOLE_ADDR, finish, guard_tables, probe_args, reap, start_probe
 
-from netns.lab import CLOSED_PORT, HTTP_PORT, Lab
+from netns.lab import ABORT_PORT, CLOSED_PORT, HTTP_PORT, Lab
+
+def _trace(lab: Lab) -> list[str]:
+    """`probe trace` of the clean server: a check, then five TTLs of fresh connections, each with
+    its guard (about 5 s)."""
+    return ["trace", *probe_args(lab.server_addr, HTTP_PORT)[1:]]
+
+
+def _batch(lab: Lab) -> list[str]:
+    """`probe batch` of twelve targets (clean, closed, aborting, unanswered), one guard table
+    with a set of flows."""
+    listing = Path(tempfile.mkstemp(prefix="probe-faults-", suffix=".txt")[1])
+    atexit.register(listing.unlink, missing_ok=True)
+    lines = [f"http://www.example.com:{port}/ www.example.com:{port}:{lab.server_addr}"
+             for port in (HTTP_PORT, CLOSED_PORT, ABORT_PORT)] * 3
+    lines += [f"http://www.example.com/ www.example.com:80:{BLACKHOLE_ADDR}"] * 3
+    listing.write_text("\n".join(lines) + "\n")
+    return ["batch", str(listing), "--syn-retries", "3"]
+
 
 TARGETS = {
     "clean": lambda lab: probe_args(lab.server_addr, HTTP_PORT),
     "closed-port": lambda lab: probe_args(lab.server_addr, CLOSED_PORT),  # a reset, then the TTL sweeps
     "blackholed": lambda lab: probe_args(BLACKHOLE_ADDR, HTTP_PORT, "/", "--syn-retries", "3"),
+    "trace": _trace,
+    "batch": _batch,
 }
+LATEST_SIGNAL = {"trace": 6.0, "batch": 5.0}  # seconds; the others use the cycle's max_delay
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 VERDICT_CODES = {0, 3, 4}  # the run ended on its own before the signal: a verdict
 MESSAGES = {signal.SIGINT: "probe: interrupted", signal.SIGTERM: "probe: terminated"}
@@ -34,6 +59,7 @@ class Faults:
 
     runs: int = 0
     signalled: dict = field(default_factory=dict)  # (signal name, "before"/"mid"/"after") -> count
+    by_command: dict = field(default_factory=dict)  # "check"/"trace"/"batch" -> runs
     stale: set = field(default_factory=set)
     problems: list = field(default_factory=list)
 
@@ -66,7 +92,7 @@ def _check_end(run, signum: int, ended_first: bool, problem) -> None:
 def cycle(lab: Lab, faults: Faults, rnd: random.Random, max_delay: float = 2.5) -> None:
     target = rnd.choice(sorted(TARGETS))
     signum = rnd.choice(SIGNALS)
-    delay = rnd.uniform(0.0, max_delay)
+    delay = rnd.uniform(0.0, LATEST_SIGNAL.get(target, max_delay))
     before = set(guard_tables(lab))
     proc = start_probe(lab, TARGETS[target](lab))
     try:
@@ -78,6 +104,8 @@ def cycle(lab: Lab, faults: Faults, rnd: random.Random, max_delay: float = 2.5) 
     finally:
         reap(proc)
     faults.runs += 1
+    command = target if target in ("trace", "batch") else "check"
+    faults.by_command[command] = faults.by_command.get(command, 0) + 1
     started = _guard_started(run.stderr)
     # A signal in CPython's own start-up (site, .pth files), before a line of probe runs: the
     # interpreter's "Fatal Python error" and exit 1. Nothing of probe's exists yet to clean up.
