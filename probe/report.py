@@ -52,10 +52,21 @@ def packets_json(packets: list[PacketRecord], flow: Flow, analysis: Analysis) ->
     return [packet_json(n, p, t0, flow, a) for n, (p, a) in enumerate(zip(packets, analysis.attributions), 1)]
 
 
+def started_at(packets: list[PacketRecord]) -> str | None:
+    """When the exchange began (the first packet's kernel timestamp), ISO 8601 in UTC: `t_ms`
+    of every packet counts from here, and a log of JSON lines can be read against a clock."""
+    if not packets:
+        return None
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(packets[0].t, timezone.utc).isoformat(timespec="microseconds")
+
+
 def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, analysis: Analysis,
                    command: str = "check", extra: dict | None = None) -> dict:
-    document = {"schema": SCHEMA, "command": command, "target": target_json, "verdict": analysis.verdict,
-                "direction": analysis.direction, "hop": analysis.hop, "rtt_ms": analysis.rtt_ms,
+    document = {"schema": SCHEMA, "command": command, "target": target_json, "started_at": started_at(packets),
+                "verdict": analysis.verdict, "direction": analysis.direction, "hop": analysis.hop,
+                "rtt_ms": analysis.rtt_ms,
                 "client": {"address": flow.client, "port": flow.client_port},
                 "packets": packets_json(packets, flow, analysis), "explanation": analysis.explanation}
     if analysis.hop_basis:

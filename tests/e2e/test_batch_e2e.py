@@ -5,10 +5,12 @@ the history, --alert-on-change, the Nagios and node_exporter outputs, and a host
 from __future__ import annotations
 
 import collections
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 from e2ekit import guard_tables, nft_objects, run_probe
@@ -148,3 +150,34 @@ def test_sigterm_mid_batch_removes_the_guard(lab, tmp_path):
     assert run.returncode == 143, run.stderr
     assert run.stderr.strip().endswith("probe: terminated")
     assert guard_tables(lab) == []
+
+
+def test_the_server_is_left_with_nothing_half_open(lab, fleet_run):
+    """After the batch, no socket of the lab's servers toward our client is still open or half
+    open (TIME-WAIT is a closed connection's normal end): every flow ended with FINs or resets."""
+    from e2ekit import wait_for
+
+    def leftovers():
+        out = lab.exec(lab.server_ns, ["ss", "-Htan"]).stdout
+        return [line for line in out.splitlines()
+                if f"{lab.client_addr}:" in line and not line.startswith(("TIME-WAIT", "LISTEN"))]
+
+    wait_for(lambda: not leftovers(), 5.0, "the server to hold no open or half-open connection toward us")
+
+
+def test_the_packet_rate_limit_is_honoured(lab, tmp_path):
+    """`--rate 40`: 24 closed-port targets (one SYN each, and nothing else to send) go out at
+    40 packets a second, give or take the bucket's burst of rate / 10, not all at once."""
+    listing = tmp_path / "targets.txt"
+    listing.write_text("".join(f"http://www.example.com:81/ www.example.com:81:{lab.server_addr}\n"
+                               for _ in range(24)))
+    run = batch(lab, str(listing), "--rate", "40", "--no-locate", "--concurrency", "100")
+    documents = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(documents) == 24 and all(d["verdict"] == "server-reset" for d in documents), run.stderr
+    syn_times = sorted(datetime.fromisoformat(d["started_at"]).timestamp() + p["t_ms"] / 1000
+                       for d in documents for p in d["packets"] if p["dir"] == "sent" and p["flags"] == "S")
+    assert len(syn_times) == 24
+    spread = syn_times[-1] - syn_times[0]
+    burst = 40 / 10
+    assert spread >= (24 - burst - 1) / 40, f"24 SYNs in {spread:.3f} s: faster than 40 per second"
+    assert spread <= 24 / 40 + 1.0, f"24 SYNs took {spread:.3f} s: far slower than the limit asks"
