@@ -163,7 +163,6 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
     return measurement
 
 
-
 @dataclass
 class Localization:
     """What `check` and `trace` learned beyond the exchange: the revised analysis, the JSON
