@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from probe.engine.baseline import hop_distance
 from probe.engine.model import Analysis, Flow
 from probe.record import ICMP_TIME_EXCEEDED, PacketRecord
+from probe.tcp import seq_diff
 
 INTERFERING = ("reset", "response", "silent", "unreachable", "no-handshake")
 REACHED = ("time-exceeded", "server")
@@ -141,7 +142,8 @@ def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
             continue
         if not flow.toward_client(packet) or "S" in packet.flags:
             continue
-        answers = "R" in packet.flags or packet.length or (packet.ack - sent.seq) % 2**32 > 0
+        # an ACK counts only if it acknowledges request bytes: a backward (challenge) ACK does not
+        answers = "R" in packet.flags or packet.length or seq_diff(packet.ack, sent.seq) > 0
         if not answers:
             continue
         short_of_server = server_distance is not None and sent.ttl < server_distance

@@ -191,3 +191,11 @@ def test_the_syn_level_trace_reads_as_hop_rows():
                          HopReply(5, "tcp", server, 60, "RA")]
     quiet = result_from_location(locate(genuine, echo, server), rows_from_sweeps(genuine, echo))
     assert (quiet.interference, quiet.hop, quiet.bracket) == (False, None, None)
+
+
+def test_a_backward_ack_is_no_answer_to_the_request():
+    """A challenge ACK (RFC 5961) acknowledging less than the request is not an answer to it."""
+    def challenge_ack(request):
+        return from_server(0.0606, "A", IRS + 1, ISN + 1 - 5, ttl=60)
+
+    assert fate(5, challenge_ack).word == "silent"
