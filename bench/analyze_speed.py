@@ -1,6 +1,7 @@
 """How fast is `probe analyze` on a big capture, beside `tshark -r FILE -q -z conv,tcp`?
 
     python3 bench/analyze_speed.py [--packets 1000000] [--keep FILE]
+    python3 bench/analyze_speed.py --two-ended [--packets 1000000] [--probe-root DIR]
 
 Generates an Ethernet pcap (tcpdump's format) of a realistic mix: many short HTTP exchanges
 (handshake, request, a few response segments, FIN both ways), downloads of hundreds of
@@ -8,6 +9,12 @@ segments, some closed ports (RST/ACK to the SYN), some forged resets, UDP (DNS) 
 packets of connections that began before the capture. Flows overlap in time as on a busy
 link. Then it times both tools in a fresh process each and prints packets per second and
 peak memory (ru_maxrss of the child). Nothing is sent anywhere: it only writes a file.
+
+`--two-ended` writes the same traffic twice, as the client's capture and as the server's (each
+packet shifted by half the round trip one way or the other, plus a clock offset of SERVER_CLOCK;
+the server's own packets with TTL 64, the client's with the hops taken off; the forged resets
+only at the client), about half the packets each, and times `probe analyze --json CLIENT SERVER`.
+`--probe-root` runs the probe of another tree (a checkout of an older commit), to compare.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ETH = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
 MSS = 1448
+SERVER_CLOCK = 0.25  # seconds: the server's clock minus the client's, in --two-ended captures
 
 
 def ip4(text: str) -> bytes:
@@ -45,24 +53,32 @@ def udp_packet(src, dst, sport, dport, payload, ttl, ip_id):
     return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ip_id, 0, ttl, 17, 0, src, dst) + udp
 
 
-def exchange(rng: random.Random, t: float, client: bytes, server: bytes, port: int, kind: str):
-    """The packets of one TCP exchange as a capture on the client's side sees them: (t, bytes)."""
+def exchange(rng: random.Random, t: float, client: bytes, server: bytes, port: int, kind: str, side: str = "client"):
+    """The packets of one TCP exchange as a capture on that side sees them: (t, bytes). The server
+    sees the client's packets half a round trip later, sends its own half a round trip earlier
+    (by the client's clock) with TTL 64, and never sees the forged ones."""
     rtt = rng.uniform(0.005, 0.12)
     isn, their = rng.getrandbits(32), rng.getrandbits(32)
     ttl_back = 64 - rng.randint(5, 20)
     cid, sid = rng.getrandbits(16), rng.getrandbits(16)
     out = []
+    at_server = side == "server"
+    shift = rtt / 2 + SERVER_CLOCK if at_server else 0.0
 
     def mine(dt, flags, seq, ack, payload=b""):
         nonlocal cid
         cid += 1
-        out.append((t + dt, tcp_packet(client, server, port, 80, flags, seq, ack, 64, cid, payload)))
+        out.append((t + dt + shift, tcp_packet(client, server, port, 80, flags, seq, ack,
+                                               ttl_back if at_server else 64, cid, payload)))
 
     def theirs(dt, flags, seq, ack, payload=b"", ttl=None, ip_id=None):
         nonlocal sid
         sid += 1
-        out.append((t + dt, tcp_packet(server, client, 80, port, flags, seq, ack, ttl or ttl_back,
-                                       sid if ip_id is None else ip_id, payload, win=65160)))
+        if at_server and ttl is not None:
+            return  # forged on the way: the server never sees it
+        out.append((t + dt - (rtt if at_server else 0.0) + shift,
+                    tcp_packet(server, client, 80, port, flags, seq, ack, 64 if at_server else ttl or ttl_back,
+                               sid if ip_id is None else ip_id, payload, win=65160)))
 
     mine(0, "S", isn, 0)
     if kind == "closed":
@@ -90,8 +106,8 @@ def exchange(rng: random.Random, t: float, client: bytes, server: bytes, port: i
     return out
 
 
-def generate(path: Path, packets: int, seed: int = 1) -> int:
-    """Write the capture; return the number of packets written."""
+def generate(path: Path, packets: int, seed: int = 1, side: str = "client") -> int:
+    """Write the capture as seen on `side`; return the number of packets written."""
     import heapq
 
     rng = random.Random(seed)
@@ -114,7 +130,7 @@ def generate(path: Path, packets: int, seed: int = 1) -> int:
                                          rng.getrandbits(32), 50, rng.getrandbits(16), b"y" * 200))]
             else:
                 kind = rng.choices(["short", "download", "closed", "forged"], [0.90, 0.03, 0.04, 0.03])[0]
-                events = exchange(rng, t, client, server, rng.randint(1024, 65535), kind)
+                events = exchange(rng, t, client, server, rng.randint(1024, 65535), kind, side)
             for event in events:
                 n += 1
                 heapq.heappush(pending, (event[0], n, event[1]))
@@ -134,11 +150,11 @@ def _write(handle, stamp: float, frame: bytes) -> None:
     handle.write(struct.pack("<IIII", seconds, int((stamp - seconds) * 1e6), len(frame), len(frame)) + frame)
 
 
-def timed(argv: list[str]) -> tuple[float, float, int]:
+def timed(argv: list[str], root: Path = ROOT) -> tuple[float, float, int]:
     """Run argv in a child; (wall seconds, peak RSS of that child in MB, exit status)."""
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             env={**os.environ, "PYTHONPATH": str(root)})
     _pid, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -148,9 +164,14 @@ def timed(argv: list[str]) -> tuple[float, float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000)
-    parser.add_argument("--keep", help="write the capture here and keep it")
+    parser.add_argument("--keep", help="write the capture here and keep it (--two-ended: a folder)")
     parser.add_argument("--runs", type=int, default=1, help="time each tool this many times (best counts)")
+    parser.add_argument("--two-ended", action="store_true",
+                        help="a client-side and a server-side capture of the same traffic, --packets in all")
+    parser.add_argument("--probe-root", type=Path, default=ROOT, help="the tree whose probe to run")
     args = parser.parse_args()
+    if args.two_ended:
+        return two_ended(args.packets, args.keep, args.probe_root)
     folder = tempfile.mkdtemp(prefix="probe-bench-")
     path = Path(args.keep) if args.keep else Path(folder) / "bench.pcap"
     started = time.perf_counter()
@@ -171,6 +192,32 @@ def main() -> int:
     if not args.keep:
         path.unlink()
         os.rmdir(folder)
+    return 0
+
+
+def two_ended(packets: int, keep: str | None, root: Path) -> int:
+    """Time `probe analyze --json CLIENT SERVER` over the two ends of about `packets` packets
+    (`keep`: the folder for client.pcap and server.pcap, reused if they are there)."""
+    sys.path.insert(0, str(ROOT))
+    from probe.pcapfile import ip_packets
+    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="probe-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {side: folder / f"{side}.pcap" for side in ("client", "server")}
+    started = time.perf_counter()
+    if keep and all(path.exists() for path in paths.values()):  # made by an earlier run: compare trees on them
+        count = sum(sum(1 for _ in ip_packets(str(path))) for path in paths.values())
+        print(f"reusing {count} packets in two captures: {folder}")
+    else:
+        count = sum(generate(path, packets // 2, side=side) for side, path in paths.items())
+        print(f"generated {count} packets in two captures in {time.perf_counter() - started:.1f} s: {folder}")
+    argv = [sys.executable, "-m", "probe", "analyze", "--json", str(paths["client"]), str(paths["server"])]
+    seconds, peak_mb, code = timed(argv, root)
+    print(f"{'probe analyze --json A B':26s} {seconds:7.2f} s  {count / seconds:10,.0f} packets/s  "
+          f"peak {peak_mb:6.0f} MB  exit {code}  ({root})")
+    if not keep:
+        for path in paths.values():
+            path.unlink()
+        folder.rmdir()
     return 0
 
 

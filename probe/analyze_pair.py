@@ -21,13 +21,24 @@ A packet that arrives at one end in the other end's name, while the other end's 
 running and does not hold it, was not sent by that end: it is forged, whatever its headers say.
 A packet one end sent that never shows at the other (while that capture was running) was lost
 or swallowed on the way.
+
+Memory. A capture may hold a million flows, so neither file's results are held: each judged flow
+is pickled to a temporary file as it finishes (`SpooledResults`) and only its `FlowKey` (start,
+vantage, 4-tuple, client ISN, a digest of the first data) stays in memory. Flows are paired from
+the keys (`pair_keys`, indexed, so pairing costs a lookup a flow); then the pairs are loaded one
+at a time, twice: once for the clock estimate (running minima), once to compare and render.
 """
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from probe.analyze import FlowResult
+from probe.analyze import FlowFilter, FlowResult, Totals, analyze_stream
 from probe.engine import Attribution
 from probe.record import PacketRecord
 from probe.tcp import seq_diff
@@ -70,28 +81,99 @@ def _first_data(result: FlowResult) -> bytes | None:
     return next((p.payload[:256] for p in result.packets if flow.sent_by_client(p) and p.length), None)
 
 
-def pair_flows(client_results: list[FlowResult], server_results: list[FlowResult]) -> list[Pair]:
-    """Pair client-side flows with server-side flows: by 4-tuple, else client ISN, else first data."""
-    pairs, taken = [], set()
-    for mine in client_results:
-        f = mine.flow
-        candidates = [(i, other) for i, other in enumerate(server_results) if i not in taken]
-        found = None
-        for i, other in candidates:
-            o = other.flow
-            if (o.client, o.client_port, o.server, o.server_port) == (f.client, f.client_port, f.server, f.server_port):
-                found = (i, other, "addresses and ports")
+@dataclass(frozen=True)
+class FlowKey:
+    """What pairing needs of one judged flow: kept in memory while the flow waits on disk."""
+
+    start: float  # the time of its first packet (the order flows are reported in)
+    vantage: str  # "client" or "server"
+    ends: tuple[str, int, str, int]  # client, client port, server, server port
+    client_isn: int | None
+    first_data: bytes | None  # a digest of the client's first bytes of data, if it sent any
+
+
+def flow_key(result: FlowResult) -> FlowKey:
+    f, data = result.flow, _first_data(result)
+    return FlowKey(result.packets[0].t if result.packets else 0.0, f.vantage,
+                   (f.client, f.client_port, f.server, f.server_port), _isns(result)[0],
+                   hashlib.blake2b(data, digest_size=16).digest() if data else None)
+
+
+_MATCHED_BY = ("addresses and ports", "the client's initial sequence number (through NAT)",
+               "the client's first bytes of data (through NAT)")
+
+
+def pair_keys(client_keys: list[FlowKey], server_keys: list[FlowKey]) -> list[tuple[int, int, str]]:
+    """Pair client-side flows with server-side flows, by position in each list: by 4-tuple, else
+    client ISN, else first data; each client flow in turn takes the first server flow not yet
+    taken that matches (so the order of both lists matters, as it would in a plain scan)."""
+    indexes: tuple[dict, dict, dict] = ({}, {}, {})
+    for j, key in enumerate(server_keys):
+        for index, value in zip(indexes, (key.ends, key.client_isn, key.first_data)):
+            if value is not None:
+                index.setdefault(value, deque()).append(j)
+    taken: set[int] = set()
+    pairs = []
+    for i, key in enumerate(client_keys):
+        for index, value, matched_by in zip(indexes, (key.ends, key.client_isn, key.first_data), _MATCHED_BY):
+            queue = index.get(value) if value is not None else None
+            while queue and queue[0] in taken:
+                queue.popleft()
+            if queue:
+                taken.add(queue[0])
+                pairs.append((i, queue.popleft(), matched_by))
                 break
-        if found is None and _isns(mine)[0] is not None:
-            found = next(((i, other, "the client's initial sequence number (through NAT)") for i, other in candidates
-                          if _isns(other)[0] == _isns(mine)[0]), None)
-        if found is None and _first_data(mine):
-            found = next(((i, other, "the client's first bytes of data (through NAT)") for i, other in candidates
-                          if _first_data(other) == _first_data(mine)), None)
-        if found is not None:
-            taken.add(found[0])
-            pairs.append(Pair(mine, found[1], found[2]))
     return pairs
+
+
+def pair_flows(client_results: list[FlowResult], server_results: list[FlowResult]) -> list[Pair]:
+    """Pair client-side flows with server-side flows held in memory (see `pair_keys`)."""
+    return [Pair(client_results[i], server_results[j], matched_by) for i, j, matched_by in
+            pair_keys([flow_key(r) for r in client_results], [flow_key(r) for r in server_results])]
+
+
+class SpooledResults:
+    """The judged flows of one capture, pickled to a temporary file as they finish; in memory only
+    their keys. After `finish`, `keys[n]` and `load(n)` go in the order the flows started."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()
+        self.keys: list[FlowKey] = []
+        self._where: list[tuple[int, int]] = []  # (offset, length) in the file, beside `keys`
+
+    def add(self, result: FlowResult) -> None:
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        self.keys.append(flow_key(result))
+        self._where.append((self.file.tell(), len(data)))
+        self.file.write(data)
+
+    def finish(self) -> None:
+        order = sorted(range(len(self.keys)), key=lambda n: self.keys[n].start)  # stable: ties as they finished
+        self.keys = [self.keys[n] for n in order]
+        self._where = [self._where[n] for n in order]
+        self.file.flush()
+
+    def load(self, n: int) -> FlowResult:
+        offset, length = self._where[n]
+        self.file.seek(offset)
+        return pickle.loads(self.file.read(length))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def spool_capture(path: str, wanted: FlowFilter | None) -> tuple[SpooledResults, Totals]:
+    """Judge every flow of a capture file onto disk (`SpooledResults`)."""
+    spool = SpooledResults()
+    totals = analyze_stream(path, wanted, spool.add)
+    spool.finish()
+    return spool, totals
+
+
+def load_pairs(client: SpooledResults, server: SpooledResults, matches: list[tuple[int, int, str]]) -> Iterator[Pair]:
+    """The pairs `pair_keys` found, loaded one at a time."""
+    for i, j, matched_by in matches:
+        yield Pair(client.load(i), server.load(j), matched_by)
 
 
 def _identity(packet: PacketRecord, result: FlowResult, isns) -> tuple | None:
@@ -122,22 +204,26 @@ def _timelines(pair: Pair) -> dict[str, dict[tuple, list[tuple[float, int]]]]:
     return lines
 
 
-def estimate_clock(pairs: list[Pair]) -> tuple[float | None, float | None]:
+def estimate_clock(pairs: Iterable[Pair]) -> tuple[float | None, float | None]:
     """(server clock minus client clock, mean one-way delay), in seconds, from the packets seen
-    once at each end (a retransmitted one could be paired with the wrong copy)."""
-    toward_server, toward_client = [], []
+    once at each end (a retransmitted one could be paired with the wrong copy). One pass, keeping
+    only the smallest delay each way, so `pairs` may be loaded one at a time."""
+    up: float | None = None  # the smallest t_server - t_client toward the server
+    down: float | None = None  # the smallest t_client - t_server toward the client
     for pair in pairs:
         lines = _timelines(pair)
         for identity, copies in lines["client"].items():
             other = lines["server"].get(identity)
             if len(copies) == 1 and other is not None and len(other) == 1:
                 delta = other[0][0] - copies[0][0]
-                (toward_server if identity[0] else toward_client).append(delta)
-    if toward_server and toward_client:
-        up, down = min(toward_server), min(-d for d in toward_client)
+                if identity[0]:
+                    up = delta if up is None else min(up, delta)
+                else:
+                    down = -delta if down is None else min(down, -delta)
+    if up is not None and down is not None:
         return (up - down) / 2, (up + down) / 2
-    if toward_server or toward_client:
-        return (min(toward_server) if toward_server else -min(-d for d in toward_client)), None
+    if up is not None or down is not None:
+        return (up if up is not None else -down), None
     return None, None
 
 

@@ -121,62 +121,95 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
 
 
 def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool) -> int:
-    """FILE and FILE2 hold the two ends of the same traffic (either order): pair and compare."""
-    import json
+    """FILE and FILE2 hold the two ends of the same traffic (either order): pair and compare. Each
+    file's judged flows wait on disk; pairs are loaded one at a time (`probe.analyze_pair`)."""
+    import sys
 
-    from probe.analyze import analyze_file
-    from probe.analyze_pair import compare, estimate_clock, pair_flows, with_proof
+    from probe.analyze_pair import compare, estimate_clock, load_pairs, pair_keys, spool_capture, with_proof
     from probe.analyze_report import analyzed_flow_json, paired_flow_json
-    from probe.report import SCHEMA, packet_table
+    from probe.report import SCHEMA
 
-    loaded = {}
+    spooled = {}
     for path in (first, second):
-        results, totals = analyze_file(path, wanted)
-        if not results:
+        spool, totals = spool_capture(path, wanted)
+        if not len(spool):
             raise ProbeError(_no_flows(path, totals))
-        loaded[path] = results
-    by_side = {path: sum(1 if r.flow.vantage == "client" else -1 for r in results) for path, results in loaded.items()}
+        spooled[path] = spool
+    by_side = {path: sum(1 if key.vantage == "client" else -1 for key in spool.keys) for path, spool in spooled.items()}
     client_file = max(by_side, key=lambda path: by_side[path])
     server_file = second if client_file == first else first
     if client_file == server_file or by_side[client_file] <= 0 <= by_side[server_file] and \
             by_side[client_file] == by_side[server_file]:
         say("probe: cannot tell which capture is the client's: taking FILE as the client's")
         client_file, server_file = first, second
-    pairs = pair_flows(loaded[client_file], loaded[server_file])
-    offset, one_way = estimate_clock(pairs)
-    pairs = [compare(pair, offset, one_way) for pair in pairs]
-    if not pairs:
+    client, server = spooled[client_file], spooled[server_file]
+    matches = pair_keys(client.keys, server.keys)
+    if not matches:
         raise ProbeError(f"no flow of {client_file} is also in {server_file}: they do not hold the same traffic")
-    codes, flows, texts = [], [], []
-    for pair in pairs:
-        client_side, server_side, verdict, direction, explanation = with_proof(pair)
-        codes.append(exit_code_for(verdict, client_side.analysis.hop))
-        flows.append(paired_flow_json(pair, client_side, server_side, verdict, direction, explanation))
-        offset = "unknown" if pair.offset is None else f"{pair.offset * 1000:+.1f} ms"
-        lines = [f"{client_side.flow.client}:{client_side.flow.client_port} -> {client_side.flow.server}:"
-                 f"{client_side.flow.server_port}, paired by {pair.matched_by}; server clock {offset}",
-                 f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
-                                                                 client_side.analysis),
-                 f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
-                                                                 server_side.analysis)]
-        lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
-        lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
-        lines.append(f"verdict: {verdict}  direction: {direction or '-'}")
-        if verbose or verdict != "clean" or pair.missing:
-            texts.append("\n".join(lines))
-        else:
-            texts.append(lines[0] + f"\nverdict: {verdict}")
-    paired = {id(p.client_side) for p in pairs}
-    alone = [analyzed_flow_json(r) for r in loaded[client_file] if id(r) not in paired]
+    offset, one_way = estimate_clock(load_pairs(client, server, matches))
+    codes = []
+
+    def judged():
+        for pair in load_pairs(client, server, matches):
+            pair = compare(pair, offset, one_way)
+            client_side, server_side, verdict, direction, explanation = with_proof(pair)
+            codes.append(exit_code_for(verdict, client_side.analysis.hop))
+            yield pair, client_side, server_side, verdict, direction, explanation
+
+    paired = {i for i, _j, _how in matches}
+    alone = (n for n in range(len(client)) if n not in paired)
     if json_output:
-        print(json.dumps({"schema": SCHEMA, "command": "analyze", "files": {"client": client_file,
-                                                                         "server": server_file},
-                          "flows": flows, "unpaired": alone}, indent=2))
+        _write_json_document({"schema": SCHEMA, "command": "analyze", "files": {"client": client_file,
+                                                                               "server": server_file}},
+                             {"flows": (paired_flow_json(*item) for item in judged()),
+                              "unpaired": (analyzed_flow_json(client.load(n)) for n in alone)})
     else:
-        print("\n\n".join(texts))
-        if alone:
-            say(f"{len(alone)} flow(s) of {client_file} have no counterpart in {server_file}")
+        for n, item in enumerate(judged()):
+            sys.stdout.write(("\n\n" if n else "") + _pair_text(*item, client_file, server_file, verbose))
+        sys.stdout.write("\n")
+        if len(client) > len(matches):
+            say(f"{len(client) - len(matches)} flow(s) of {client_file} have no counterpart in {server_file}")
     return worst_exit_code(codes)
+
+
+def _pair_text(pair, client_side, server_side, verdict, direction, explanation, client_file: str,
+               server_file: str, verbose: bool) -> str:
+    """One pair for people: both packet tables, what is missing at either end, the verdict."""
+    from probe.report import packet_table
+
+    offset = "unknown" if pair.offset is None else f"{pair.offset * 1000:+.1f} ms"
+    head = (f"{client_side.flow.client}:{client_side.flow.client_port} -> {client_side.flow.server}:"
+            f"{client_side.flow.server_port}, paired by {pair.matched_by}; server clock {offset}")
+    if not (verbose or verdict != "clean" or pair.missing):
+        return head + f"\nverdict: {verdict}"
+    lines = [head,
+             f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
+                                                             client_side.analysis),
+             f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
+                                                             server_side.analysis)]
+    lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
+    lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
+    lines.append(f"verdict: {verdict}  direction: {direction or '-'}")
+    return "\n".join(lines)
+
+
+def _write_json_document(head: dict, arrays: dict) -> None:
+    """Print `head` with `arrays` (name -> iterable of dicts) after it, as `json.dumps(..., indent=2)`
+    of the whole would, one item at a time: the whole document may not fit in memory."""
+    import json
+    import sys
+
+    marks = {name: f"\0{name}" for name in arrays}
+    rest = json.dumps({**head, **marks}, indent=2)
+    for name, items in arrays.items():
+        before, rest = rest.split(json.dumps(marks[name]), 1)
+        sys.stdout.write(before)
+        n = -1
+        for n, item in enumerate(items):
+            text = json.dumps(item, indent=2).replace("\n", "\n    ")
+            sys.stdout.write(("[\n    " if n == 0 else ",\n    ") + text)
+        sys.stdout.write("[]" if n < 0 else "\n  ]")
+    sys.stdout.write(rest + "\n")
 
 
 def _no_flows(path: str, totals) -> str:
