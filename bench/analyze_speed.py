@@ -153,8 +153,8 @@ def _write(handle, stamp: float, frame: bytes) -> None:
 def timed(argv: list[str], root: Path = ROOT) -> tuple[float, float, int]:
     """Run argv in a child; (wall seconds, peak RSS of that child in MB, exit status)."""
     started = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "PYTHONPATH": str(root)})
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root,
+                             env={**os.environ, "PYTHONPATH": str(root)})  # cwd: `-m` looks there first
     _pid, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
