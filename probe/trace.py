@@ -138,10 +138,12 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
                 if differs(trigger.fate, control.fate):
                     again = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
                     measurement.attempts += list(again)
-                    # a control that can no longer connect after the trigger is a box that blocks
-                    # the whole address pair for a while: that confirms rather than refutes
-                    confirmed = again[1].fate.word == trigger.fate.word and (
-                        differs(again[1].fate, again[0].fate) or again[0].fate.word == "no-handshake")
+                    # the second pair must show interference too, though not necessarily the same
+                    # word (a box's answer late under load reads as silence); a control that can
+                    # no longer connect after the trigger is a box blocking the address pair for a
+                    # while: that confirms rather than refutes
+                    confirmed = differs(again[1].fate, again[0].fate) or (
+                        again[1].fate.word == trigger.fate.word and again[0].fate.word == "no-handshake")
                 address = control.fate.router if control.fate.expired else trigger.fate.router
                 rtt_ms = control.fate.rtt_ms if control.fate.expired else trigger.fate.rtt_ms
                 measurement.rows.append(HopRow(ttl, address, rtt_ms, trigger.fate, control.fate, confirmed))

@@ -219,8 +219,11 @@ def locate_box(rows: list[HopRow]) -> TraceResult:
                 evidence.append(f"its answer arrived with TTL {trigger.reply_ttl}, below the {k} we sent: it "
                                 f"copies our packet's TTL on arrival, which puts it at hop {hop}")
         else:
+            # the bracket is what the copies proved; the box's own TTL may choose within it (an
+            # earlier TTL whose difference was not confirmed, e.g. its answer came late, leaves
+            # the bracket wider than one hop)
             distance = hop_distance(trigger.reply_ttl)
-            if distance in (k - 1, k) and distance != hop and distance >= 1:
+            if max(passed, 1) <= distance <= k and distance != hop:
                 evidence.append(f"its answer arrived with TTL {trigger.reply_ttl}, from hop {distance}")
                 hop = distance
             elif distance == hop:

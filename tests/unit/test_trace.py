@@ -199,3 +199,16 @@ def test_a_backward_ack_is_no_answer_to_the_request():
         return from_server(0.0606, "A", IRS + 1, ISN + 1 - 5, ttl=60)
 
     assert fate(5, challenge_ack).word == "silent"
+
+
+def test_the_boxs_ttl_chooses_within_a_bracket_wider_than_one_hop():
+    """At TTL 3 the block page's answer came too late to confirm the difference; at TTL 4 it was
+    confirmed. The copies prove only "after hop 2, before hop 4"; the answer's TTL (63: hop 2)
+    chooses within that, instead of the forwarding-path rule's hop 3."""
+    page = Fate("response", reply_ttl=63)
+    rows_ = rows((TE, TE), (TE, TE), (page, TE), (page, TE), confirmed_at=4)
+    result = locate_box(rows_)
+    assert result.hop == 2 and result.bracket == (2, 4)
+    # a TTL outside what the copies proved is not believed
+    far = locate_box(rows((TE, TE), (TE, TE), (TE, TE), (Fate("response", reply_ttl=64), TE), confirmed_at=4))
+    assert far.hop == 3
