@@ -7,14 +7,9 @@ from typing import Optional
 
 import typer
 
+from probe.commands import common
 from probe.commands.common import open_output, say
 from probe.errors import ProbeError, UsageError
-
-_RANGES = {  # option: (low, high, text): the same bounds as probe check's
-    "--retries": (2, 10, "from 2 to 10"), "--syn-retries": (0, 10, "from 0 to 10"), "--ttl": (1, 255, "from 1 to 255"),
-    "--max-ttl": (1, 64, "from 1 to 64"), "--concurrency": (1, 1000, "from 1 to 1000"),
-}
-
 
 def batch(
     file: str = typer.Argument(..., metavar="FILE|-", help="targets, one a line: URL [HOST:PORT:ADDR ...]; "
@@ -25,18 +20,15 @@ def batch(
     concurrency: int = typer.Option(100, "--concurrency", "-c", help="exchanges in flight at once"),
     rate: float = typer.Option(1000.0, "--rate", metavar="PACKETS/S", help="packets sent per second, all targets "
                                                                            "together"),
-    method: str = typer.Option("HEAD", "--method", "-X", help="HTTP method: HEAD or GET"),
-    linger: Optional[float] = typer.Option(None, "--linger", metavar="SECONDS",
-                                           help="keep listening this long after each exchange "
-                                                "[default: 0.5 s or 3 round trips, whichever is longer]"),
-    max_time: float = typer.Option(30.0, "--max-time", metavar="SECONDS", help="hard bound on each exchange"),
-    retries: int = typer.Option(3, "--retries", help="retransmissions of the request (at least 2)"),
-    syn_retries: int = typer.Option(2, "--syn-retries", help="retransmissions of the SYN"),
-    ttl: int = typer.Option(64, "--ttl", help="IP TTL of the probe's packets"),
+    method: str = common.METHOD,
+    linger: Optional[float] = common.LINGER,
+    max_time: float = common.MAX_TIME,
+    retries: int = common.RETRIES,
+    syn_retries: int = common.SYN_RETRIES,
+    ttl: int = common.TTL,
     no_locate: bool = typer.Option(False, "--no-locate", help="never run the TTL sweeps"),
-    max_ttl: int = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try"),
-    control_host: str = typer.Option("example.com", "--control-host", metavar="HOST",
-                                     help="innocuous host named by the control requests of the trace"),
+    max_ttl: int = common.MAX_TTL,
+    control_host: str = common.CONTROL_HOST,
     pcap: Optional[str] = typer.Option(None, "--pcap", metavar="FILE",
                                        help="write every packet of every exchange to FILE (pcap, raw IP)"),
     history: Optional[str] = typer.Option(None, "--history", metavar="FILE",
@@ -52,32 +44,21 @@ def batch(
                                             help="progress bar on stderr [default: when stderr is a terminal]"),
 ):
     """Probe every target of FILE as probe check would, many at once; one JSON line each."""
-    method = method.upper()
-    if method not in ("HEAD", "GET"):
-        raise UsageError(f"unsupported --method {method}: use HEAD or GET")
-    for name, value in (("--retries", retries), ("--syn-retries", syn_retries), ("--ttl", ttl),
-                        ("--max-ttl", max_ttl), ("--concurrency", concurrency)):
-        low, high, text = _RANGES[name]
-        if not low <= value <= high:
-            raise UsageError(f"{name} must be {text}")
+    check_options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl)
+    common.check_max_ttl(max_ttl)
+    if not 1 <= concurrency <= 1000:
+        raise UsageError("--concurrency must be from 1 to 1000")
     if not 0 < rate <= 1_000_000:
         raise UsageError("--rate must be more than 0 and at most 1000000 packets per second")
-    if not 0 < max_time <= 600:  # (a NaN is refused too)
-        raise UsageError("--max-time must be more than 0 and at most 600 seconds")
-    if linger is not None and not 0 <= linger <= 60:
-        raise UsageError("--linger must be from 0 to 60 seconds")
-    from probe.commands.common import check_control_host
-
-    check_control_host(control_host)
+    common.check_control_host(control_host)
     if alert_on_change and not history:
         raise UsageError("--alert-on-change needs --history FILE (where the previous verdicts are)")
     if alert_on_change and nagios:
         raise UsageError("--nagios and --alert-on-change do not go together: the plugin's state is the "
                          "current one")
-    arguments = dict(file=file, out=out, concurrency=concurrency, rate=rate, method=method, linger=linger,
-                     max_time=max_time, retries=retries, syn_retries=syn_retries, ttl=ttl, no_locate=no_locate,
-                     max_ttl=max_ttl, control_host=control_host, pcap=pcap, history=history, alert_on_change=alert_on_change, nagios=nagios,
-                     prom=prom, progress=progress)
+    arguments = dict(file=file, out=out, concurrency=concurrency, rate=rate, check_options=check_options,
+                     no_locate=no_locate, max_ttl=max_ttl, control_host=control_host, pcap=pcap, history=history,
+                     alert_on_change=alert_on_change, nagios=nagios, prom=prom, progress=progress)
     if not nagios:
         raise typer.Exit(_run_batch(**arguments))
     try:  # a plugin that cannot measure says UNKNOWN, on stdout, with the plugin's code
@@ -112,15 +93,13 @@ def _lines(file: str):
     return count, again
 
 
-def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, syn_retries, ttl, no_locate, max_ttl,
-               control_host, pcap, history, alert_on_change, nagios, prom, progress) -> int:
+def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, control_host, pcap, history,
+               alert_on_change, nagios, prom, progress) -> int:
     import json
     import time
 
     from probe.batch import Judged, Locator, Pending, Tally, error_document, judge, resolved, summary_table
-    from probe.live import CheckOptions
     from probe.session import Session, SessionOptions
-    from probe.tcp import Settings
 
     count, lines = _lines(file)
     if not count:  # nothing to probe: say so before a capture, a raw socket or a guard is opened
@@ -132,11 +111,9 @@ def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, 
     from probe.history import History, state_of
 
     store = History(history) if history else None
-    options = SessionOptions(CheckOptions(method=method, linger=linger, max_time=max_time,
-                                          settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl),
-                             concurrency=concurrency, rate=rate)
+    options = SessionOptions(check_options, concurrency=concurrency, rate=rate)
     session = Session(options)
-    locator = None if no_locate else Locator(max_ttl, method, control_host)
+    locator = None if no_locate else Locator(max_ttl, check_options.method, control_host)
     pcap_writer = None
     if pcap_handle is not None:
         import dpkt
@@ -197,7 +174,7 @@ def _run_batch(file, out, concurrency, rate, method, linger, max_time, retries, 
         for item in pending:
             emit(item.complete())
         pending.clear()
-        if locator is not None:  # the session's guard is gone: traces may open theirs
+        if locator is not None:  # the exchanges are over: now the traces
             for judged in locator.run_traces():
                 emit(judged)
         seconds = time.monotonic() - started

@@ -43,6 +43,13 @@ RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
 JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
 PCAP = typer.Option(None, "--pcap", metavar="FILE", help="write every packet sent and received to FILE (pcap, raw IP)")
 METHOD = typer.Option("HEAD", "--method", "-X", help="HTTP method: HEAD or GET")
+LINGER = typer.Option(None, "--linger", metavar="SECONDS",
+                      help="keep listening this long after each exchange "
+                           "[default: 0.5 s or 3 round trips, whichever is longer]")
+MAX_TIME = typer.Option(30.0, "--max-time", metavar="SECONDS", help="hard bound on each exchange")
+RETRIES = typer.Option(3, "--retries", help="retransmissions of the request (at least 2)")
+SYN_RETRIES = typer.Option(2, "--syn-retries", help="retransmissions of the SYN")
+TTL = typer.Option(64, "--ttl", help="IP TTL of the probe's packets")
 MAX_TTL = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try")
 CONTROL_HOST = typer.Option("example.com", "--control-host", metavar="HOST",
                             help="innocuous host named by the control requests of the trace")
@@ -53,6 +60,27 @@ def checked_method(method: str) -> str:
     if method not in ("HEAD", "GET"):
         raise UsageError(f"unsupported --method {method}: use HEAD or GET")
     return method
+
+
+def exchange_options(method: str, linger: float | None, max_time: float, retries: int, syn_retries: int,
+                     ttl: int):
+    """The options of one exchange (`check`, and each of `batch`'s), checked, as `CheckOptions`."""
+    method = checked_method(method)
+    if not 2 <= retries <= 10:
+        raise UsageError("--retries must be from 2 to 10")
+    if not 0 <= syn_retries <= 10:
+        raise UsageError("--syn-retries must be from 0 to 10")
+    if not 1 <= ttl <= 255:
+        raise UsageError("--ttl must be from 1 to 255")
+    if not 0 < max_time <= 600:  # (a NaN is refused too)
+        raise UsageError("--max-time must be more than 0 and at most 600 seconds")
+    if linger is not None and not 0 <= linger <= 60:  # (a NaN is refused too)
+        raise UsageError("--linger must be from 0 to 60 seconds")
+    from probe.live import CheckOptions
+    from probe.tcp import Settings
+
+    return CheckOptions(method=method, linger=linger, max_time=max_time,
+                        settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl)
 
 
 def check_max_ttl(max_ttl: int) -> None:
