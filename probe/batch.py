@@ -102,9 +102,8 @@ class Locator:
       once per address and port, in a few threads while the batch runs, one at a time per
       address (two sweeps toward one address would take each other's echo replies);
     - TTL-limited copies of the request beside a control (interference after the handshake):
-      once per address, port, host, path and method, after the exchanges are over. A trace
-      opens a guard of its own, and a process has one guard table name: run beside the
-      batch's guard it would remove the batch's table on its way out.
+      once per address, port, host, path and method, after the exchanges are over (each
+      trace opens a guard table of its own).
 
     A flow waiting for a trace keeps its packets until the end of the batch; clean flows,
     the vast majority of a healthy fleet, never wait."""
@@ -140,30 +139,24 @@ class Locator:
         self.traces.setdefault(key, []).append((line, measurement, analysis))
 
     def run_traces(self) -> Iterator["Judged"]:
-        """After the batch's guard is gone: one trace per key, applied to each of its exchanges."""
-        from probe.engine.trace import apply_trace
-        from probe.report import trace_json
-        from probe.trace import TraceOptions, run_trace
+        """After the exchanges: one trace per key, applied to each of its exchanges."""
+        from probe.trace import TraceOptions, by_trace, run_trace, server_ttl_of
 
         options = TraceOptions(method=self.method, max_ttl=self.max_ttl, control_host=self.control_host)
         while self.traces:
             _key, waiting = self.traces.popitem()
             first_line, first, first_analysis = waiting[0]
-            server_ttl = next((p.ttl for p in first.packets if first.flow.toward_client(p)
-                               and "S" in p.flags and "A" in p.flags), None)
             try:
-                traced = run_trace(first.target, options, first_analysis.rtt_ms / 1000, server_ttl)
+                traced = run_trace(first.target, options, first_analysis.rtt_ms / 1000, server_ttl_of(first))
             except ProbeError as error:
                 for line, measurement, analysis in waiting:
                     yield _finish(line, measurement, analysis, {"locate_error": str(error)})
                 continue
-            extra = trace_json(traced.rows, traced.result, trigger=f"request for {first.target.host}",
-                               control=f"request for {self.control_host}")
             for n, (line, measurement, analysis) in enumerate(waiting):
-                judged = _finish(line, measurement, apply_trace(analysis, traced.result),
-                                 dict(extra, trace_shared=n > 0))
+                found = by_trace(analysis, traced, first.target.host, self.control_host)
+                judged = _finish(line, measurement, found.analysis, dict(found.extra, trace_shared=n > 0))
                 if n == 0:
-                    judged.frames += traced.frames
+                    judged.frames += found.frames
                 yield judged
 
     def close(self) -> None:
@@ -216,37 +209,30 @@ def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending 
     sweeps or the trace (`Locator`), and the same document. Returns the Judged; a Pending
     while a sweep runs; None when the flow waits for a trace (`Locator.run_traces`)."""
     from probe.engine import analyze_flow
-    from probe.engine.verdict import wants_location
+    from probe.trace import locating_step, sweep_wait
 
     analysis = analyze_flow(measurement.packets, measurement.flow)
-    if locator is None:
+    step = None if locator is None else locating_step(analysis)
+    if step is None:
         return _finish(line, measurement, analysis, {})
-    if not wants_location(analysis):
-        from probe.trace import needs_trace
-
-        if needs_trace(analysis) and analysis.rtt_ms is not None:
-            locator.defer_trace(line, measurement, analysis)
-            return None
-        return _finish(line, measurement, analysis, {})
-    wait = max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
+    if step == "trace":
+        locator.defer_trace(line, measurement, analysis)
+        return None
     future, reused = locator.sweep(measurement.flow.client, measurement.target.address, measurement.target.port,
-                                   wait)
+                                   sweep_wait(analysis))
 
     def after_sweep() -> Judged:
-        from probe.engine.trace import result_from_location, rows_from_sweeps
-        from probe.report import locate_json, trace_json
+        from probe.trace import by_sweeps
 
         try:
             sweeps, location = future.result()
         except ProbeError as error:
             return _finish(line, measurement, analysis, {"locate_error": str(error)})
-        rows = rows_from_sweeps(sweeps.tcp, sweeps.echo)
-        extra = {"locate": dict(locate_json(location, sweeps.tcp, sweeps.echo), shared=reused)}
-        extra.update(trace_json(rows, result_from_location(location, rows), trigger="TTL-limited SYN",
-                                control="TTL-limited ICMP echo"))
-        judged = _finish(line, measurement, analyze_flow(measurement.packets, measurement.flow, location), extra)
+        found = by_sweeps(measurement, sweeps, location)
+        found.extra["locate"]["shared"] = reused
+        judged = _finish(line, measurement, found.analysis, found.extra)
         if not reused:
-            judged.frames += sweeps.frames
+            judged.frames += found.frames
         return judged
 
     return Pending(future, after_sweep)

@@ -181,39 +181,70 @@ def needs_trace(analysis) -> bool:
     return analysis.verdict in ("middlebox-reset", "middlebox-response", "dropped") or ambiguous_reset
 
 
-def localize(target: Target, measurement, analysis, options: TraceOptions, always: bool = False,
-             on_progress=None) -> Localization | None:
-    """Run whichever TTL sweep can place the box this exchange points at (None: no reason to).
-
-    No handshake (a reset answering the SYN): TTL-limited SYNs beside ICMP echoes. A handshake
-    answered from suspiciously near (a transparent proxy): the same. Interference after the
-    handshake: TTL-limited copies of the request beside a control (`run_trace`)."""
-    from probe.engine import analyze_flow
-    from probe.engine.trace import apply_trace, result_from_location, rows_from_sweeps
+def locating_step(analysis, always: bool = False) -> str | None:
+    """Which TTL sweep can place the box this exchange points at: "sweeps" (TTL-limited SYNs
+    beside ICMP echoes: no handshake to build on, or one answered from suspiciously near, a
+    transparent proxy), "trace" (TTL-limited copies of the request beside a control: interference
+    after the handshake), or None. `always`: `probe trace`, which locates whatever happened."""
     from probe.engine.verdict import wants_location
+
+    if wants_location(analysis) or (always and analysis.rtt_ms is None):
+        return "sweeps"
+    if (always or needs_trace(analysis)) and analysis.rtt_ms is not None:
+        return "trace"
+    return None
+
+
+def sweep_wait(analysis) -> float:
+    """How long each TTL-limited SYN or echo is waited for: 0.5 s, or 3 round trips if longer."""
+    return max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
+
+
+def server_ttl_of(measurement) -> int | None:
+    """The TTL the handshake's SYN-ACK arrived with (the trace's yardstick for the server)."""
+    return next((p.ttl for p in measurement.packets if measurement.flow.toward_client(p)
+                 and "S" in p.flags and "A" in p.flags), None)
+
+
+def by_sweeps(measurement, sweeps, location) -> Localization:
+    """The exchange judged again with the sweeps' location, and their JSON sections."""
+    from probe.engine import analyze_flow
+    from probe.engine.trace import result_from_location, rows_from_sweeps
     from probe.report import locate_json, trace_json
 
+    rows = rows_from_sweeps(sweeps.tcp, sweeps.echo)
+    extra = {"locate": locate_json(location, sweeps.tcp, sweeps.echo)}
+    extra.update(trace_json(rows, result_from_location(location, rows), trigger="TTL-limited SYN",
+                            control="TTL-limited ICMP echo"))
+    return Localization(analyze_flow(measurement.packets, measurement.flow, location), extra, sweeps.frames)
+
+
+def by_trace(analysis, traced: TraceMeasurement, host: str, control_host: str) -> Localization:
+    """The exchange's analysis with the trace's hop, and the trace's JSON sections."""
+    from probe.engine.trace import apply_trace
+    from probe.report import trace_json
+
+    extra = trace_json(traced.rows, traced.result, trigger=f"request for {host}", control=f"request for {control_host}")
+    return Localization(apply_trace(analysis, traced.result), extra, traced.frames)
+
+
+def localize(target: Target, measurement, analysis, options: TraceOptions, always: bool = False,
+             on_progress=None) -> Localization | None:
+    """Run whichever TTL sweep can place the box this exchange points at (`locating_step`);
+    None when there is no reason to."""
     say = on_progress or (lambda line: None)
-    if wants_location(analysis) or (always and analysis.rtt_ms is None):
+    step = locating_step(analysis, always)
+    if step == "sweeps":
         from probe.engine.locate import locate
         from probe.locate import run_sweeps
 
         say("sweeping TTL-limited SYNs and ICMP echoes to find where the TCP answer comes from ...")
-        wait = options.window if options.window is not None else max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
+        wait = options.window if options.window is not None else sweep_wait(analysis)
         sweeps = run_sweeps(measurement.flow.client, target.address, target.port, max_ttl=options.max_ttl,
                             wait=wait, on_progress=say)
-        location = locate(sweeps.tcp, sweeps.echo, target.address)
-        rows = rows_from_sweeps(sweeps.tcp, sweeps.echo)
-        result = result_from_location(location, rows)
-        extra = {"locate": locate_json(location, sweeps.tcp, sweeps.echo)}
-        extra.update(trace_json(rows, result, trigger="TTL-limited SYN", control="TTL-limited ICMP echo"))
-        return Localization(analyze_flow(measurement.packets, measurement.flow, location), extra, sweeps.frames)
-    if not (always or needs_trace(analysis)) or analysis.rtt_ms is None:
-        return None
-    server_ttl = next((p.ttl for p in measurement.packets if measurement.flow.toward_client(p)
-                       and "S" in p.flags and "A" in p.flags), None)
-    say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
-    traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl, on_progress=say)
-    extra = trace_json(traced.rows, traced.result, trigger=f"request for {target.host}",
-                       control=f"request for {options.control_host}")
-    return Localization(apply_trace(analysis, traced.result), extra, traced.frames)
+        return by_sweeps(measurement, sweeps, locate(sweeps.tcp, sweeps.echo, target.address))
+    if step == "trace":
+        say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
+        traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement), on_progress=say)
+        return by_trace(analysis, traced, target.host, options.control_host)
+    return None
