@@ -121,8 +121,11 @@ class Guard:
     def remove(self) -> None:
         if self.installed:
             self.installed = False
-            if self.table in guard_tables():  # (it may never have been made)
+            try:
                 _nft(f"delete table inet {self.table}\n")
+            except ProbeError:
+                if self.table in guard_tables():  # else it was never made (a signal during `nft`)
+                    raise
 
     def __exit__(self, *exc) -> None:
         self.remove()
