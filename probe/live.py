@@ -14,6 +14,8 @@ from probe.target import Target
 from probe.tcp import ClientConnection, Progress, Segment, Settings, seq_add
 from probe.wire import Capture, Frame, PortReservation, RawSender, local_addresses, random_u32, source_address
 
+CLOSE_WAIT = 0.5  # seconds to wait for our closing resets to show in the capture
+
 
 @dataclass(frozen=True)
 class CheckOptions:
@@ -151,7 +153,7 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
             closing = close_with_reset(driver)
             if closing:  # record our resets too: the pcap holds every packet we sent
                 recorded = len(driver.packets)
-                until = time.monotonic() + 0.5
+                until = time.monotonic() + CLOSE_WAIT
                 while len(driver.packets) < recorded + closing and (remaining := until - time.monotonic()) > 0:
                     pump(capture, [driver], remaining)
     finally:

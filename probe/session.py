@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Iterator
 from probe.engine.model import Flow
 from probe.errors import ProbeError
 from probe.http import ResponseReader, build_request
-from probe.live import CheckOptions, Measurement, close_with_reset, default_linger
+from probe.live import CLOSE_WAIT, CheckOptions, Measurement, close_with_reset, default_linger
 from probe.record import parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection
@@ -58,7 +58,6 @@ DEFAULT_RATE = 1000.0  # packets per second
 PORT_QUARANTINE = 120.0  # seconds: TIME-WAIT (60 s on Linux) with room to spare
 PORT_TRIES = 32
 IDLE_WAIT = 0.2  # longest sleep when nothing is due (as in run_check)
-CLOSE_WAIT = 0.5  # seconds run_check waits for its closing resets to be captured
 READ_BATCH = 4096  # FleetCapture.read returns at most this many frames at once
 
 
