@@ -61,6 +61,8 @@ class PacketRecord:
     icmp_type: int | None = None
     icmp_code: int | None = None
     quoted: Quoted | None = None
+    version: int = 4  # IP version; for IPv6 `ttl` is the hop limit, `ip_id` 0 and `df` True
+    flow_label: int = 0  # IPv6 only
 
     @property
     def length(self) -> int:
@@ -74,6 +76,16 @@ class PacketRecord:
             if option_name == name:
                 return value
         return None
+
+
+def is_time_exceeded(record: PacketRecord) -> bool:
+    """An ICMP (type 11) or ICMPv6 (type 3) time exceeded message."""
+    return record.proto == "icmp" and record.icmp_type == (3 if record.version == 6 else ICMP_TIME_EXCEEDED)
+
+
+def is_unreachable(record: PacketRecord) -> bool:
+    """An ICMP (type 3) or ICMPv6 (type 1) destination unreachable message."""
+    return record.proto == "icmp" and record.icmp_type == (1 if record.version == 6 else ICMP_UNREACHABLE)
 
 
 def flag_letters(bits: int) -> str:
