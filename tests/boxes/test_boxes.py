@@ -177,6 +177,41 @@ def test_ttlcopy_forges_with_the_servers_ttl_df_and_next_ip_id(boxlab):
     assert [p.id for p in forged] == [synack.id + 1, synack.id + 2]
 
 
+def test_copycat_swallows_the_request_and_aborts_with_the_servers_face(boxlab):
+    """One RST/ACK shaped like the server's own abort (at the client's ack, acknowledging the
+    request, the window the server's next segments carry) with the server's TTL, DF and next
+    IP-ID, a few milliseconds after the request; the request never reaches the server."""
+    from scapy.layers.inet import TCP
+    with boxlab.box("r1", "copycat", "--delay-ms", "3"):
+        with boxlab.capture("c") as client, boxlab.capture("s") as server:
+            rc, _, _ = boxlab.curl(TRIGGER_HOST)
+            assert_control_passes(boxlab)
+    assert rc == 56  # connection reset
+    synack, request = handshake(client.packets)
+    [abort] = [p for p in tcp_packets(client.packets, src=SERVER) if "R" in flags(p)]
+    assert flags(abort) == "RA" and abort.seq == request.ack and abort.ack == end_seq(request)
+    assert abort.ttl == synack.ttl == SERVER_TTL_AT_CLIENT
+    assert abort.flags.DF == synack.flags.DF and abort.id == synack.id + 1
+    # the control connection shows the window the server really advertises after its SYN-ACK
+    control_port = next(p.sport for p in trigger_or_control(client.packets, CONTROL_HOST))
+    genuine = next(p for p in tcp_packets(client.packets, src=SERVER)
+                   if p.dport == control_port and flags(p) != "SA")
+    assert abort.window == genuine.window != synack.window
+    assert dict(synack[TCP].options).get("WScale")  # the case the scaling arithmetic is for
+    assert 0.003 <= captured_at(client.packets, abort) - captured_at(client.packets, request) < 0.5
+    assert not trigger_segments(server.packets)
+    assert not any(p.dport == request.sport for p in tcp_packets(server.packets, src=SERVER) if "R" in flags(p))
+
+
+def trigger_or_control(packets, host: str):
+    return [p for p in tcp_packets(packets, src=CLIENT) if host.encode() in payload_of(p)]
+
+
+def captured_at(packets, ip) -> float:
+    """The capture timestamp of one IP layer that `tcp_packets` returned (it is the frame's)."""
+    return float(next(frame.time for frame in packets if frame.payload is ip))
+
+
 def test_ttlprobe_copies_the_ttl_the_request_arrived_with(boxlab):
     with boxlab.box("r1", "ttlprobe"):
         with boxlab.capture("c") as client:
