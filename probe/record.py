@@ -1,22 +1,42 @@
-"""The one packet record, and the one function that makes it from IPv4 bytes.
+"""The one packet record, and the one function that makes it from IPv4 or IPv6 bytes.
 
 Live captures and capture files both go through `parse_ip`, so the engine sees the same
 records whichever way a packet arrived. The parser is struct-level (fast enough for bulk
 files, and it cannot be talked into trusting a length field: every slice is bounded by
 what is really there). Anything it cannot make sense of becomes `proto="other"`, never an
 exception.
+
+IPv6 fills the same fields: the hop limit is `ttl`, the traffic class `tos`, `ip_len` the
+whole datagram (40 + payload length); there is no IP-ID (`ip_id` 0) and routers never
+fragment (`df` True). `version` and `flow_label` say what IPv4 has no word for. ICMPv6 errors
+are `proto="icmp"` records that keep ICMPv6's own type numbers, which are not IPv4's (3 is
+time exceeded in ICMPv6, unreachable in ICMP): ask `is_unreachable`, `is_time_exceeded`,
+`is_packet_too_big`, `is_prohibited`, not the numbers.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 TCP_FLAG_LETTERS = "FSRPAUEC"  # scapy's order: bit 0 is FIN, bit 7 is CWR
 
 ICMP_UNREACHABLE = 3
 ICMP_TIME_EXCEEDED = 11
 ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
+ICMP_FRAGMENTATION_NEEDED = 4  # code of ICMP_UNREACHABLE: IPv4's "packet too big"
+ICMP_PROHIBITED_CODES = frozenset({9, 10, 13})  # net, host, communication administratively prohibited
+
+ICMP6_UNREACHABLE, ICMP6_PACKET_TOO_BIG, ICMP6_TIME_EXCEEDED, ICMP6_PARAMETER_PROBLEM = 1, 2, 3, 4
+ICMP6_ERROR_TYPES = frozenset({1, 2, 3, 4})
+ICMP6_PROHIBITED_CODES = frozenset({1, 5, 6})  # administratively prohibited, source policy, reject route
+
+IPV6_HEADER = 40
+IPV6_SKIPPED = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options: length in 8-octet units
+IPV6_FRAGMENT, IPV6_AUTH = 44, 51
+MAX_EXTENSION_HEADERS = 8  # a real packet has a few; a longer chain is hostile
 
 _OPTION_NAMES = {2: "MSS", 3: "WScale", 4: "SAckOK", 5: "SAck", 8: "Timestamp"}
 
@@ -35,11 +55,13 @@ class Quoted:
     sport: int | None = None
     dport: int | None = None
     seq: int | None = None
+    version: int = 4
+    flow_label: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class PacketRecord:
-    """One IPv4 packet as the engine sees it. `t` is a kernel timestamp in seconds."""
+    """One IPv4 or IPv6 packet as the engine sees it. `t` is a kernel timestamp in seconds."""
 
     t: float
     src: str
@@ -78,22 +100,61 @@ class PacketRecord:
         return None
 
 
-def is_time_exceeded(record: PacketRecord) -> bool:
-    """An ICMP (type 11) or ICMPv6 (type 3) time exceeded message."""
-    return record.proto == "icmp" and record.icmp_type == (3 if record.version == 6 else ICMP_TIME_EXCEEDED)
-
-
-def is_unreachable(record: PacketRecord) -> bool:
-    """An ICMP (type 3) or ICMPv6 (type 1) destination unreachable message."""
-    return record.proto == "icmp" and record.icmp_type == (1 if record.version == 6 else ICMP_UNREACHABLE)
-
-
 def flag_letters(bits: int) -> str:
     return "".join(letter for i, letter in enumerate(TCP_FLAG_LETTERS) if bits & (1 << i))
 
 
 def _addr(raw: bytes) -> str:
     return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
+
+
+@lru_cache(maxsize=4096)
+def _addr6(raw: bytes) -> str:
+    return str(ipaddress.IPv6Address(raw))
+
+
+def address_text(raw: bytes) -> str:
+    """An address as records spell it: dotted quad for 4 bytes, compressed IPv6 text for 16."""
+    return _addr(raw) if len(raw) == 4 else _addr6(bytes(raw))
+
+
+# --- what a record is, whichever family carried it ----------------------------------------------
+
+
+def is_icmp_error(record: PacketRecord) -> bool:
+    """An ICMP or ICMPv6 error message (those quote the packet that drew them)."""
+    if record.proto != "icmp":
+        return False
+    return record.icmp_type in (ICMP6_ERROR_TYPES if record.version == 6 else ICMP_ERROR_TYPES)
+
+
+def is_unreachable(record: PacketRecord) -> bool:
+    """Destination unreachable: ICMP type 3, ICMPv6 type 1 (any code; IPv4's fragmentation-needed too)."""
+    return record.proto == "icmp" and record.icmp_type == (
+        ICMP6_UNREACHABLE if record.version == 6 else ICMP_UNREACHABLE)
+
+
+def is_time_exceeded(record: PacketRecord) -> bool:
+    """Time (hop limit) exceeded: ICMP type 11, ICMPv6 type 3."""
+    return record.proto == "icmp" and record.icmp_type == (
+        ICMP6_TIME_EXCEEDED if record.version == 6 else ICMP_TIME_EXCEEDED)
+
+
+def is_packet_too_big(record: PacketRecord) -> bool:
+    """ICMPv6 packet too big (type 2), or IPv4's unreachable with fragmentation needed (type 3 code 4)."""
+    if record.proto != "icmp":
+        return False
+    if record.version == 6:
+        return record.icmp_type == ICMP6_PACKET_TOO_BIG
+    return record.icmp_type == ICMP_UNREACHABLE and record.icmp_code == ICMP_FRAGMENTATION_NEEDED
+
+
+def is_prohibited(record: PacketRecord) -> bool:
+    """An unreachable that says a filter refused the packet: ICMP type 3 code 9, 10 or 13; ICMPv6
+    type 1 code 1 (administratively prohibited), 5 (source address failed policy) or 6 (reject route)."""
+    if not is_unreachable(record):
+        return False
+    return record.icmp_code in (ICMP6_PROHIBITED_CODES if record.version == 6 else ICMP_PROHIBITED_CODES)
 
 
 def parse_tcp_options(raw: bytes) -> tuple:
@@ -142,22 +203,112 @@ def _ip_header(raw: bytes) -> tuple | None:
     return (ihl, *struct.unpack("!xBHHHBB", raw[:10]))
 
 
+def ipv6_transport(raw: bytes) -> tuple[int, int] | None:
+    """(protocol, offset) of the upper-layer header of an IPv6 packet, past its extension headers
+    (hop-by-hop, routing, destination options, authentication, fragment); None when there is none
+    to read: not IPv6, cut short, a chain longer than MAX_EXTENSION_HEADERS, or a fragment other
+    than the first (only the first carries the transport header)."""
+    if len(raw) < IPV6_HEADER or raw[0] >> 4 != 6:
+        return None
+    protocol, offset = raw[6], IPV6_HEADER
+    for _ in range(MAX_EXTENSION_HEADERS + 1):
+        if protocol in IPV6_SKIPPED:
+            if len(raw) < offset + 2:
+                return None
+            protocol, offset = raw[offset], offset + (raw[offset + 1] + 1) * 8
+        elif protocol == IPV6_FRAGMENT:
+            if len(raw) < offset + 8 or struct.unpack_from("!H", raw, offset + 2)[0] & 0xFFF8:
+                return None
+            protocol, offset = raw[offset], offset + 8
+        elif protocol == IPV6_AUTH:
+            if len(raw) < offset + 2:
+                return None
+            protocol, offset = raw[offset], offset + (raw[offset + 1] + 2) * 4
+        else:
+            return (protocol, offset) if offset <= len(raw) else None
+    return None
+
+
 def _parse_quoted(raw: bytes) -> Quoted | None:
+    if raw and raw[0] >> 4 == 6:
+        return _parse_quoted6(raw)
     header = _ip_header(raw)
     if header is None:
         return None
     ihl, tos, ip_len, ip_id, _frag, ttl, proto = header
     quoted = Quoted(_addr(raw[12:16]), _addr(raw[16:20]), proto, ttl, ip_id, tos, ip_len)
-    l4 = raw[ihl:]
-    if proto in (6, 17) and len(l4) >= 4:
-        sport, dport = struct.unpack("!HH", l4[:4])
-        seq = struct.unpack("!I", l4[4:8])[0] if proto == 6 and len(l4) >= 8 else None
-        quoted = Quoted(quoted.src, quoted.dst, proto, ttl, ip_id, tos, ip_len, sport, dport, seq)
-    return quoted
+    return replace(quoted, **_quoted_ports(proto, raw[ihl:]))
+
+
+def _quoted_ports(proto: int, l4: bytes) -> dict:
+    """The ports (and for TCP the sequence number) of a quoted transport header, as far as quoted."""
+    if proto not in (6, 17) or len(l4) < 4:
+        return {}
+    sport, dport = struct.unpack("!HH", l4[:4])
+    return dict(sport=sport, dport=dport, seq=struct.unpack("!I", l4[4:8])[0] if proto == 6 and len(l4) >= 8 else None)
+
+
+def _parse_quoted6(raw: bytes) -> Quoted | None:
+    """The quoted start of an IPv6 packet: its header, and the ports and sequence number of the
+    TCP or UDP header behind its extension headers when enough of it is quoted."""
+    if len(raw) < IPV6_HEADER:
+        return None
+    first, payload_len, next_header, hop_limit = struct.unpack_from("!IHBB", raw)
+    common = dict(src=_addr6(raw[8:24]), dst=_addr6(raw[24:40]), ttl=hop_limit, ip_id=0, tos=(first >> 20) & 0xFF,
+                  ip_len=IPV6_HEADER + payload_len, version=6, flow_label=first & 0xFFFFF)
+    found = ipv6_transport(raw)
+    if found is None:
+        return Quoted(proto=next_header, **common)
+    proto, offset = found
+    return Quoted(proto=proto, **common, **_quoted_ports(proto, raw[offset:]))
+
+
+def _upper_layer(proto: int, l4: bytes, base: dict, icmp_proto: int, error_types: frozenset) -> PacketRecord:
+    """The record of what the IP header `base` carries: TCP, the family's ICMP (errors with their
+    quote), or "other"."""
+    if proto == 6:
+        return _tcp_record(l4, base)
+    if proto == icmp_proto and len(l4) >= 8:
+        icmp_type, icmp_code = l4[0], l4[1]
+        quoted = _parse_quoted(l4[8:]) if icmp_type in error_types else None
+        return PacketRecord(proto="icmp", icmp_type=icmp_type, icmp_code=icmp_code, quoted=quoted, **base)
+    return PacketRecord(proto="other", **base)
+
+
+def _tcp_record(l4: bytes, base: dict) -> PacketRecord:
+    """The record of a TCP segment (`l4`, bounded by the IP length) behind the IP fields `base`."""
+    if len(l4) < 20:
+        return PacketRecord(proto="other", **base)
+    sport, dport, seq, ack, offset_flags, win = struct.unpack("!HHIIHH", l4[:16])
+    offset = (offset_flags >> 12) * 4
+    if offset < 20 or offset > len(l4):
+        return PacketRecord(proto="other", **base)
+    return PacketRecord(proto="tcp", flags=flag_letters(offset_flags & 0xFF), sport=sport, dport=dport,
+                        seq=seq, ack=ack, win=win, options=parse_tcp_options(l4[20:offset]),
+                        payload=bytes(l4[offset:]), **base)
+
+
+def _parse_ipv6(raw: bytes, t: float) -> PacketRecord | None:
+    if len(raw) < IPV6_HEADER:
+        return None
+    first, payload_len, _next_header, hop_limit = struct.unpack_from("!IHBB", raw)
+    end = min(len(raw), IPV6_HEADER + payload_len) if payload_len else len(raw)  # 0: a jumbogram
+    packet = raw[:end]
+    base = dict(t=t, src=_addr6(raw[8:24]), dst=_addr6(raw[24:40]), ttl=hop_limit, ip_id=0, df=True,
+                tos=(first >> 20) & 0xFF, ip_len=IPV6_HEADER + payload_len if payload_len else len(raw),
+                version=6, flow_label=first & 0xFFFFF)
+    found = ipv6_transport(packet)
+    if found is None:
+        return PacketRecord(proto="other", **base)
+    proto, offset = found
+    return _upper_layer(proto, packet[offset:], base, 58, ICMP6_ERROR_TYPES)
 
 
 def parse_ip(raw: bytes, t: float) -> PacketRecord | None:
-    """Make the record for one IPv4 packet; None when it is not IPv4 at all."""
+    """Make the record for one IPv4 or IPv6 packet; None when it is neither (or its fixed header
+    is cut short)."""
+    if raw and raw[0] >> 4 == 6:
+        return _parse_ipv6(raw, t)
     header = _ip_header(raw)
     if header is None:
         return None
@@ -169,16 +320,4 @@ def parse_ip(raw: bytes, t: float) -> PacketRecord | None:
     l4 = raw[ihl:end]
     if frag & 0x1FFF:  # a later fragment carries no transport header
         return PacketRecord(proto="other", **base)
-    if proto == 6 and len(l4) >= 20:
-        sport, dport, seq, ack, offset_flags, win = struct.unpack("!HHIIHH", l4[:16])
-        offset = (offset_flags >> 12) * 4
-        if offset < 20 or offset > len(l4):
-            return PacketRecord(proto="other", **base)
-        return PacketRecord(proto="tcp", flags=flag_letters(offset_flags & 0xFF), sport=sport, dport=dport,
-                            seq=seq, ack=ack, win=win, options=parse_tcp_options(l4[20:offset]),
-                            payload=bytes(l4[offset:]), **base)
-    if proto == 1 and len(l4) >= 8:
-        icmp_type, icmp_code = l4[0], l4[1]
-        quoted = _parse_quoted(l4[8:]) if icmp_type in ICMP_ERROR_TYPES else None
-        return PacketRecord(proto="icmp", icmp_type=icmp_type, icmp_code=icmp_code, quoted=quoted, **base)
-    return PacketRecord(proto="other", **base)
+    return _upper_layer(proto, l4, base, 1, ICMP_ERROR_TYPES)

@@ -142,9 +142,10 @@ def test_icmp_error_quoting_garbage_has_no_quote():
 # --- what is not a TCP or ICMP packet ------------------------------------------------------------
 
 
-def test_ipv6_is_not_parsed():
+def test_ipv6_with_a_zero_tcp_data_offset_is_other():
     ipv6_header = bytes([0x60, 0, 0, 0, 0, 20, 6, 64]) + bytes(32)
-    assert parse_ip(ipv6_header + bytes(20), 0.0) is None
+    record = parse_ip(ipv6_header + bytes(20), 0.0)
+    assert (record.proto, record.version, record.ttl) == ("other", 6, 64)  # IPv6 itself: tests/unit/test_record_ipv6.py
 
 
 @pytest.mark.parametrize("size", [0, 1, 19])
