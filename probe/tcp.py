@@ -12,6 +12,17 @@ It behaves like a real client where that exposes middleboxes:
   been reset behind the client's back);
 - in-order data is acknowledged at once; the response is read to its end (h11);
 - the close is polite (FIN both ways) so no half-open connection stays on the server;
+- an ICMP error ends the handshake where Linux's would end (`tcp_v4_err`): in SYN-SENT, a
+  destination unreachable of any code but "fragmentation needed" (4), a time exceeded or a
+  parameter problem quoting our SYN ends the attempt at once, as connect() fails at once, with
+  the error recorded; nothing is retransmitted into a dead host for seconds. Once established,
+  every ICMP error is soft, as on Linux without IP_RECVERR (RFC 1122 4.2.3.9 would allow
+  protocol and port unreachable to abort; Linux does not, and neither do we): the error stays in
+  the record and the retransmissions go on, so a server that still answers shows the error was
+  forged or passing. An error counts only if the sequence number it quotes is one we sent and
+  have not seen acknowledged (RFC 5927 4.1, Linux's OUTOFWINDOWICMPS check). A SYN-ACK that
+  arrives after the attempt ended this way is kept only so that the close resets the half-open
+  connection the server then holds, as the kernel's reset to an unknown SYN-ACK would;
 - an acceptable RST (sequence number inside the receive window) ends the exchange: no more
   retransmissions or FIN. Unlike a real stack, data that still arrives from the server after
   it is acknowledged: a server that sent the data is alive, and whether it accepts our ACK
@@ -31,6 +42,9 @@ from probe.http import ResponseReader
 from probe.record import PacketRecord
 
 MOD32 = 1 << 32
+ICMP_UNREACHABLE, ICMP_TIME_EXCEEDED, ICMP_PARAMETER_PROBLEM = 3, 11, 12
+ICMP_FRAGMENTATION_NEEDED = 4  # path MTU information, never an end (RFC 1191)
+ICMP_UNREACHABLE_CODES = 16  # codes 0-15 (RFC 792, 1122, 1812); Linux ignores the others
 RTO_MIN = 0.2
 RTO_MAX = 60.0
 RECEIVE_WINDOW = 64240
@@ -94,6 +108,8 @@ class Progress:
     server_fin: bool = False
     closed_politely: bool = False
     gave_up: str | None = None  # "syn" or "request" or "idle"
+    icmp_error: tuple[int, int] | None = None  # (type, code) of the ICMP error that ended the handshake
+    icmp_at: float | None = None
     events: list = field(default_factory=list)
 
 
@@ -161,6 +177,8 @@ class ClientConnection:
 
     def on_packet(self, packet: PacketRecord, now: float) -> list[Segment]:
         """Take one received packet of this flow (TCP from the server, or ICMP quoting us)."""
+        if self.state is State.DONE and self.progress.icmp_error is not None:
+            return self._after_icmp_error(packet)
         if self.state is State.DONE and self.progress.closed_politely and packet.proto == "tcp" \
                 and "F" in packet.flags and "R" not in packet.flags \
                 and seq_add(packet.seq, packet.length + 1) == self.rcv_nxt:
@@ -170,7 +188,7 @@ class ClientConnection:
         if self.state is State.RESET:
             return self._after_reset(packet, now)
         if packet.proto == "icmp":
-            return []  # an ICMP error is evidence, not a reason to stop: the loop's timers decide
+            return self._on_icmp(packet, now)
         if packet.proto != "tcp":
             return []
         if "R" in packet.flags:
@@ -185,6 +203,34 @@ class ClientConnection:
         self.progress.gave_up = what
         self.state = State.DONE
         self.deadline = None
+        return []
+
+    def _on_icmp(self, packet: PacketRecord, now: float) -> list[Segment]:
+        """End the handshake on a hard error that quotes our SYN; anything else is only evidence."""
+        if self.state is State.SYN_SENT and ends_handshake(packet) and self._quotes_unacknowledged(packet):
+            self.progress.icmp_error = (packet.icmp_type, packet.icmp_code)
+            self.progress.icmp_at = now
+            self.state = State.DONE
+            self.deadline = None
+        return []
+
+    def _quotes_unacknowledged(self, packet: PacketRecord) -> bool:
+        """Whether an ICMP error quotes this connection at a sequence number in [snd_una, snd_nxt]."""
+        quoted = packet.quoted
+        if quoted is None or quoted.seq is None or quoted.proto != 6:
+            return False
+        if (quoted.src, quoted.sport, quoted.dst, quoted.dport) != (
+                self.client, self.client_port, self.server, self.server_port):
+            return False
+        return 0 <= seq_diff(quoted.seq, self.snd_una) <= seq_diff(self.snd_nxt, self.snd_una)
+
+    def _after_icmp_error(self, packet: PacketRecord) -> list[Segment]:
+        """A SYN-ACK for the attempt an ICMP error ended: note it, so the close can reset it."""
+        if (packet.proto == "tcp" and self.irs is None and packet.has("SA") and "R" not in packet.flags
+                and packet.ack == self.snd_nxt):
+            self.irs = packet.seq
+            self.rcv_nxt = seq_add(packet.seq, 1)
+            self.snd_una = packet.ack
         return []
 
     def _timestamp_option(self, now: float) -> tuple:
@@ -330,3 +376,13 @@ class ClientConnection:
         self.deadline = now + self._rto
         return Segment("FA", self._fin_seq, self.rcv_nxt, self._window(), options=self._timestamp_option(now),
                        purpose="fin")
+
+
+def ends_handshake(packet: PacketRecord) -> bool:
+    """Whether an ICMP error ends a connection attempt on Linux (tcp_v4_err in SYN-SENT): every
+    destination unreachable but fragmentation needed, time exceeded, parameter problem. Source
+    quench and redirect never do."""
+    if packet.icmp_type == ICMP_UNREACHABLE:
+        return packet.icmp_code is not None and packet.icmp_code < ICMP_UNREACHABLE_CODES \
+            and packet.icmp_code != ICMP_FRAGMENTATION_NEEDED
+    return packet.icmp_type in (ICMP_TIME_EXCEEDED, ICMP_PARAMETER_PROBLEM)

@@ -1,15 +1,6 @@
-"""The batch I/O loop (probe.session) over a fake network: no sockets, no nft, a fake clock.
-
-The fake server answers like the lab's: port 80 a complete HTTP exchange (SYN-ACK, the
-response with FIN, the ACK of our FIN), port 81 a RST/ACK to the SYN, port 82 nothing at
-all; a router may quote a flow's request in an ICMP error. Every packet is made with the
-struct crafter, so what the loop reads is what a capture would hold.
-"""
+"""The batch I/O loop (probe.session) over the fake network of fakenet.py."""
 
 from __future__ import annotations
-
-import heapq
-import itertools
 
 import pytest
 
@@ -18,143 +9,9 @@ from probe.fastcraft import StructCrafter
 from probe.live import CheckOptions
 from probe.record import parse_ip
 from probe.session import Session, SessionIO, SessionOptions, TokenBucket
-from probe.target import Target
 from probe.tcp import Segment, Settings
-from probe.wire import Frame
 
-CLIENT = "192.0.2.10"
-RTT = 0.05
-RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
-
-
-class FakeNet:
-    """The wire, the clock and the far side. `sent` holds every packet the probe sent."""
-
-    def __init__(self, icmp_for: set[str] = frozenset()):
-        self.now = 1000.0
-        self.queue: list = []  # (arrival, n, Frame)
-        self.n = itertools.count()
-        self.sent: list = []
-        self.flows_guarded: list = []
-        self.watched: list = []
-        self.icmp_for = icmp_for
-        self.server_ids = itertools.count(1)
-        self.max_in_flight = 0
-
-    def clock(self) -> float:
-        return self.now
-
-    def deliver(self, raw: bytes, delay: float, outgoing: bool) -> None:
-        heapq.heappush(self.queue, (self.now + delay, next(self.n), raw, outgoing))
-
-    # the far side -------------------------------------------------------------------------
-    def on_sent(self, raw: bytes) -> None:
-        self.deliver(raw, 0.0, True)  # the capture sees our own packet at once
-        record = parse_ip(raw, self.now)
-        self.sent.append(record)
-        server = StructCrafter(record.dst, record.dport, record.src, record.sport, next(self.server_ids) * 100,
-                               ttl=60)
-
-        def answer(flags, seq, ack, payload=b""):
-            self.deliver(server.build(Segment(flags, seq, ack, 65160, payload)), RTT, False)
-
-        if record.dport == 82 or (record.dport == 83 and record.flags != "S"):
-            return  # 82: nothing answers; 83: the handshake only, then silence
-        if record.flags == "S":
-            if record.dport == 81:
-                answer("RA", 0, record.seq + 1)
-            else:
-                answer("SA", 7000, record.seq + 1)
-        elif record.length and record.payload.startswith(b"HEAD"):
-            if record.src + ":" + str(record.sport) in self.icmp_for:
-                self.deliver(_icmp_quoting(raw), RTT / 4, False)
-                return
-            answer("FPA", 7001, record.seq + record.length, RESPONSE)
-        elif "F" in record.flags:
-            answer("A", 7002 + len(RESPONSE), record.seq + 1)
-
-    # the I/O classes the session opens -----------------------------------------------------
-    def classes(self):
-        net = self
-
-        class Capture:
-            def __init__(self, addresses):
-                pass
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                pass
-
-            def watch(self, addresses):
-                net.watched.append(list(addresses))
-
-            def drops(self):
-                return 0
-
-            def read(self, timeout):
-                if not net.queue or net.queue[0][0] > net.now + timeout:
-                    net.now += timeout
-                    return []
-                net.now = max(net.now, net.queue[0][0])
-                frames = []
-                while net.queue and net.queue[0][0] <= net.now:
-                    at, _, raw, outgoing = heapq.heappop(net.queue)
-                    frames.append(Frame(at, raw, outgoing))
-                return frames
-
-        class Sender:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                pass
-
-            def send(self, raw, destination):
-                net.on_sent(raw)
-
-        class Guard:
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                pass
-
-            def use_flow_set(self):
-                pass
-
-            def add_flows(self, flows):
-                net.flows_guarded.extend(flows)
-
-        return Capture, Sender, Guard
-
-
-def _icmp_quoting(raw: bytes) -> bytes:
-    """ICMP 3/13 from a router, quoting the first 28 bytes of `raw`."""
-    import socket
-    import struct
-
-    body = struct.pack("!BBHI", 3, 13, 0, 0) + raw[:28]
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 63, 1, 0,
-                         socket.inet_aton("198.51.100.1"), raw[12:16])
-    return header + body
-
-
-def target(address: str, port: int) -> Target:
-    return Target(f"http://www.example.com:{port}/", "www.example.com", address, port, "/")
-
-
-class FakePort:
-    """An ephemeral port, as the kernel hands them out: any free one, reused once closed."""
-
-    free = list(range(40000, 40100))
-
-    def __init__(self, address):
-        self.port = FakePort.free.pop(0)
-
-    def close(self):
-        FakePort.free.append(self.port)
+from .fakenet import CLIENT, DEAD_HOST_ERROR_AFTER, RTT, FakeNet, FakePort, icmp_quoting, target
 
 
 def run(net: FakeNet, targets, **options):
@@ -235,6 +92,27 @@ def test_icmp_quoting_a_flow_goes_to_that_flow(net):
     m = with_icmp[0].measurement
     assert f"{m.flow.client}:{m.flow.client_port}" in net.icmp_for
     assert analyze_flow(m.packets, m.flow).verdict == "unreachable"
+
+
+def test_a_dead_host_ends_the_exchange_at_the_routers_error(net):
+    # the last router's "host unreachable" 15 ms after the SYN ends the attempt, as connect()
+    # fails at once; then only the linger (0.5 s: no round trip is known), no SYN timeouts
+    net.dead = {"203.0.113.99"}
+    _, [finished] = run(net, [(0, target("203.0.113.99", 80))], concurrency=1, rate=10_000)
+    m = finished.measurement
+    assert [(p.proto, p.flags, p.icmp_code) for p in m.packets] == [("tcp", "S", None), ("icmp", "", 1)]
+    assert m.progress.icmp_error == (3, 1) and m.progress.syn_sent == 1
+    assert net.now == pytest.approx(1000.0 + DEAD_HOST_ERROR_AFTER + 0.5, abs=0.01)
+
+
+def test_a_synack_behind_a_forged_unreachable_is_reset_at_the_close(net):
+    # the error ended the attempt, but the server answered: it must not be left half-open
+    net.forged_unreachable = {"203.0.113.80"}
+    _, [finished] = run(net, [(0, target("203.0.113.80", 80))], concurrency=1, rate=10_000)
+    m = finished.measurement
+    assert [p.flags or p.proto for p in m.packets] == ["S", "icmp", "SA", "R"]
+    syn, reset = m.packets[0], m.packets[-1]
+    assert reset.seq == syn.seq + 1 and [p.flags for p in net.sent] == ["S", "R"]
 
 
 def test_rate_limit_paces_the_starts(net):
@@ -336,7 +214,7 @@ def test_fleet_filter_takes_exactly_the_targets_and_icmp(count):
     reply = crafter.build(Segment("SA", 1, 2, 100))
     sent = StructCrafter("192.0.2.10", 40000, addresses[0], 80, 0).build(Segment("S", 1, 0, 100))
     stranger = StructCrafter("192.0.2.10", 40000, "198.51.100.99", 80, 0).build(Segment("S", 1, 0, 100))
-    icmp = _icmp_quoting(sent)
+    icmp = icmp_quoting(sent)
     assert _run_bpf(program, reply) and _run_bpf(program, sent) and _run_bpf(program, icmp)
     assert not _run_bpf(program, reply, ethertype=0x86DD)
     assert bool(_run_bpf(program, stranger)) == (count > 1021)  # past the limit, userspace sorts it out

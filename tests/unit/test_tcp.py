@@ -8,13 +8,16 @@ request after max(3 RTT, 200 ms), doubling). Times are synthetic seconds.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from probe.http import ResponseReader, ResponseStatus, build_request
+from probe.record import PacketRecord
 from probe.tcp import ClientConnection, Settings
 
-from .conftest import CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, from_server, seq
+from .conftest import CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, from_client, from_server, icmp_error, seq
 
 REQUEST = build_request("HEAD", "www.example.com", 80, "/")
 ISN = 1_000_000
@@ -317,6 +320,90 @@ def test_icmp_error_does_not_change_the_connection():
     assert not connection.done
     [(_, [again])] = fire_timers(connection, until=0.3)
     assert again.purpose == "retransmission"
+
+
+# --- ICMP errors ---------------------------------------------------------------------------------
+# Linux's tcp_v4_err: in SYN-SENT, any destination unreachable but "fragmentation needed", a time
+# exceeded or a parameter problem ends the attempt at once (connect() fails); once established,
+# every ICMP error is soft (kept for the timeout's message, RFC 1122 4.2.3.9), and an ICMP error
+# counts only if the sequence number it quotes is one we have sent and not seen acknowledged
+# (RFC 5927 4.1).
+
+
+def our_syn(connection) -> PacketRecord:
+    [syn] = connection.start(0.0)
+    return from_client(0.0, "S", syn.seq)
+
+
+@pytest.mark.parametrize("icmp_type, code", [(3, 0), (3, 1), (3, 2), (3, 3), (3, 9), (3, 10), (3, 13), (11, 0),
+                                             (12, 0)])
+def test_a_hard_icmp_error_to_the_syn_ends_the_attempt_at_once(icmp_type, code):
+    connection = new_connection()
+    syn = our_syn(connection)
+    assert connection.on_packet(icmp_error(0.01, icmp_type, code, syn), 0.01) == []
+    assert connection.done and connection.deadline is None
+    assert connection.progress.icmp_error == (icmp_type, code) and connection.progress.icmp_at == 0.01
+    assert connection.progress.syn_sent == 1 and connection.progress.gave_up is None
+    assert fire_timers(connection, until=100.0) == [] and connection.on_timer(100.0) == []
+
+
+@pytest.mark.parametrize("icmp_type, code", [(3, 4), (3, 16), (4, 0), (5, 1)])
+def test_fragmentation_needed_source_quench_and_redirect_do_not_end_the_attempt(icmp_type, code):
+    connection = new_connection()
+    syn = our_syn(connection)
+    assert connection.on_packet(icmp_error(0.01, icmp_type, code, syn), 0.01) == []
+    assert not connection.done and connection.progress.icmp_error is None
+    [(_, [again])] = fire_timers(connection, until=1.5)
+    assert again.flags == "S"
+
+
+@pytest.mark.parametrize("quoted_seq", [ISN - 1, ISN + 2, ISN + 100_000, None])
+def test_an_icmp_error_quoting_a_sequence_number_we_did_not_send_is_ignored(quoted_seq):
+    connection = new_connection()
+    syn = our_syn(connection)
+    error = icmp_error(0.01, 3, 1, syn)
+    error = dataclasses.replace(error, quoted=dataclasses.replace(error.quoted, seq=quoted_seq))
+    assert connection.on_packet(error, 0.01) == []
+    assert not connection.done
+    [(_, [again])] = fire_timers(connection, until=1.5)
+    assert again.flags == "S"
+
+
+def test_an_icmp_error_quoting_another_flow_is_ignored():
+    connection = new_connection()
+    syn = our_syn(connection)
+    error = icmp_error(0.01, 3, 1, syn)
+    error = dataclasses.replace(error, quoted=dataclasses.replace(error.quoted, sport=CLIENT_PORT + 1))
+    assert connection.on_packet(error, 0.01) == [] and not connection.done
+
+
+@pytest.mark.parametrize("icmp_type, code", [(3, 1), (3, 3), (3, 13), (11, 0)])
+def test_icmp_errors_are_soft_once_established(icmp_type, code):
+    connection, [_, request] = establish()
+    error = icmp_error(0.06, icmp_type, code, from_client(0.05, "PA", request.seq, payload=request.payload))
+    assert connection.on_packet(error, 0.06) == []
+    assert not connection.done and connection.progress.icmp_error is None
+    [(_, [again])] = fire_timers(connection, until=0.3)
+    assert again.purpose == "retransmission"
+
+
+def test_a_synack_after_the_icmp_error_is_remembered_for_the_closing_reset():
+    # a forged or stale error: the server did answer. Like the kernel (no socket any more), we
+    # send nothing at once, but the close resets what the server holds (seq = its ack).
+    connection = new_connection()
+    syn = our_syn(connection)
+    connection.on_packet(icmp_error(0.01, 3, 1, syn), 0.01)
+    assert connection.on_packet(from_server(0.05, "SA", IRS, ISN + 1, options=SERVER_SYN_OPTIONS), 0.05) == []
+    assert connection.done and connection.irs == IRS
+    assert connection.snd_una == connection.snd_nxt == ISN + 1
+
+
+def test_a_synack_that_does_not_acknowledge_our_syn_is_not_remembered():
+    connection = new_connection()
+    syn = our_syn(connection)
+    connection.on_packet(icmp_error(0.01, 3, 1, syn), 0.01)
+    connection.on_packet(from_server(0.05, "SA", IRS, ISN + 7), 0.05)
+    assert connection.irs is None
 
 
 # --- closing -------------------------------------------------------------------------------------

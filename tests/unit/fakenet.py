@@ -1,0 +1,165 @@
+"""A fake network for the I/O loops (probe.session, probe.live): no sockets, no nft, a fake clock.
+
+The fake server answers like the lab's: port 80 a complete HTTP exchange (SYN-ACK, the
+response with FIN, the ACK of our FIN), port 81 a RST/ACK to the SYN, port 82 nothing at
+all, port 83 the handshake and then silence; a router may quote a flow's request in an ICMP
+error, and the last router answers everything sent to a dead address (`dead`) with ICMP host
+unreachable, as after a failed ARP. Every packet is made with the struct crafter, so what the
+loops read is what a capture would hold.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+import struct
+
+from probe.fastcraft import StructCrafter
+from probe.record import parse_ip
+from probe.target import Target
+from probe.tcp import Segment
+from probe.wire import Frame
+
+CLIENT = "192.0.2.10"
+RTT = 0.05
+LAST_ROUTER = "198.51.100.14"
+DEAD_HOST_ERROR_AFTER = 0.015  # seconds from a packet to a dead host to the router's error
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
+
+
+class FakeNet:
+    """The wire, the clock and the far side. `sent` holds every packet the probe sent."""
+
+    def __init__(self, icmp_for: set[str] = frozenset(), dead: set[str] = frozenset(),
+                 forged_unreachable: set[str] = frozenset()):
+        self.now = 1000.0
+        self.queue: list = []  # (arrival, n, Frame)
+        self.n = itertools.count()
+        self.sent: list = []
+        self.flows_guarded: list = []
+        self.watched: list = []
+        self.icmp_for = icmp_for
+        self.dead = dead
+        self.forged_unreachable = forged_unreachable  # a box says "host unreachable"; the server answers too
+        self.server_ids = itertools.count(1)
+        self.max_in_flight = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def deliver(self, raw: bytes, delay: float, outgoing: bool) -> None:
+        heapq.heappush(self.queue, (self.now + delay, next(self.n), raw, outgoing))
+
+    # the far side -------------------------------------------------------------------------
+    def on_sent(self, raw: bytes) -> None:
+        self.deliver(raw, 0.0, True)  # the capture sees our own packet at once
+        record = parse_ip(raw, self.now)
+        self.sent.append(record)
+        server = StructCrafter(record.dst, record.dport, record.src, record.sport, next(self.server_ids) * 100,
+                               ttl=60)
+
+        def answer(flags, seq, ack, payload=b""):
+            self.deliver(server.build(Segment(flags, seq, ack, 65160, payload)), RTT, False)
+
+        if record.dst in self.dead:  # the last router's neighbour lookup fails: host unreachable
+            self.deliver(icmp_quoting(raw, code=1, router=LAST_ROUTER), DEAD_HOST_ERROR_AFTER, False)
+            return
+        if record.dport == 82 or (record.dport == 83 and record.flags != "S"):
+            return  # 82: nothing answers; 83: the handshake only, then silence
+        if record.flags == "S":
+            if record.dst in self.forged_unreachable:
+                self.deliver(icmp_quoting(raw, code=1, router=LAST_ROUTER), RTT / 4, False)
+            if record.dport == 81:
+                answer("RA", 0, record.seq + 1)
+            else:
+                answer("SA", 7000, record.seq + 1)
+        elif record.length and record.payload.startswith(b"HEAD"):
+            if record.src + ":" + str(record.sport) in self.icmp_for:
+                self.deliver(icmp_quoting(raw), RTT / 4, False)
+                return
+            answer("FPA", 7001, record.seq + record.length, RESPONSE)
+        elif "F" in record.flags:
+            answer("A", 7002 + len(RESPONSE), record.seq + 1)
+
+
+    # the I/O classes the session opens -----------------------------------------------------
+    def classes(self):
+        net = self
+
+        class Capture:
+            def __init__(self, addresses):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+            def watch(self, addresses):
+                net.watched.append(list(addresses))
+
+            def drops(self):
+                return 0
+
+            def read(self, timeout):
+                if not net.queue or net.queue[0][0] > net.now + timeout:
+                    net.now += timeout
+                    return []
+                net.now = max(net.now, net.queue[0][0])
+                frames = []
+                while net.queue and net.queue[0][0] <= net.now:
+                    at, _, raw, outgoing = heapq.heappop(net.queue)
+                    frames.append(Frame(at, raw, outgoing))
+                return frames
+
+        class Sender:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+            def send(self, raw, destination):
+                net.on_sent(raw)
+
+        class Guard:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+            def use_flow_set(self):
+                pass
+
+            def add_flows(self, flows):
+                net.flows_guarded.extend(flows)
+
+        return Capture, Sender, Guard
+
+
+def icmp_quoting(raw: bytes, code: int = 13, router: str = "198.51.100.1") -> bytes:
+    """ICMP destination unreachable (administratively prohibited unless `code` says otherwise)
+    from `router`, quoting the first 28 bytes of `raw`."""
+    body = struct.pack("!BBHI", 3, code, 0, 0) + raw[:28]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 63, 1, 0,
+                         socket.inet_aton(router), raw[12:16])
+    return header + body
+
+
+def target(address: str, port: int) -> Target:
+    return Target(f"http://www.example.com:{port}/", "www.example.com", address, port, "/")
+
+
+class FakePort:
+    """An ephemeral port, as the kernel hands them out: any free one, reused once closed."""
+
+    free = list(range(40000, 40100))
+
+    def __init__(self, address):
+        self.port = FakePort.free.pop(0)
+
+    def close(self):
+        FakePort.free.append(self.port)
