@@ -1,26 +1,38 @@
-"""Capture files in, IPv4 packets (and then the live probe's own `PacketRecord`s) out.
+"""Capture files in, IP packets (and then the live probe's own `PacketRecord`s) out.
 
 Classic pcap is read here, by struct, a megabyte at a time: that is the bulk case, and the
 loop must cost little per packet. pcapng goes through dpkt's reader. Either way only the link
 layer is peeled here (Ethernet with VLAN tags, Linux cooked SLL and SLL2, raw IP, BSD null and
-loopback); the IPv4 packet itself goes through `record.parse_ip`, the one record builder.
+loopback), for IPv4 and IPv6 alike; the packet itself goes through `record.parse_ip`, the one
+record builder.
 
-Every way a file can be wrong (not a capture, truncated, a record longer than any link could
-carry) becomes one `ProbeError` that names the file and the byte offset, never a traceback.
+Every way a file can be wrong before its first complete record (not a capture, cut short, a
+record longer than any link could carry) becomes one `ProbeError` that names the file, never a
+traceback. Damage after complete records (a capture still being written, or copied in part) is
+what tcpdump reads past: every complete record is yielded, then one sentence goes to the
+caller's `warnings` list.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from probe.engine.model import Flow
 from probe.errors import ProbeError
 from probe.record import PacketRecord, parse_ip
 
 LINK_NULL, LINK_ETHERNET, LINK_RAW, LINK_LOOP, LINK_SLL, LINK_SLL2 = 0, 1, 101, 108, 113, 276
-RAW_ALIASES = {12, 14, LINK_RAW}
+LINK_IPV4, LINK_IPV6 = 228, 229
+RAW_ALIASES = {12, 14, LINK_RAW, LINK_IPV4, LINK_IPV6}  # no link header: the version nibble decides
 SUPPORTED = "Ethernet, Linux cooked (SLL, SLL2), raw IP and loopback"
+
+ETHERTYPE_IPV4, ETHERTYPE_IPV6 = b"\x08\x00", b"\x86\xdd"
+VLAN_TAGS = (0x8100, 0x88A8)
+# BSD null/loopback: the address family in the sender's byte order (DLT_NULL) or in network
+# order (DLT_LOOP), so both orders are taken. AF_INET is 2 everywhere; AF_INET6 is 24 on
+# NetBSD and OpenBSD, 28 on FreeBSD and DragonFly, 30 on macOS (libpcap's LINKTYPE_NULL page).
+LOOPBACK_FAMILIES = frozenset(struct.pack(order + "I", family) for order in "<>" for family in (2, 24, 28, 30))
 
 MAX_RECORD = 1 << 18  # 256 KiB: Wireshark's largest snapshot length; a longer record is corruption
 CHUNK = 1 << 20
@@ -32,30 +44,25 @@ _PCAP_MAGIC = {  # magic -> (byte order, fraction per second)
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 
+def _is_ip(ethertype: bytes) -> bool:
+    return ethertype == ETHERTYPE_IPV4 or ethertype == ETHERTYPE_IPV6
+
+
 def ip_payload(linktype: int, frame: bytes) -> bytes | None:
-    """The IPv4 packet inside one frame, or None when the frame carries something else."""
+    """The IPv4 or IPv6 packet inside one frame, or None when the frame carries something else."""
     if linktype in RAW_ALIASES:
         return frame
     if linktype == LINK_ETHERNET:
-        offset, ethertype = 12, None
-        while len(frame) >= offset + 2:
-            ethertype = struct.unpack("!H", frame[offset:offset + 2])[0]
-            if ethertype in (0x8100, 0x88A8):  # VLAN tags
-                offset += 4
-                continue
-            break
-        return frame[offset + 2:] if ethertype == 0x0800 else None
+        offset = 12
+        while len(frame) >= offset + 2 and struct.unpack("!H", frame[offset:offset + 2])[0] in VLAN_TAGS:
+            offset += 4
+        return frame[offset + 2:] if len(frame) >= offset + 2 and _is_ip(frame[offset:offset + 2]) else None
     if linktype == LINK_SLL:
-        return frame[16:] if len(frame) >= 16 and frame[14:16] == b"\x08\x00" else None
+        return frame[16:] if len(frame) >= 16 and _is_ip(frame[14:16]) else None
     if linktype == LINK_SLL2:
-        return frame[20:] if len(frame) >= 20 and frame[0:2] == b"\x08\x00" else None
+        return frame[20:] if len(frame) >= 20 and _is_ip(frame[0:2]) else None
     if linktype in (LINK_NULL, LINK_LOOP):
-        if len(frame) < 4:
-            return None
-        family = struct.unpack("<I", frame[:4])[0] if linktype == LINK_NULL else struct.unpack("!I", frame[:4])[0]
-        if family not in (2, 0x02000000):
-            return None
-        return frame[4:]
+        return frame[4:] if frame[:4] in LOOPBACK_FAMILIES else None
     raise ProbeError(f"unsupported link type {linktype} ({SUPPORTED} are)")
 
 
@@ -64,8 +71,10 @@ def _check_linktype(path: str, linktype: int) -> None:
         raise ProbeError(f"{path}: unsupported link type {linktype} ({SUPPORTED} are)")
 
 
-def ip_packets(path: str) -> Iterator[tuple[float, bytes]]:
-    """Stream (timestamp, IPv4 packet) from a pcap or pcapng file; other frames are skipped."""
+def ip_packets(path: str, warnings: list[str] | None = None) -> Iterator[tuple[float, bytes]]:
+    """Stream (timestamp, IP packet) from a pcap or pcapng file; other frames are skipped. Damage
+    after complete records ends the stream with one sentence appended to `warnings` (if given)."""
+    note = warnings.append if warnings is not None else _ignore
     try:
         handle = open(path, "rb")
     except OSError as error:
@@ -73,16 +82,28 @@ def ip_packets(path: str) -> Iterator[tuple[float, bytes]]:
     with handle:
         magic = handle.read(4)
         if magic == _PCAPNG_MAGIC:
-            yield from _pcapng_packets(path, handle)
+            yield from _pcapng_packets(path, handle, note)
         elif magic in _PCAP_MAGIC:
-            yield from _pcap_packets(path, handle, magic)
+            yield from _pcap_packets(path, handle, magic, note)
         elif not magic:
             raise ProbeError(f"{path} is empty, not a capture")
         else:
             raise ProbeError(f"{path} is not a pcap or pcapng file (it starts with {magic.hex()})")
 
 
-def _pcap_packets(path: str, handle, magic: bytes) -> Iterator[tuple[float, bytes]]:
+def _ignore(_sentence: str) -> None:
+    pass
+
+
+def _damaged(path: str, complete: int, problem: str, note: Callable[[str], None]) -> None:
+    """Damage in the file after `complete` records: nothing readable at all is an error; after some
+    records, tcpdump's way (they were read, and the user is told where the file ends)."""
+    if not complete:
+        raise ProbeError(f"{path} {problem}")
+    note(f"{path} {problem} after {complete} packet(s); the complete ones before it were read")
+
+
+def _pcap_packets(path: str, handle, magic: bytes, note: Callable[[str], None]) -> Iterator[tuple[float, bytes]]:
     """Classic pcap, by struct: the hot loop peels the common link layers inline."""
     order, per_second = _PCAP_MAGIC[magic]
     rest = handle.read(20)
@@ -94,10 +115,10 @@ def _pcap_packets(path: str, handle, magic: bytes) -> Iterator[tuple[float, byte
     header = struct.Struct(order + "IIII")
     unpack_header = header.unpack_from
     fixed = {LINK_ETHERNET: 14, LINK_SLL: 16, LINK_SLL2: 20, LINK_NULL: 4, LINK_LOOP: 4}.get(linktype, 0)
-    # the two bytes that say "IPv4" for links with a fixed header: (where, what)
-    marker = {LINK_ETHERNET: (12, b"\x08\x00"), LINK_SLL: (14, b"\x08\x00"), LINK_SLL2: (0, b"\x08\x00")}.get(linktype)
+    # where the two bytes that name the protocol sit, for links with a fixed header
+    marker = {LINK_ETHERNET: 12, LINK_SLL: 14, LINK_SLL2: 0}.get(linktype)
     micro = per_second == 1_000_000
-    buffer, position = b"", 0
+    buffer, position, complete = b"", 0, 0
     while True:
         if len(buffer) - position < 16:
             buffer = buffer[position:] + handle.read(CHUNK)
@@ -105,10 +126,11 @@ def _pcap_packets(path: str, handle, magic: bytes) -> Iterator[tuple[float, byte
             if not buffer:
                 return
             if len(buffer) < 16:
-                raise ProbeError(f"{path} is truncated (a record header is cut short)")
+                return _damaged(path, complete, "is truncated (a record header is cut short)", note)
         seconds, fraction, length, _original = unpack_header(buffer, position)
         if length > MAX_RECORD:
-            raise ProbeError(f"{path} is corrupt: a record claims {length} bytes (at most {MAX_RECORD} make sense)")
+            return _damaged(path, complete, f"is corrupt (a record claims {length} bytes, at most {MAX_RECORD} make "
+                                            f"sense)", note)
         start = position + 16
         end = start + length
         if end > len(buffer):
@@ -116,12 +138,13 @@ def _pcap_packets(path: str, handle, magic: bytes) -> Iterator[tuple[float, byte
             position = 0
             start, end = 16, 16 + length
             if end > len(buffer):
-                raise ProbeError(f"{path} is truncated (the last record is cut short)")
+                return _damaged(path, complete, "is truncated (the last record is cut short)", note)
         position = end
+        complete += 1
         t = seconds + fraction / 1e6 if micro else (seconds * 1_000_000_000 + fraction) / 1_000_000_000
         if marker is not None:
-            at = start + marker[0]
-            if buffer[at:at + 2] == marker[1]:
+            kind = buffer[start + marker:start + marker + 2]
+            if kind == ETHERTYPE_IPV4 or kind == ETHERTYPE_IPV6:
                 yield t, buffer[start + fixed:end]
                 continue
             if linktype != LINK_ETHERNET:
@@ -134,28 +157,34 @@ def _pcap_packets(path: str, handle, magic: bytes) -> Iterator[tuple[float, byte
             yield t, packet
 
 
-def _pcapng_packets(path: str, handle) -> Iterator[tuple[float, bytes]]:
+def _pcapng_packets(path: str, handle, note: Callable[[str], None]) -> Iterator[tuple[float, bytes]]:
     import dpkt
 
     handle.seek(0)
+    complete = 0
     try:
         reader = dpkt.pcapng.Reader(handle)
         linktype = reader.datalink()
         _check_linktype(path, linktype)
         for timestamp, frame in reader:
+            complete += 1
             packet = ip_payload(linktype, frame)
             if packet is not None:
                 yield float(timestamp), packet
     except ProbeError:
         raise
     except (ValueError, TypeError, IndexError, OverflowError, MemoryError, struct.error, dpkt.dpkt.Error) as error:
+        if complete and isinstance(error, dpkt.dpkt.NeedData):
+            return _damaged(path, complete, "is truncated (the last block is cut short)", note)
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if complete:
+            return _damaged(path, complete, f"is damaged ({detail[:120]})", note)
         raise ProbeError(f"{path} is not a readable pcapng file ({detail[:120]})") from None
 
 
-def read_records(path: str) -> Iterator[PacketRecord]:
-    """Stream every IPv4 packet of a pcap or pcapng file as the live probe's records."""
-    for t, packet in ip_packets(path):
+def read_records(path: str, warnings: list[str] | None = None) -> Iterator[PacketRecord]:
+    """Stream every IP packet of a pcap or pcapng file as the live probe's records."""
+    for t, packet in ip_packets(path, warnings):
         record = parse_ip(packet, t)
         if record is not None:
             yield record

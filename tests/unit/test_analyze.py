@@ -209,7 +209,7 @@ def test_filters_on_the_command_line():
 
 def hostile_files(tmp_path: Path) -> dict[str, Path]:
     good = (GOLDEN / "01-clean.pcap").read_bytes()
-    files = {"empty": b"", "text": b"hello, not a capture\n", "header-only": good[:24], "truncated": good[:120],
+    files = {"empty": b"", "text": b"hello, not a capture\n", "header-only": good[:24], "truncated": good[:70],
              "cut-header": good[:30], "huge-record": good[:32] + struct.pack("<I", 0x7FFFFFFF) + good[36:],
              "bad-link": good[:20] + struct.pack("<I", 147) + good[24:], "pcapng-garbage": b"\x0a\x0d\x0d\x0a" + b"\xff" * 40}
     paths = {}
