@@ -77,6 +77,7 @@ STOP_TIMEOUT = 3.0  # seconds between SIGTERM and SIGKILL
 COMMAND_TIMEOUT = 30.0
 SERVER_READY_TIMEOUT = 10.0
 POLL_INTERVAL = 0.01
+NEIGHBOUR_GIVE_UP_MS = 10  # take_server_down: one ARP probe, then host unreachable (Linux's floor is 10 ms)
 
 _counter = itertools.count()
 
@@ -313,6 +314,26 @@ class Lab:
             return
         _ip_batch(self.server_ns, [f"addr add {addr}/24 dev s0"])
         self.server_addresses.append(addr)
+
+    def take_server_down(self) -> None:
+        """The server's host is dead: its addresses leave s0, so nobody on its network answers
+        the last router's ARP for them any more, and the last router answers what it cannot
+        deliver with ICMP host unreachable (RFC 1812 4.3.3.1, 5.2.7.1; Linux: arp_error_report),
+        as a router does for a powered-off host behind a switch. A real router gives up after
+        about 3 s (Linux: three probes a second apart); the last router here asks once and gives
+        up after NEIGHBOUR_GIVE_UP_MS, so the error comes at once and alike on every run."""
+        last = self.router_ns(self.routers)
+        self.exec(last, ["sysctl", "-q", "-w", "net.ipv4.neigh.dn.mcast_solicit=1",
+                         "net.ipv4.neigh.dn.app_solicit=0",
+                         f"net.ipv4.neigh.dn.retrans_time_ms={NEIGHBOUR_GIVE_UP_MS}"])
+        _ip_batch(self.server_ns, [f"addr del {addr}/24 dev s0" for addr in self.server_addresses])
+        _ip_batch(last, ["neigh flush dev dn"])  # nothing it learnt before may answer for the host
+
+    def take_server_network_unrouted(self) -> None:
+        """The last router has lost its route to the server's network (its link there is down):
+        it answers what it cannot forward with ICMP net unreachable at once (RFC 1812 5.2.7.1),
+        as a router does when a route is missing."""
+        _ip_batch(self.router_ns(self.routers), ["link set dev dn down"])
 
     # --- services ----------------------------------------------------------------------------
 

@@ -4,7 +4,11 @@ A scenario is a TOML file in netns/scenarios/: what box sits where, what the pro
 and what it must say. The runner tears the lab down on every way out (the Lab context
 manager), runs the probe as a user would (`python3 -m probe check ... --json` inside the
 client namespace), and compares the verdict, direction and, when the scenario names one,
-the hop.
+the hop (and, when it names it, the exit status). TOML has no null: "none" in [expect] stands
+for it (`hop = "none"`: the probe must not locate anything). [topology] may say `server =
+"dead"` (the server's host is gone: the last router's ARP fails and it answers host unreachable)
+or `server = "unrouted"` (the last router has no route to the server's network: net
+unreachable).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from netns.lab import HTTP_PORT, Lab
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 LB_VIP = "203.0.113.100"
+SERVER_STATES = ("up", "dead", "unrouted")
 
 
 @dataclass(frozen=True)
@@ -38,17 +43,23 @@ class Scenario:
     known_gap: str | None = None  # why `probe check` cannot yet get this one right
     routers: int = 4
     delay_ms: float = 50.0
+    server: str = "up"  # "up", "dead" or "unrouted" (see the module docstring)
 
     @classmethod
     def load(cls, path: Path) -> "Scenario":
         data = tomllib.loads(path.read_text())
         box, probe = data.get("box", {}), data.get("probe", {})
         topology = data.get("topology", {})
+        server = topology.get("server", "up")
+        if server not in SERVER_STATES:
+            raise ValueError(f"{path.name}: [topology] server must be one of {', '.join(SERVER_STATES)}")
+        expect = {key: None if value == "none" else value for key, value in data["expect"].items()}
         return cls(name=path.stem, description=data.get("description", ""), box=box.get("name"),
                    box_hop=box.get("hop"), box_args=tuple(box.get("args", ())), url=probe["url"],
                    address=probe.get("address"), probe_args=tuple(probe.get("args", ())),
-                   expect=data["expect"], trap=bool(data.get("trap", False)), known_gap=data.get("known_gap"),
-                   routers=int(topology.get("routers", 4)), delay_ms=float(topology.get("delay_ms", 50.0)))
+                   expect=expect, trap=bool(data.get("trap", False)), known_gap=data.get("known_gap"),
+                   routers=int(topology.get("routers", 4)), delay_ms=float(topology.get("delay_ms", 50.0)),
+                   server=server)
 
 
 def load_all(names: list[str] | None = None) -> list[Scenario]:
@@ -82,6 +93,8 @@ def judge(scenario: Scenario, document: dict | None, exit_code: int) -> list[str
             expected = scenario.expect.get(key)
             if document.get(key) != expected:
                 problems.append(f"{key}: expected {expected!r}, got {document.get(key)!r}")
+    if "exit" in scenario.expect and exit_code != scenario.expect["exit"]:
+        problems.append(f"exit status: expected {scenario.expect['exit']}, got {exit_code}")
     if scenario.trap and any(p.get("origin") == "middlebox" for p in document.get("packets", [])):
         problems.append("a packet of the genuine server was blamed on a middlebox")
     return problems
@@ -103,6 +116,10 @@ class ScenarioLab:
     def __enter__(self) -> "ScenarioLab":
         self.lab.up()
         try:
+            if self.scenario.server == "dead":
+                self.lab.take_server_down()
+            elif self.scenario.server == "unrouted":
+                self.lab.take_server_network_unrouted()
             if self.scenario.box:
                 hop = self.lab.routers if self.scenario.box_hop == "last" else int(self.scenario.box_hop)
                 self.lab.spawn(self.lab.router_ns(hop),

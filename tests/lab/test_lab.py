@@ -238,3 +238,34 @@ def test_cleanup_stale_removes_only_labs_whose_owner_died(lab):
         for ns in netns_names():
             if ns.startswith(prefix + "-"):
                 subprocess.run(["ip", "netns", "del", ns])
+
+
+CONNECT_ERROR = textwrap.dedent("""\
+    import errno, socket, sys, time
+    s = socket.socket()
+    s.settimeout(10)
+    started = time.monotonic()
+    try:
+        s.connect((sys.argv[1], 80))
+        print("connected", 0)
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, e), round(time.monotonic() - started, 3))
+""")
+
+
+@pytest.mark.root
+@needs_root
+@pytest.mark.parametrize("take_down, error, words", [
+    ("take_server_down", "EHOSTUNREACH", "Destination Host Unreachable"),
+    ("take_server_network_unrouted", "ENETUNREACH", "Destination Net Unreachable"),
+])
+def test_a_dead_server_or_a_lost_route_draws_the_last_routers_error_at_once(take_down, error, words):
+    # the kernel's own connect() fails on the first error (Linux ends SYN-SENT on it), well
+    # before its first SYN retransmission at 1 s
+    with Lab(routers=2, delay_ms=0, servers=False) as lab:
+        getattr(lab, take_down)()
+        name, seconds = lab.exec(lab.client_ns, [sys.executable, "-c", CONNECT_ERROR,
+                                                 lab.server_addr]).stdout.split()
+        assert name == error and float(seconds) < 0.5, (name, seconds)
+        out = lab.exec(lab.client_ns, ["ping", "-n", "-c", "1", "-W", "2", lab.server_addr], check=False).stdout
+        assert f"From {lab.router_addr(lab.routers)} icmp_seq=1 {words}" in out, out
