@@ -39,11 +39,10 @@ import enum
 from dataclasses import dataclass, field
 
 from probe.http import ResponseReader
-from probe.record import PacketRecord
+from probe.record import PacketRecord, is_packet_too_big, is_time_exceeded, is_unreachable
 
 MOD32 = 1 << 32
-ICMP_UNREACHABLE, ICMP_TIME_EXCEEDED, ICMP_PARAMETER_PROBLEM = 3, 11, 12
-ICMP_FRAGMENTATION_NEEDED = 4  # path MTU information, never an end (RFC 1191)
+ICMP_PARAMETER_PROBLEM = 12
 ICMP_UNREACHABLE_CODES = 16  # codes 0-15 (RFC 792, 1122, 1812); Linux ignores the others
 RTO_MIN = 0.2
 RTO_MAX = 60.0
@@ -382,7 +381,8 @@ def ends_handshake(packet: PacketRecord) -> bool:
     """Whether an ICMP error ends a connection attempt on Linux (tcp_v4_err in SYN-SENT): every
     destination unreachable but fragmentation needed, time exceeded, parameter problem. Source
     quench and redirect never do."""
-    if packet.icmp_type == ICMP_UNREACHABLE:
-        return packet.icmp_code is not None and packet.icmp_code < ICMP_UNREACHABLE_CODES \
-            and packet.icmp_code != ICMP_FRAGMENTATION_NEEDED
-    return packet.icmp_type in (ICMP_TIME_EXCEEDED, ICMP_PARAMETER_PROBLEM)
+    if is_packet_too_big(packet):  # path MTU information (RFC 1191), never an end
+        return False
+    if is_unreachable(packet):
+        return packet.icmp_code is not None and packet.icmp_code < ICMP_UNREACHABLE_CODES
+    return is_time_exceeded(packet) or packet.icmp_type == ICMP_PARAMETER_PROBLEM
