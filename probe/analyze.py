@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from probe.engine import Analysis, Attribution, Flow, analyze_flow
 from probe.engine.baseline import COMMON_INITIAL_TTLS, seq_end
-from probe.record import PacketRecord, parse_ip
+from probe.record import ICMP6_ERROR_TYPES, ICMP_ERROR_TYPES, PacketRecord, address_text, ipv6_transport, parse_ip
 from probe.tcp import seq_diff
 
 LINGER = 2.0  # seconds of capture time a closed flow stays open for late (injected) packets
@@ -126,18 +126,33 @@ class Totals:
     """What the reader saw besides the flows it judged."""
 
     packets: int = 0
+    ipv6_packets: int = 0
     tcp_packets: int = 0
     without_handshake: int = 0  # TCP packets of connections whose SYN is not in the file
     filtered_out: int = 0  # TCP packets of flows the filters excluded
     flows: int = 0
+    warnings: list[str] = field(default_factory=list)  # what the reader had to say about the file (damage)
 
 
-def _endpoint_key(packet: bytes, ihl: int) -> tuple[bytes, bytes]:
-    return packet[12:16] + packet[ihl:ihl + 2], packet[16:20] + packet[ihl + 2:ihl + 4]
+def _flow_key(source: bytes, destination: bytes) -> bytes:
+    """One key for both directions of a flow, from its two ends (address bytes + port bytes)."""
+    return source + destination if source < destination else destination + source
 
 
-def _address(raw: bytes) -> str:
-    return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
+def _quoted_key(quote: bytes) -> bytes | None:
+    """The flow key of the TCP packet an ICMP or ICMPv6 error quotes (IPv4 or IPv6, extension
+    headers skipped), or None when the quote is not TCP or too short to hold both ports."""
+    if quote[:1] and quote[0] >> 4 == 6:
+        found = ipv6_transport(quote)
+        if found is None or found[0] != 6 or len(quote) < found[1] + 4:
+            return None
+        l4, source, destination = found[1], quote[8:24], quote[24:40]
+    else:
+        l4 = (quote[0] & 0x0F) << 2 if quote else 0
+        if l4 < 20 or quote[0] >> 4 != 4 or quote[9] != 6 or len(quote) < l4 + 4:
+            return None
+        source, destination = quote[12:16], quote[16:20]
+    return _flow_key(source + quote[l4:l4 + 2], destination + quote[l4 + 2:l4 + 4])
 
 
 class FlowTable:
@@ -151,61 +166,67 @@ class FlowTable:
         self._next_sweep: float | None = None
 
     def feed(self, t: float, packet: bytes) -> list[OpenFlow]:
-        """Take one IPv4 packet; return the flows that are finished as of its time."""
+        """Take one IPv4 or IPv6 packet; return the flows that are finished as of its time."""
         self.totals.packets += 1
         finished: list[OpenFlow] = []
         if self._next_sweep is None or t >= self._next_sweep:
             self._next_sweep = t + SWEEP_EVERY
             finished = self.sweep(t)
-        if len(packet) < 20 or packet[0] >> 4 != 4 or packet[6] & 0x1F or packet[7]:
-            return finished  # not IPv4, or a later fragment
-        proto = packet[9]
-        ihl = (packet[0] & 0x0F) << 2
+        version = packet[0] >> 4 if packet else 0
+        if version == 4:
+            if len(packet) < 20 or packet[6] & 0x1F or packet[7]:
+                return finished  # cut short, or a later fragment
+            proto, l4, ttl = packet[9], (packet[0] & 0x0F) << 2, packet[8]
+            source_address, destination_address = packet[12:16], packet[16:20]
+            icmp, icmp_errors = 1, ICMP_ERROR_TYPES
+        elif version == 6:
+            self.totals.ipv6_packets += 1
+            found = ipv6_transport(packet)
+            if found is None:
+                return finished  # cut short, a later fragment, or a hostile chain of extension headers
+            (proto, l4), ttl = found, packet[7]
+            source_address, destination_address = packet[8:24], packet[24:40]
+            icmp, icmp_errors = 58, ICMP6_ERROR_TYPES
+        else:
+            return finished
         if proto == 6:
-            if len(packet) < ihl + 14:
+            if len(packet) < l4 + 14:
                 return finished
             self.totals.tcp_packets += 1
-            source, destination = _endpoint_key(packet, ihl)
-            key = source + destination if source < destination else destination + source
+            key = _flow_key(source_address + packet[l4:l4 + 2], destination_address + packet[l4 + 2:l4 + 4])
             flow = self.open.get(key)
-            flags = packet[ihl + 13]
+            flags = packet[l4 + 13]
             if flags & (_SYN | _ACK | _RST) == _SYN:
-                isn = int.from_bytes(packet[ihl + 4:ihl + 8], "big")
+                isn = int.from_bytes(packet[l4 + 4:l4 + 8], "big")
                 if flow is not None and (flow.closed_at is not None or t - flow.last_t > IDLE) \
                         and isn != flow.client_isn:
                     finished.append(self.open.pop(key))  # a new connection on the same ports
                     flow = None
                 if flow is None:
-                    flow = self._start(key, packet, ihl, isn)
+                    flow = self._start(key, source_address, destination_address, packet[l4:l4 + 4], isn)
             if flow is None:
                 if key in self._unwanted:
                     self.totals.filtered_out += 1
                 else:
                     self.totals.without_handshake += 1
                 return finished
-            if flow.elide(t, packet[12:16], packet[8], flags):
+            if flow.elide(t, source_address, ttl, flags):
                 return finished
             record = parse_ip(packet, t)
             if record is not None:
                 flow.add(record)
-        elif proto == 1 and len(packet) >= ihl + 8 + 20 and packet[ihl] in (3, 4, 5, 11, 12):
-            record = parse_ip(packet, t)
-            quoted = record.quoted if record is not None else None
-            if quoted is not None and quoted.sport is not None:
-                inner = packet[ihl + 8:]
-                inner_ihl = (inner[0] & 0x0F) << 2
-                if len(inner) >= inner_ihl + 4:
-                    source, destination = _endpoint_key(inner, inner_ihl)
-                    key = source + destination if source < destination else destination + source
-                    flow = self.open.get(key)
-                    if flow is not None:
-                        flow.add(record)
+        elif proto == icmp and len(packet) >= l4 + 8 and packet[l4] in icmp_errors:
+            key = _quoted_key(packet[l4 + 8:])
+            flow = self.open.get(key) if key is not None else None
+            if flow is not None:
+                record = parse_ip(packet, t)
+                if record is not None and record.quoted is not None:
+                    flow.add(record)
         return finished
 
-    def _start(self, key: bytes, packet: bytes, ihl: int, isn: int) -> OpenFlow | None:
-        client, server = _address(packet[12:16]), _address(packet[16:20])
-        client_port = int.from_bytes(packet[ihl:ihl + 2], "big")
-        server_port = int.from_bytes(packet[ihl + 2:ihl + 4], "big")
+    def _start(self, key: bytes, source: bytes, destination: bytes, ports: bytes, isn: int) -> OpenFlow | None:
+        client, server = address_text(source), address_text(destination)
+        client_port, server_port = int.from_bytes(ports[:2], "big"), int.from_bytes(ports[2:4], "big")
         if not self.wanted.wants(client, client_port, server, server_port):
             self._unwanted.add(key)
             return None
@@ -250,7 +271,7 @@ def _handshake(records: list[PacketRecord], flow: Flow):
     ack = None
     if synack is not None:
         ack = next((p for p in records if flow.sent_by_client(p) and p.t >= synack.t and "A" in p.flags
-                    and "S" not in p.flags and p.ack == (synack.seq + 1) % 2**32), None)
+                    and "S" not in p.flags and "R" not in p.flags and p.ack == (synack.seq + 1) % 2**32), None)
     return syn, synack, ack
 
 
@@ -378,7 +399,7 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
     from probe.pcapfile import ip_packets
 
     table = FlowTable(wanted)
-    for open_flow in stream_flows(ip_packets(path), table):
+    for open_flow in stream_flows(ip_packets(path, table.totals.warnings), table):
         on_result(judge(open_flow))
     return table.totals
 

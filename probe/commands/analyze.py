@@ -112,10 +112,12 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
         for n, text in enumerate(spool.texts()):
             write((",\n" if n else "") + text)
         write('\n], "totals": %s}\n' % json.dumps(vars(totals)))
+        _say_warnings(totals.warnings)
     else:
         for text in spool.texts():
             print(text)
         print(flows_table([row for _start, row in sorted(rows, key=lambda item: item[0])]))
+        _say_warnings(totals.warnings)
         _say_totals(totals)
     return worst_exit_code(codes)
 
@@ -129,12 +131,13 @@ def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bo
     from probe.analyze_report import analyzed_flow_json, paired_flow_json
     from probe.report import SCHEMA
 
-    spooled = {}
+    spooled, warnings = {}, []
     for path in (first, second):
         spool, totals = spool_capture(path, wanted)
         if not len(spool):
             raise ProbeError(_no_flows(path, totals))
         spooled[path] = spool
+        warnings += totals.warnings
     by_side = {path: sum(1 if key.vantage == "client" else -1 for key in spool.keys) for path, spool in spooled.items()}
     client_file = max(by_side, key=lambda path: by_side[path])
     server_file = second if client_file == first else first
@@ -169,6 +172,7 @@ def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bo
         sys.stdout.write("\n")
         if len(client) > len(matches):
             say(f"{len(client) - len(matches)} flow(s) of {client_file} have no counterpart in {server_file}")
+    _say_warnings(warnings)
     return worst_exit_code(codes)
 
 
@@ -213,15 +217,28 @@ def _write_json_document(head: dict, arrays: dict) -> None:
 
 
 def _no_flows(path: str, totals) -> str:
+    """Why there is nothing to analyse, in one line (with what the reader said about the file)."""
     if totals.tcp_packets == 0:
-        return f"{path} holds no TCP packets ({totals.packets} IPv4 packet(s)): nothing to analyse"
-    if totals.filtered_out and not totals.flows:
-        return f"no flow in {path} matches --flow/--host"
-    return (f"{path} holds no TCP handshake ({totals.tcp_packets} TCP packet(s) of connections that started "
-            f"before the capture): nothing to analyse")
+        why = f"{path} holds no TCP packets ({_ip_packets(totals)}): nothing to analyse"
+    elif totals.filtered_out and not totals.flows:
+        why = f"no flow in {path} matches --flow/--host"
+    else:
+        why = (f"{path} holds no TCP handshake ({totals.tcp_packets} TCP packet(s) of connections that started "
+               f"before the capture): nothing to analyse")
+    return "; ".join([why, *totals.warnings])
+
+
+def _ip_packets(totals) -> str:
+    return f"{totals.packets} IP packet(s)" + (f", {totals.ipv6_packets} of them IPv6" if totals.ipv6_packets else "")
+
+
+def _say_warnings(warnings: list[str]) -> None:
+    """What the reader said about damaged files: one line each, after the results."""
+    for warning in warnings:
+        say(f"probe: {warning}")
 
 
 def _say_totals(totals) -> None:
-    say(f"{totals.flows} flow(s) analysed, {totals.packets} IPv4 packet(s) read"
+    say(f"{totals.flows} flow(s) analysed, {_ip_packets(totals)} read"
         + (f"; {totals.without_handshake} TCP packet(s) of connections whose handshake is not in the file were "
            f"skipped" if totals.without_handshake else ""))
