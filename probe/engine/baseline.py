@@ -287,19 +287,29 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
 
 
 def _farther_responder(packets: list[PacketRecord], synack_index: int, flow: Flow) -> int | None:
-    """The TTL of a server answering from farther away than the handshake's responder, if any.
+    """The TTL of a server answering from farther away than the handshake's responder (or from as
+    far: a proxy in the server's own rack), if any.
 
     A SYN proxy or load balancer answers the handshake itself and hands the connection to the
     server behind it, whose packets then arrive with a lower TTL. A forger sits between us and
     the server, so it is never farther than what answered the SYN: data that continues the
     server's sequence numbers exactly, acknowledges our request and comes from farther away is
-    the server's own. Returns None when no such packet exists."""
+    the server's own.
+
+    "Farther" is counted in hops from each packet's own initial TTL (`hop_distance`), not by
+    comparing raw TTLs: a block page from a Windows-like stack (128) near us arrives with a lower
+    TTL than a SYN-ACK from a router-like stack (255) far away (CenTrace's bisexual.org capture:
+    TTL 83 against 238). Both stacks of a real proxy-and-server pair set DF on TCP, as every current
+    stack does, so data with another DF bit than the SYN-ACK's is not taken as the server's either
+    (then the ordinary signals judge it). Returns None when no such packet exists."""
     synack = packets[synack_index]
     request = first_request(packets, flow)
     if request is None:
         return None
     for p in packets[synack_index + 1:]:
-        if (flow.toward_client(p) and p.ttl < synack.ttl and "R" not in p.flags and "S" not in p.flags
+        if (flow.toward_client(p) and hop_distance(p.ttl) >= hop_distance(synack.ttl) and p.df == synack.df
+                and p.ttl != synack.ttl
+                and "R" not in p.flags and "S" not in p.flags
                 and p.length and p.seq == seq_add(synack.seq, 1) and seq_diff(p.ack, seq_end(request)) >= 0):
             return p.ttl
     return None

@@ -1,9 +1,17 @@
 """The signals, one small function each. Each returns `Signal`s: a weight and a sentence.
 
 Positive weight says "forged" (sent by something other than the server), negative says
-"the server's own". No single signal decides: `verdict.attribute` adds them up.
-Weights: 3 = physics or protocol says the server could not have sent it; 2 = strong;
-1 = suggestive (known false positives listed in each docstring).
+"the server's own". `verdict.attribute` adds them up, with one exception: a *decisive* signal
+is a fact that makes it impossible for the server to have sent the packet (it came back sooner
+than the path allows, it acknowledges bytes never sent, it answers a request that expired on
+the way, it carries other bytes than the server's for the same sequence numbers). Such a fact
+is never cancelled by evidence a forger can copy.
+
+Weights: 3 = physics or protocol; 2 = strong; 1 = suggestive (known false positives listed in
+each docstring). "For the server" signals are weighed by whether an injector could know or copy
+them: sequence and acknowledgement numbers are on the wire for any on-path box and count for
+nothing; TTL and IP-ID can be copied and count -1 at most; a stack's whole fingerprint (initial
+TTL, DF, IP-ID habit, window) is harder to copy, and a mismatch in it counts against.
 """
 
 from __future__ import annotations
@@ -13,9 +21,10 @@ from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from dataclasses import dataclass
 
-from probe.engine.baseline import HALF, MOD32, TIMESTAMP_NOISE, Baseline, FlowTables, SeqIndex, hop_distance, seq_end
+from probe.engine.baseline import (HALF, MOD32, TIMESTAMP_NOISE, Baseline, FlowTables, SeqIndex, first_request,
+                                   hop_distance, initial_ttl, seq_end)
 from probe.engine.model import Flow
-from probe.record import PacketRecord
+from probe.record import PacketRecord, is_time_exceeded
 from probe.tcp import seq_diff
 
 BURST_SHARE = 0.1  # resets closer together than this share of the round trip belong to one burst
@@ -25,6 +34,7 @@ BURST_SHARE = 0.1  # resets closer together than this share of the round trip be
 class Signal:
     weight: int
     sentence: str
+    decisive: bool = False  # the server cannot have sent this packet: never outweighed
 
 
 def tables_of(packets: list[PacketRecord], flow: Flow, baseline: Baseline) -> FlowTables:
@@ -82,13 +92,58 @@ def too_early(packets: list[PacketRecord], index: int, flow: Flow, baseline: Bas
         return []
     elapsed = packet.t - cause.t
     if soonest is not None and elapsed < soonest:
-        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after the packet it answers; the server is "
-                          f"{baseline.rtt * 1000:.1f} ms away (round trip), so nothing of its own can arrive "
-                          f"sooner than {soonest * 1000:.1f} ms")]
+        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after {describe_segment(cause)} it answers; the server "
+                          f"is {baseline.rtt * 1000:.1f} ms away (round trip), so nothing of its own can arrive "
+                          f"sooner than {soonest * 1000:.1f} ms", decisive=True)]
+    drawn_by = drawing_segment(packets, index, flow, baseline)
+    elapsed = packet.t - drawn_by.t
     if elapsed >= baseline.rtt * 0.8:
-        return [Signal(-1, f"arrived {elapsed * 1000:.1f} ms after the packet it answers "
+        return [Signal(-1, f"arrived {elapsed * 1000:.1f} ms after {describe_segment(drawn_by)} it answers "
                            f"(round trip {baseline.rtt * 1000:.1f} ms)")]
     return []
+
+
+def describe_segment(packet: PacketRecord) -> str:
+    """How the evidence names a segment of ours: "our request", "our ACK", "our SYN"..."""
+    if packet.length:
+        return "our request"
+    if "S" in packet.flags:
+        return "our SYN"
+    if "F" in packet.flags:
+        return "our FIN"
+    return "our RST" if "R" in packet.flags else "our ACK"
+
+
+def drawing_segment(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> PacketRecord:
+    """The segment of ours that most plausibly drew packet `index`: `causes` gives the earliest
+    one it can answer (what the timing test must use, to stay conservative); for a bare RST, which
+    carries the ACK of every segment of ours since the handshake, the latest of those sent at least
+    the soonest answer time before it is the one a stack was answering (a request sent long after
+    the handshake ACK draws its own reset; the handshake ACK's reset would have come one round trip
+    after it). Other packets: the earliest, as `causes` says."""
+    tables = tables_of(packets, flow, baseline)
+    cause = tables.causes[index]
+    packet = packets[index]
+    if cause is None or "A" in packet.flags or "R" not in packet.flags:
+        return cause
+    by_ack = tables.memo("our segments by ack", lambda: _our_segments_by_ack(packets, flow))
+    soonest = baseline.soonest_answer or 0.0
+    candidates = by_ack.get(packet.seq % MOD32, [])
+    latest = None
+    for position in candidates:
+        if position >= index or packet.t - packets[position].t < soonest:
+            break
+        latest = packets[position]
+    return latest or cause
+
+
+def _our_segments_by_ack(packets: list[PacketRecord], flow: Flow) -> dict[int, list[int]]:
+    """Our ACK-carrying segments, by the ACK number they carry, in capture order."""
+    result: dict[int, list[int]] = {}
+    for position, p in enumerate(packets):
+        if flow.sent_by_client(p) and "A" in p.flags:
+            result.setdefault(p.ack % MOD32, []).append(position)
+    return result
 
 
 def ip_id_habit(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
@@ -113,7 +168,9 @@ def reset_shape(packets: list[PacketRecord], index: int, flow: Flow, baseline: B
     next sequence number. A reset for an unknown connection carries window 0 (Linux, Windows);
     an abort's RST/ACK carries the current window on Linux (measured: 64), so only bare resets
     are judged by their window. Injectors: sequence numbers offset from the expected one (+1460,
-    +4380: guessing ahead of a window), non-zero windows on bare resets.
+    +4380: guessing ahead of a window), non-zero windows on bare resets. A sequence number
+    exactly where the server's next byte belongs says nothing either way: every on-path box sees
+    the sequence numbers it needs to forge one.
     False positives: other stacks may put a window on a bare reset (weight 1 only)."""
     packet = packets[index]
     if "R" not in packet.flags:
@@ -123,9 +180,7 @@ def reset_shape(packets: list[PacketRecord], index: int, flow: Flow, baseline: B
                                                           lambda: _server_next_seqs(packets, flow))[index]
     if server_next is not None:
         offset = seq_diff(packet.seq, server_next)
-        if offset == 0:
-            signals.append(Signal(-1, "sequence number exactly where the server's next byte belongs"))
-        else:
+        if offset != 0:  # exactly right says nothing: every on-path box sees the sequence numbers
             signals.append(Signal(2, f"sequence number {offset:+d} from where the server's next byte belongs"))
     if packet.win != 0 and "A" not in packet.flags:
         signals.append(Signal(1, f"window {packet.win} on a bare reset (a stack resetting an unknown "
@@ -308,3 +363,251 @@ def acknowledges_backwards(packets: list[PacketRecord], index: int, flow: Flow, 
         return []
     return [Signal(0, f"the server acknowledged {behind} bytes less than it already had: it was "
                       f"answering a segment sent in our name (a challenge ACK, RFC 5961)")]
+
+
+# --- the stack's fingerprint: harder to copy than a TTL -------------------------------------------
+
+
+def initial_ttl_class(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
+    """A packet whose TTL started from another initial value (32, 64, 128, 255) than the server's.
+
+    Why: a stack sends every packet with the same initial TTL (Linux and most Unix 64, Windows 128,
+    many network devices 255); a packet that started from another value came from another stack.
+    Forgers with their own stack show theirs (CenTrace's nifty.org capture: a reset starting from 64
+    where the server's SYN-ACK started from 255). The sender's distance, counted from its own
+    initial value, tells more: a forger sits between us and the server, so a sender *nearer* than
+    the server is strong evidence (weight 2), one as far or farther is weak (weight 1: a server
+    behind a SYN proxy or load balancer that answered the handshake itself has its own stack and is
+    as far or farther; the textbook's weather captures show such a pair at one distance).
+    False positives: a backend behind a SYN proxy that resets before sending any data (weight 1); a path of more than 32 hops makes a 64 look like a 32 (rare; weight 2 at most, never
+    decisive)."""
+    if baseline.handshake_ttl is None:
+        return []
+    classes = sorted({initial_ttl(ttl) for ttl in baseline.accepted_ttls})
+    own = initial_ttl(packet.ttl)
+    if own in classes:
+        return []
+    sender_hop, server_hop = hop_distance(packet.ttl), baseline.server_hop
+    nearer = server_hop is not None and sender_hop < server_hop
+    where = "nearer than" if nearer else "as far as" if sender_hop == server_hop else "farther than"
+    return [Signal(2 if nearer else 1,
+                   f"TTL {packet.ttl} started from {own}, the server's from {'/'.join(map(str, classes))}: "
+                   f"another stack, {where} the server (hop {sender_hop} against {server_hop})")]
+
+
+def df_bit(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
+    """A packet whose Don't Fragment bit differs from the server's SYN-ACK's.
+
+    Why: a stack sets DF on all its TCP packets or on none (every current one sets it, for path
+    MTU discovery, RFC 1191); injectors writing raw packets often leave it clear (the lab's and
+    CenTrace's captured injectors do). False positives: a stack that sends its resets without DF
+    while its data carries it (not seen in Linux, which sets DF on resets; possible elsewhere), a
+    middlebox that clears DF on the way (then all the server's packets differ, not one). Weight 1:
+    never enough alone. Not used for IPv6, which has no DF bit (it never fragments on the way)."""
+    synack = baseline.synack
+    if synack is None or packet.version == 6 or packet.df == synack.df:
+        return []
+    return [Signal(1, f"DF {'set' if packet.df else 'clear'}, the server's SYN-ACK had it "
+                      f"{'set' if synack.df else 'clear'}")]
+
+
+def ip_id_copied(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """A packet in the server's name carrying the IP-ID of the very segment of ours it answers.
+
+    Why: IP-IDs are numbered by each sender from its own counter; an injector that builds its
+    reply from our packet (swapping addresses and ports) keeps our IP-ID (CenTrace's nifty.org
+    capture: the reset carried the request's IP-ID). Compared only with the segments it can answer
+    (`causes`, `drawing_segment`), so a match by chance has odds of about 2 in 65,536.
+    False positives: that chance; IP-ID 0 is never counted (Linux sends 0 on SYN-ACKs and resets,
+    and some clients on all DF packets). Not for IPv6 (no IP-ID)."""
+    packet = packets[index]
+    if packet.version == 6 or packet.ip_id == 0:
+        return []
+    tables = tables_of(packets, flow, baseline)
+    answered = {tables.causes[index], drawing_segment(packets, index, flow, baseline)} - {None}
+    copied = next((p for p in answered if p.ip_id == packet.ip_id), None)
+    if copied is None:
+        return []
+    return [Signal(2, f"IP-ID {packet.ip_id}, the IP-ID of {describe_segment(copied)} it answers: "
+                      f"built from our own packet")]
+
+
+def same_ip_id_burst(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """Several resets in the server's name, with different sequence numbers or flags, that share one
+    non-zero IP-ID.
+
+    Why: a stack takes a new IP-ID for every packet it sends from a counter or at random; an
+    injector that builds a burst from one template repeats it. RFC 6864 allows a repeated IP-ID
+    only on atomic datagrams (DF set), so a repeat without DF breaks the rule (weight 2) and one
+    with DF is suggestive (weight 1). False positives: a stack with a constant IP-ID on DF packets
+    (allowed by RFC 6864; zero is the usual constant, and zero is not counted). Not for IPv6."""
+    packet = packets[index]
+    if "R" not in packet.flags or packet.ip_id == 0 or packet.version == 6:
+        return []
+    shared = tables_of(packets, flow, baseline).memo("resets by ip-id", lambda: _resets_by_ip_id(packets, flow))
+    others = shared.get(packet.ip_id, ())
+    shapes = {(packets[i].seq, packets[i].flags) for i in others}
+    if len(others) < 2 or len(shapes) < 2:
+        return []
+    return [Signal(1 if packet.df else 2, f"one of {len(others)} resets with {len(shapes)} different sequence "
+                                           f"numbers or flags that all carry IP-ID {packet.ip_id}")]
+
+
+def _resets_by_ip_id(packets: list[PacketRecord], flow: Flow) -> dict[int, list[int]]:
+    result: dict[int, list[int]] = {}
+    for i, p in enumerate(packets):
+        if flow.toward_client(p) and "R" in p.flags and p.ip_id:
+            result.setdefault(p.ip_id, []).append(i)
+    return result
+
+
+# --- what the server could not have sent ---------------------------------------------------------
+
+
+def acknowledges_unsent(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """A packet in the server's name acknowledging bytes we never sent (decisive).
+
+    Why: a stack acknowledges only what it received; nothing can receive bytes that were never
+    sent, so the acknowledgement was made up (injectors guessing ahead, e.g. +1460, +4380).
+    "Never sent" is judged against everything we sent in the whole flow, later segments included.
+    False positives: a capture that lost our last segment (then the server acknowledges bytes the
+    capture does not show); a live probe records all it sends, a capture file may not."""
+    packet = packets[index]
+    if "A" not in packet.flags:
+        return []
+    furthest = tables_of(packets, flow, baseline).memo("our furthest end", lambda: _furthest_sent(packets, flow))
+    if furthest is None:
+        return []
+    beyond = seq_diff(packet.ack, furthest)
+    if beyond <= 0:
+        return []
+    return [Signal(3, f"acknowledges {beyond} byte(s) we never sent", decisive=True)]
+
+
+def _furthest_sent(packets: list[PacketRecord], flow: Flow) -> int | None:
+    furthest = None
+    for p in packets:
+        if flow.sent_by_client(p):
+            end = seq_end(p)
+            if furthest is None or seq_diff(end, furthest) > 0:
+                furthest = end
+    return furthest
+
+
+def answers_expired_request(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """An acknowledgement of our data when every copy of that data expired on the way (decisive),
+    or was sent with a TTL well short of the server's distance (strong).
+
+    Why: a TTL-limited copy of the request (`probe trace`, CenTrace, tracevis) that a router
+    answered with ICMP time exceeded never reached the server (the ICMP quotes it: sequence number
+    and IP-ID); a packet that acknowledges those bytes was sent by something in between that saw
+    them. Without the ICMP, a copy sent with a TTL below the server's distance most likely did not
+    reach it either; return paths can be a few hops longer or shorter than forward ones (Paxson,
+    "End-to-end routing behavior in the Internet", 1996), so that counts only 3 hops or more short,
+    and as strong evidence, never decisive.
+    False positives: none for the ICMP case; for the TTL case, a return path much longer than the
+    forward one."""
+    packet = packets[index]
+    if "A" not in packet.flags or "S" in packet.flags:
+        return []
+    copies = tables_of(packets, flow, baseline).memo("data copies", lambda: _data_copies(packets, flow))
+    answered = [i for i in copies if i < index and seq_diff(packet.ack, seq_end(packets[i])) >= 0]
+    if not answered:
+        return []
+    expired = tables_of(packets, flow, baseline).memo("expired copies", lambda: _expired_copies(packets, flow))
+    last = packets[answered[-1]]
+    if all(i in expired for i in answered):
+        return [Signal(3, f"acknowledges our data, but every copy of it expired on the way (ICMP time exceeded "
+                          f"from {expired[answered[-1]]}): it never reached the server", decisive=True)]
+    server_hop = baseline.server_hop
+    if server_hop is not None and all(packets[i].ttl <= server_hop - 3 for i in answered):
+        return [Signal(2, f"acknowledges our data, sent with TTL {last.ttl}, while the server is about "
+                          f"{server_hop} hops away")]
+    return []
+
+
+def _data_copies(packets: list[PacketRecord], flow: Flow) -> list[int]:
+    return [i for i, p in enumerate(packets) if flow.sent_by_client(p) and p.length]
+
+
+def _expired_copies(packets: list[PacketRecord], flow: Flow) -> dict[int, str]:
+    """Our data segments that an ICMP time exceeded in the flow quotes (by sequence number and
+    IP-ID), each with the address of the router that answered."""
+    quoted = {}
+    for p in packets:
+        if flow.quotes_flow(p) and is_time_exceeded(p) and p.quoted.seq is not None:
+            quoted.setdefault((p.quoted.seq, p.quoted.ip_id if p.version == 4 else None), p.src)
+    result = {}
+    for i in _data_copies(packets, flow):
+        p = packets[i]
+        router = quoted.get((p.seq, p.ip_id if p.version == 4 else None))
+        if router is not None:
+            result[i] = router
+    return result
+
+
+def overlapping_payload(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """Data in the server's name that covers bytes another segment in its name already carried, with
+    other bytes (decisive: one of the two is forged).
+
+    Why: a stack retransmits the same bytes for the same sequence numbers; an injector racing the
+    server (Quantum Insert; the NSA's tool as documented by Fox-IT, 2015; Zeek's
+    `rexmit_inconsistency`) sends its own bytes for them, and the first to arrive is the one the
+    client keeps, which is why injectors race. Of the two, the one outside the server's
+    fingerprint (`Baseline.members`) is blamed; when both or neither are in it, the one that
+    arrived first (the race's winner). Only bytes both segments carry are compared (a snap length
+    may have cut either).
+    False positives: none from a conforming stack; a capture that corrupted bytes would need to
+    pass the checksum."""
+    clash = tables_of(packets, flow, baseline).memo(("payload clashes", baseline.members),
+                                                    lambda: _payload_clashes(packets, flow, baseline))
+    other = clash.get(index)
+    if other is None:
+        return []
+    return [Signal(3, f"carries other bytes than the segment #{other + 1} in the server's name for the same "
+                      f"sequence numbers: one of the two is forged", decisive=True)]
+
+
+def _payload_clashes(packets: list[PacketRecord], flow: Flow, baseline: Baseline) -> dict[int, int]:
+    """For each data segment in the server's name judged forged by a clash, the other segment."""
+    segments = [i for i, p in enumerate(packets) if flow.toward_client(p) and p.length and "R" not in p.flags]
+    if len(segments) < 2:
+        return {}
+    origin = packets[segments[0]].seq
+    spans = sorted((seq_diff(packets[i].seq, origin), i) for i in segments)
+    result: dict[int, int] = {}
+    open_spans: list[tuple[int, int]] = []  # (start, index) of earlier segments that may still overlap
+    for start, i in spans:
+        data = packets[i].payload
+        open_spans = [(s, j) for s, j in open_spans if s + packets[j].length > start]
+        for other_start, j in open_spans[-8:]:  # bounded: a flow of retransmissions stays linear
+            other = packets[j].payload
+            low, high = max(start, other_start), min(start + len(data), other_start + len(other))
+            if low < high and data[low - start:high - start] != other[low - other_start:high - other_start]:
+                in_i, in_j = i in baseline.members, j in baseline.members
+                forged = j if in_i and not in_j else i if in_j and not in_i else min(i, j)
+                result.setdefault(forged, i + j - forged)
+        open_spans.append((start, i))
+    return result
+
+
+def ack_short_of_request(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """A RST/ACK in the server's name, a full round trip after our request, that does not
+    acknowledge it.
+
+    Why: the server's packets sent after our request reached it acknowledge the request (RFC 9293:
+    ACK = RCV.NXT), and anything the server sent after the request arrived reaches us at least a
+    round trip after we sent it. A box that answers on seeing the request, but builds its reset
+    from the connection's state before it, leaves the ACK short.
+    False positives: a request lost on the way (then the server never had it; weight 1 only)."""
+    packet = packets[index]
+    if not packet.has("RA") or baseline.rtt is None:
+        return []
+    request = tables_of(packets, flow, baseline).memo("first request", lambda: first_request(packets, flow))
+    if request is None or packet.t - request.t < baseline.rtt:
+        return []
+    short = seq_diff(seq_end(request), packet.ack)
+    if short <= 0:
+        return []
+    return [Signal(1, f"acknowledges {short} byte(s) less than our request, a round trip after it")]
+

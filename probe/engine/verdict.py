@@ -16,7 +16,7 @@ errors; and otherwise what the server itself did.
 from __future__ import annotations
 
 from probe.engine import heuristics as h
-from probe.engine.baseline import (Baseline, FlowTables, build_baseline, first_request, hop_distance,
+from probe.engine.baseline import (Baseline, FlowTables, build_baseline, first_request, hop_distance, initial_ttl,
                                    request_acknowledged, seq_end)
 from probe.engine.locate import Location
 from probe.engine.model import Analysis, Attribution, Flow
@@ -56,14 +56,30 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
     tables = h.tables_of(packets, flow, baseline)
     if baseline.synack is None:
         return _attribute_without_baseline(packets, index, flow, tables)
-    signals = (h.ttl_distance(packet, baseline) + h.too_early(packets, index, flow, baseline)
-               + h.ip_id_habit(packet, baseline) + h.reset_shape(packets, index, flow, baseline)
+    signals = (h.ttl_distance(packet, baseline) + h.initial_ttl_class(packet, baseline) + h.df_bit(packet, baseline)
+               + h.too_early(packets, index, flow, baseline)
+               + h.ip_id_habit(packet, baseline) + h.ip_id_copied(packets, index, flow, baseline)
+               + h.same_ip_id_burst(packets, index, flow, baseline)
+               + h.reset_shape(packets, index, flow, baseline)
                + h.reset_burst(packets, index, flow, baseline.rtt, tables)
-               + h.followed_by_server_data(packets, index, flow, baseline))
+               + h.followed_by_server_data(packets, index, flow, baseline)
+               + h.acknowledges_unsent(packets, index, flow, baseline)
+               + h.answers_expired_request(packets, index, flow, baseline)
+               + h.overlapping_payload(packets, index, flow, baseline)
+               + h.ack_short_of_request(packets, index, flow, baseline))
+    return weigh(signals)
+
+
+def weigh(signals: list[h.Signal]) -> Attribution:
+    """Signals to an origin. A decisive signal (the server could not have sent it) blames on its
+    own, whatever else is said; otherwise blame needs a score of 3 with a strong signal among
+    them, and signals against the server that add up to 2 without that make it `unknown`."""
+    against = [s.sentence for s in sorted(signals, key=lambda s: (not s.decisive, -s.weight)) if s.weight > 0]
+    for_server = [s.sentence for s in signals if s.weight < 0]
+    if any(s.decisive for s in signals):
+        return Attribution("middlebox", "high", tuple(against + for_server))
     score = sum(signal.weight for signal in signals)
     strong = any(signal.weight >= 2 for signal in signals)
-    against = [s.sentence for s in signals if s.weight > 0]
-    for_server = [s.sentence for s in signals if s.weight < 0]
     if score >= 3 and strong:
         return Attribution("middlebox", "high" if score >= 5 else "medium", tuple(against))
     if sum(s.weight for s in signals if s.weight > 0) >= 2:
@@ -72,7 +88,8 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
 
 
 def _attribute_without_baseline(packets: list[PacketRecord], index: int, flow: Flow, tables: FlowTables) -> Attribution:
-    """No SYN-ACK to compare with (a reset answered the SYN): say what the packet itself tells."""
+    """No SYN-ACK to compare with (a reset answered the SYN): say what the packet itself tells, and
+    compare it with the other packets in the server's name (`two_senders`)."""
     packet = packets[index]
     evidence = [f"no SYN-ACK to compare with; TTL {packet.ttl} puts the sender at about hop "
                 f"{hop_distance(packet.ttl)}"]
@@ -80,9 +97,35 @@ def _attribute_without_baseline(packets: list[PacketRecord], index: int, flow: F
     burst = h.reset_burst(packets, index, flow, round_trip, tables)
     if burst and burst[0].weight >= 2:
         return Attribution("middlebox", "medium", tuple(evidence + [burst[0].sentence]))
+    nearer = two_senders(packets, index, flow, tables)
+    if nearer:
+        return Attribution("middlebox", "medium", tuple(evidence + nearer))
     if "R" in packet.flags and "A" in packet.flags:
         evidence.append("RST/ACK to our SYN, as a closed port answers (RFC 9293)")
     return Attribution("server", "low", tuple(evidence))
+
+
+def two_senders(packets: list[PacketRecord], index: int, flow: Flow, tables: FlowTables) -> list[str]:
+    """Two stacks answering in the server's name: the nearer one is not the server.
+
+    What: packets in the server's name whose TTLs start from different initial values (32, 64,
+    128, 255), so two different stacks sent them, at different distances counted from each one's
+    own initial value. Why: one host has one stack; a forger sits between us and the server, so of
+    two senders in the server's name the nearer is never the server (CenTrace's binance.com capture:
+    resets starting from 255 at hop 17, beside the SYN's reset starting from 64 at hop 18).
+    Known false positives: a load balancer answering in front of the server is nearer too, and
+    is a box in between; two senders at one distance are left alone (no verdict on who is who).
+    Returns the evidence, empty when packet `index` is not the nearer of two such senders."""
+    senders = tables.memo("senders in the server's name", lambda: {
+        (initial_ttl(p.ttl), hop_distance(p.ttl)) for p in packets if flow.toward_client(p)})
+    packet = packets[index]
+    own_class, own_hop = initial_ttl(packet.ttl), hop_distance(packet.ttl)
+    farther = [(start, hop) for start, hop in senders if start != own_class and hop > own_hop]
+    if not farther:
+        return []
+    start, hop = max(farther, key=lambda sender: sender[1])
+    return [f"TTL {packet.ttl} started from {own_class} (hop {own_hop}), while other packets in the server's name "
+            f"started from {start} (hop {hop}): two stacks answer, and this one is nearer than the other"]
 
 
 def _round_trip_to_first_answer(packets: list[PacketRecord], flow: Flow) -> float | None:

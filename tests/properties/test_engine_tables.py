@@ -118,11 +118,19 @@ def reference_too_early(packets, index, flow, baseline):
         return []
     elapsed = packet.t - cause.t
     if soonest is not None and elapsed < soonest:
-        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after the packet it answers; the server is "
-                          f"{baseline.rtt * 1000:.1f} ms away (round trip), so nothing of its own can arrive "
-                          f"sooner than {soonest * 1000:.1f} ms")]
+        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after {h.describe_segment(cause)} it answers; the server "
+                          f"is {baseline.rtt * 1000:.1f} ms away (round trip), so nothing of its own can arrive "
+                          f"sooner than {soonest * 1000:.1f} ms", decisive=True)]
+    drawn_by = cause
+    if "R" in packet.flags and "A" not in packet.flags:  # a bare RST: the latest of ours it can answer, by scan
+        for p in packets[:index]:
+            if flow.sent_by_client(p) and "A" in p.flags and p.ack % MOD32 == packet.seq % MOD32:
+                if packet.t - p.t < (soonest or 0.0):
+                    break
+                drawn_by = p
+    elapsed = packet.t - drawn_by.t
     if elapsed >= baseline.rtt * 0.8:
-        return [Signal(-1, f"arrived {elapsed * 1000:.1f} ms after the packet it answers "
+        return [Signal(-1, f"arrived {elapsed * 1000:.1f} ms after {h.describe_segment(drawn_by)} it answers "
                            f"(round trip {baseline.rtt * 1000:.1f} ms)")]
     return []
 
@@ -135,9 +143,7 @@ def reference_reset_shape(packets, index, flow):
     server_next = reference_server_next_seq(packets, index, flow)
     if server_next is not None:
         offset = seq_diff(packet.seq, server_next)
-        if offset == 0:
-            signals.append(Signal(-1, "sequence number exactly where the server's next byte belongs"))
-        else:
+        if offset != 0:
             signals.append(Signal(2, f"sequence number {offset:+d} from where the server's next byte belongs"))
     if packet.win != 0 and "A" not in packet.flags:
         signals.append(Signal(1, f"window {packet.win} on a bare reset (a stack resetting an unknown "
