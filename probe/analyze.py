@@ -149,7 +149,7 @@ def _quoted_key(quote: bytes) -> bytes | None:
         l4, source, destination = found[1], quote[8:24], quote[24:40]
     else:
         l4 = (quote[0] & 0x0F) << 2 if quote else 0
-        if l4 < 20 or quote[0] >> 4 != 4 or quote[9] != 6 or len(quote) < l4 + 4:
+        if l4 < 20 or len(quote) < l4 + 4 or quote[0] >> 4 != 4 or quote[9] != 6:
             return None
         source, destination = quote[12:16], quote[16:20]
     return _flow_key(source + quote[l4:l4 + 2], destination + quote[l4 + 2:l4 + 4])

@@ -123,6 +123,7 @@ def _pcap_packets(path: str, handle, magic: bytes, note: Callable[[str], None]) 
         if len(buffer) - position < 16:
             buffer = buffer[position:] + handle.read(CHUNK)
             position = 0
+    ipv4, ipv6 = ETHERTYPE_IPV4, ETHERTYPE_IPV6  # locals: the loop runs once per record
             if not buffer:
                 return
             if len(buffer) < 16:
@@ -143,8 +144,9 @@ def _pcap_packets(path: str, handle, magic: bytes, note: Callable[[str], None]) 
         complete += 1
         t = seconds + fraction / 1e6 if micro else (seconds * 1_000_000_000 + fraction) / 1_000_000_000
         if marker is not None:
-            kind = buffer[start + marker:start + marker + 2]
-            if kind == ETHERTYPE_IPV4 or kind == ETHERTYPE_IPV6:
+            at = start + marker
+            kind = buffer[at:at + 2]
+            if kind == ipv4 or kind == ipv6:
                 yield t, buffer[start + fixed:end]
                 continue
             if linktype != LINK_ETHERNET:

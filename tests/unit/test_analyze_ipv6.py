@@ -121,6 +121,26 @@ def test_hostile_ipv6_bytes_never_raise():
     assert table.drain() == []
 
 
+def icmp4_error(icmp_type: int, quoting: bytes) -> bytes:
+    body = struct.pack("!BBHI", icmp_type, 0, 0, 0) + quoting
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, 1, 0, bytes([192, 0, 2, 1]),
+                       bytes([192, 0, 2, 10])) + body
+
+
+def test_an_icmp_error_quoting_any_cut_of_our_packet_never_raises_and_joins_once_the_ports_are_there():
+    records = handshake_flow(0.0, 40000)
+    for family, build, error, ports_end in ((4, raw, icmp4_error, 24), (6, raw6, lambda k, q: icmp6_error(0.0, k, q),
+                                                                         44)):
+        for cut in range(0, 64):
+            table = az.FlowTable()
+            for record in records[:2]:
+                table.feed(record.t, build(record))
+            table.feed(0.06, error(3 if family == 4 else 1, build(records[2])[:cut]))
+            [flow] = table.drain()
+            joined = [r for r in flow.records if r.proto == "icmp"]
+            assert len(joined) == (1 if cut >= ports_end else 0), (family, cut)
+
+
 # --- the command ---------------------------------------------------------------------------------------
 
 
