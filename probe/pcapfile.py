@@ -88,6 +88,11 @@ def ip_packets(path: str, warnings: list[str] | None = None) -> Iterator[tuple[f
         elif not magic:
             raise ProbeError(f"{path} is empty, not a capture")
         else:
+            from probe import textcap  # a capture pasted as text: tcpdump -x/-X, Wireshark's hex dump, text2pcap
+
+            if textcap.looks_like_text(magic + handle.read(textcap.HEAD_BYTES - 4)):
+                yield from textcap.ip_packets(path, note)
+                return
             raise ProbeError(f"{path} is not a pcap or pcapng file (it starts with {magic.hex()})")
 
 
