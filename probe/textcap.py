@@ -681,6 +681,9 @@ class _Built:
     past_end: tuple[int, int] | None = None  # rows after the packet's end: (start, end) in the text
 
 
+_HEADERS_WITHIN = 20 + 60 + 20  # the farthest a TCP header can end: SLL2, a full IPv4 header, TCP
+
+
 def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hint: int | None) -> _Built:
     """The bytes of a chain: each row's count from the next row's offset, the last row's from the IP
     header; missing rows (and rows read only in part) become zeros, and their ranges are kept."""
@@ -704,11 +707,14 @@ def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hin
     last = rows[-1]
     provisional = bytes(data) + last.anchor.strict[:chain.width]
     link = _find_ip(provisional, hint)
-    if link is None:
-        return _Built(data, ranges, None, last.anchor.stop, spans, "hex rows that hold no IP packet")
-    if not _header_agrees(provisional, link, header):
-        return _Built(data, ranges, None, last.anchor.stop, spans,
-                      "an IPv4 header whose checksum fails, and no header line naming its addresses")
+    if link is None or not _header_agrees(provisional, link, header):
+        if ranges and ranges[0][0] < _HEADERS_WITHIN:
+            why = "a packet whose IP or TCP header is among the missing rows"
+        elif link is None:
+            why = "hex rows that hold no IP packet"
+        else:
+            why = "an IPv4 header whose checksum fails, and no header line naming its addresses"
+        return _Built(data, ranges, None, last.anchor.stop, spans, why)
     wanted = link.ip_at + _ip_length(provisional, link)
     if link.linktype == LINK_ETHERNET and wanted < 60:  # received frames carry padding to 60 bytes
         wanted = max(wanted, min(60, len(provisional)))

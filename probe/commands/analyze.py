@@ -61,7 +61,8 @@ class _Spool:
 
 
 def analyze(
-    file: str = typer.Argument(..., metavar="FILE", help="a capture (pcap or pcapng), client or server side"),
+    file: str = typer.Argument(..., metavar="FILE", help="a capture (pcap, pcapng, or text: tcpdump -x/-X rows, "
+                                                          "a hex dump), client or server side"),
     file2: Optional[str] = typer.Argument(None, metavar="[FILE2]",
                                           help="a capture of the same traffic taken at the other end"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout"),
@@ -70,11 +71,19 @@ def analyze(
                                               help="only flows with these ends (repeatable: any of them)"),
     hosts: Optional[List[str]] = typer.Option(None, "--host", metavar="ADDR",
                                               help="only flows with this address at one end (repeatable)"),
+    write_pcap: Optional[str] = typer.Option(None, "--write-pcap", metavar="OUT",
+                                             help="write the packets of a text capture FILE as a pcap (as text2pcap)"),
 ):
     """Analyse every TCP flow of a capture (and pair it with a capture of the other end)."""
     from probe.analyze import FlowFilter
 
     wanted = FlowFilter(tuple(parse_endpoint(h)[0] for h in hosts or []), tuple(parse_flow(f) for f in flows or []))
+    if write_pcap is not None:
+        from probe.commands.write_pcap import write_text_capture
+
+        if file2 is not None:
+            raise UsageError("--write-pcap converts one text capture: give FILE alone")
+        write_text_capture(file, write_pcap)
     if file2 is not None:
         raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose))
     raise typer.Exit(_analyze_one(file, wanted, json_output, verbose))
