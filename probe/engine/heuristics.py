@@ -611,3 +611,25 @@ def ack_short_of_request(packets: list[PacketRecord], index: int, flow: Flow, ba
         return []
     return [Signal(1, f"acknowledges {short} byte(s) less than our request, a round trip after it")]
 
+
+
+def published_fingerprint(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """A packet that fits a real injector's published fingerprint (`signatures.FINGERPRINTS`: the
+    device, the source that measured it, and its look-alike are data there). Weight 2 at most, so
+    a fingerprint alone never blames: a genuine stack can share any one field by chance."""
+    from probe.engine.signatures import matches
+
+    packet = packets[index]
+    if "R" not in packet.flags:
+        return []
+    window = burst_window(baseline.rtt)
+    tables = tables_of(packets, flow, baseline)
+
+    def nearby() -> list[PacketRecord]:
+        times = tables.memo("times in the server's name", lambda: sorted(
+            (p.t, i) for i, p in enumerate(packets) if flow.toward_client(p)))
+        low = bisect_left(times, (packet.t - window, -1))
+        high = bisect_right(times, (packet.t + window, len(packets)))
+        return [packets[i] for _, i in times[low:high]]
+
+    return [Signal(fingerprint.weight, sentence) for fingerprint, sentence in matches(packet, nearby)]

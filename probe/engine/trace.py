@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 
 from probe.engine.baseline import hop_distance
 from probe.engine.model import Analysis, Flow
-from probe.record import ICMP_TIME_EXCEEDED, PacketRecord
+from probe.record import PacketRecord, is_time_exceeded
 from probe.tcp import seq_diff
 
 INTERFERING = ("reset", "response", "silent", "unreachable", "no-handshake")
@@ -135,7 +135,7 @@ def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
         if packet.t < sent.t:
             continue
         if _quotes(packet, sent, flow):
-            if packet.icmp_type == ICMP_TIME_EXCEEDED:
+            if is_time_exceeded(packet):
                 expired = expired or packet
             else:
                 unreachable = unreachable or packet

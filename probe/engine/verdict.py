@@ -20,22 +20,67 @@ from probe.engine.baseline import (Baseline, FlowTables, build_baseline, first_r
                                    request_acknowledged, seq_end)
 from probe.engine.locate import Location
 from probe.engine.model import Analysis, Attribution, Flow
-from probe.record import ICMP_TIME_EXCEEDED, ICMP_UNREACHABLE, PacketRecord
+from probe.record import PacketRecord, is_time_exceeded, is_unreachable
 from probe.tcp import seq_diff
 
 ICMP_UNREACHABLE_CODES = {
     0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
-    4: "fragmentation needed", 9: "network administratively prohibited", 10: "host administratively prohibited",
+    4: "fragmentation needed", 6: "destination network unknown", 7: "destination host unknown",
+    9: "network administratively prohibited", 10: "host administratively prohibited",
     13: "communication administratively prohibited",
 }
+ICMP6_UNREACHABLE_CODES = {
+    0: "no route to destination", 1: "communication administratively prohibited", 2: "beyond scope of source address",
+    3: "address unreachable", 4: "port unreachable", 5: "source address failed ingress/egress policy",
+    6: "reject route to destination",
+}
+# What filters (RFC 1812 5.2.7.1: "administratively prohibited"; RFC 4443 3.1: codes 1, 5, 6), and
+# what is how a host that is down or a missing route looks (no ARP/ND answer: host unreachable;
+# no route: network unreachable), by family.
+FILTERING_CODES = {4: frozenset({9, 10, 13}), 6: frozenset({1, 5, 6})}
+DOWN_OR_UNROUTED_CODES = {4: frozenset({0, 1, 6, 7}), 6: frozenset({0, 3})}
 
 
 def describe_icmp(packet: PacketRecord) -> str:
-    if packet.icmp_type == ICMP_UNREACHABLE:
-        return f"destination unreachable ({ICMP_UNREACHABLE_CODES.get(packet.icmp_code, f'code {packet.icmp_code}')})"
-    if packet.icmp_type == ICMP_TIME_EXCEEDED:
+    v6 = packet.version == 6
+    if is_unreachable(packet):
+        names = ICMP6_UNREACHABLE_CODES if v6 else ICMP_UNREACHABLE_CODES
+        return f"destination unreachable ({names.get(packet.icmp_code, f'code {packet.icmp_code}')})"
+    if is_time_exceeded(packet):
         return "time exceeded"
-    return f"ICMP type {packet.icmp_type} code {packet.icmp_code}"
+    if v6 and packet.icmp_type == 2:
+        return "packet too big"
+    return f"ICMP{'v6' if v6 else ''} type {packet.icmp_type} code {packet.icmp_code}"
+
+
+def judge_unreachable(packet: PacketRecord, flow: Flow, baseline: Baseline) -> tuple[int | None, str]:
+    """Whether an ICMP destination unreachable about our flow is interference, and where.
+
+    Only what filters is interference: "administratively prohibited" from a router, or an error
+    that stands where the server's own path would not send it: a router saying the host is down or
+    unrouted after the server itself answered our SYN (it was up and routed a moment ago), or a
+    router answering with port or protocol unreachable, which only the destination sends (RFC 1122
+    3.2.2.1). A router's host or network unreachable before any answer is how a host that is down
+    or a missing route looks (the router's ARP or neighbour discovery got no answer, or it has no
+    route): not interference, and no hop is claimed. Errors from the server's own address are the
+    server's (its firewall, its closed port). Returns (the hop it is located at or None, a sentence)."""
+    code, family = packet.icmp_code, packet.version
+    hop = hop_distance(packet.ttl)
+    if packet.src == flow.server:
+        return None, f"the server {packet.src} answered with ICMP {describe_icmp(packet)}."
+    where = f"router {packet.src} at about hop {hop}"
+    if code in FILTERING_CODES[family]:
+        return hop, f"{where} answered with ICMP {describe_icmp(packet)}: a filter refused the connection."
+    if code in DOWN_OR_UNROUTED_CODES[family]:
+        if baseline.synack is not None:
+            return hop, (f"{where} answered with ICMP {describe_icmp(packet)} after the server itself had answered "
+                         f"our SYN: the host was up and routed, so something in between refused the connection.")
+        return None, (f"{where} answered with ICMP {describe_icmp(packet)}: the host is down or no route leads to it "
+                      f"(that is how a dead host or a missing route looks; nothing suggests a filter).")
+    if code in ({2, 3} if family == 4 else {4}):
+        return hop, (f"{where} answered with ICMP {describe_icmp(packet)}, which only the destination sends: "
+                     f"something in between answered in its place.")
+    return None, f"{where} answered with ICMP {describe_icmp(packet)}."
 
 
 def _attribute_icmp(packet: PacketRecord, flow: Flow) -> Attribution:
@@ -66,7 +111,8 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
                + h.acknowledges_unsent(packets, index, flow, baseline)
                + h.answers_expired_request(packets, index, flow, baseline)
                + h.overlapping_payload(packets, index, flow, baseline)
-               + h.ack_short_of_request(packets, index, flow, baseline))
+               + h.ack_short_of_request(packets, index, flow, baseline)
+               + h.published_fingerprint(packets, index, flow, baseline))
     return weigh(signals)
 
 
@@ -218,7 +264,8 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
     forged_resets = [i for i in forged if "R" in packets[i].flags]
     forged_data = [i for i in forged if packets[i].length]
     toward_server = reset_in_our_name(packets, flow, attributions, baseline)
-    icmp_errors = [i for i, p in enumerate(packets) if flow.quotes_flow(p) and p.icmp_type == ICMP_UNREACHABLE]
+    icmp_errors = [i for i, p in enumerate(packets) if flow.quotes_flow(p) and is_unreachable(p)
+                   and p.icmp_code != (4 if p.version == 4 else -1)]  # fragmentation needed: path MTU, not an error
     genuine_resets = [i for i in received if "R" in packets[i].flags and attributions[i].origin != "middlebox"]
     if forged_resets or forged_data:
         backward = next((signal.sentence for i in received
@@ -241,12 +288,8 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
                              + "; ".join(toward_server) + ".")
         return "middlebox-reset", direction, hop, "ttl" if hop else None, sentences
     if icmp_errors:
-        packet = packets[icmp_errors[0]]
-        located = packet.src != flow.server
-        hop = hop_distance(packet.ttl) if located else None
-        where = f"router {packet.src} at about hop {hop}" if located else f"the server {packet.src}"
-        return ("unreachable", None, hop, "icmp" if hop else None,
-                [f"{where} answered with ICMP {describe_icmp(packet)}."])
+        hop, sentence = judge_unreachable(packets[icmp_errors[0]], flow, baseline)
+        return "unreachable", None, hop, "icmp" if hop else None, [sentence]
     if baseline.synack is None:
         if genuine_resets:
             packet = packets[genuine_resets[0]]
@@ -257,11 +300,15 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
         return "no-answer", None, None, None, [f"No answer to {syns} SYN(s)."]
     if genuine_resets:
         packet = packets[genuine_resets[0]]
-        unsure = attributions[genuine_resets[0]].origin == "unknown"
+        attribution = attributions[genuine_resets[0]]
+        if attribution.origin == "unknown":
+            return ("ambiguous-reset", None, None, None,
+                    [f"The connection was reset ({packet.flags}, TTL {packet.ttl}), but the evidence does not say "
+                     f"whether the server sent it: {attribution.evidence[0]}.",
+                     "`probe trace` can tell whether it comes from a hop before the server."])
         return ("server-reset", None, None, None,
                 [f"The server reset the connection ({packet.flags}, TTL {packet.ttl} as its SYN-ACK"
-                 f"{'' if packet.ttl == baseline.server_ttl else ' had ' + str(baseline.server_ttl)})"
-                 + ("; some signals disagree, see the packet table." if unsure else ".")])
+                 f"{'' if packet.ttl == baseline.server_ttl else ' had ' + str(baseline.server_ttl)})."])
     responses = [i for i in received if packets[i].length and i in baseline.members]
     if responses:
         return "clean", None, None, None, ["The server answered the request; nothing in between interfered."]
