@@ -1,0 +1,292 @@
+"""The signals that real injectors taught the engine (issue 13), each from a hand-made packet
+sequence that fires it, beside one of its known false positives that must not fire.
+
+The flow is the unit tests' usual one (tests/unit/conftest.py): we are 192.0.2.10:40000 with TTL 64,
+the server 198.51.100.80:80 answers with TTL 60 (hop 5) from 50 ms away, its SYN-ACK has IP-ID 0 and
+DF, and it counts its IP-IDs from 7000 per connection, as Linux does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from probe.commands.common import exit_code_for
+from probe.engine import analyze_flow
+from probe.engine import heuristics as h
+from probe.engine.baseline import build_baseline
+from probe.engine.signatures import FINGERPRINTS
+
+from .conftest import FLOW, ROUTER, SERVER, from_client, from_server, icmp_error
+
+ISN, IRS, RTT = 1000, 5_000_000, 0.050
+REQUEST = b"HEAD / HTTP/1.1\r\nHost: blocked.example\r\nUser-Agent: curl/8.5.0\r\n\r\n"
+END = ISN + 1 + len(REQUEST)
+PAGE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def exchange(request_ttl: int = 64, *, server_ttl: int = 60, request_at: float = RTT + 0.0002):
+    """SYN, SYN-ACK, handshake ACK and the request (IP-ID 102)."""
+    return [
+        from_client(0.0, "S", ISN, 0, ip_id=100),
+        from_server(RTT, "SA", IRS, ISN + 1, ttl=server_ttl, ip_id=0),
+        from_client(RTT + 0.0001, "A", ISN + 1, IRS + 1, ip_id=101),
+        replace(from_client(request_at, "PA", ISN + 1, IRS + 1, ip_id=102, payload=REQUEST), ttl=request_ttl),
+    ]
+
+
+def judged(packets):
+    analysis = analyze_flow(packets, FLOW)
+    origins = [a.origin for p, a in zip(packets, analysis.attributions) if FLOW.toward_client(p)]
+    return analysis, origins
+
+
+def evidence_of(packets, index):
+    return " | ".join(analyze_flow(packets, FLOW).attributions[index].evidence)
+
+
+# --- "could not" beats "could" ----------------------------------------------------------------------
+
+
+def test_a_copycat_reset_sooner_than_the_path_allows_is_forged_whatever_it_copies():
+    """The held-out live case: TTL, DF and the next IP-ID copied, a RST/ACK 2.8 ms after the request."""
+    packets = exchange()
+    request = packets[-1]
+    packets.append(from_server(request.t + 0.0028, "RA", IRS + 1, END, ttl=60, ip_id=7000, win=64))
+    analysis, origins = judged(packets)
+    assert origins[-1] == "middlebox"
+    assert analysis.verdict == "middlebox-reset" and exit_code_for(analysis.verdict, analysis.hop) == 3
+    assert "arrived 2.8 ms after our request" in evidence_of(packets, 4)
+
+
+def test_the_same_abort_a_round_trip_later_is_the_servers():
+    packets = exchange()
+    packets += [from_server(packets[-1].t + RTT, "A", IRS + 1, END, ip_id=7000, win=64),
+                from_server(packets[-1].t + RTT + 0.001, "RA", IRS + 1, END, ip_id=7001, win=64)]
+    analysis, origins = judged(packets)
+    assert origins[-1] == "server" and analysis.verdict == "server-reset"
+
+
+def test_a_bare_reset_is_timed_from_the_request_that_drew_it_not_the_handshake_ack():
+    packets = exchange(request_at=RTT + 0.4)  # as CenTrace sends it: the request long after the ACK
+    packets.append(from_server(packets[-1].t + RTT, "R", IRS + 1, 0, ip_id=0, win=0))
+    assert "after our request it answers" in evidence_of(packets, 4)
+
+
+def test_acknowledging_bytes_never_sent_is_decisive_and_an_exact_ack_is_not():
+    packets = exchange()
+    forged = from_server(packets[-1].t + RTT, "RA", IRS + 1, END + 1460, ip_id=7000, win=64)
+    _, origins = judged(packets + [forged])
+    assert origins[-1] == "middlebox"
+    _, origins = judged(packets + [replace(forged, ack=END)])
+    assert origins[-1] == "server"
+
+
+def test_an_answer_to_a_request_that_expired_on_the_way_is_not_the_servers():
+    packets = exchange(request_ttl=3)
+    request = packets[-1]
+    packets.append(icmp_error(request.t + 0.003, 11, 0, request, src=ROUTER, ttl=252, quoted_ttl=1))
+    packets.append(from_server(request.t + RTT, "PA", IRS + 1, END, ip_id=7000, payload=PAGE))
+    analysis, origins = judged(packets)
+    assert origins[-1] == "middlebox" and analysis.verdict == "middlebox-response"
+    assert "expired on the way" in evidence_of(packets, 5)
+
+
+def test_an_answer_after_a_full_ttl_retransmission_of_the_expired_request_is_the_servers():
+    packets = exchange(request_ttl=3)
+    request = packets[-1]
+    packets.append(icmp_error(request.t + 0.003, 11, 0, request, src=ROUTER, ttl=252, quoted_ttl=1))
+    packets.append(replace(request, t=request.t + 0.3, ttl=64, ip_id=103))
+    packets.append(from_server(request.t + 0.3 + RTT, "PA", IRS + 1, END, ip_id=7000, payload=PAGE))
+    analysis, origins = judged(packets)
+    assert origins[-1] == "server" and analysis.verdict == "clean"
+
+
+def test_other_bytes_for_the_same_sequence_numbers_blame_the_race_winner():
+    """Quantum Insert: the injected page arrives first; the server's own copy of those bytes later."""
+    packets = exchange()
+    t = packets[-1].t
+    forged = from_server(t + RTT, "PA", IRS + 1, END, ip_id=7000, payload=b"HTTP/1.1 302 Found\r\n\r\n")
+    genuine = from_server(t + RTT + 0.004, "PA", IRS + 1, END, ip_id=7001, payload=b"HTTP/1.1 200 OK\r\n\r\n")
+    analysis, origins = judged(packets + [forged, genuine])
+    assert origins == ["server", "middlebox", "server"]
+    assert analysis.verdict == "middlebox-response"
+    retransmitted = replace(forged, t=t + RTT + 0.3, ip_id=7001)  # the same bytes again: a retransmission
+    analysis, origins = judged(packets + [forged, retransmitted])
+    assert origins == ["server", "server", "server"] and analysis.verdict == "clean"
+
+
+# --- the stack's fingerprint ------------------------------------------------------------------------
+
+
+def nifty(**changes):
+    """CenTrace's nifty.org reset, re-made: the server 28 hops away with an initial TTL of 255."""
+    packets = exchange(server_ttl=228, request_at=RTT + 0.4)
+    reset = from_server(packets[-1].t + RTT, "R", IRS + 1, 0, ttl=43, ip_id=102, win=65535, df=False)
+    return packets + [replace(reset, **changes)]
+
+
+def test_a_reset_from_another_stack_nearer_than_the_server_is_forged():
+    packets = nifty()
+    analysis, origins = judged(packets)
+    assert origins[-1] == "middlebox" and analysis.verdict == "middlebox-reset"
+    evidence = evidence_of(packets, 4)
+    assert "started from 64, the server's from 255" in evidence
+    assert "IP-ID 102, the IP-ID of our request" in evidence
+    assert "DF clear" in evidence
+    assert "sequence number exactly" not in evidence  # on the wire for every injector: counts for nothing
+
+
+def test_a_backend_behind_a_syn_proxy_is_not_blamed_for_its_own_stack():
+    """A SYN proxy (initial TTL 255, hop 6) shakes hands; the server behind it (64, hop 7) answers."""
+    packets = exchange(server_ttl=250)
+    answer = from_server(packets[-1].t + RTT + 0.002, "PA", IRS + 1, END, ttl=58, ip_id=7000, payload=PAGE)
+    analysis, origins = judged(packets + [answer])
+    assert origins[-1] == "server" and analysis.verdict == "clean"
+    same_distance = replace(answer, ttl=57)  # the textbook's weather capture: proxy and server at one distance
+    analysis, origins = judged(exchange(server_ttl=249) + [same_distance])
+    assert origins[-1] == "server" and analysis.verdict == "clean"
+
+
+def test_a_block_page_from_a_nearer_stack_does_not_become_the_servers_fingerprint():
+    """CenTrace's bisexual.org page: TTL 83 (initial 128), no DF, after a SYN-ACK of TTL 238 (255)."""
+    packets = exchange(server_ttl=238)
+    page = from_server(packets[-1].t + RTT * 0.97, "FA", IRS + 1, END, ttl=83, ip_id=51492, win=16384,
+                       payload=PAGE, df=False)
+    analysis, origins = judged(packets + [page])
+    assert build_baseline(packets + [page], FLOW).server_ttl == 238
+    assert origins[-1] == "middlebox" and analysis.verdict == "middlebox-response"
+
+
+def test_df_alone_never_blames():
+    packets = exchange()
+    packets += [from_server(packets[-1].t + RTT, "A", IRS + 1, END, ip_id=7000),
+                from_server(packets[-1].t + RTT + 0.001, "RA", IRS + 1, END, ip_id=7001, win=64, df=False)]
+    analysis, origins = judged(packets)
+    assert origins[-1] == "server" and analysis.verdict == "server-reset"
+    assert "DF clear" in evidence_of(packets, 5)
+
+
+def test_ip_id_zero_is_never_taken_as_copied():
+    packets = exchange()
+    packets[-1] = replace(packets[-1], ip_id=0)  # some clients send IP-ID 0 on every DF packet
+    reset = from_server(packets[-1].t + RTT, "R", IRS + 1, 0, ip_id=0, win=0)
+    baseline = build_baseline(packets + [reset], FLOW)
+    assert h.ip_id_copied(packets + [reset], 4, FLOW, baseline) == []
+
+
+def burst(ip_ids, *, df, flags="RA", seqs=(0, 1460, 4380), windows=(64, 64, 64)):
+    packets = exchange()
+    t = packets[-1].t + 0.004
+    return packets + [from_server(t + i * 0.0001, flags, IRS + 1 + seq_offset, END, ip_id=ip_id, win=win, df=df,
+                                  ttl=62) for i, (ip_id, seq_offset, win) in enumerate(zip(ip_ids, seqs, windows))]
+
+
+def test_one_ip_id_across_a_burst_is_a_template_and_linux_zeroes_are_not():
+    packets = burst((4242, 4242, 4242), df=False)
+    baseline = build_baseline(packets, FLOW)
+    assert h.same_ip_id_burst(packets, 4, FLOW, baseline)[0].weight == 2
+    packets = burst((0, 0, 0), df=True)
+    assert h.same_ip_id_burst(packets, 4, FLOW, build_baseline(packets, FLOW)) == []
+
+
+def test_a_reset_short_of_the_request_a_round_trip_later_is_suggestive_only():
+    packets = exchange()
+    packets.append(from_server(packets[-1].t + RTT * 1.2, "RA", IRS + 1, ISN + 1, ip_id=7000, win=64))
+    baseline = build_baseline(packets, FLOW)
+    assert h.ack_short_of_request(packets, 4, FLOW, baseline)[0].weight == 1
+    analysis, origins = judged(packets)
+    assert origins[-1] == "server"
+
+
+# --- published fingerprints -------------------------------------------------------------------------
+
+
+def signals(packets, index):
+    return h.published_fingerprint(packets, index, FLOW, build_baseline(packets, FLOW))
+
+
+def test_each_published_fingerprint_names_its_source():
+    assert all(f.source and f.look_alike and f.weight <= 2 for f in FINGERPRINTS)
+
+
+def test_the_henan_firewall_and_gfw_type_one_are_recognised_and_a_linux_reset_is_not():
+    packets = exchange()
+    henan = from_server(packets[-1].t + 0.0028, "RA", IRS + 1, END, ttl=58, ip_id=1, win=0, df=False,
+                        payload=bytes(range(1, 10)) + b"\x00")
+    assert "Henan firewall" in signals(packets + [henan], 4)[0].sentence
+    gfw_one = from_server(packets[-1].t + 0.018, "R", IRS + 1, 0, ttl=99, ip_id=0, win=0, df=False)
+    assert "GFW (type I)" in signals(packets + [gfw_one], 4)[0].sentence
+    linux = replace(gfw_one, df=True, ttl=60)
+    assert signals(packets + [linux], 4) == []
+
+
+def test_gfw_type_two_is_three_identical_copies_and_a_stacks_resets_are_not():
+    packets = burst((777, 777, 777), df=True, seqs=(0, 0, 0))
+    assert any("GFW (type II)" in s.sentence for s in signals(packets, 4))
+    packets = burst((777, 778, 779), df=True, seqs=(0, 0, 0))
+    assert not any("GFW (type II)" in s.sentence for s in signals(packets, 4))
+
+
+def test_the_port_443_block_counts_its_windows_up_by_one():
+    packets = burst((5, 9, 3), df=False, seqs=(0, 0, 0), windows=(1980, 1982, 1981))
+    assert any("port-443" in s.sentence for s in signals(packets, 4))
+    packets = burst((5, 9, 3), df=False, seqs=(0, 0, 0), windows=(1980, 1990, 2000))
+    assert not any("port-443" in s.sentence for s in signals(packets, 4))
+
+
+# --- no SYN-ACK: two stacks in the server's name -----------------------------------------------------
+
+
+def test_without_a_syn_ack_the_nearer_of_two_stacks_is_blamed():
+    """CenTrace's binance.com: the SYN's reset starts from 64 (hop 18), later ones from 255 (hop 17)."""
+    packets = [from_client(0.0, "S", ISN, 0, ip_id=100),
+               from_server(0.071, "RA", 0, ISN + 1, ttl=47, ip_id=46111, win=0),
+               from_client(0.196, "A", ISN + 1, 1, ip_id=101),
+               from_server(0.266, "RA", 1, ISN + 1, ttl=239, ip_id=41903, win=8192, df=False)]
+    analysis, origins = judged(packets)
+    assert origins == ["server", "middlebox"] and analysis.verdict == "middlebox-reset"
+    analysis, origins = judged(packets[:2])  # a closed port alone
+    assert origins == ["server"] and analysis.verdict == "server-reset"
+
+
+# --- honest words -----------------------------------------------------------------------------------
+
+
+def test_a_reset_nobody_can_vouch_for_is_ambiguous_not_the_servers():
+    packets = exchange()
+    packets.append(from_server(packets[-1].t + RTT, "R", IRS + 1, 0, ip_id=102, win=0))  # IP-ID copied: weight 2
+    analysis, origins = judged(packets)
+    assert origins[-1] == "unknown"
+    assert analysis.verdict == "ambiguous-reset" and exit_code_for(analysis.verdict, analysis.hop) == 4
+    assert "The server reset" not in analysis.explanation
+
+
+# --- ICMP: what filters, and how a dead host looks -----------------------------------------------------
+
+
+def test_a_routers_host_unreachable_to_our_syn_is_a_dead_host_not_interference():
+    syn = from_client(0.0, "S", ISN, 0, ip_id=100)
+    analysis = analyze_flow([syn, icmp_error(0.014, 3, 1, syn, ttl=61)], FLOW)
+    assert analysis.verdict == "unreachable" and analysis.hop is None
+    assert exit_code_for(analysis.verdict, analysis.hop) == 4
+    assert "down" in analysis.explanation
+
+
+def test_administratively_prohibited_is_a_filter_at_its_hop():
+    syn = from_client(0.0, "S", ISN, 0, ip_id=100)
+    analysis = analyze_flow([syn, icmp_error(0.014, 3, 13, syn, ttl=63)], FLOW)
+    assert analysis.verdict == "unreachable" and analysis.hop == 2
+    assert exit_code_for(analysis.verdict, analysis.hop) == 3
+
+
+def test_host_unreachable_after_the_server_answered_stands_where_its_path_would_not_send_it():
+    packets = exchange()
+    packets.append(icmp_error(packets[-1].t + 0.003, 3, 1, packets[-1], ttl=63))
+    analysis = analyze_flow(packets, FLOW)
+    assert analysis.verdict == "unreachable" and analysis.hop == 2
+
+
+def test_port_unreachable_from_the_server_itself_is_not_located():
+    syn = from_client(0.0, "S", ISN, 0, ip_id=100)
+    analysis = analyze_flow([syn, icmp_error(RTT, 3, 3, syn, src=SERVER, ttl=60)], FLOW)
+    assert analysis.verdict == "unreachable" and analysis.hop is None
