@@ -6,16 +6,26 @@ sent that SYN is the client. From then on, and only for flows under analysis, pa
 live probe's own records (`record.parse_ip`); every other packet costs a dict lookup on bytes of
 its header and nothing more. ICMP errors join the flow they quote.
 
-A flow leaves the table, and is judged by the engine, when it is over: `LINGER` seconds (capture
-time) after a reset or after FINs both ways (late packets there are exactly the injected ones),
+A flow is over when TCP says so: at a reset, or when both FINs have been acknowledged (a FIN
+nobody acknowledges is retransmitted, and the reset an end sends when it gives up on it is the
+flow's last word, often many seconds later). It leaves the table, and is judged by the engine,
+`LINGER` seconds (capture time) after that (late packets there are exactly the injected ones),
 `IDLE` seconds after its last packet, when a new handshake reuses its addresses and ports, or at
-the end of the file. Memory is therefore what the open flows hold: each keeps all its packets,
-so the engine judges what the live probe would have recorded, up to `KEEP_ALL` (10,000) packets;
-past that, only those that open, close or reset, or whose TTL differs from the previous packet of
-the same side, so that one endless transfer cannot hold a whole file in memory. The engine's cost
-grows as n log n with a flow's length (`engine.baseline.FlowTables`): the cap is for memory, not
-time. Bulk data past it is counted (`elided`), not kept: a forged data segment that deep into a
-transfer, and copying the server's TTL, is not seen.
+the end of the file. A closed flow whose packets keep coming stays open for them: an end that
+missed the close (a reset forged toward the other end) retransmits with a timeout that doubles
+each time (RFC 6298), and those retransmissions are the best evidence of who really closed. So
+each packet after the close lets the flow wait twice the silence before it (at least `LINGER`,
+at most `LATE_MAX`), and never more than `IDLE` after the close. The keys of the last
+`FINISHED_KEYS` judged flows are remembered, so that a packet coming later still is counted as a
+late packet of a finished flow, not as one whose handshake is not in the file.
+
+Memory is therefore what the open flows hold: each keeps all its packets, so the engine judges what
+the live probe would have recorded, up to `KEEP_ALL` (10,000) packets; past that, only those that
+open, close or reset, come after a FIN, or whose TTL differs from the previous packet of the same
+side, so that one endless transfer cannot hold a whole file in memory. The engine's cost grows as n
+log n with a flow's length (`engine.baseline.FlowTables`): the cap is for memory, not time. Bulk
+data past it is counted (`elided`), not kept: a forged data segment that deep into a transfer, and
+copying the server's TTL, is not seen.
 
 Where the capture was taken (`vantage`) decides which packets the host itself sent: its own
 packets leave with an initial TTL (64, 128, 255), the far end's arrive with less. When both
@@ -38,6 +48,8 @@ from probe.record import ICMP6_ERROR_TYPES, ICMP_ERROR_TYPES, PacketRecord, addr
 from probe.tcp import seq_diff
 
 LINGER = 2.0  # seconds of capture time a closed flow stays open for late (injected) packets
+LATE_MAX = 60.0  # the longest silence a closed flow waits through (RFC 6298: the RTO may be capped at 60 s)
+FINISHED_KEYS = 65_536  # judged flows whose keys are remembered, to count their late packets as such
 IDLE = 120.0  # seconds without a packet after which a flow is judged as it stands
 KEEP_ALL = 10_000  # packets of a flow kept in full; later only SYN, FIN and RST segments and TTL changes
 SWEEP_EVERY = 1.0  # seconds of capture time between two looks for finished flows
@@ -57,14 +69,18 @@ class OpenFlow:
     records: list[PacketRecord] = field(default_factory=list)
     last_t: float = 0.0
     closed_at: float | None = None
-    fins: set = field(default_factory=set)  # which sides sent a FIN: "client", "server"
+    wait: float = LINGER  # the silence after its last packet at which a closed flow is over
+    fin_ends: dict = field(default_factory=dict)  # "client"/"server" -> the sequence number just past its FIN
+    fins_acked: set = field(default_factory=set)  # the sides whose FIN the other side acknowledged
     elided: int = 0  # bulk packets counted but not kept
     last_ttl: dict = field(default_factory=dict)  # source address -> TTL of its last packet
 
     def elide(self, t: float, source: bytes, ttl: int, flags: int) -> bool:
         """Past KEEP_ALL packets, skip (and count) plain segments that arrive as the last one from
-        the same side did: SYN, FIN and RST segments and any change of TTL are always kept."""
-        if len(self.records) < KEEP_ALL or flags & (_SYN | _RST | _FIN) or self.last_ttl.get(source) != ttl:
+        the same side did: SYN, FIN and RST segments, any change of TTL, and everything after a FIN
+        (the ACKs that end the flow) are always kept."""
+        if len(self.records) < KEEP_ALL or flags & (_SYN | _RST | _FIN) or self.last_ttl.get(source) != ttl \
+                or self.fin_ends:  # once closing, every ACK counts
             self.last_ttl[source] = ttl
             return False
         self.last_t = t
@@ -72,15 +88,22 @@ class OpenFlow:
         return True
 
     def add(self, record: PacketRecord) -> None:
+        if self.closed_at is not None:  # a late packet: the next may come after twice this silence
+            self.wait = min(LATE_MAX, max(self.wait, 2 * (record.t - self.last_t)))
         self.last_t = record.t
         self.records.append(record)
         if record.proto != "tcp":
             return
         if "R" in record.flags:
             self.closed_at = self.closed_at or record.t
+            return
+        side, other = ("client", "server") if record.src == self.client and record.sport == self.client_port \
+            else ("server", "client")
         if "F" in record.flags:
-            self.fins.add("client" if record.src == self.client and record.sport == self.client_port else "server")
-            if len(self.fins) == 2:
+            self.fin_ends[side] = seq_end(record)
+        if other in self.fin_ends and "A" in record.flags and seq_diff(record.ack, self.fin_ends[other]) >= 0:
+            self.fins_acked.add(other)
+            if len(self.fins_acked) == 2:
                 self.closed_at = self.closed_at or record.t
 
 
@@ -129,6 +152,7 @@ class Totals:
     ipv6_packets: int = 0
     tcp_packets: int = 0
     without_handshake: int = 0  # TCP packets of connections whose SYN is not in the file
+    late: int = 0  # TCP packets of flows already judged (they came after the flow was over)
     filtered_out: int = 0  # TCP packets of flows the filters excluded
     flows: int = 0
     warnings: list[str] = field(default_factory=list)  # what the reader had to say about the file (damage)
@@ -163,6 +187,7 @@ class FlowTable:
         self.open: dict[bytes, OpenFlow] = {}
         self.totals = Totals()
         self._unwanted: set[bytes] = set()  # keys the filters refused (bounded: cleared as the table sweeps)
+        self._finished: dict[bytes, None] = {}  # keys of the last FINISHED_KEYS judged flows, oldest first
         self._next_sweep: float | None = None
 
     def feed(self, t: float, packet: bytes) -> list[OpenFlow]:
@@ -200,13 +225,15 @@ class FlowTable:
                 isn = int.from_bytes(packet[l4 + 4:l4 + 8], "big")
                 if flow is not None and (flow.closed_at is not None or t - flow.last_t > IDLE) \
                         and isn != flow.client_isn:
-                    finished.append(self.open.pop(key))  # a new connection on the same ports
+                    finished.append(self._finish(key))  # a new connection on the same ports
                     flow = None
                 if flow is None:
                     flow = self._start(key, source_address, destination_address, packet[l4:l4 + 4], isn)
             if flow is None:
                 if key in self._unwanted:
                     self.totals.filtered_out += 1
+                elif key in self._finished:
+                    self.totals.late += 1
                 else:
                     self.totals.without_handshake += 1
                 return finished
@@ -238,10 +265,19 @@ class FlowTable:
     def sweep(self, now: float) -> list[OpenFlow]:
         """Take out the flows that are over as of capture time `now`."""
         done = [key for key, flow in self.open.items()
-                if (flow.closed_at is not None and now - flow.closed_at > LINGER) or now - flow.last_t > IDLE]
+                if now - flow.last_t > (IDLE if flow.closed_at is None else flow.wait)
+                or (flow.closed_at is not None and now - flow.closed_at > IDLE)]
         if len(self._unwanted) > 100_000:
             self._unwanted.clear()  # only statistics depend on it
-        return [self.open.pop(key) for key in done]
+        return [self._finish(key) for key in done]
+
+    def _finish(self, key: bytes) -> OpenFlow:
+        """Take one flow out of the table, remembering its key (only statistics depend on it)."""
+        self._finished.pop(key, None)
+        self._finished[key] = None
+        if len(self._finished) > FINISHED_KEYS:
+            del self._finished[next(iter(self._finished))]
+        return self.open.pop(key)
 
     def drain(self) -> list[OpenFlow]:
         """The flows still open at the end of the file, in the order they started."""

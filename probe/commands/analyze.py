@@ -250,4 +250,6 @@ def _say_warnings(warnings: list[str]) -> None:
 def _say_totals(totals) -> None:
     say(f"{totals.flows} flow(s) analysed, {_ip_packets(totals)} read"
         + (f"; {totals.without_handshake} TCP packet(s) of connections whose handshake is not in the file were "
-           f"skipped" if totals.without_handshake else ""))
+           f"skipped" if totals.without_handshake else "")
+        + (f"; {totals.late} TCP packet(s) came after their flow was over and judged (late packets of a finished "
+           f"flow)" if totals.late else ""))
