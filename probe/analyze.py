@@ -30,7 +30,9 @@ copying the server's TTL, is not seen.
 Where the capture was taken (`vantage`) decides which packets the host itself sent: its own
 packets leave with an initial TTL (64, 128, 255), the far end's arrive with less. When both
 or neither do, timing decides: on the client the SYN-ACK comes one round trip after the SYN and
-the ACK at once; on the server the other way round.
+the ACK at once; on the server the other way round. The two intervals are compared with each
+other, not with a fixed time, so that a LAN (43 µs against 140 µs) tells as well as a continent;
+only the timestamps' own resolution sets a floor (`side_by_timing`).
 
 A server-side capture sees the other half of the story, so after the engine has judged the
 flow, `server_side_findings` looks at the packets in the client's name that the engine takes
@@ -53,6 +55,9 @@ FINISHED_KEYS = 65_536  # judged flows whose keys are remembered, to count their
 IDLE = 120.0  # seconds without a packet after which a flow is judged as it stands
 KEEP_ALL = 10_000  # packets of a flow kept in full; later only SYN, FIN and RST segments and TTL changes
 SWEEP_EVERY = 1.0  # seconds of capture time between two looks for finished flows
+VANTAGE_RATIO = 2.0  # the far end's handshake interval against the near end's (see side_by_timing)
+VANTAGE_FLOOR_TICKS = 20  # the far end's interval, in timestamp ticks at least
+TICK_SAMPLE = 32  # records whose timestamps show the capture's resolution
 
 _SYN, _ACK, _RST, _FIN = 0x02, 0x10, 0x04, 0x01
 
@@ -311,6 +316,41 @@ def _handshake(records: list[PacketRecord], flow: Flow):
     return syn, synack, ack
 
 
+def timestamp_tick(records: list[PacketRecord]) -> float:
+    """The resolution of the capture's timestamps, as far as the first `TICK_SAMPLE` records show
+    it: the coarsest of 10 ms, 1 ms, 100 µs and 10 µs on which all their times lie (counted from
+    the first), else 1 µs (an epoch time held in a float says no more than that)."""
+    times = [record.t - records[0].t for record in records[1:TICK_SAMPLE]]
+    for tick in (1e-2, 1e-3, 1e-4, 1e-5):
+        # half a microsecond: above a float's error on two epoch times, below a 1 µs step off the grid
+        if all(abs(t - round(t / tick) * tick) < 5e-7 for t in times):
+            return tick
+    return 1e-6
+
+
+def side_by_timing(to_synack: float, to_ack: float, tick: float) -> str | None:
+    """The end the capture sits at, from the handshake's two intervals (SYN to SYN-ACK, SYN-ACK to
+    ACK), or None when they do not tell. A host answers its own part of the handshake at once (one
+    pass through its stack); the other interval holds the far host's answer and a round trip on
+    the wire besides. So the longer interval must be at least `VANTAGE_RATIO` times the shorter
+    (the wire then takes at least as long as a host's answer, which a difference in speed between
+    the two hosts alone does not explain), even with each misread by one timestamp tick in the
+    unhelpful direction, and at least `VANTAGE_FLOOR_TICKS` ticks long (a handful of ticks is
+    scheduling noise). Known false result: a capture in the middle of the path, nearer one end
+    (both TTLs already decremented), reads as that end's seat."""
+    def clearly_longer(longer: float, shorter: float) -> bool:
+        return longer - tick > VANTAGE_RATIO * (shorter + tick) and longer >= VANTAGE_FLOOR_TICKS * tick
+    if clearly_longer(to_synack, to_ack):
+        return "client"
+    if clearly_longer(to_ack, to_synack):
+        return "server"
+    return None
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms" if seconds < 0.001 else f"{seconds * 1000:.1f} ms"
+
+
 def find_vantage(records: list[PacketRecord], flow: Flow) -> Vantage:
     """On which end the capture was taken: by TTL (a host's own packets leave with an initial
     TTL), else by timing (the round trip shows between SYN and SYN-ACK on the client, between
@@ -326,12 +366,13 @@ def find_vantage(records: list[PacketRecord], flow: Flow) -> Vantage:
                                  f"the {side}'s packets had not yet crossed a router")
         if ack is not None:
             to_synack, to_ack = synack.t - syn.t, ack.t - synack.t
-            if to_synack > 4 * to_ack and to_synack > 0.001:
-                return Vantage("client", f"the SYN-ACK came {to_synack * 1000:.1f} ms after the SYN, the ACK "
-                                         f"{to_ack * 1000:.1f} ms after it")
-            if to_ack > 4 * to_synack and to_ack > 0.001:
-                return Vantage("server", f"the SYN-ACK left {to_synack * 1000:.1f} ms after the SYN, the ACK "
-                                         f"came {to_ack * 1000:.1f} ms later")
+            side = side_by_timing(to_synack, to_ack, timestamp_tick(records))
+            if side == "client":
+                return Vantage("client", f"the SYN-ACK came {_ms(to_synack)} after the SYN, the ACK "
+                                         f"{_ms(to_ack)} after it")
+            if side == "server":
+                return Vantage("server", f"the SYN-ACK left {_ms(to_synack)} after the SYN, the ACK "
+                                         f"came {_ms(to_ack)} later")
     elif syn.ttl not in COMMON_INITIAL_TTLS:
         return Vantage("server", f"the client's SYN arrives with TTL {syn.ttl}: it had crossed routers")
     return Vantage("client", f"TTLs and timing do not tell (SYN TTL {syn.ttl}): read from the client's seat")
