@@ -54,3 +54,38 @@ def paired_flow_json(pair, client_side, server_side, verdict, direction, explana
     for key in ("verdict", "direction", "explanation"):
         item["server_side"][f"{key}_alone"] = item["server_side"].pop(key)
     return item
+
+
+def capture_trace_json(trace) -> dict:
+    """A trace found in a capture (`probe.analyze_trace.CaptureTrace`): `probe trace`'s `hops`,
+    `bracket` and `trace` sections, with the server, the box's hop and the router seen there."""
+    from probe.report import trace_json
+
+    document = trace_json(trace.rows, trace.result, trigger="the capture's requests",
+                          control=trace.control_file or "none (no --control)")
+    for hop in document["hops"]:
+        hop["confirmed"] = None  # a capture cannot be asked twice: every row is what it is
+    return {"server": {"address": trace.server, "port": trace.port}, "hop": trace.result.hop,
+            "address": trace.address, **document}
+
+
+def capture_trace_text(trace) -> str:
+    """The hop table of a trace found in a capture, and what it shows."""
+    from probe.report import hops_table
+
+    document = capture_trace_json(trace)
+    result = trace.result
+    head = f"trace in the capture toward {trace.server}:{trace.port}" + (
+        f", against the control {trace.control_file}" if trace.control_file else "")
+    if result.interference:
+        routers = {row.ttl: row.address for row in trace.rows}
+        where = f"box at hop {result.hop}"
+        if result.bracket:
+            passed, not_reached = result.bracket
+            where += (f", after hop {passed}" + (f" ({routers[passed]})" if routers.get(passed) else "")
+                      + f", before hop {not_reached}" + (f" ({routers[not_reached]})" if routers.get(not_reached) else ""))
+        if trace.address:
+            where += f"; middlebox address (CenTrace's sense) {trace.address}"
+    else:
+        where = "no hop found"
+    return "\n".join([head, hops_table(document["hops"]), f"{where}: " + "; ".join(result.evidence)])

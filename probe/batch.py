@@ -301,7 +301,7 @@ def problem_row(document: dict) -> dict:
 def summary_table(tally: Tally, seconds: float, packets_sent: int, frames_dropped: int) -> str:
     from tabulate import tabulate
 
-    order = ["clean", "server-reset", "ambiguous-reset", "no-answer", "dropped", "unreachable", "middlebox-reset",
+    order = ["clean", "expired", "server-reset", "ambiguous-reset", "no-answer", "dropped", "unreachable", "middlebox-reset",
              "middlebox-response", "error"]
     rows = [[verdict, tally.counts[verdict]] for verdict in order if tally.counts[verdict]]
     rows += [[verdict, count] for verdict, count in sorted(tally.counts.items()) if verdict not in order]

@@ -177,7 +177,7 @@ def hops_table(hops: list[dict]) -> str:
     rows = []
     for hop in hops:
         notes = [*hop["details"]["trigger"].get("rewritten", []), *hop["details"]["control"].get("rewritten", [])]
-        if hop["confirmed"]:
+        if hop.get("confirmed"):
             notes.insert(0, "difference seen twice")
         rows.append([hop["ttl"], hop["address"] or "*", "" if hop["rtt_ms"] is None else f"{hop['rtt_ms']:.2f}",
                      hop["trigger"], hop["control"], "; ".join(notes)])

@@ -73,6 +73,9 @@ def analyze(
                                               help="only flows with this address at one end (repeatable)"),
     write_pcap: Optional[str] = typer.Option(None, "--write-pcap", metavar="OUT",
                                              help="write the packets of a text capture FILE as a pcap (as text2pcap)"),
+    control: Optional[str] = typer.Option(None, "--control", metavar="CONTROL",
+                                          help="a capture of the same trace with an innocuous request (CenTrace's "
+                                               "control run): compared TTL by TTL with FILE's"),
 ):
     """Analyse every TCP flow of a capture (and pair it with a capture of the other end)."""
     from probe.analyze import FlowFilter
@@ -85,16 +88,19 @@ def analyze(
             raise UsageError("--write-pcap converts one text capture: give FILE alone")
         write_text_capture(file, write_pcap)
     if file2 is not None:
+        if control is not None:
+            raise UsageError("--control compares a trace with its control: give FILE alone")
         raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose))
-    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose))
+    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose, control))
 
 
-def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
+def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: str | None = None) -> int:
     import json
     import sys
 
     from probe.analyze import analyze_stream
-    from probe.analyze_report import analyzed_flow_json, flow_row, flows_table
+    from probe.analyze_report import (analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row,
+                                      flows_table)
     from probe.report import SCHEMA, packet_table
 
     spool, rows, codes = _Spool(), [], []
@@ -112,7 +118,12 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
                              f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
                              f"{result.analysis.explanation}\n")
 
-    totals = analyze_stream(path, wanted, render)
+    from probe.analyze_trace import TraceCollector, control_fates
+
+    control_traces = control_fates(control) if control is not None else None
+    collector = TraceCollector(render)
+    totals = analyze_stream(path, wanted, collector.add)
+    traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
     if json_output:
@@ -120,12 +131,15 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool) -> int:
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
         for n, text in enumerate(spool.texts()):
             write((",\n" if n else "") + text)
-        write('\n], "totals": %s}\n' % json.dumps(vars(totals)))
+        write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
+                                                       json.dumps(vars(totals))))
         _say_warnings(totals.warnings)
     else:
         for text in spool.texts():
             print(text)
         print(flows_table([row for _start, row in sorted(rows, key=lambda item: item[0])]))
+        for trace in traces:
+            print("\n" + capture_trace_text(trace))
         _say_warnings(totals.warnings)
         _say_totals(totals)
     return worst_exit_code(codes)

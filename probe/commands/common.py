@@ -14,7 +14,7 @@ EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_INTERFERENCE, EXIT_TARGET_FAILED = 0, 
 
 def exit_code_for(verdict: str, hop: int | None) -> int:
     """The contract's exit status for one verdict."""
-    if verdict == "clean":
+    if verdict in ("clean", "expired"):  # expired: a TTL-limited request died at a router, as a trace's should
         return EXIT_CLEAN
     if verdict in ("middlebox-reset", "middlebox-response"):
         return EXIT_INTERFERENCE

@@ -117,6 +117,9 @@ class Baseline:
     members: frozenset[int]  # indexes of packets taken as the server's own
     handshake_ttl: int | None = None  # the SYN-ACK's TTL; differs when a SYN proxy answered it
     rtt_spread: float = 0.0  # seconds by which the handshake's round trip exceeded the smallest one
+    # what other connections of the same capture proved: our packets sent with this TTL or less expire
+    # before the server (a router answered time exceeded at that TTL), with that router's address
+    expires_within: tuple[int, str] | None = None
     # lookup tables over the packets this baseline was learnt from (None: made when first asked)
     tables: FlowTables | None = field(default=None, compare=False, repr=False)
 

@@ -504,21 +504,39 @@ def answers_expired_request(packets: list[PacketRecord], index: int, flow: Flow,
     them. Without the ICMP, a copy sent with a TTL below the server's distance most likely did not
     reach it either; return paths can be a few hops longer or shorter than forward ones (Paxson,
     "End-to-end routing behavior in the Internet", 1996), so that counts only 3 hops or more short,
-    and as strong evidence, never decisive.
+    and as strong evidence, never decisive. When other connections of the same capture proved that
+    packets with this TTL expire before the server (`Baseline.expires_within`: a trace's requests
+    drew time exceeded at that TTL or beyond), that is decisive too. A bare RST acknowledges
+    nothing; one drawn by such a copy (`drawing_segment`) is strong evidence only (the server
+    might have been answering an earlier segment late).
     False positives: none for the ICMP case; for the TTL case, a return path much longer than the
-    forward one."""
+    forward one; for the capture-wide case, multipath whose branches differ in length."""
     packet = packets[index]
-    if "A" not in packet.flags or "S" in packet.flags:
+    if "S" in packet.flags:
         return []
+    expired = tables_of(packets, flow, baseline).memo("expired copies", lambda: expired_copies(packets, flow))
+    proven = baseline.expires_within
+    if "A" not in packet.flags:  # a bare RST acknowledges nothing: what drew it?
+        drawn_by = drawing_segment(packets, index, flow, baseline) if "R" in packet.flags else None
+        if drawn_by is None or not drawn_by.length:
+            return []
+        where = next((router for i, router in expired.items() if packets[i] is drawn_by), None)
+        if where is None and proven is not None and drawn_by.ttl <= proven[0]:
+            where = f"{proven[1]}, TTL {proven[0]}, in another connection of this capture"
+        return [Signal(2, f"drawn by our request, which expired on the way (time exceeded from {where})")] \
+            if where is not None else []
     copies = tables_of(packets, flow, baseline).memo("data copies", lambda: _data_copies(packets, flow))
     answered = [i for i in copies if i < index and seq_diff(packet.ack, seq_end(packets[i])) >= 0]
     if not answered:
         return []
-    expired = tables_of(packets, flow, baseline).memo("expired copies", lambda: _expired_copies(packets, flow))
     last = packets[answered[-1]]
     if all(i in expired for i in answered):
         return [Signal(3, f"acknowledges our data, but every copy of it expired on the way (ICMP time exceeded "
                           f"from {expired[answered[-1]]}): it never reached the server", decisive=True)]
+    if proven is not None and all(packets[i].ttl <= proven[0] for i in answered):
+        return [Signal(3, f"acknowledges our data, sent with TTL {last.ttl}, but packets with TTL {proven[0]} "
+                          f"expire at router {proven[1]} before the server (another connection of this capture): "
+                          f"it never reached the server", decisive=True)]
     server_hop = baseline.server_hop
     if server_hop is not None and all(packets[i].ttl <= server_hop - 3 for i in answered):
         return [Signal(2, f"acknowledges our data, sent with TTL {last.ttl}, while the server is about "
@@ -530,7 +548,7 @@ def _data_copies(packets: list[PacketRecord], flow: Flow) -> list[int]:
     return [i for i, p in enumerate(packets) if flow.sent_by_client(p) and p.length]
 
 
-def _expired_copies(packets: list[PacketRecord], flow: Flow) -> dict[int, str]:
+def expired_copies(packets: list[PacketRecord], flow: Flow) -> dict[int, str]:
     """Our data segments that an ICMP time exceeded in the flow quotes (by sequence number and
     IP-ID), each with the address of the router that answered."""
     quoted = {}

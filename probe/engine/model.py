@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from probe.record import PacketRecord
 
 VERDICTS = ("clean", "server-reset", "middlebox-reset", "middlebox-response", "dropped", "no-answer",
-            "unreachable", "ambiguous-reset")
+            "unreachable", "ambiguous-reset", "expired")
 # `client`: at the server's seat (`probe analyze` of a server-side capture), a packet the client sent.
 ORIGINS_AT_SERVER = ("client",)
 ORIGINS = ("self", "server", "path", "middlebox", "unknown")

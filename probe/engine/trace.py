@@ -127,10 +127,16 @@ def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
             server_distance: int | None) -> Fate:
     """The one-word fate of a TTL-limited request, from the packets of its connection."""
     synack = next((p for p in packets if flow.toward_client(p) and "S" in p.flags and "A" in p.flags), None)
-    if sent is None or synack is None:
+    if sent is None:
         return Fate("no-handshake")
+    if synack is None:
+        return _fate_without_handshake(packets, flow, sent)
     expired = unreachable = None
     forged = genuine = None
+    # what answers the request arrives before we sent anything else (a capture's connection goes on
+    # to a FIN, which the server may answer with a reset of its own)
+    horizon = next((p.t for p in packets if flow.sent_by_client(p) and p.t > sent.t
+                    and (p.seq != sent.seq or p.length != sent.length)), float("inf"))
     for packet in packets:
         if packet.t < sent.t:
             continue
@@ -140,10 +146,12 @@ def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
             else:
                 unreachable = unreachable or packet
             continue
-        if not flow.toward_client(packet) or "S" in packet.flags:
+        if not flow.toward_client(packet) or "S" in packet.flags or packet.t > horizon:
             continue
-        # an ACK counts only if it acknowledges request bytes: a backward (challenge) ACK does not
-        answers = "R" in packet.flags or packet.length or seq_diff(packet.ack, sent.seq) > 0
+        # an ACK counts only if it acknowledges the whole request: a backward (challenge) ACK does not,
+        # nor an ACK of a FIN we sent later at the request's sequence number (a request sent from a
+        # raw socket leaves the kernel's FIN there: CenTrace's captures)
+        answers = "R" in packet.flags or packet.length or seq_diff(packet.ack, sent.seq + sent.length) >= 0
         if not answers:
             continue
         short_of_server = server_distance is not None and sent.ttl < server_distance
@@ -168,6 +176,26 @@ def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
     if genuine is not None:
         return Fate("server", genuine.src, round((genuine.t - sent.t) * 1000, 3), genuine.src, genuine.ttl)
     return Fate("silent")
+
+
+def _fate_without_handshake(packets: list[PacketRecord], flow: Flow, sent: SentRequest) -> Fate:
+    """A capture's request sent although no SYN-ACK came (CenTrace sends it anyway): where it expired
+    still names a router, and what answered it in the server's name still counts (there is no
+    handshake to compare with: any answer to it is taken as met)."""
+    horizon = next((p.t for p in packets if flow.sent_by_client(p) and p.t > sent.t
+                    and (p.seq != sent.seq or p.length != sent.length)), float("inf"))
+    expired = next((p for p in packets if p.t >= sent.t and _quotes(p, sent, flow) and is_time_exceeded(p)), None)
+    answer = next((p for p in packets if flow.toward_client(p) and sent.t <= p.t <= horizon
+                   and ("R" in p.flags or p.length)), None)
+    if answer is None and expired is None:
+        return Fate("no-handshake")
+    rtt = round((expired.t - sent.t) * 1000, 3) if expired is not None else None
+    rewritten = _rewrites(expired.quoted, sent, flow) if expired is not None else ()
+    if answer is None:
+        return Fate("time-exceeded", expired.src, rtt, rewritten=rewritten)
+    word = "reset" if "R" in answer.flags else "response"
+    return Fate(("time-exceeded+" if expired is not None else "") + word, expired.src if expired else None, rtt,
+                answer.src, answer.ttl, rewritten)
 
 
 def differs(trigger: Fate, control: Fate) -> bool:
@@ -203,9 +231,14 @@ def locate_box(rows: list[HopRow]) -> TraceResult:
         what = {"silent": "vanished", "reset": "drew a reset in the server's name",
                 "response": "drew an answer in the server's name", "no-handshake": "could not even connect",
                 "unreachable": f"drew ICMP unreachable from {trigger.router}"}[trigger.word]
-        evidence.append(f"at TTL {k} the trigger {what} while the control "
-                        f"{'expired at router ' + str(first.control.router) if first.control.expired else 'reached the server'}: "
-                        f"it was consumed after hop {k - 1}'s TTL check")
+        control = first.control
+        if control.word == UNOBSERVED.word:
+            evidence.append(f"at TTL {k} the trigger {what}, while at TTL {k - 1} it still expired at a router (no "
+                            f"control capture to compare with): it was consumed after hop {k - 1}'s TTL check")
+        else:
+            while_control = ("expired at router " + str(control.router) if control.expired else "reached the server")
+            evidence.append(f"at TTL {k} the trigger {what} while the control {while_control}: "
+                            f"it was consumed after hop {k - 1}'s TTL check")
         if trigger.word == "unreachable":
             at = next((row.ttl for row in rows if row.control.router == trigger.router and row.control.expired), None)
             if at is not None:
@@ -277,6 +310,75 @@ def apply_trace(analysis: Analysis, result: TraceResult) -> Analysis:
     if not result.interference or analysis.verdict not in ("middlebox-reset", "middlebox-response", "dropped",
                                                            "unreachable"):
         return analysis
-    sentence = (f"TTL-limited copies of the request place the box at hop {result.hop} "
-                f"(after hop {result.bracket[0]}, before hop {result.bracket[1]}).")
+    if result.bracket is None:
+        sentence = f"The forged packets' own TTL puts the box at about hop {result.hop}."
+    else:
+        sentence = (f"TTL-limited copies of the request place the box at hop {result.hop} "
+                    f"(after hop {result.bracket[0]}, before hop {result.bracket[1]}).")
     return replace(analysis, hop=result.hop, hop_basis="trace", explanation=f"{analysis.explanation} {sentence}")
+
+
+# --- traces found in capture files (CenTrace, tracevis, `probe trace --pcap`) --------------------------
+
+UNOBSERVED = Fate("unobserved")  # no control copy at this TTL: only a trigger that met something differs
+NOT_PROBED = Fate("not-probed")  # the capture holds no request with this TTL
+
+
+def limited_request(packets: list[PacketRecord], flow: Flow) -> SentRequest | None:
+    """Our first data segment, if it was sent with a TTL below our SYN's: a TTL-limited request, as
+    traceroute-style tools send one per connection."""
+    syn = next((p for p in packets if flow.sent_by_client(p) and "S" in p.flags and "A" not in p.flags), None)
+    request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+    if syn is None or request is None or request.ttl >= syn.ttl:
+        return None
+    return SentRequest(request.ttl, request.seq, request.length, request.ip_id, request.tos, request.t)
+
+
+def fates_by_ttl(fates: list[tuple[int, Fate]]) -> dict[int, Fate]:
+    """One fate per TTL when a capture holds several connections at a TTL (repetitions): the first
+    that met interference, else the first."""
+    result: dict[int, Fate] = {}
+    for ttl, fate in fates:
+        if ttl not in result or (_met_something(fate) and not _met_something(result[ttl])):
+            result[ttl] = fate
+    return result
+
+
+def _met_something(fate: Fate) -> bool:
+    return fate.word in ("reset", "response") or "+" in fate.word
+
+
+def expired_floor(*fate_maps: dict[int, Fate]) -> tuple[int, str] | None:
+    """The largest TTL at which a request demonstrably expired at a router (time exceeded and nothing
+    else), with that router: requests sent with that TTL or less never reach the server."""
+    expired = [(ttl, fate.router) for fates in fate_maps for ttl, fate in fates.items() if fate.word == "time-exceeded"]
+    return max(expired) if expired else None
+
+
+def capture_rows(trigger: dict[int, Fate], control: dict[int, Fate] | None) -> list[HopRow]:
+    """Hop rows from the TTL-limited requests of a capture (`trigger`) and, if there is one, of a
+    control capture (`control`, CenTrace's run with an innocuous domain). Every row counts as
+    confirmed: a capture cannot be asked again. Without a control, a TTL is compared with nothing
+    (`UNOBSERVED`), so only a trigger that met a reset or an answer differs; silence does not (a
+    router that sends no time exceeded is silent too), and with a control, silence differs only
+    when no later copy of the trigger got through (a box that drops the trigger silences every
+    TTL after it). The router of a row is the trigger's own
+    where its copy expired (the path its connections took), else the control's."""
+    rows = []
+    passed_later = [ttl for ttl, fate in trigger.items() if fate.word in REACHED]
+    for ttl in sorted(set(trigger) | set(control or {})):
+        fate = trigger.get(ttl, NOT_PROBED)
+        other = (control or {}).get(ttl) if control is not None else (UNOBSERVED if _met_something(fate) else fate)
+        other = other or Fate("silent")
+        if fate.word == "silent" and any(later > ttl for later in passed_later) or fate.word == "no-handshake":
+            other = fate  # a copy that vanished while later ones got through (a router's silence, not a box),
+            # or a connection that never had a handshake: its request's fate says nothing about the TTL
+        address = fate.router if fate.expired else other.router if other.expired else None
+        rtt = fate.rtt_ms if fate.expired else other.rtt_ms if other.expired else None
+        rows.append(HopRow(ttl, address, rtt, fate, other, confirmed=True))
+    return rows
+
+
+def address_at(rows: list[HopRow], hop: int | None) -> str | None:
+    """The router the rows saw at TTL `hop`."""
+    return next((row.address for row in rows if row.ttl == hop), None)

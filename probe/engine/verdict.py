@@ -15,6 +15,8 @@ errors; and otherwise what the server itself did.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from probe.engine import heuristics as h
 from probe.engine.baseline import (Baseline, FlowTables, build_baseline, first_request, hop_distance, initial_ttl,
                                    request_acknowledged, seq_end)
@@ -315,6 +317,13 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
     request = first_request(packets, flow)
     if request is not None:
         copies = sum(1 for p in packets if flow.sent_by_client(p) and p.length and p.seq == request.seq)
+        expired = h.tables_of(packets, flow, baseline).memo("expired copies", lambda: h.expired_copies(packets, flow))
+        data = [i for i, p in enumerate(packets) if flow.sent_by_client(p) and p.length]
+        if data and all(i in expired for i in data):
+            return ("expired", None, None, None,
+                    [f"Our request was sent with TTL {request.ttl} and expired at router {expired[data[0]]} "
+                     f"(ICMP time exceeded), as a traceroute-style probe's does: it never reached the server, and "
+                     f"nothing answered it in the server's name."])
         if request_acknowledged(packets, flow, request):
             return ("dropped", None, None, None,
                     ["The server acknowledged the request but never answered it."])
@@ -376,10 +385,15 @@ def wants_location(analysis: Analysis) -> bool:
     return (analysis.verdict == "server-reset" and analysis.rtt_ms is None) or bool(analysis.notes)
 
 
-def analyze_flow(packets: list[PacketRecord], flow: Flow, location: Location | None = None) -> Analysis:
+def analyze_flow(packets: list[PacketRecord], flow: Flow, location: Location | None = None,
+                 expires_within: tuple[int, str] | None = None) -> Analysis:
     """The engine's one entry point: the packets of one flow in capture order, and who is who;
-    `location`, when the TTL sweeps were run, can revise the verdict (`apply_location`)."""
+    `location`, when the TTL sweeps were run, can revise the verdict (`apply_location`);
+    `expires_within`, (TTL, router), when other connections of the same capture proved that our
+    packets sent with that TTL or less expire before the server (`Baseline.expires_within`)."""
     baseline = build_baseline(packets, flow)
+    if expires_within is not None:
+        baseline = replace(baseline, expires_within=expires_within)
     attributions = attribute(packets, flow, baseline)
     decision = decide(packets, flow, attributions, baseline)
     decision = apply_location(packets, flow, attributions, baseline, decision, location)
