@@ -123,12 +123,12 @@ def _pcap_packets(path: str, handle, magic: bytes, note: Callable[[str], None]) 
     # where the two bytes that name the protocol sit, for links with a fixed header
     marker = {LINK_ETHERNET: 12, LINK_SLL: 14, LINK_SLL2: 0}.get(linktype)
     micro = per_second == 1_000_000
+    ipv4, ipv6 = ETHERTYPE_IPV4, ETHERTYPE_IPV6  # locals: the loop runs once per record
     buffer, position, complete = b"", 0, 0
     while True:
         if len(buffer) - position < 16:
             buffer = buffer[position:] + handle.read(CHUNK)
             position = 0
-    ipv4, ipv6 = ETHERTYPE_IPV4, ETHERTYPE_IPV6  # locals: the loop runs once per record
             if not buffer:
                 return
             if len(buffer) < 16:
