@@ -269,7 +269,8 @@ def build_baseline(packets: list[PacketRecord], flow: Flow) -> Baseline:
     synack = packets[synack_index]
     syns_before = [p for p in packets[:synack_index] if flow.sent_by_client(p) and p.flags == "S"]
     last_syn = syns_before[-1] if syns_before else syn  # a capture can show the SYN-ACK first
-    rtt = handshake_rtt = max(synack.t - last_syn.t, 0.0)
+    handshake_rtt = max(synack.t - last_syn.t, 0.0)
+    rtt = min(handshake_rtt, _round_trip_answered_twice(packets, synack_index, flow, tables))
     server_ttl = _farther_responder(packets, synack_index, flow) or synack.ttl
     members = {synack_index}
     ids = [synack.ip_id] if server_ttl == synack.ttl else []
@@ -316,3 +317,33 @@ def _farther_responder(packets: list[PacketRecord], synack_index: int, flow: Flo
                 and p.length and p.seq == seq_add(synack.seq, 1) and seq_diff(p.ack, seq_end(request)) >= 0):
             return p.ttl
     return None
+
+
+def _round_trip_answered_twice(packets: list[PacketRecord], synack_index: int, flow: Flow,
+                               tables: FlowTables) -> float:
+    """The round trip that answers to two different segments of ours confirm, if shorter than the
+    handshake's (else infinity).
+
+    The handshake's round trip can be inflated: a radio waking up for the first packet after idle
+    (cellular RRC promotion, Wi-Fi power save), a SYN held in a queue. Every later answer of the
+    server would then look "sooner than the path allows" (CenTrace's torproject control run: a
+    754 ms handshake, then answers 80 ms after each segment). An answer in the server's name with
+    the SYN-ACK's TTL and DF, not a reset, is a sample of the path; one sample could be a forger's,
+    but a forger that also answers a second, later segment of ours in the same time is answering in
+    the server's place for the whole exchange (a proxy), not racing it. So the second-smallest of
+    the fastest answers to each of our segments is taken; `Baseline.rtt_spread` then grows by the
+    difference, which makes timing judgements more cautious (or impossible) on such a path."""
+    synack = packets[synack_index]
+    fastest: dict[int, float] = {}  # id of the segment of ours answered -> its fastest answer
+    for i in range(synack_index + 1, len(packets)):
+        p = packets[i]
+        cause = tables.causes[i]
+        if (cause is None or not flow.toward_client(p) or "R" in p.flags or "S" in p.flags
+                or p.ttl != synack.ttl or p.df != synack.df or "A" not in p.flags):
+            continue
+        elapsed = p.t - cause.t
+        if elapsed >= 0:
+            fastest[id(cause)] = min(elapsed, fastest.get(id(cause), elapsed))
+    if len(fastest) < 2:
+        return math.inf
+    return sorted(fastest.values())[1]

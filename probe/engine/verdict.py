@@ -324,6 +324,13 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
                     [f"Our request was sent with TTL {request.ttl} and expired at router {expired[data[0]]} "
                      f"(ICMP time exceeded), as a traceroute-style probe's does: it never reached the server, and "
                      f"nothing answered it in the server's name."])
+        short = baseline.expires_within
+        if data and short is not None and all(packets[i].ttl <= short[0] for i in data) \
+                and not request_acknowledged(packets, flow, request):
+            return ("expired", None, None, None,
+                    [f"Our request was sent with TTL {request.ttl}, short of the server: in this capture requests "
+                     f"with TTL {short[0]} expire at router {short[1]}. No router answered this copy (many send no "
+                     f"time exceeded), and nothing answered it in the server's name."])
         if request_acknowledged(packets, flow, request):
             return ("dropped", None, None, None,
                     ["The server acknowledged the request but never answered it."])

@@ -290,3 +290,36 @@ def test_port_unreachable_from_the_server_itself_is_not_located():
     syn = from_client(0.0, "S", ISN, 0, ip_id=100)
     analysis = analyze_flow([syn, icmp_error(RTT, 3, 3, syn, src=SERVER, ttl=60)], FLOW)
     assert analysis.verdict == "unreachable" and analysis.hop is None
+
+
+# --- the yardstick itself ------------------------------------------------------------------------------
+
+
+def test_a_handshake_slowed_on_the_way_does_not_make_the_servers_answers_too_early():
+    """CenTrace's torproject control run: a 754 ms handshake (a radio waking up, a queue), then the
+    server answering each of our segments 80 ms after it. Two segments answered that fast are the
+    path's real round trip, not two forgeries."""
+    packets = [from_client(0.0, "S", ISN, 0, ip_id=100),
+               from_server(0.754, "SA", IRS, ISN + 1, ip_id=0),
+               from_client(0.755, "A", ISN + 1, IRS + 1, ip_id=101),
+               from_client(0.900, "PA", ISN + 1, IRS + 1, ip_id=102, payload=REQUEST)]
+    packets += [from_server(0.980, "A", IRS + 1, END, ip_id=7000),
+                from_server(0.981, "PA", IRS + 1, END, ip_id=7001, payload=PAGE),
+                from_client(2.0, "FA", END, IRS + 1 + len(PAGE), ip_id=103),
+                from_server(2.078, "FA", IRS + 1 + len(PAGE), END + 1, ip_id=7002)]
+    analysis, origins = judged(packets)
+    assert "middlebox" not in origins and analysis.verdict == "clean"
+
+
+def test_one_fast_answer_alone_cannot_shorten_the_yardstick():
+    """The copycat again, now after a slow handshake: its reset is one sample, and it is a reset."""
+    packets = exchange()
+    packets.append(from_server(packets[-1].t + 0.0028, "RA", IRS + 1, END, ip_id=7000, win=64))
+    assert build_baseline(packets, FLOW).rtt == RTT
+
+
+def test_a_request_short_of_the_server_that_no_router_answered_is_expired_not_dropped():
+    packets = exchange(request_ttl=7)
+    analysis = analyze_flow(packets, FLOW, expires_within=(9, "203.0.113.9"))
+    assert analysis.verdict == "expired" and exit_code_for(analysis.verdict, analysis.hop) == 0
+    assert analyze_flow(packets, FLOW).verdict == "dropped"  # without what the capture proved
