@@ -153,7 +153,11 @@ def ip_id_habit(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
     reset for an unknown connection with IP-ID 0, and a forger sending through a raw socket
     cannot even send 0 (the kernel fills one in). False positives: a global counter on a busy
     server jumps; RSTs from Linux carry 0 while its data packets count (RSTs of that shape are
-    accepted by `reset_shape` instead)."""
+    accepted by `reset_shape` instead). IPv6 has no IP-ID outside a fragment header: every IP-ID
+    signal is silent there, so an IPv6 verdict rests on the hop limit, the flow label, timing and
+    the TCP fields, and a copying injector is harder to tell from the server than over IPv4."""
+    if packet.version == 6:
+        return []
     if packet.ip_id == 0 and "R" in packet.flags and baseline.ip_ids.kind in ("zero", "counter"):
         return [Signal(-1, "IP-ID 0, as Linux sends its resets")]
     sentence = baseline.ip_ids.judge(packet.ip_id)
@@ -651,3 +655,22 @@ def published_fingerprint(packets: list[PacketRecord], index: int, flow: Flow, b
         return [packets[i] for _, i in times[low:high]]
 
     return [Signal(fingerprint.weight, sentence) for fingerprint, sentence in matches(packet, nearby)]
+
+
+def flow_label(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
+    """An IPv6 packet whose flow label differs from the one the server's SYN-ACK carried.
+
+    Why: RFC 6437 asks a source to keep one flow label for a flow; Linux derives it from a hash of
+    the connection (net.ipv6.auto_flowlabels) and keeps it for the connection's life, and an
+    injector writing its own IPv6 header rarely copies it (the field is 20 bits, not something a
+    tool fills in by chance). False positives: a server that sends label 0 on some packets and a
+    hash on others (a reset sent without a socket may carry another label, e.g. Linux before it
+    reflected the label of the segment that drew it), a label rewritten on the way (RFC 6437
+    allows a router to set a zero label); so weight 1 when either label is 0, 2 otherwise, and
+    never decisive."""
+    synack = baseline.synack
+    if packet.version != 6 or synack is None or packet.flow_label == synack.flow_label:
+        return []
+    weight = 1 if 0 in (packet.flow_label, synack.flow_label) else 2
+    return [Signal(weight, f"flow label {packet.flow_label:#07x}, the server's SYN-ACK carried "
+                           f"{synack.flow_label:#07x}")]

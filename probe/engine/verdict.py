@@ -22,7 +22,7 @@ from probe.engine.baseline import (Baseline, FlowTables, build_baseline, first_r
                                    request_acknowledged, seq_end)
 from probe.engine.locate import Location
 from probe.engine.model import Analysis, Attribution, Flow
-from probe.record import PacketRecord, is_time_exceeded, is_unreachable
+from probe.record import PacketRecord, is_prohibited, is_time_exceeded, is_unreachable
 from probe.tcp import seq_diff
 
 ICMP_UNREACHABLE_CODES = {
@@ -36,10 +36,8 @@ ICMP6_UNREACHABLE_CODES = {
     3: "address unreachable", 4: "port unreachable", 5: "source address failed ingress/egress policy",
     6: "reject route to destination",
 }
-# What filters (RFC 1812 5.2.7.1: "administratively prohibited"; RFC 4443 3.1: codes 1, 5, 6), and
-# what is how a host that is down or a missing route looks (no ARP/ND answer: host unreachable;
-# no route: network unreachable), by family.
-FILTERING_CODES = {4: frozenset({9, 10, 13}), 6: frozenset({1, 5, 6})}
+# How a host that is down or a missing route looks (no ARP/ND answer: host unreachable; no route:
+# network unreachable), by family; what filters is `record.is_prohibited`.
 DOWN_OR_UNROUTED_CODES = {4: frozenset({0, 1, 6, 7}), 6: frozenset({0, 3})}
 
 
@@ -71,7 +69,7 @@ def judge_unreachable(packet: PacketRecord, flow: Flow, baseline: Baseline) -> t
     if packet.src == flow.server:
         return None, f"the server {packet.src} answered with ICMP {describe_icmp(packet)}."
     where = f"router {packet.src} at about hop {hop}"
-    if code in FILTERING_CODES[family]:
+    if is_prohibited(packet):
         return hop, f"{where} answered with ICMP {describe_icmp(packet)}: a filter refused the connection."
     if code in DOWN_OR_UNROUTED_CODES[family]:
         if baseline.synack is not None:
@@ -104,6 +102,7 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
     if baseline.synack is None:
         return _attribute_without_baseline(packets, index, flow, tables)
     signals = (h.ttl_distance(packet, baseline) + h.initial_ttl_class(packet, baseline) + h.df_bit(packet, baseline)
+               + h.flow_label(packet, baseline)
                + h.too_early(packets, index, flow, baseline)
                + h.ip_id_habit(packet, baseline) + h.ip_id_copied(packets, index, flow, baseline)
                + h.same_ip_id_burst(packets, index, flow, baseline)
@@ -285,6 +284,10 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
         if forged_resets:
             sentences.append(f"{len(forged_resets)} reset(s) toward us were forged by a device in between "
                              f"({attributions[forged_resets[0]].evidence[0]}).")
+            if not toward_server:
+                sentences.append("No sign was seen of resets toward the server in our name (its challenge ACK, "
+                                 "RFC 5961, or a reset for a connection it lost); a device may still have sent "
+                                 "some: servers rate-limit challenge ACKs.")
         if toward_server:
             sentences.append("A device in between reset the connection toward the server in our name: "
                              + "; ".join(toward_server) + ".")

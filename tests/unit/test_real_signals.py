@@ -323,3 +323,27 @@ def test_a_request_short_of_the_server_that_no_router_answered_is_expired_not_dr
     analysis = analyze_flow(packets, FLOW, expires_within=(9, "203.0.113.9"))
     assert analysis.verdict == "expired" and exit_code_for(analysis.verdict, analysis.hop) == 0
     assert analyze_flow(packets, FLOW).verdict == "dropped"  # without what the capture proved
+
+
+# --- IPv6 -------------------------------------------------------------------------------------------------
+
+
+def v6(packets, label=0x5A5A5):
+    """The same exchange over IPv6: the server keeps one flow label, IP-IDs are all 0."""
+    return [replace(p, version=6, ip_id=0, df=True, flow_label=label if FLOW.toward_client(p) else 0x11111)
+            for p in packets]
+
+
+def test_an_ipv6_reset_with_another_flow_label_and_hop_limit_is_forged_and_a_zero_ip_id_says_nothing():
+    packets = v6(exchange())
+    packets += v6([from_server(packets[-1].t + RTT, "A", IRS + 1, END)])
+    forged = replace(v6([from_server(packets[-1].t + 0.001, "RA", IRS + 1, END, ttl=62, win=0)])[0],
+                     flow_label=0x12345)
+    baseline = build_baseline(packets + [forged], FLOW)
+    assert h.flow_label(forged, baseline)[0].weight == 2
+    assert h.ip_id_habit(forged, baseline) == []
+    analysis, origins = judged(packets + [forged])
+    assert origins[-1] == "middlebox"
+    genuine = replace(forged, ttl=60, flow_label=0x5A5A5)
+    analysis, origins = judged(packets + [genuine])
+    assert origins[-1] == "server" and analysis.verdict == "server-reset"
