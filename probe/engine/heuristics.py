@@ -530,6 +530,12 @@ def answers_expired_request(packets: list[PacketRecord], index: int, flow: Flow,
         return [Signal(2, f"drawn by our request, which expired on the way (time exceeded from {where})")] \
             if where is not None else []
     copies = tables_of(packets, flow, baseline).memo("data copies", lambda: _data_copies(packets, flow))
+    lowest = tables_of(packets, flow, baseline).memo("lowest data ttl", lambda: min(
+        (packets[i].ttl for i in copies), default=None))
+    server_hop = baseline.server_hop
+    short = max(proven[0] if proven else -1, server_hop - 3 if server_hop is not None else -1)
+    if not expired and (lowest is None or lowest > short):
+        return []  # every copy went out with a TTL that could reach the server: nothing to find (and O(1))
     answered = [i for i in copies if i < index and seq_diff(packet.ack, seq_end(packets[i])) >= 0]
     if not answered:
         return []
@@ -541,7 +547,6 @@ def answers_expired_request(packets: list[PacketRecord], index: int, flow: Flow,
         return [Signal(3, f"acknowledges our data, sent with TTL {last.ttl}, but packets with TTL {proven[0]} "
                           f"expire at router {proven[1]} before the server (another connection of this capture): "
                           f"it never reached the server", decisive=True)]
-    server_hop = baseline.server_hop
     if server_hop is not None and all(packets[i].ttl <= server_hop - 3 for i in answered):
         return [Signal(2, f"acknowledges our data, sent with TTL {last.ttl}, while the server is about "
                           f"{server_hop} hops away")]
