@@ -30,11 +30,18 @@ VLAN tags, a Linux cooked header (SLL, SLL2) or a BSD loopback header. tcpdump's
 prose cannot make a packet; an IPv4 header whose checksum fails is taken only when tcpdump's
 header line above it names the same addresses.
 
-Times come from the header line before a packet's first row: tcpdump's time of day (its
-default; the date is not in the text, `ASSUMED_DATE` is used and said, and a step back of
-more than twelve hours is midnight), -tt, -tttt, -ttt and -ttttt, with micro- or nanoseconds,
-and tshark's summary lines and "Epoch Time". A packet whose header line is missing gets a time
-between its neighbours, and the report says so.
+Header lines are the other anchor. A time is a packet's header only where tcpdump would print
+one (the time, then IP, IP6, ip:, a MAC address or an interface, then "A > B" or the -v
+fields), so a time in prose is not. A chain never goes on past a header line, nor past what is
+left of one ("A.1 > B.2:" whose time was lost), nor without saying so past the remains of other
+rows (hex groups with their own ASCII column): rows after those are another packet's. A header
+line gives its time to the packet whose rows follow it only when it names that packet's
+addresses and TCP flags; else it is a packet whose rows are missing, and the report says so.
+
+Times: tcpdump's time of day (its default; the date is not in the text, `ASSUMED_DATE` is used
+and said, and a step back of more than twelve hours is midnight), -tt, -tttt, -ttt and -ttttt,
+with micro- or nanoseconds, and tshark's summary lines and "Epoch Time". A packet without a
+header line gets a time between its neighbours, and the report says so.
 
 What was read, for the report: the packets; those cut short (fewer bytes than the IP header
 or tcpdump's `length N` says: the snap length, or lines missing from the text); whether the
@@ -43,8 +50,9 @@ rows lost inside a packet (their bytes are zeros, and said); header lines whose 
 missing; and the lines of text that are neither a header line, a row, its ASCII column, nor
 tcpdump's own chatter.
 
-Bounds, for untrusted text: `MAX_TEXT_BYTES` of text, `MAX_FRAME` bytes per packet, a gap of
-missing rows of at most `MAX_GAP` bytes; every pattern is linear, with bounded repetition.
+Bounds, for untrusted text: `MAX_TEXT_BYTES` of text (the slowest text measured, 4 MB of
+offset-and-two-bytes rows, takes 7 s), `MAX_FRAME` bytes per packet, a gap of missing rows of
+at most `MAX_GAP` bytes, 256 bytes per row.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ from datetime import date, datetime, timezone
 from probe.errors import ProbeError
 from probe.pcapfile import LINK_ETHERNET, LINK_LOOP, LINK_NULL, LINK_RAW, LINK_SLL, LINK_SLL2, MAX_RECORD
 
-MAX_TEXT_BYTES = 32 << 20  # a ticket holds kilobytes; 32 MiB of tcpdump -X text is about 7 MB of packets
+MAX_TEXT_BYTES = 16 << 20  # a ticket holds kilobytes; 16 MiB of tcpdump -X text is some 3.5 MB of packets
 MAX_FRAME = MAX_RECORD  # the largest packet a chain of rows may build
 MAX_GAP = 4096  # missing rows inside a packet, in bytes, beyond which a row is not a continuation
 HEAD_BYTES = 4096  # what `looks_like_text` needs to see
@@ -76,8 +84,8 @@ _MARKUP = re.compile(
     rf"</?(?:{_TAG_NAMES})(?:[ \t]+[A-Za-z-]{{1,20}}(?:=(?:\"[^\"\n]{{0,200}}\"|'[^'\n]{{0,200}}'|[^\s>]{{1,200}}))?)"
     r"{0,10}[ \t]*/?>"  # HTML tags (strictly shaped: an attribute never runs over hex rows)
     r"|\[/?(?:code|quote|pre|b|i|u|color|size|font|noparse)(?:=[^\]\n]{0,40})?\]"  # BBCode
-    r"|^[ \t]*(?:```|~~~)[A-Za-z0-9_+-]{0,20}[ \t]*$"  # Markdown code fences
-    r"|^[ \t]{0,3}(?:>[ \t]?)+", re.I | re.M | re.ASCII)  # e-mail quoting
+    r"|^[ \t]*(?:```|~~~)[A-Za-z0-9_+-]{0,20}[ \t]*$", re.I | re.M | re.ASCII)  # Markdown code fences
+_QUOTED = re.compile(r"^[ \t]{0,3}(?:>[ \t]?)+", re.M)  # e-mail quoting
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]{2,8});")
 _INVISIBLE = {ord(c): " " for c in "\u00a0\u200b\u200c\u200d\u2060\ufeff\u00ad\u2007\u202f\u3000\x0b\x0c\x85\r"}
 
@@ -93,7 +101,11 @@ def _clean(text: str) -> str:
     text = _lines(text).translate(_INVISIBLE)
     if "&" in text:
         text = _ENTITY.sub(lambda m: _padded(html.unescape(m.group()), len(m.group())), text)
-    return _MARKUP.sub(lambda m: " " * len(m.group()), text)
+    text = _MARKUP.sub(lambda m: " " * len(m.group()), text)
+    quoted = len(_QUOTED.findall(text))
+    if quoted and quoted * 2 >= sum(1 for line in text.split("\n") if line.strip()):  # a reply quoting the paste
+        text = _QUOTED.sub(lambda m: " " * len(m.group()), text)
+    return text
 
 
 def _padded(character: str, width: int) -> str:
@@ -122,13 +134,21 @@ def decode(data: bytes) -> str:
 # --- times ---------------------------------------------------------------------------------------
 
 _TIME = re.compile(
-    r"(?P<tshark>(?<![0-9A-Za-z.])[0-9]{1,9}[ \t]+(?P<rel>[0-9]{1,9}\.[0-9]{6,9})[ \t]+"
-    r"(?=[0-9A-Fa-f:.]{3,45}[ \t]))"  # tshark and Wireshark summary line: number, seconds, source
+    r"(?P<tshark>(?<![0-9A-Za-z.])[0-9]{1,9}\s+(?P<rel>[0-9]{1,9}\.[0-9]{6,9})\s+"
+    r"(?=[0-9A-Fa-f:.]{3,45}\s))"  # tshark and Wireshark summary line: number, seconds, source
     r"|(?P<epoch>[0-9]{10})\.(?P<efrac>[0-9]{6}(?:[0-9]{3})?)(?![0-9])"  # tcpdump -tt, tshark Epoch Time
-    r"|(?:(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[ T])?(?<!:)"  # tcpdump -tttt
+    r"|(?:(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[ T])?"  # tcpdump -tttt
     r"(?P<hour>[01][0-9]|2[0-3]):(?P<minute>[0-5][0-9]):(?P<second>[0-5][0-9]|60)"
     r"\.(?P<frac>[0-9]{6}(?:[0-9]{3})?)(?![0-9])", re.ASCII)
-_SUMMARY = re.compile(r"\S[ \t]+>[ \t]+\S|→|\S[ \t]+->[ \t]+\S")  # "A > B:": a packet's header, not prose
+_SUMMARY = re.compile(r"\S\s+>\s+\S|→|\S\s+->\s+\S")  # "A > B:": a packet's header, not prose
+# tcpdump -v's first header line: the IP header's fields, the addresses only on the next line
+_VERBOSE_FIRST = re.compile(r"\s+(?:[A-Za-z][A-Za-z0-9_.@-]{0,15}\s+(?:In|Out|P|B|M)\s+)?"
+                            r"(?:IP6?|ip6?:)\s+\((?:tos|hlim|flowlabel|class)\s", re.ASCII)
+# what tcpdump prints right after the time: the protocol, a MAC address (-e), an interface and
+# direction (-i any)
+_TCPDUMP_NEXT = re.compile(
+    r"\s+(?:IP6?\b|ARP\b|RARP\b|ip6?:|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b|(?:[A-Za-z][A-Za-z0-9_.@-]{0,15}"
+    r"\s+)?(?:In|Out|P|B|M)\b|ethertype\b|vlan\b|802\.1|STP\b|LLDP\b|CDP\b|LLC\b)", re.ASCII)
 _DETAIL = re.compile(r"Time:[ \t]+(?:[A-Z][a-z]{2}[ \t]+[0-9]{1,2},[ \t]+[0-9]{4}[ \t]+)?$")  # tshark -V
 
 
@@ -143,10 +163,10 @@ class _Mark:
     summary: bool  # a packet summary line (its packet's rows may be lost), not a detail line
 
 
-def _marks(flat: str, stops: list[int]) -> list[_Mark]:
+def _marks(flat: str, found: list[re.Match], stops: list[int]) -> list[_Mark]:
     """The times that open packet headers; a time in prose ("at 21:55:48.281224 it broke") is skipped."""
     marks = []
-    for m in _TIME.finditer(flat):
+    for n, m in enumerate(found):
         if m.group("tshark"):
             marks.append(_Mark(m.start(), m.end(), "rel", float(m.group("rel")), True))
             continue
@@ -167,9 +187,11 @@ def _marks(flat: str, stops: list[int]) -> list[_Mark]:
         if _DETAIL.search(flat, max(line_start, m.start() - 60), m.start()):
             marks.append(_Mark(m.start(), m.end(), kind, seconds, False))
             continue
-        after = stops[bisect.bisect_right(stops, m.end())] if bisect.bisect_right(stops, m.end()) < len(stops) \
-            else len(flat)
-        if _SUMMARY.search(flat, m.end(), min(after, m.end() + 3000)):
+        index = bisect.bisect_right(stops, m.end())
+        after = min(stops[index] if index < len(stops) else len(flat),  # the next row,
+                    found[n + 1].start() if n + 1 < len(found) else len(flat), m.end() + 3000)  # the next time
+        if _TCPDUMP_NEXT.match(flat, m.end()) and (_VERBOSE_FIRST.match(flat, m.end())
+                                                   or _SUMMARY.search(flat, m.end(), after)):
             marks.append(_Mark(m.start(), m.end(), kind, seconds, True))
     return marks
 
@@ -183,7 +205,7 @@ def _fraction(digits: str) -> float:
 _ANCHOR = re.compile(
     r"0[xX](?P<tcpdump>[0-9a-fA-F]{4,8}):"  # tcpdump
     r"|(?<![xX])(?P<colon>[0-9a-fA-F]{4,8}):(?=\s+[0-9a-fA-F]{2})"  # xxd
-    r"|(?<![xX])(?P<bare>[0-9a-fA-F]{3,8}):?(?=\s+[0-9a-fA-F]{2}(?:\s|$))",  # Wireshark, text2pcap, od
+    r"|(?<![xX0-9a-fA-F])(?P<bare>[0-9a-fA-F]{3,8}):?(?=\s+[0-9a-fA-F]{2}(?:\s|$))",  # Wireshark, text2pcap, od
     re.ASCII)
 _HEX = frozenset("0123456789abcdefABCDEF")
 FORMATS = {"tcpdump": "tcpdump hex rows (-x, -xx, -X, -XX)", "colon": "xxd rows",
@@ -214,9 +236,7 @@ class _Anchor:
         zeros = len(self.digits) - len(self.digits.rstrip("0"))
         return zeros if zeros >= 3 else 0
 
-    @property
-    def strict(self) -> bytes:
-        return b"".join(group for _s, _e, group in self.groups)
+    strict: bytes = b""  # the strict groups' bytes
 
 
 def _strict_groups(flat: str, anchor: _Anchor, bounds: set[int], limit: int) -> None:
@@ -246,6 +266,7 @@ def _strict_groups(flat: str, anchor: _Anchor, bounds: set[int], limit: int) -> 
         if words and size == 2:
             break
     anchor.stop = anchor.groups[-1][1] if anchor.groups else anchor.end
+    anchor.strict = b"".join(group for _start, _end, group in anchor.groups)
     if not anchor.groups:
         start = anchor.end
         while start < n and flat[start] in " \t\n":
@@ -278,6 +299,12 @@ def _anchors(flat: str) -> list[_Anchor]:
     return found
 
 
+def _overlaps(anchor: _Anchor, time_starts: list[int]) -> bool:
+    """A row's offset that a time runs into ("0x000021:55:48.281224", a line break lost) is no offset."""
+    index = bisect.bisect_right(time_starts, anchor.start)
+    return index < len(time_starts) and time_starts[index] < anchor.end
+
+
 @dataclass
 class _Row:
     anchor: _Anchor
@@ -299,16 +326,19 @@ class _Chain:
         return self.rows[0].start
 
 
-def _chains(anchors: list[_Anchor], header_starts: list[int]) -> tuple[list[_Chain], list[_Anchor]]:
-    """Chains of rows whose offsets follow on, each from an offset-zero row; and the stray rows:
+def _chains(anchors: list[_Anchor], breaks: list[int]) -> tuple[list[_Chain], list[_Anchor]]:
+    """Chains of rows whose offsets follow on, each from an offset-zero row, one open chain per style
+    of row (a hex dump quoted inside tcpdump's output does not end its packet); and the stray rows:
     anchors with hex after them that continue no chain (a packet whose first row is lost, or prose)."""
     chains: list[_Chain] = []
     strays: list[_Anchor] = []
-    chain, cursor = None, 0
+    open_chains: dict[str, _Chain] = {}
+    cursor = 0
     for anchor in anchors:
         if anchor.start < cursor or not (anchor.groups or anchor.glued):
             continue
-        if chain is not None and _continues(chain, anchor, header_starts):
+        chain = open_chains.get(anchor.kind)
+        if chain is not None and _continues(chain, anchor, breaks):
             start = anchor.digits_end - chain.digits if anchor.kind == "bare" else anchor.start
             chain.rows.append(_Row(anchor, anchor.value(chain.digits), start))
             cursor = anchor.stop
@@ -317,31 +347,33 @@ def _chains(anchors: list[_Anchor], header_starts: list[int]) -> tuple[list[_Cha
         if not zeros:
             strays.append(anchor)
             continue
-        if chain is not None:
-            chains.append(chain)
         strict = len(anchor.strict)
         width = strict if strict in (8, 16, 24, 32, 48, 64) else DEFAULT_WIDTH
+        start = anchor.digits_end - zeros if anchor.kind == "bare" else anchor.start
         chain = _Chain(anchor.kind, zeros if anchor.kind == "bare" else len(anchor.digits), width,
-                       [_Row(anchor, 0, anchor.digits_end - zeros if anchor.kind == "bare" else anchor.start)])
-        cursor = anchor.stop
-    if chain is not None:
+                       [_Row(anchor, 0, start)])
         chains.append(chain)
+        open_chains[anchor.kind] = chain
+        cursor = anchor.stop
     return chains, strays
 
 
-def _continues(chain: _Chain, anchor: _Anchor, header_starts: list[int]) -> bool:
+def _continues(chain: _Chain, anchor: _Anchor, breaks: list[int]) -> bool:
     if anchor.kind != chain.kind:
         return False
     value = anchor.value(chain.digits)
+    if anchor.kind != "bare" and len(anchor.digits) != chain.digits and value < 16 ** chain.digits:
+        return False  # tcpdump and xxd pad offsets to a fixed width: "0x000021:" is no row of "0x0020:"
     last = chain.rows[-1]
     if value is None or value <= last.offset or value > MAX_FRAME:
         return False
     step = value - last.offset
-    if step > chain.width and (step % chain.width or step - chain.width > MAX_GAP):
+    if step > chain.width and (step % chain.width or step - chain.width > MAX_GAP
+                               or len(last.anchor.strict) < chain.width):  # rows lost after a whole row only
         return False
-    # a packet header between them opens another packet (whose first row is lost)
-    index = bisect.bisect_right(header_starts, last.anchor.start)
-    return not (index < len(header_starts) and header_starts[index] < anchor.start)
+    # a packet's header between them opens another packet (whose first row is lost)
+    index = bisect.bisect_right(breaks, last.anchor.start)
+    return not (index < len(breaks) and breaks[index] < anchor.start)
 
 
 # --- the link layer and the IP header ------------------------------------------------------------
@@ -468,17 +500,19 @@ def _checksums(packet: bytes, family: int) -> tuple[bool | None, bool | None, in
 
 _HEADER_ADDRESSES = re.compile(
     r"(?P<src>[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7})(?:\.[0-9]{1,5})?"
-    r"[ \t]+(?:>|→|->)[ \t]+"
+    r"\s+(?:>|→|->)\s+"
     r"(?P<dst>[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7})(?:\.[0-9]{1,5})?"
-    r"(?::|[ \t])", re.ASCII)
-_FRAME_LENGTH = re.compile(r"ethertype [^,\n]{1,40}, length ([0-9]{1,6})|([0-9]{1,6}) bytes on wire", re.ASCII)
+    r"(?::|\s)", re.ASCII)
+_TCP_FLAGS = re.compile(r"\s*Flags\s+\[([SFPRUWE.]{1,8}|none)\]", re.ASCII)
+_FRAME_LENGTH = re.compile(r"ethertype\s[^,]{1,40},\s+length\s+([0-9]{1,6})|([0-9]{1,6})\s+bytes\s+on\s+wire", re.ASCII)
 _CUT_MARK = re.compile(r"\[\|[a-z0-9_-]{1,20}\]|truncated-ip|packet exceeded snapshot", re.ASCII)
 _CHATTER = re.compile(
-    r"(?:reading from file|listening on) [^\n]{0,300}?, link-type (?P<link>[A-Za-z0-9_]{1,20})"
-    r"(?: \([^)\n]{0,60}\))?(?:, (?:snapshot length|capture size) (?P<snaplen>[0-9]{1,9})(?: bytes)?)?"
-    r"|tcpdump: verbose output suppressed, use -v[^\n]{0,60}"
-    r"|[0-9]{1,12} packets? (?:captured|received by filter|dropped by kernel)"
-    r"|Running as user \"[^\"\n]{0,64}\" and group \"[^\"\n]{0,64}\"\. This could be dangerous\.", re.ASCII)
+    r"(?:reading\s+from\s+file|listening\s+on)\s[^\n]{0,300}?,\s+link-type\s+(?P<link>[A-Za-z0-9_]{1,20})"
+    r"(?:\s+\([^)]{0,60}\))?(?:,\s+(?:snapshot\s+length|capture\s+size)\s+(?P<snaplen>[0-9]{1,9})(?:\s+bytes)?)?"
+    r"|tcpdump:\s+verbose\s+output\s+suppressed,\s+use\s+-v[^\n]{0,60}"
+    r"|[0-9]{1,12}\s+packets?\s+(?:captured|received\s+by\s+filter|dropped\s+by\s+kernel)"
+    r"|Running\s+as\s+user\s+\"[^\"\n]{0,64}\"\s+and\s+group\s+\"[^\"\n]{0,64}\"\.\s+This\s+could\s+be\s+dangerous\.",
+    re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -489,6 +523,7 @@ class _Header:
     dst: str | None
     frame_length: int | None
     cut_mark: bool
+    tcp_flags: frozenset | None = None  # tcpdump's "Flags [S.]": {"S", "."}
 
 
 def _header(flat: str, mark: _Mark, rows_start: int) -> _Header:
@@ -502,13 +537,17 @@ def _header(flat: str, mark: _Mark, rows_start: int) -> _Header:
         nxt = flat.find("\n", following, rows_start)
         end = rows_start if nxt < 0 else nxt
     text = flat[mark.end:min(rows_start, mark.end + 4000)]
-    src = dst = None
-    addresses = _HEADER_ADDRESSES.search(text)
-    if addresses:
+    src = dst = flags = None
+    for addresses in _HEADER_ADDRESSES.finditer(text):  # the first pair that are IP addresses (not MACs)
         src, dst = _address_or_none(addresses.group("src")), _address_or_none(addresses.group("dst"))
+        if src is not None and dst is not None:
+            flags = _TCP_FLAGS.match(text, addresses.end())  # "A.1 > B.2: Flags [S.]"
+            break
+        src = dst = None
     frame = _FRAME_LENGTH.search(text)
     frame_length = int(frame.group(1) or frame.group(2)) if frame else None
-    return _Header(mark, end, src, dst, frame_length, bool(_CUT_MARK.search(text)))
+    tcp_flags = None if flags is None else frozenset() if flags.group(1) == "none" else frozenset(flags.group(1))
+    return _Header(mark, end, src, dst, frame_length, bool(_CUT_MARK.search(text)), tcp_flags)
 
 
 def _address_or_none(text: str) -> str | None:
@@ -531,6 +570,7 @@ class Frame:
     data: bytes  # as read; zeros where rows were missing (`lost`)
     wire_len: int  # the length on the wire (more than len(data) when cut short)
     line: int  # the line of its first row
+    last_line: int  # the line of its last row
     timed: bool  # False: no header line gave its time; it was placed between its neighbours
     lost: tuple[tuple[int, int], ...] = ()  # byte ranges [start, end) whose rows were missing (zeros)
     ip_checksum: bool | None = None  # the IPv4 header checksum verifies (None: IPv6, or not IP)
@@ -538,6 +578,7 @@ class Frame:
     protocol: int | None = None
     src: str | None = None
     cut_mark: bool = False  # tcpdump printed its "[|tcp]" mark: the snap length cut it
+    mixed: tuple[int, ...] = ()  # offsets of rows that came after the remains of other rows (lines lost?)
 
     @property
     def cut(self) -> bool:
@@ -575,9 +616,11 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
     def line_of(position: int) -> int:
         return bisect.bisect_right(line_starts, position)
 
-    anchors = _anchors(flat)
+    times = list(_TIME.finditer(flat))
+    time_starts = [m.start() for m in times]
+    anchors = [a for a in _anchors(flat) if not _overlaps(a, time_starts)]
     anchor_starts = [a.start for a in anchors]
-    marks = _marks(flat, anchor_starts)
+    marks = _marks(flat, times, anchor_starts)
     # where a row's hex digits must end: a header, or a row in tcpdump's or xxd's style; a bare offset
     # is no bound (a group before an odd last byte looks like one), its row's reading settles that
     limits = [a.start for a in anchors if a.kind != "bare"]
@@ -586,7 +629,10 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
     for anchor in anchors:
         index = bisect.bisect_right(limits, anchor.start)
         _strict_groups(flat, anchor, bounds, limits[index] if index < len(limits) else len(flat))
-    chains, strays = _chains(anchors, [m.start for m in marks if m.summary])
+    # a packet's header, or what is left of one ("192.0.2.10.50727 > 203.0.113.80.80:" without its
+    # time), is where a chain cannot go on: the rows after it are another packet's
+    breaks = sorted({m.start for m in marks if m.summary} | {m.start() for m in _HEADER_ADDRESSES.finditer(flat)})
+    chains, strays = _chains(anchors, breaks)
 
     understood: list[tuple[int, int]] = []
     lost: list[tuple[int, str]] = []  # (where, what)
@@ -598,9 +644,11 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
         if m.group("snaplen"):
             snaplen = int(m.group("snaplen"))
 
+    claimed: set[int] = set()  # header lines of blocks not taken (an ARP packet's, say): not orphans
+
     def orphan_headers(found: list[_Mark]) -> None:
         for orphan in found:
-            if orphan.summary:
+            if orphan.summary and orphan.start not in claimed:
                 lost.append((orphan.start, f"line {line_of(orphan.start)}: a packet's header line whose hex rows "
                                            f"are missing"))
 
@@ -611,19 +659,30 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
         last = bisect.bisect_left(mark_starts, chain.start)
         header = None
         if last > first:
-            header = _header(flat, marks[last - 1], chain.start)
-            understood.append((header.mark.start, header.end))
-            orphan_headers(marks[first:last - 1])
+            mark = marks[last - 1]
+            index = bisect.bisect_right(anchor_starts, mark.end)  # its text ends where rows begin, any rows
+            header = _header(flat, mark, min(chain.start, anchor_starts[index] if index < len(anchor_starts)
+                                             else chain.start))
         result = _bytes_of((flat, written), chain, header, hint)
-        previous_end = result.end
+        if header is not None and result.link is not None:
+            if _names_others(header, result):  # the header of a packet whose rows are lost: not this one's
+                orphan_headers(marks[first:last])
+                header = None
+            else:
+                understood.append((header.mark.start, header.end))
+                orphan_headers(marks[first:last - 1])
         if result.past_end:
             lost.append((result.past_end[0], f"{_line_range(line_of(result.past_end[0]), line_of(result.past_end[1]))}"
                                              f": hex rows past the end of the packet above them (a packet whose "
                                              f"first row is missing)"))
-        if result.link is None:
-            lost.append((chain.start, f"{_line_range(line_of(chain.start), line_of(result.end))}: {result.why}, "
-                                      f"not taken"))
+        if result.link is None:  # its header line, if any, stays for a packet after it, and is no orphan
+            if header is not None:
+                claimed.add(header.mark.start)
+            if len(result.data) + len(chain.rows[-1].anchor.strict) >= 20:  # less is a few words: not understood
+                lost.append((chain.start, f"{_line_range(line_of(chain.start), line_of(result.end))}: "
+                                          f"{result.why}, not taken"))
             continue
+        previous_end = result.end
         understood.extend(result.spans)
         built.append((chain, header, result))
     orphan_headers(marks[bisect.bisect_left(mark_starts, previous_end):])
@@ -637,9 +696,10 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
         wire = link.ip_at + _ip_length(data, link)
         if header and header.frame_length and link.linktype != LINK_RAW:
             wire = max(wire, header.frame_length)
-        frames.append(Frame(number, t, link.linktype, data, max(wire, len(data)), line_of(chain.start), timed,
+        frames.append(Frame(number, t, link.linktype, data, max(wire, len(data)), line_of(chain.start),
+                            line_of(result.end), timed,
                             tuple(result.ranges), ip_ok, l4_ok, protocol, _addresses(data, link)[0],
-                            bool(header and header.cut_mark)))
+                            bool(header and header.cut_mark), tuple(result.mixed)))
     kinds = tuple(dict.fromkeys(FORMATS[chain.kind] for chain, _h, _r in built))
     lines = flat.count("\n") + (0 if flat.endswith("\n") else 1)
     return Reading(tuple(frames), lines, kinds, clock, midnights, snaplen,
@@ -651,8 +711,8 @@ def _stray_statements(strays: list[_Anchor], chains: list[_Chain], line_of) -> l
     """Runs of stray rows, in tcpdump's or xxd's style or in the style of a chain that was read (a
     hex-looking word of prose followed by two hex digits is not a row)."""
     styles = {(c.kind, c.digits) for c in chains}
-    rows = [a for a in strays if a.kind != "bare" or len(a.strict) >= 8 and
-            any(kind == "bare" and len(a.digits) >= digits for kind, digits in styles)]
+    rows = [a for a in strays if len(a.strict) >= 8 and
+            (a.kind != "bare" or any(kind == "bare" and len(a.digits) >= digits for kind, digits in styles))]
     statements, run = [], []
     chain_starts = sorted(c.start for c in chains)
     for anchor in rows + [None]:
@@ -679,6 +739,7 @@ class _Built:
     spans: list  # its rows and ASCII columns in the text
     why: str = ""
     past_end: tuple[int, int] | None = None  # rows after the packet's end: (start, end) in the text
+    mixed: list = field(default_factory=list)  # offsets of rows that follow the remains of other rows
 
 
 _HEADERS_WITHIN = 20 + 60 + 20  # the farthest a TCP header can end: SLL2, a full IPv4 header, TCP
@@ -688,7 +749,7 @@ def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hin
     """The bytes of a chain: each row's count from the next row's offset, the last row's from the IP
     header; missing rows (and rows read only in part) become zeros, and their ranges are kept."""
     flat = texts[0]
-    data, ranges, spans = bytearray(), [], []
+    data, ranges, spans, mixed = bytearray(), [], [], []
     rows = chain.rows
     for n, row in enumerate(rows[:-1]):
         following = rows[n + 1]
@@ -699,7 +760,10 @@ def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hin
             ranges.append((row.offset, row.offset + count))
             got = bytes(count)
         else:
-            spans.append((row.start, _ascii_end(texts, end, got, following.start)))
+            after = _ascii_end(texts, end, got, following.start)
+            spans.append((row.start, after))
+            if _debris(flat, after, following.start):
+                mixed.append(following.offset)
         if step > count:
             ranges.append((row.offset + count, following.offset))
             got += bytes(step - count)
@@ -740,7 +804,7 @@ def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hin
     if len(data) < link.ip_at + 20 or any(a < header_end for a, _b in ranges):
         return _Built(data, ranges, None, max(end, last.anchor.stop), spans,
                       "a packet whose IP or TCP header is among the missing rows")
-    return _Built(data, ranges, link, max(end, last.anchor.stop), spans, past_end=past_end)
+    return _Built(data, ranges, link, max(end, last.anchor.stop), spans, past_end=past_end, mixed=mixed)
 
 
 def _glued_tail(flat: str, anchor: _Anchor, got: bytes, end: int, count: int) -> tuple[bytes, int]:
@@ -756,6 +820,27 @@ def _glued_tail(flat: str, anchor: _Anchor, got: bytes, end: int, count: int) ->
             and flat[start + need] not in " \t\n":
         return got + bytes.fromhex(digits), start + need
     return got, end
+
+
+_GROUP_RUN = re.compile(r"(?<!\S)((?:[0-9a-fA-F]{4}|[0-9a-fA-F]{2})(?:[ \t\n]+(?:[0-9a-fA-F]{4}|[0-9a-fA-F]{2})){1,40})"
+                        r"(?:[ \t\n]+(\S{1,16}))?", re.ASCII)
+
+
+def _debris(flat: str, start: int, end: int) -> bool:
+    """Between two rows, the remains of another row: hex groups followed by their own ASCII column,
+    or six groups or more in a row (prose has hex-looking words, not runs of them). A chain that
+    goes on past them may be two packets' rows joined where lines were lost."""
+    for run in _GROUP_RUN.finditer(flat, start, end):
+        groups = run.group(1).split()
+        if len(groups) >= 6:
+            return True
+        column = run.group(2)
+        if column:
+            row = bytes.fromhex("".join(groups))
+            if any(column.endswith("".join(t[b] for b in row).replace(" ", "")) and len(row) >= 2
+                   for t in (_PRINTABLE_TCPDUMP, _PRINTABLE_WIRESHARK)):
+                return True
+    return False
 
 
 def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -818,6 +903,29 @@ def _ascii_end_in(flat: str, position: int, row: bytes, limit: int) -> int:
         if matched == len(expected):
             return at + (1 if at < limit and flat[at] == "|" else 0)
     return position
+
+
+def _names_others(header: _Header, result: _Built) -> bool:
+    """The header line names other addresses, or other TCP flags, than the bytes below it."""
+    data, link = bytes(result.data), result.link
+    if header.src is not None and header.dst is not None and _addresses(data, link) != (header.src, header.dst):
+        return True
+    return header.tcp_flags is not None and _tcp_flags(data, link) not in (None, header.tcp_flags)
+
+
+_TCPDUMP_FLAG_LETTERS = ((0x02, "S"), (0x01, "F"), (0x08, "P"), (0x04, "R"), (0x20, "U"), (0x40, "E"), (0x80, "W"),
+                         (0x10, "."))
+
+
+def _tcp_flags(data: bytes, link: _Link) -> frozenset | None:
+    """The TCP flags of an IPv4 packet as tcpdump letters them; None when not TCP or not at hand."""
+    at = link.ip_at
+    if link.family != 4 or data[at + 9] != 6:
+        return None
+    flags_at = at + (data[at] & 15) * 4 + 13
+    if len(data) <= flags_at:
+        return None
+    return frozenset(letter for bit, letter in _TCPDUMP_FLAG_LETTERS if data[flags_at] & bit)
 
 
 def _header_agrees(data: bytes, link: _Link, header: _Header | None) -> bool:
@@ -983,6 +1091,10 @@ def _summary(reading: Reading) -> list[str]:
         lines.append(f"cut short ({why}): packet(s) {_numbers([f.number for f in which])}, "
                      f"{_span(kept)} byte(s) kept of {_span(sorted({f.wire_len for f in which}))}")
     for f in frames:
+        if f.mixed:
+            lines.append(f"packet {f.number} (lines {f.line}-{f.last_line}): before its row(s) at "
+                         f"{', '.join(f'0x{o:04x}' for o in f.mixed)} are the remains of other rows: lines may be "
+                         f"missing there, and its bytes may be two packets'")
         if f.lost:
             spans = ", ".join(f"0x{a:04x}-0x{b - 1:04x}" for a, b in f.lost)
             lines.append(f"packet {f.number} (line {f.line}): bytes {spans} are missing from the text "
