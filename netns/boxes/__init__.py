@@ -2,4 +2,5 @@
 real device (`python3 -m netns.boxes.NAME --help`). Shared plumbing is in `_common`."""
 
 BOXES = ("firewall", "tap", "swallow", "blockpage", "silentdrop", "icmp", "ttlcopy", "copycat",
-         "ttlprobe", "proxy", "lb", "lossy")
+         "ttlprobe", "proxy", "lb", "lossy",
+         "gfwdup", "henan", "quantum", "mimicpage", "preempt")
