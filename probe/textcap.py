@@ -221,6 +221,7 @@ class _Anchor:
     digits_end: int  # where the offset's digits end (a colon may follow)
     groups: list = field(default_factory=list)  # [(start, end, bytes)] read strictly: whole groups
     stop: int = 0  # where the strict groups end
+    strict: bytes = b""  # their bytes
     glued: bool = False  # no whole group, but hex digits run into a word ("2b6bNote": its break was lost)
 
     def value(self, width: int) -> int | None:
@@ -235,8 +236,6 @@ class _Anchor:
             return len(self.digits) if int(self.digits, 16) == 0 else 0
         zeros = len(self.digits) - len(self.digits.rstrip("0"))
         return zeros if zeros >= 3 else 0
-
-    strict: bytes = b""  # the strict groups' bytes
 
 
 def _strict_groups(flat: str, anchor: _Anchor, bounds: set[int], limit: int) -> None:
@@ -504,7 +503,8 @@ _HEADER_ADDRESSES = re.compile(
     r"(?P<dst>[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7})(?:\.[0-9]{1,5})?"
     r"(?::|\s)", re.ASCII)
 _TCP_FLAGS = re.compile(r"\s*Flags\s+\[([SFPRUWE.]{1,8}|none)\]", re.ASCII)
-_FRAME_LENGTH = re.compile(r"ethertype\s[^,]{1,40},\s+length\s+([0-9]{1,6})|([0-9]{1,6})\s+bytes\s+on\s+wire", re.ASCII)
+_FRAME_LENGTH = re.compile(r"ethertype\s[^,]{1,40},\s+length\s+([0-9]{1,6})|([0-9]{1,6})\s+bytes\s+on\s+wire",
+                           re.ASCII)
 _CUT_MARK = re.compile(r"\[\|[a-z0-9_-]{1,20}\]|truncated-ip|packet exceeded snapshot", re.ASCII)
 _CHATTER = re.compile(
     r"(?:reading\s+from\s+file|listening\s+on)\s[^\n]{0,300}?,\s+link-type\s+(?P<link>[A-Za-z0-9_]{1,20})"
@@ -518,7 +518,7 @@ _CHATTER = re.compile(
 @dataclass(frozen=True)
 class _Header:
     mark: _Mark
-    end: int  # where the header's text ends (its line and the indented lines after it)
+    end: int  # where the header's text ends: its line and the indented lines after it, or its rows
     src: str | None
     dst: str | None
     frame_length: int | None
@@ -630,8 +630,10 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
         index = bisect.bisect_right(limits, anchor.start)
         _strict_groups(flat, anchor, bounds, limits[index] if index < len(limits) else len(flat))
     # a packet's header, or what is left of one ("192.0.2.10.50727 > 203.0.113.80.80:" without its
-    # time), is where a chain cannot go on: the rows after it are another packet's
-    breaks = sorted({m.start for m in marks if m.summary} | {m.start() for m in _HEADER_ADDRESSES.finditer(flat)})
+    # time; tcpdump's colon, not prose's "A > B"), is where a chain cannot go on: the rows after it
+    # are another packet's
+    breaks = sorted({m.start for m in marks if m.summary}
+                    | {m.start() for m in _HEADER_ADDRESSES.finditer(flat) if m.group().endswith(":")})
     chains, strays = _chains(anchors, breaks)
 
     understood: list[tuple[int, int]] = []

@@ -40,6 +40,7 @@ SENTENCES = (
     "added by support: see the face value 0x4500 in the first row",  # hex-looking words, glued to the hex
     "Decided at 21:55 after the cafe opened; beef, dead, 0000 and ffff mean nothing here.",
     "<b>Note:</b> the next row is the important one &mdash; 0x0010 is where TCP starts.",
+    "客户端 192.0.2.10 -> 服务器 203.0.113.80 (the path 192.0.2.1 > 198.51.100.2 looked fine)",
 )
 
 
