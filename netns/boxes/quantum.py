@@ -9,7 +9,9 @@ first. The request is not dropped, so the server's real answer arrives a round t
 the same sequence numbers and other bytes. A careful injector dresses the answer as the server's:
 here the TTL the server's packets leave this router with, their DF bit, the last IP-ID seen + 1
 and the server's window (see `_face`). The redirect is one PSH/ACK (no FIN), shorter than the
-server's answer, so every byte it claims is one the server also sends.
+server's answer, so every byte it claims is one the server also sends. It listens in PREROUTING,
+as the lab's other taps do: the documented QUANTUM deployments are passive taps beside the path
+(TURMOIL), which see a packet before the next router's TTL check.
 """
 
 from . import _common, _face, _packets
@@ -19,7 +21,7 @@ REDIRECT = (b"HTTP/1.1 302 Found\r\nLocation: http://198.51.100.66/landing\r\n"
 
 
 def main() -> None:
-    args = _common.parser("quantum", __doc__, queue=21, where="forward").parse_args()
+    args = _common.parser("quantum", __doc__, queue=21, where="prerouting").parse_args()
     sender = _common.RawSender()
     faces = _face.ServerFaces(args.where)
     answered = _common.FlowMemory()

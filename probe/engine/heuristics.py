@@ -118,7 +118,7 @@ def drawing_segment(packets: list[PacketRecord], index: int, flow: Flow, baselin
     """The segment of ours that most plausibly drew packet `index`: `causes` gives the earliest
     one it can answer (what the timing test must use, to stay conservative); for a bare RST, which
     carries the ACK of every segment of ours since the handshake, the latest of those sent at least
-    the soonest answer time before it is the one a stack was answering (a request sent long after
+    half a round trip before it is the one a stack was answering (a request sent long after
     the handshake ACK draws its own reset; the handshake ACK's reset would have come one round trip
     after it). Other packets: the earliest, as `causes` says."""
     tables = tables_of(packets, flow, baseline)
@@ -127,7 +127,9 @@ def drawing_segment(packets: list[PacketRecord], index: int, flow: Flow, baselin
     if cause is None or "A" in packet.flags or "R" not in packet.flags:
         return cause
     by_ack = tables.memo("our segments by ack", lambda: _our_segments_by_ack(packets, flow))
-    soonest = baseline.soonest_answer or 0.0
+    # half the round trip, with no absolute allowance: which segment drew a reset must not change
+    # when the same exchange runs on a slower path (the property tests slow exchanges down)
+    soonest = baseline.rtt * 0.5 if baseline.rtt else 0.0
     candidates = by_ack.get(packet.seq % MOD32, [])
     latest = None
     for position in candidates:
@@ -679,3 +681,32 @@ def flow_label(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
     weight = 1 if 0 in (packet.flow_label, synack.flow_label) else 2
     return [Signal(weight, f"flow label {packet.flow_label:#07x}, the server's SYN-ACK carried "
                            f"{synack.flow_label:#07x}")]
+
+
+def reset_of_a_fresh_connection(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """A bare RST answering our first request on a connection the server had just accepted.
+
+    Why: RFC 9293 makes a stack answer a segment with a bare RST (seq = its ACK, no ACK flag) only
+    when it has no connection for it; the server had one a moment before (it sent the SYN-ACK and
+    nothing since). So between the handshake and the request the server lost it: a reset in our
+    name reached it (a box in between that resets the server just before letting the request
+    through, a variant of the field report), or the server dropped it itself. The field report's
+    own signature (`verdict.reset_in_our_name`) needs the request's retransmission to draw the
+    reset; this is the same shape on the first copy, where the exchange alone cannot tell the two
+    apart. Weight 2: never blames alone, but the reset is not vouched for (`ambiguous-reset`, and
+    `check` traces it).
+    False positives: an accept queue overflowing with tcp_abort_on_overflow (Linux then resets the
+    handshake's ACK at once), a server that restarted between our ACK and our request."""
+    packet = packets[index]
+    if "R" not in packet.flags or "A" in packet.flags or baseline.synack is None:
+        return []
+    request = tables_of(packets, flow, baseline).memo("first request", lambda: first_request(packets, flow))
+    drawn_by = drawing_segment(packets, index, flow, baseline)
+    if request is None or drawn_by is not request or packet.seq != request.ack:
+        return []
+    before = packets[:index]
+    if any(flow.toward_client(p) and p is not baseline.synack and p.seq != packet.seq
+           or flow.sent_by_client(p) and "R" in p.flags for p in before):
+        return []
+    return [Signal(2, "a bare reset to our first request on a connection the server had just accepted: it no "
+                      "longer had it (a reset in our name reached it, or it dropped the connection itself)")]

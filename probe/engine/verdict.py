@@ -113,7 +113,8 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
                + h.answers_expired_request(packets, index, flow, baseline)
                + h.overlapping_payload(packets, index, flow, baseline)
                + h.ack_short_of_request(packets, index, flow, baseline)
-               + h.published_fingerprint(packets, index, flow, baseline))
+               + h.published_fingerprint(packets, index, flow, baseline)
+               + h.reset_of_a_fresh_connection(packets, index, flow, baseline))
     return weigh(signals)
 
 
@@ -263,7 +264,8 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
     received = [i for i, p in enumerate(packets) if flow.toward_client(p)]
     forged = [i for i in received if attributions[i].origin == "middlebox"]
     forged_resets = [i for i in forged if "R" in packets[i].flags]
-    forged_data = [i for i in forged if packets[i].length]
+    forged_data = [i for i in forged if packets[i].length and "R" not in packets[i].flags]  # a RST's data is a
+    # diagnostic, not an answer (RFC 9293 3.5.3; the Henan firewall's resets carry ten bytes)
     toward_server = reset_in_our_name(packets, flow, attributions, baseline)
     icmp_errors = [i for i, p in enumerate(packets) if flow.quotes_flow(p) and is_unreachable(p)
                    and p.icmp_code != (4 if p.version == 4 else -1)]  # fragmentation needed: path MTU, not an error

@@ -125,7 +125,7 @@ def reference_too_early(packets, index, flow, baseline):
     if "R" in packet.flags and "A" not in packet.flags:  # a bare RST: the latest of ours it can answer, by scan
         for p in packets[:index]:
             if flow.sent_by_client(p) and "A" in p.flags and p.ack % MOD32 == packet.seq % MOD32:
-                if packet.t - p.t < (soonest or 0.0):
+                if packet.t - p.t < (baseline.rtt * 0.5 if baseline.rtt else 0.0):
                     break
                 drawn_by = p
     elapsed = packet.t - drawn_by.t
