@@ -144,10 +144,10 @@ _SUMMARY = re.compile(r"\S\s+>\s+\S|→|\S\s+->\s+\S")  # "A > B:": a packet's h
 # tcpdump -v's first header line: the IP header's fields, the addresses only on the next line
 _VERBOSE_FIRST = re.compile(r"\s+(?:[A-Za-z][A-Za-z0-9_.@-]{0,15}\s+(?:In|Out|P|B|M)\s+)?"
                             r"(?:IP6?|ip6?:)\s+\((?:tos|hlim|flowlabel|class)\s", re.ASCII)
-# what tcpdump prints right after the time: the protocol, a MAC address (-e), an interface and
-# direction (-i any)
+# what tcpdump prints right after the time: the protocol, a MAC address (-e; before tcpdump 4.0
+# without leading zeros, "0:1b:21:4:a:c"), an interface and direction (-i any)
 _TCPDUMP_NEXT = re.compile(
-    r"\s+(?:IP6?\b|ARP\b|RARP\b|ip6?:|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\b|(?:[A-Za-z][A-Za-z0-9_.@-]{0,15}"
+    r"\s+(?:IP6?\b|ARP\b|RARP\b|ip6?:|[0-9a-fA-F]{1,2}(?::[0-9a-fA-F]{1,2}){5}\b|(?:[A-Za-z][A-Za-z0-9_.@-]{0,15}"
     r"\s+)?(?:In|Out|P|B|M)\b|ethertype\b|vlan\b|802\.1|STP\b|LLDP\b|CDP\b|LLC\b)", re.ASCII)
 _DETAIL = re.compile(r"Time:[ \t]+(?:[A-Z][a-z]{2}[ \t]+[0-9]{1,2},[ \t]+[0-9]{4}[ \t]+)?$")  # tshark -V
 

@@ -419,3 +419,19 @@ def test_the_report_is_in_the_json_totals(tmp_path):
                         for n, line in enumerate(textcap.parse("\n".join(lines)).summary())]
     assert warnings[-1] == f"{pasted}: not understood: line(s) 4 of {len(lines)}"
     assert done.stderr.splitlines()[-len(warnings):] == [f"probe: {w}" for w in warnings]
+
+
+def test_older_tcpdump_header_lines(tmp_path):
+    """tcpdump before 4.0: MAC addresses without leading zeros, "proto: TCP", "length: 60", flags
+    without "Flags [...]" (the header lines of reports from that time)."""
+    packets = frames_and_times(FIELD_REPORT)
+    ethernet = [(t, b"\x00\x1b\x21\x04\x0a\x0c\x00\x0e\x0c\x8d\xa6\x2c\x08\x00" + frame) for t, frame in packets]
+    text = tcpdump(write_pcap(tmp_path / "e.pcap", ethernet, linktype=1), "-vvXe")
+    old = (text.replace("00:0e:0c:8d:a6:2c", "0:e:c:8d:a6:2c").replace("00:1b:21:04:0a:0c", "0:1b:21:4:a:c")
+           .replace("proto TCP (6), length ", "proto: TCP (6), length: ").replace("Flags [S], ", "S ")
+           .replace("Flags [S.], ", "S ").replace("Flags [P.], ", "P ").replace("Flags [R], ", "R "))
+    assert "0:e:c:8d:a6:2c > 0:1b:21:4:a:c" in old and "Flags [" in old  # the ACK's "Flags [.]" stays
+    reading = textcap.parse(old)
+    assert [f.data for f in reading.frames] == [frame for _t, frame in packets]
+    assert all(f.timed for f in reading.frames)
+    assert relative([f.t for f in reading.frames]) == pytest.approx(relative([t for t, _f in packets]), abs=1.5e-6)
