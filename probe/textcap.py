@@ -75,6 +75,7 @@ HEAD_BYTES = 4096  # what `looks_like_text` needs to see
 ASSUMED_DATE = date(1970, 1, 1)  # tcpdump prints the time of day only
 DEFAULT_WIDTH = 16  # bytes per row of every dumper here
 NO_TIME_STEP = 0.001  # seconds between packets when the text has no time at all
+STEP_BACK = 1.0  # seconds the times may go back (a capture prints in order) before the report says so
 
 # --- the text, cleaned -----------------------------------------------------------------------------
 
@@ -87,7 +88,8 @@ _MARKUP = re.compile(
     r"|^[ \t]*(?:```|~~~)[A-Za-z0-9_+-]{0,20}[ \t]*$", re.I | re.M | re.ASCII)  # Markdown code fences
 _QUOTED = re.compile(r"^[ \t]{0,3}(?:>[ \t]?)+", re.M)  # e-mail quoting
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z]{2,8});")
-_INVISIBLE = {ord(c): " " for c in "\u00a0\u200b\u200c\u200d\u2060\ufeff\u00ad\u2007\u202f\u3000\x0b\x0c\x85\r"}
+_INVISIBLE = {ord(c): " " for c in "\u200b\u200c\u200d\u2060\ufeff\u00ad"}  # zero-width: not \s
+_BLANKS = re.compile(r"[^\S\n ]")  # every other blank (tab, no-break, em, ideographic spaces...) as a space
 
 
 def _lines(text: str) -> str:
@@ -98,7 +100,7 @@ def _lines(text: str) -> str:
 def _clean(text: str) -> str:
     """The text with markup, entities and invisible spaces made blank, every character where it was
     (`_lines(text)` and this line up, position for position)."""
-    text = _lines(text).translate(_INVISIBLE)
+    text = _BLANKS.sub(" ", _lines(text).translate(_INVISIBLE))
     if "&" in text:
         text = _ENTITY.sub(lambda m: _padded(html.unescape(m.group()), len(m.group())), text)
     text = _MARKUP.sub(lambda m: " " * len(m.group()), text)
@@ -598,6 +600,8 @@ class Reading:
     not_understood: tuple[int, ...]  # line numbers
     lost: tuple[str, ...]  # what the text shows was lost: header lines without rows, stray rows, non-IP blocks
     link_note: str = ""
+    steps_back: tuple[tuple[int, float], ...] = ()  # (packet number, seconds) where the times go back
+
 
     def summary(self) -> list[str]:
         """The report, in lines for people."""
@@ -704,9 +708,11 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
                             bool(header and header.cut_mark), tuple(result.mixed)))
     kinds = tuple(dict.fromkeys(FORMATS[chain.kind] for chain, _h, _r in built))
     lines = flat.count("\n") + (0 if flat.endswith("\n") else 1)
+    steps_back = tuple((b.number, a.t - b.t) for a, b in zip(frames, frames[1:])
+                       if a.timed and b.timed and b.t < a.t - STEP_BACK)
     return Reading(tuple(frames), lines, kinds, clock, midnights, snaplen,
                    _not_understood(flat, understood, line_of), tuple(what for _at, what in sorted(lost)),
-                   _link_note(frames))
+                   _link_note(frames), steps_back)
 
 
 def _stray_statements(strays: list[_Anchor], chains: list[_Chain], line_of) -> list[tuple[int, str]]:
@@ -1077,6 +1083,10 @@ def _summary(reading: Reading) -> list[str]:
     if untimed and len(untimed) < len(frames):
         lines.append(f"no header line gave the time of packet(s) {_numbers(untimed)}: "
                      f"placed between their neighbours")
+    if reading.steps_back:
+        where = ", ".join(f"packet {n} ({seconds:.3f} s)" for n, seconds in reading.steps_back[:6])
+        lines.append(f"the times go back at {where}: two captures pasted one after the other? (give each end "
+                     f"its own file: probe analyze CLIENT SERVER)")
     ip = [f for f in frames if f.ip_checksum is not None]
     l4 = [f for f in frames if f.l4_checksum is not None]
     words = []

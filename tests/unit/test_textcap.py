@@ -435,3 +435,15 @@ def test_older_tcpdump_header_lines(tmp_path):
     assert [f.data for f in reading.frames] == [frame for _t, frame in packets]
     assert all(f.timed for f in reading.frames)
     assert relative([f.t for f in reading.frames]) == pytest.approx(relative([t for t, _f in packets]), abs=1.5e-6)
+
+
+def test_times_that_go_back_are_said(tmp_path):
+    """Two captures in one ticket (the client's, then the server's): the times go back."""
+    client = tcpdump(FIELD_REPORT, "-X")
+    later = [(t + 3.0, frame) for t, frame in frames_and_times(TAP)]
+    server = tcpdump(write_pcap(tmp_path / "later.pcap", later), "-X")
+    reading = textcap.parse(server + "\nand the server's side:\n" + client)
+    assert len(reading.frames) == 14 + 6 and reading.midnights == 0
+    assert [n for n, _seconds in reading.steps_back] == [15]
+    assert any(line.startswith("the times go back at packet 15 (") for line in reading.summary())
+    assert textcap.parse(client + server).steps_back == ()
