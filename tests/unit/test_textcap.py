@@ -447,3 +447,21 @@ def test_times_that_go_back_are_said(tmp_path):
     assert [n for n, _seconds in reading.steps_back] == [15]
     assert any(line.startswith("the times go back at packet 15 (") for line in reading.summary())
     assert textcap.parse(client + server).steps_back == ()
+
+
+def test_both_ends_as_text(tmp_path):
+    """The field report's two captures (client and server), each pasted as text, pair and judge as
+    the pcaps do: the reset the server received was never sent by the client."""
+    ends = GOLDEN.parent / "two-ended"
+    texts = []
+    for name in ("06-field-report.pcap", "06-field-report.server.pcap"):
+        path = tmp_path / (name + ".txt")
+        path.write_text(tcpdump(ends / name, "-vvXe").replace("\n", " "))
+        texts.append(str(path))
+    from_text = cli("analyze", *texts, "--json")
+    from_pcap = cli("analyze", str(ends / "06-field-report.pcap"), str(ends / "06-field-report.server.pcap"), "--json")
+    assert from_text.returncode == from_pcap.returncode == 3
+    keep = ("verdict", "direction", "paired_by")
+    got, expected = json.loads(from_text.stdout)["flows"], json.loads(from_pcap.stdout)["flows"]
+    assert [{k: f.get(k) for k in keep} for f in got] == [{k: f.get(k) for k in keep} for f in expected]
+    assert "FORGED" in cli("analyze", *texts).stdout
