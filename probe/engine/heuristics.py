@@ -92,9 +92,12 @@ def too_early(packets: list[PacketRecord], index: int, flow: Flow, baseline: Bas
         return []
     elapsed = packet.t - cause.t
     if soonest is not None and elapsed < soonest:
-        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after {describe_segment(cause)} it answers; the server "
-                          f"is {baseline.rtt * 1000:.1f} ms away (round trip), so nothing of its own can arrive "
-                          f"sooner than {soonest * 1000:.1f} ms", decisive=True)]
+        # too early even for the earliest segment it can answer; name the one that drew it (for a
+        # bare RST, the latest of ours carrying its ACK: the request, not the handshake ACK before it)
+        shown = drawing_segment(packets, index, flow, baseline, latest=True)
+        return [Signal(3, f"arrived {(packet.t - shown.t) * 1000:.1f} ms after {describe_segment(shown)} it "
+                          f"answers; the server is {baseline.rtt * 1000:.1f} ms away (round trip), so nothing of "
+                          f"its own can arrive sooner than {soonest * 1000:.1f} ms", decisive=True)]
     drawn_by = drawing_segment(packets, index, flow, baseline)
     elapsed = packet.t - drawn_by.t
     if elapsed >= baseline.rtt * 0.8:
@@ -114,13 +117,15 @@ def describe_segment(packet: PacketRecord) -> str:
     return "our RST" if "R" in packet.flags else "our ACK"
 
 
-def drawing_segment(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> PacketRecord:
+def drawing_segment(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline,
+                    latest: bool = False) -> PacketRecord:
     """The segment of ours that most plausibly drew packet `index`: `causes` gives the earliest
     one it can answer (what the timing test must use, to stay conservative); for a bare RST, which
     carries the ACK of every segment of ours since the handshake, the latest of those sent at least
     half a round trip before it is the one a stack was answering (a request sent long after
     the handshake ACK draws its own reset; the handshake ACK's reset would have come one round trip
-    after it). Other packets: the earliest, as `causes` says."""
+    after it). Other packets: the earliest, as `causes` says. `latest`: for a bare RST, the latest
+    of those sent before it whatever the time (for naming what a too-early reset answered)."""
     tables = tables_of(packets, flow, baseline)
     cause = tables.causes[index]
     packet = packets[index]
@@ -129,7 +134,7 @@ def drawing_segment(packets: list[PacketRecord], index: int, flow: Flow, baselin
     by_ack = tables.memo("our segments by ack", lambda: _our_segments_by_ack(packets, flow))
     # half the round trip, with no absolute allowance: which segment drew a reset must not change
     # when the same exchange runs on a slower path (the property tests slow exchanges down)
-    soonest = baseline.rtt * 0.5 if baseline.rtt else 0.0
+    soonest = baseline.rtt * 0.5 if baseline.rtt and not latest else 0.0
     candidates = by_ack.get(packet.seq % MOD32, [])
     latest = None
     for position in candidates:

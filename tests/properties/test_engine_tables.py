@@ -118,9 +118,16 @@ def reference_too_early(packets, index, flow, baseline):
         return []
     elapsed = packet.t - cause.t
     if soonest is not None and elapsed < soonest:
-        return [Signal(3, f"arrived {elapsed * 1000:.1f} ms after {h.describe_segment(cause)} it answers; the server "
-                          f"is {baseline.rtt * 1000:.1f} ms away (round trip), so nothing of its own can arrive "
-                          f"sooner than {soonest * 1000:.1f} ms", decisive=True)]
+        shown = cause
+        if "R" in packet.flags and "A" not in packet.flags:  # the latest of ours carrying its ACK, by scan
+            for p in packets[:index]:
+                if flow.sent_by_client(p) and "A" in p.flags and p.ack % MOD32 == packet.seq % MOD32:
+                    if packet.t - p.t < 0.0:
+                        break
+                    shown = p
+        return [Signal(3, f"arrived {(packet.t - shown.t) * 1000:.1f} ms after {h.describe_segment(shown)} it "
+                          f"answers; the server is {baseline.rtt * 1000:.1f} ms away (round trip), so nothing of "
+                          f"its own can arrive sooner than {soonest * 1000:.1f} ms", decisive=True)]
     drawn_by = cause
     if "R" in packet.flags and "A" not in packet.flags:  # a bare RST: the latest of ours it can answer, by scan
         for p in packets[:index]:
