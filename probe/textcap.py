@@ -74,6 +74,7 @@ MAX_GAP = 4096  # missing rows inside a packet, in bytes, beyond which a row is 
 HEAD_BYTES = 4096  # what `looks_like_text` needs to see
 ASSUMED_DATE = date(1970, 1, 1)  # tcpdump prints the time of day only
 DEFAULT_WIDTH = 16  # bytes per row of every dumper here
+MAX_TRAILER = 32  # bytes a frame may hold after its packet (padding to 60 bytes, the frame check sequence)
 NO_TIME_STEP = 0.001  # seconds between packets when the text has no time at all
 STEP_BACK = 1.0  # seconds the times may go back (a capture prints in order) before the report says so
 
@@ -422,10 +423,12 @@ def _candidates(data: bytes):
     ethertype = data[offset:offset + 2]
     if ethertype in (b"\x08\x00", b"\x86\xdd"):
         yield LINK_ETHERNET, offset + 2, 4 if ethertype == b"\x08\x00" else 6
-    if data[14:16] in (b"\x08\x00", b"\x86\xdd"):
-        yield LINK_SLL, 16, 4 if data[14:16] == b"\x08\x00" else 6
-    if data[0:2] in (b"\x08\x00", b"\x86\xdd"):
-        yield LINK_SLL2, 20, 4 if data[0:2] == b"\x08\x00" else 6
+    for linktype, at, start in ((LINK_SLL, 14, 16), (LINK_SLL2, 0, 20)):  # a protocol, or a VLAN tag and one
+        protocol = data[at:at + 2]
+        if protocol == b"\x81\x00":
+            protocol, start = data[start + 2:start + 4], start + 4
+        if protocol in (b"\x08\x00", b"\x86\xdd"):
+            yield linktype, start, 4 if protocol == b"\x08\x00" else 6
     if len(data) >= 4:
         for linktype, family in ((LINK_NULL, int.from_bytes(data[:4], "little")),
                                  (LINK_LOOP, int.from_bytes(data[:4], "big"))):
@@ -581,6 +584,7 @@ class Frame:
     src: str | None = None
     cut_mark: bool = False  # tcpdump printed its "[|tcp]" mark: the snap length cut it
     mixed: tuple[int, ...] = ()  # offsets of rows that came after the remains of other rows (lines lost?)
+    trailer: int = 0  # bytes after the IP packet: Ethernet padding, the frame check sequence, a trailer
 
     @property
     def cut(self) -> bool:
@@ -658,6 +662,7 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
                 lost.append((orphan.start, f"line {line_of(orphan.start)}: a packet's header line whose hex rows "
                                            f"are missing"))
 
+    row_or_header_starts = bounds | set(anchor_starts)
     built = []  # (chain, header, _Built)
     previous_end = 0
     for chain in chains:
@@ -669,7 +674,7 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
             index = bisect.bisect_right(anchor_starts, mark.end)  # its text ends where rows begin, any rows
             header = _header(flat, mark, min(chain.start, anchor_starts[index] if index < len(anchor_starts)
                                              else chain.start))
-        result = _bytes_of((flat, written), chain, header, hint)
+        result = _bytes_of((flat, written), chain, header, hint, row_or_header_starts)
         if header is not None and result.link is not None:
             if _names_others(header, result):  # the header of a packet whose rows are lost: not this one's
                 orphan_headers(marks[first:last])
@@ -705,7 +710,7 @@ def parse(text: str, assume_date: date = ASSUMED_DATE) -> Reading:
         frames.append(Frame(number, t, link.linktype, data, max(wire, len(data)), line_of(chain.start),
                             line_of(result.end), timed,
                             tuple(result.ranges), ip_ok, l4_ok, protocol, _addresses(data, link)[0],
-                            bool(header and header.cut_mark), tuple(result.mixed)))
+                            bool(header and header.cut_mark), tuple(result.mixed), result.trailer))
     kinds = tuple(dict.fromkeys(FORMATS[chain.kind] for chain, _h, _r in built))
     lines = flat.count("\n") + (0 if flat.endswith("\n") else 1)
     steps_back = tuple((b.number, a.t - b.t) for a, b in zip(frames, frames[1:])
@@ -748,12 +753,14 @@ class _Built:
     why: str = ""
     past_end: tuple[int, int] | None = None  # rows after the packet's end: (start, end) in the text
     mixed: list = field(default_factory=list)  # offsets of rows that follow the remains of other rows
+    trailer: int = 0  # bytes after the IP packet
 
 
 _HEADERS_WITHIN = 20 + 60 + 20  # the farthest a TCP header can end: SLL2, a full IPv4 header, TCP
 
 
-def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hint: int | None) -> _Built:
+def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hint: int | None,
+              bounds: set[int]) -> _Built:
     """The bytes of a chain: each row's count from the next row's offset, the last row's from the IP
     header; missing rows (and rows read only in part) become zeros, and their ranges are kept."""
     flat = texts[0]
@@ -787,11 +794,10 @@ def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hin
         else:
             why = "an IPv4 header whose checksum fails, and no header line naming its addresses"
         return _Built(data, ranges, None, last.anchor.stop, spans, why)
-    wanted = link.ip_at + _ip_length(provisional, link)
-    if link.linktype == LINK_ETHERNET and wanted < 60:  # received frames carry padding to 60 bytes
-        wanted = max(wanted, min(60, len(provisional)))
-    if header and header.frame_length and link.linktype != LINK_RAW:  # a trailer, the frame check sequence
-        wanted = max(wanted, min(header.frame_length, len(provisional)))
+    ip_end = wanted = link.ip_at + _ip_length(provisional, link)
+    rows_end = rows[-1].offset + min(chain.width, len(rows[-1].anchor.strict))
+    if ip_end < rows_end <= ip_end + MAX_TRAILER and not any(b > ip_end for _a, b in ranges):
+        wanted = rows_end  # Ethernet padding, the frame check sequence, a trailer: bytes after the packet
     past_end = None
     kept = [row for row in rows if row.offset < wanted]
     if len(kept) < len(rows):  # rows past the packet's end: a later packet's, whose first row is lost
@@ -802,6 +808,9 @@ def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hin
         del data[last.offset:]
         ranges = [(a, min(b, last.offset)) for a, b in ranges if a < last.offset]
     count = max(0, min(chain.width, wanted - last.offset))
+    short = ip_end - last.offset
+    if 0 < short < count and not _trailer_ends_row(texts, last.anchor, count, short, bounds):
+        count = short  # hex-looking prose after the packet's last bytes, or their ASCII column: no trailer
     got, end = _row_bytes(flat, last.anchor, len(flat), count, loose=False)
     if len(got) < count:
         got, end = _glued_tail(flat, last.anchor, got, end, count)
@@ -812,7 +821,27 @@ def _bytes_of(texts: tuple[str, str], chain: _Chain, header: _Header | None, hin
     if len(data) < link.ip_at + 20 or any(a < header_end for a, _b in ranges):
         return _Built(data, ranges, None, max(end, last.anchor.stop), spans,
                       "a packet whose IP or TCP header is among the missing rows")
-    return _Built(data, ranges, link, max(end, last.anchor.stop), spans, past_end=past_end, mixed=mixed)
+    return _Built(data, ranges, link, max(end, last.anchor.stop), spans, past_end=past_end, mixed=mixed,
+                  trailer=max(0, len(data) - ip_end))
+
+
+def _trailer_ends_row(texts: tuple[str, str], anchor: _Anchor, count: int, short: int, bounds: set[int]) -> bool:
+    """The row's `count` bytes (the packet's `short` last ones and a trailer) end as tcpdump ends a
+    row: on the same line, with their ASCII column, or where the next header or row begins. Not when
+    the packet's own bytes have an ASCII column that reads as the trailer (tcpdump -X prints "FA"
+    for 46 41), nor at the end of the text (a word of prose that looks like hex is as likely)."""
+    flat = texts[0]
+    whole, end = _row_bytes(flat, anchor, len(flat), count, loose=False)
+    own, own_end = _row_bytes(flat, anchor, len(flat), short, loose=False)
+    if "\n" in flat[own_end:end]:  # tcpdump prints a row on one line: the next line is something else
+        return False
+    if _ascii_end(texts, end, whole, len(flat)) != end:
+        return True
+    if _ascii_end(texts, own_end, own, len(flat)) != own_end:
+        return False
+    while end < len(flat) and flat[end] in " \t\n":
+        end += 1
+    return end in bounds
 
 
 def _glued_tail(flat: str, anchor: _Anchor, got: bytes, end: int, count: int) -> tuple[bytes, int]:
@@ -1096,6 +1125,11 @@ def _summary(reading: Reading) -> list[str]:
         words.append(f"{sum(f.l4_checksum for f in l4)}/{len(l4)} TCP/UDP/ICMP checksums")
     if words:
         lines.append("checksums: " + ", ".join(words) + " verify" + _checksum_note(frames))
+    trailed = [f for f in frames if f.trailer]
+    if trailed:
+        lines.append(f"packet(s) {_numbers([f.number for f in trailed])}: "
+                     f"{_span(sorted({f.trailer for f in trailed}))} byte(s) after the IP packet "
+                     f"(Ethernet padding, the frame check sequence or a trailer), kept in --write-pcap")
     cut = [f for f in frames if f.cut]
     for why in dict.fromkeys(_cut_cause(f, reading, cut) for f in cut):
         which = [f for f in cut if _cut_cause(f, reading, cut) == why]
@@ -1196,15 +1230,12 @@ def read_cached(path: str) -> Reading:
 
 
 def is_text_file(path: str) -> bool:
-    """The file is not a pcap or pcapng file, and its first bytes are text."""
-    from probe.pcapfile import _PCAP_MAGIC, _PCAPNG_MAGIC
-
+    """The file's first bytes are text (a pcap or pcapng file's never are: their headers hold NULs)."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(HEAD_BYTES)
+            return looks_like_text(handle.read(HEAD_BYTES))
     except OSError:
         return False
-    return head[:4] != _PCAPNG_MAGIC and head[:4] not in _PCAP_MAGIC and looks_like_text(head)
 
 
 def ip_packets(path: str, note=None):

@@ -113,7 +113,12 @@ def test_real_packets_among_prose(name, flags, run_together, data):
     text = ("" if run_together else "\n").join(text_lines)
     note(text[:2000])
     reading = textcap.parse(text)
-    assert [frame.data for frame in reading.frames] == [frame for _t, frame in _packets(name)]
+    originals = [frame for _t, frame in _packets(name)]
+    assert [frame.data[:len(original)] for frame, original in zip(reading.frames, originals)] == originals
+    # hex words glued to a packet's last row with no blank between ("0a0d 0a" + "00" + the next header)
+    # read as bytes after the packet, as the text says: said as such
+    assert [frame.trailer for frame in reading.frames] == [len(frame.data) - len(original)
+                                                           for frame, original in zip(reading.frames, originals)]
     # a run of hex words in the prose may be named as a block that holds no packet; nothing else is lost
     assert all("hold no IP packet" in statement for statement in reading.lost)
 
@@ -164,7 +169,8 @@ def _mentioned_lines(reading) -> set[int]:
 
 
 def _flagged(frame) -> bool:
-    return bool(frame.lost or frame.mixed) or frame.cut or frame.ip_checksum is False or frame.l4_checksum is False
+    return bool(frame.lost or frame.mixed or frame.trailer) or frame.cut or frame.ip_checksum is False \
+        or frame.l4_checksum is False
 
 
 @REFLOW

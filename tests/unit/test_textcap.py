@@ -465,3 +465,30 @@ def test_both_ends_as_text(tmp_path):
     got, expected = json.loads(from_text.stdout)["flows"], json.loads(from_pcap.stdout)["flows"]
     assert [{k: f.get(k) for k in keep} for f in got] == [{k: f.get(k) for k in keep} for f in expected]
     assert "FORGED" in cli("analyze", *texts).stdout
+
+
+def test_padding_trailers_and_an_ascii_column_that_looks_like_hex(tmp_path):
+    """Bytes after the IP packet (Ethernet padding to 60 bytes, a 4-byte frame check sequence) are
+    read and said; an ASCII column that reads as hex ("FA" for the bytes 46 41) is not read."""
+    from scapy.all import IP, TCP, Raw
+
+    mac = b"\x52\x54\x00\x00\x00\x02\x52\x54\x00\x00\x00\x01\x08\x00"
+    payload = b"x" * 8 + b"FA"  # 20 + 20 + 10 = 50 bytes: the last row of -X holds "4641" and "FA"
+    packets = [bytes(IP(src="192.0.2.10", dst="203.0.113.80") / TCP(sport=40000, dport=80, flags="PA") / payload),
+               bytes(IP(src="203.0.113.80", dst="192.0.2.10") / TCP(sport=80, dport=40000, flags="R")),
+               bytes(IP(src="203.0.113.80", dst="192.0.2.10") / TCP(sport=80, dport=40000, flags="A"))]
+    frames = [mac + packets[1] + bytes(6), mac + packets[0], mac + packets[2] + bytes(6) + b"\xde\xad\xbe\xef",
+              mac + packets[0]]
+    pcap = write_pcap(tmp_path / "e.pcap", [(1.7e9 + n, f) for n, f in enumerate(frames)], linktype=1)
+    for flags in ("-XX", "-xx"):
+        reading = textcap.parse(tcpdump(pcap, flags))
+        assert [f.data for f in reading.frames] == frames, flags
+        assert [f.trailer for f in reading.frames] == [6, 0, 10, 0]
+        assert "packet(s) 1, 3: 6 to 10 byte(s) after the IP packet" in " ".join(reading.summary())
+    text = tcpdump(pcap, "-X")  # from the IP header on; tcpdump prints what follows the packet too
+    assert "0x0030:  4641" in text and "  FA\n" in text
+    reading = textcap.parse(text)
+    assert [f.data for f in reading.frames] == [packets[1] + bytes(6), packets[0],
+                                                packets[2] + bytes(6) + b"\xde\xad\xbe\xef", packets[0]]
+    # a trailer at the very end of the text is not read: a word of prose there reads the same
+    assert textcap.parse(tcpdump(pcap, "-xx", "-c", "1")).frames[0].data == mac + packets[1]
