@@ -392,7 +392,7 @@ def initial_ttl_class(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
     as far or farther; the textbook's weather captures show such a pair at one distance).
     False positives: a backend behind a SYN proxy that resets before sending any data (weight 1); a path of more than 32 hops makes a 64 look like a 32 (rare; weight 2 at most, never
     decisive)."""
-    if baseline.handshake_ttl is None:
+    if baseline.handshake_ttl is None or packet.ttl in (baseline.server_ttl, baseline.handshake_ttl):
         return []
     classes = sorted({initial_ttl(ttl) for ttl in baseline.accepted_ttls})
     own = initial_ttl(packet.ttl)
@@ -435,7 +435,11 @@ def ip_id_copied(packets: list[PacketRecord], index: int, flow: Flow, baseline: 
     if packet.version == 6 or packet.ip_id == 0:
         return []
     tables = tables_of(packets, flow, baseline)
-    answered = {tables.causes[index], drawing_segment(packets, index, flow, baseline)} - {None}
+    cause = tables.causes[index]
+    if "R" not in packet.flags or "A" in packet.flags:  # the segment that drew it is `causes`' (the cheap case)
+        answered = {cause} - {None}
+    else:
+        answered = {cause, drawing_segment(packets, index, flow, baseline)} - {None}
     copied = next((p for p in answered if p.ip_id == packet.ip_id), None)
     if copied is None:
         return []
@@ -525,7 +529,8 @@ def answers_expired_request(packets: list[PacketRecord], index: int, flow: Flow,
     packet = packets[index]
     if "S" in packet.flags:
         return []
-    expired = tables_of(packets, flow, baseline).memo("expired copies", lambda: expired_copies(packets, flow))
+    tables = tables_of(packets, flow, baseline)
+    expired = tables.memo("expired copies", lambda: expired_copies(packets, flow))
     proven = baseline.expires_within
     if "A" not in packet.flags:  # a bare RST acknowledges nothing: what drew it?
         drawn_by = drawing_segment(packets, index, flow, baseline) if "R" in packet.flags else None
@@ -536,9 +541,8 @@ def answers_expired_request(packets: list[PacketRecord], index: int, flow: Flow,
             where = f"{proven[1]}, TTL {proven[0]}, in another connection of this capture"
         return [Signal(2, f"drawn by our request, which expired on the way (time exceeded from {where})")] \
             if where is not None else []
-    copies = tables_of(packets, flow, baseline).memo("data copies", lambda: _data_copies(packets, flow))
-    lowest = tables_of(packets, flow, baseline).memo("lowest data ttl", lambda: min(
-        (packets[i].ttl for i in copies), default=None))
+    copies = tables.memo("data copies", lambda: _data_copies(packets, flow))
+    lowest = tables.memo("lowest data ttl", lambda: min((packets[i].ttl for i in copies), default=None))
     server_hop = baseline.server_hop
     short = max(proven[0] if proven else -1, server_hop - 3 if server_hop is not None else -1)
     if not expired and (lowest is None or lowest > short):

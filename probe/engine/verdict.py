@@ -122,6 +122,8 @@ def weigh(signals: list[h.Signal]) -> Attribution:
     """Signals to an origin. A decisive signal (the server could not have sent it) blames on its
     own, whatever else is said; otherwise blame needs a score of 3 with a strong signal among
     them, and signals against the server that add up to 2 without that make it `unknown`."""
+    if all(s.weight <= 0 for s in signals):  # the common case: nothing against the server
+        return Attribution("server", "high", tuple(s.sentence for s in signals if s.weight < 0))
     against = [s.sentence for s in sorted(signals, key=lambda s: (not s.decisive, -s.weight)) if s.weight > 0]
     for_server = [s.sentence for s in signals if s.weight < 0]
     if any(s.decisive for s in signals):
