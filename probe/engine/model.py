@@ -8,9 +8,9 @@ from probe.record import PacketRecord
 
 VERDICTS = ("clean", "server-reset", "middlebox-reset", "middlebox-response", "dropped", "no-answer",
             "unreachable", "ambiguous-reset", "expired")
-# `client`: at the server's seat (`probe analyze` of a server-side capture), a packet the client sent.
-ORIGINS_AT_SERVER = ("client",)
-ORIGINS = ("self", "server", "path", "middlebox", "unknown")
+# the contract's origins, and `client`: at the server's seat (`probe analyze` of a server-side capture),
+# a packet the client sent (what `self` is at the client's seat)
+ORIGINS = ("self", "server", "path", "middlebox", "unknown", "client")
 
 
 @dataclass(frozen=True)
