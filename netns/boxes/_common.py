@@ -73,6 +73,13 @@ def nfqueue(queue: int) -> list[str]:
     return ["-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass"]
 
 
+def server_and_trigger_rules(where: str, port: int, trigger: str, queue: int) -> list[tuple[str, str, list[str]]]:
+    """Queue the server's packets (to learn how they look) and the client's trigger segments."""
+    table, chain = hook(where)
+    return [(table, chain, ["-p", "tcp", "--sport", str(port), *nfqueue(queue)]),
+            (table, chain, ["-p", "tcp", "--dport", str(port), *string_match(trigger), *nfqueue(queue)])]
+
+
 def is_trigger(payload: bytes, trigger: str) -> bool:
     """The same test as `string_match`, for packets already in Python."""
     return bool(payload) and trigger.lower().encode() in payload.lower()

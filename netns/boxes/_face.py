@@ -40,11 +40,3 @@ class ServerFaces:
         return _packets.forged(request.dst, request.src, request.dport, request.sport, seq=request.ack,
                                ack=request.end_seq, flags=flags, window=face.window, ttl=face.ttl, df=face.df,
                                ip_id=None if face.ip_id is None else face.ip_id + 1, payload=payload)
-
-
-def face_rules(where: str, port: int, trigger: str, queue: int) -> list[tuple[str, str, list[str]]]:
-    """Queue the server's packets (to learn its face) and the client's trigger segments."""
-    table, chain = _common.hook(where)
-    return [(table, chain, ["-p", "tcp", "--sport", str(port), *_common.nfqueue(queue)]),
-            (table, chain, ["-p", "tcp", "--dport", str(port), *_common.string_match(trigger),
-                            *_common.nfqueue(queue)])]

@@ -44,7 +44,7 @@ def main() -> None:
             threading.Timer(args.delay_ms / 1000, sender.send, (page,)).start()
 
     _common.main_queue("mimicpage", args.queue, on_packet,
-                       _face.face_rules(args.where, args.port, args.trigger, args.queue))
+                       _common.server_and_trigger_rules(args.where, args.port, args.trigger, args.queue))
 
 
 if __name__ == "__main__":

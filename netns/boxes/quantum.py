@@ -37,7 +37,7 @@ def main() -> None:
         packet.accept()
 
     _common.main_queue("quantum", args.queue, on_packet,
-                       _face.face_rules(args.where, args.port, args.trigger, args.queue))
+                       _common.server_and_trigger_rules(args.where, args.port, args.trigger, args.queue))
 
 
 if __name__ == "__main__":

@@ -44,12 +44,8 @@ def main() -> None:
         else:
             packet.accept()
 
-    table, chain = _common.hook(args.where)
-    port = str(args.port)
-    rules = [(table, chain, ["-p", "tcp", "--sport", port, *_common.nfqueue(args.queue)]),
-             (table, chain, ["-p", "tcp", "--dport", port, *_common.string_match(args.trigger),
-                             *_common.nfqueue(args.queue)])]
-    _common.main_queue("ttlcopy", args.queue, on_packet, rules)
+    _common.main_queue("ttlcopy", args.queue, on_packet,
+                       _common.server_and_trigger_rules(args.where, args.port, args.trigger, args.queue))
 
 
 if __name__ == "__main__":
