@@ -36,6 +36,11 @@ class CaptureTrace:
     control_file: str | None
 
 
+def is_trace_probe(result: FlowResult) -> bool:
+    """A flow captured at the client whose request was TTL-limited."""
+    return result.flow.vantage == "client" and limited_request(result.packets, result.flow) is not None
+
+
 def _key(result: FlowResult) -> tuple[str, int]:
     return result.flow.server, result.flow.server_port
 
@@ -49,8 +54,7 @@ class TraceCollector:
         self.count = 0
 
     def add(self, result: FlowResult) -> None:
-        if (result.flow.vantage == "client" and self.count < MAX_HELD
-                and limited_request(result.packets, result.flow) is not None):
+        if self.count < MAX_HELD and is_trace_probe(result):
             self.held.setdefault(_key(result), []).append(result)
             self.count += 1
         else:
@@ -96,7 +100,7 @@ def control_fates(path: str) -> dict[tuple[str, int], dict]:
     held: dict[tuple[str, int], list[FlowResult]] = {}
 
     def keep(result: FlowResult) -> None:
-        if result.flow.vantage == "client" and limited_request(result.packets, result.flow) is not None:
+        if is_trace_probe(result):
             held.setdefault(_key(result), []).append(result)
 
     analyze_stream(path, None, keep)

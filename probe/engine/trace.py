@@ -133,10 +133,7 @@ def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
         return _fate_without_handshake(packets, flow, sent)
     expired = unreachable = None
     forged = genuine = None
-    # what answers the request arrives before we sent anything else (a capture's connection goes on
-    # to a FIN, which the server may answer with a reset of its own)
-    horizon = next((p.t for p in packets if flow.sent_by_client(p) and p.t > sent.t
-                    and (p.seq != sent.seq or p.length != sent.length)), float("inf"))
+    horizon = _answer_horizon(packets, flow, sent)
     for packet in packets:
         if packet.t < sent.t:
             continue
@@ -178,12 +175,18 @@ def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
     return Fate("silent")
 
 
+def _answer_horizon(packets: list[PacketRecord], flow: Flow, sent: SentRequest) -> float:
+    """Until when a packet can answer the request: what arrives before we sent anything else (a
+    capture's connection goes on to a FIN, which the server may answer with a reset of its own)."""
+    return next((p.t for p in packets if flow.sent_by_client(p) and p.t > sent.t
+                 and (p.seq != sent.seq or p.length != sent.length)), float("inf"))
+
+
 def _fate_without_handshake(packets: list[PacketRecord], flow: Flow, sent: SentRequest) -> Fate:
     """A capture's request sent although no SYN-ACK came (CenTrace sends it anyway): where it expired
     still names a router, and what answered it in the server's name still counts (there is no
     handshake to compare with: any answer to it is taken as met)."""
-    horizon = next((p.t for p in packets if flow.sent_by_client(p) and p.t > sent.t
-                    and (p.seq != sent.seq or p.length != sent.length)), float("inf"))
+    horizon = _answer_horizon(packets, flow, sent)
     expired = next((p for p in packets if p.t >= sent.t and _quotes(p, sent, flow) and is_time_exceeded(p)), None)
     answer = next((p for p in packets if flow.toward_client(p) and sent.t <= p.t <= horizon
                    and ("R" in p.flags or p.length)), None)
