@@ -163,6 +163,8 @@ def summary_lines(document: dict) -> str:
         parts.append(f"hop: {hop}")
     if document.get("rtt_ms") is not None:
         parts.append(f"rtt: {document['rtt_ms']:.1f} ms")
+    if (document.get("http") or {}).get("status") is not None:  # what curl -I shows first
+        parts.append(f"http: {document['http']['status']} {document['http']['reason'] or ''}".rstrip())
     lines = ["  ".join(parts), document["explanation"]]
     if document.get("tls"):
         lines.append(tls_sentence(document["tls"]))

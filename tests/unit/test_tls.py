@@ -205,3 +205,31 @@ def test_a_small_mss_splits_what_tls_sends_and_a_lost_segment_is_retransmitted_f
     first_data = next(segment for segment in data if segment.purpose == "data")
     assert retransmitted[0].seq == first_data.seq and retransmitted[0].payload == first_data.payload
     assert app.http.status.status == 200
+
+
+# --- what the report says about it ---------------------------------------------------------------
+
+
+def test_the_report_carries_http_and_tls_sections_and_says_the_certificate_in_one_sentence(tmp_path, ca):
+    from probe.report import application_sections, summary_lines
+
+    client = exchange(cafile=write_pem(tmp_path, "ca.pem", ca))
+    converse(client, MemoryServer(tmp_path, make_leaf(make_ca("proxy CA"), ["www.example.com"]),
+                                  response=b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"))
+    sections = application_sections(client)
+    assert sections["http"] == {"status": 403, "reason": "Forbidden", "complete": True, "malformed": None}
+    assert sections["tls"]["verified"] is False and sections["tls"]["sni"] == "www.example.com"
+    document = {"verdict": "clean", "direction": None, "hop": None, "rtt_ms": 20.0,
+                "explanation": "The server answered the request.", **sections}
+    first, _, tls = summary_lines(document).splitlines()
+    assert first.endswith("http: 403 Forbidden")
+    assert tls.startswith("TLS 1.3 with ") and "its issuer (proxy CA) is not in the trust store" in tls
+
+
+def test_plain_http_has_an_http_section_and_no_tls_section():
+    from probe.report import application_sections
+
+    http = HttpExchange.for_url("HEAD", "www.example.com", 80, "/")
+    http.receive(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    assert application_sections(http) == {"http": {"status": 404, "reason": "Not Found", "complete": True,
+                                                   "malformed": None}}
