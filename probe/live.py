@@ -6,13 +6,14 @@ import time
 from dataclasses import dataclass, field
 
 from probe.engine.model import Flow
-from probe.errors import UsageError
+from probe.errors import ProbeError, UsageError
 from probe.guard import Guard
 from probe.http import HttpExchange
 from probe.record import PacketRecord, parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection, Progress, Segment, Settings, seq_add
-from probe.wire import Capture, Frame, PortReservation, RawSender, local_addresses, random_u32, source_address
+from probe.wire import (Capture, Frame, PortReservation, RawSender, local_addresses, random_u32, send_or_lose,
+                        source_address)
 
 CLOSE_WAIT = 0.5  # seconds to wait for our closing resets to show in the capture
 
@@ -70,7 +71,7 @@ class FlowDriver:
         for segment in segments:
             ttl = self.ttl_for(segment)
             if ttl is not False:  # False: the caller does not want this segment sent at all
-                self.sender.send(self.crafter.build(segment, ttl=ttl), self.flow.server)
+                send_or_lose(self.sender, self.crafter.build(segment, ttl=ttl), self.flow.server)
 
     def take(self, frame: Frame, record: PacketRecord) -> None:
         """Record a frame of this flow; a received one goes to the state machine."""
@@ -87,7 +88,9 @@ def close_with_reset(driver: FlowDriver) -> int:
     """Leave nothing open on the server: unless the connection was closed with FINs both ways,
     reset it at every sequence number the server may expect (what it last acknowledged, all we
     sent, or nothing of the request at all when the request never arrived). A reset at the
-    wrong one of these draws at most a challenge ACK (RFC 5961). Returns how many were sent."""
+    wrong one of these draws at most a challenge ACK (RFC 5961). The close is best effort: a
+    reset lost to a full queue or refused by a local rule does not stop the others. Returns how
+    many left, so that the caller waits to record exactly those."""
     connection = driver.connection
     if connection.irs is None or connection.progress.closed_politely:
         return 0
@@ -95,9 +98,14 @@ def close_with_reset(driver: FlowDriver) -> int:
     for seq in (connection.snd_una, connection.snd_nxt, seq_add(connection.isn, 1)):
         if seq not in seqs:
             seqs.append(seq)
+    sent = 0
     for seq in seqs:
-        driver.sender.send(driver.crafter.build(Segment("R", seq, 0, 0, purpose="close")), driver.flow.server)
-    return len(seqs)
+        packet = driver.crafter.build(Segment("R", seq, 0, 0, purpose="close"))
+        try:
+            sent += send_or_lose(driver.sender, packet, driver.flow.server)
+        except ProbeError:
+            continue
+    return sent
 
 
 def pump(capture: Capture, drivers: list[FlowDriver], timeout: float, others=None) -> None:
