@@ -9,9 +9,15 @@ import h11
 from probe import __version__
 
 
+def authority(host: str, port: int) -> str:
+    """The Host header's value (RFC 9112 3.2): an IPv6 address in brackets, the port unless 80."""
+    host = f"[{host}]" if ":" in host else host
+    return host if port == 80 else f"{host}:{port}"
+
+
 def build_request(method: str, host: str, port: int, path: str) -> bytes:
     """Serialize the request the probe sends, as a curl-like client would."""
-    host_header = host if port == 80 else f"{host}:{port}"
+    host_header = authority(host, port)
     client = h11.Connection(our_role=h11.CLIENT)
     headers = [("Host", host_header), ("User-Agent", f"probe/{__version__}"), ("Accept", "*/*"),
                ("Connection", "close")]
@@ -32,7 +38,7 @@ class ResponseReader:
 
     def __init__(self, method: str, host: str, port: int, path: str):
         self._conn = h11.Connection(our_role=h11.CLIENT)
-        headers = [("Host", host if port == 80 else f"{host}:{port}"), ("Connection", "close")]
+        headers = [("Host", authority(host, port)), ("Connection", "close")]
         self._conn.send(h11.Request(method=method, target=path, headers=headers))
         self._conn.send(h11.EndOfMessage())
         self.status = ResponseStatus()
