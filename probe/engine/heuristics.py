@@ -683,9 +683,20 @@ def flow_label(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
     hash on others (a reset sent without a socket may carry another label, e.g. Linux before it
     reflected the label of the segment that drew it), a label rewritten on the way (RFC 6437
     allows a router to set a zero label); so weight 1 when either label is 0, 2 otherwise, and
-    never decisive."""
+    never decisive.
+
+    A bare reset (RST without ACK, RFC 9293's answer to a segment of a connection the receiver
+    does not have) is exempt: Linux sends it from its control socket (tcp_v6_send_reset in
+    net/ipv6/tcp_ipv6.c, no socket), labelled with a hash of the addresses and ports or, with
+    net.ipv6.flowlabel_reflect, the label of the segment that drew it, never the connection's
+    own (a random per-socket hash). The field report's genuine reset is one (measured in the lab:
+    scenario 06 over IPv6). The server's retransmissions after a timeout may carry a new label
+    too (Linux rehashes a socket's label on RTO, net.core.txrehash): a known false positive of
+    weight 2 that other signals must outweigh."""
     synack = baseline.synack
     if packet.version != 6 or synack is None or packet.flow_label == synack.flow_label:
+        return []
+    if "R" in packet.flags and "A" not in packet.flags:
         return []
     weight = 1 if 0 in (packet.flow_label, synack.flow_label) else 2
     return [Signal(weight, f"flow label {packet.flow_label:#07x}, the server's SYN-ACK carried "

@@ -347,3 +347,14 @@ def test_an_ipv6_reset_with_another_flow_label_and_hop_limit_is_forged_and_a_zer
     genuine = replace(forged, ttl=60, flow_label=0x5A5A5)
     analysis, origins = judged(packets + [genuine])
     assert origins[-1] == "server" and analysis.verdict == "server-reset"
+
+
+def test_an_ipv6_bare_reset_for_a_forgotten_connection_may_carry_another_flow_label():
+    """The field report over IPv6, as the lab's Linux server sends it: the reset answering our
+    retransmission comes from the control socket (tcp_v6_send_reset without a socket), labelled
+    from a hash of the addresses and ports, not with the connection's label: no signal."""
+    packets = v6(exchange())
+    genuine = replace(v6([from_server(packets[-1].t + RTT, "R", IRS + 1, 0, win=0)])[0], flow_label=0x2B48F)
+    assert h.flow_label(genuine, build_baseline(packets + [genuine], FLOW)) == []
+    forged_ack = replace(genuine, flags="RA", ack=END)  # a RST/ACK keeps the connection's label on Linux
+    assert h.flow_label(forged_ack, build_baseline(packets + [forged_ack], FLOW))[0].weight == 2
