@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from probe.errors import ProbeError, UsageError
@@ -26,6 +27,11 @@ class Target:
     address: str
     port: int
     path: str
+    scheme: str = "http"
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
 
     @property
     def family(self) -> int:
@@ -51,11 +57,27 @@ class Resolve:
     address: str
 
 
-def parse_url(text: str) -> tuple[str, int, str]:
-    """Split `http://HOST[:PORT][/PATH]` (or a bare host) into host, port and path."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Url(NamedTuple):
+    host: str
+    port: int
+    path: str
+    scheme: str = "http"
+
+    @property
+    def canonical(self) -> str:
+        """The URL as reports name it: scheme and host lower-case, the default port left out."""
+        port = "" if self.port == DEFAULT_PORTS[self.scheme] else f":{self.port}"
+        return f"{self.scheme}://{url_host(self.host)}{port}{self.path}"
+
+
+def parse_url(text: str) -> Url:
+    """Split `http[s]://HOST[:PORT][/PATH]` (or a bare host, meaning http://) into its parts."""
     text = text.strip()
     if not text:
-        raise UsageError("empty URL: give http://HOST[:PORT][/PATH] or a host name")
+        raise UsageError("empty URL: give http[s]://HOST[:PORT][/PATH] or a host name")
     if "://" not in text:
         if _is_ipv6_literal(text):  # a bare IPv6 address: its colons are not a port
             text = f"[{text}]"
@@ -64,8 +86,9 @@ def parse_url(text: str) -> tuple[str, int, str]:
         parts = urlsplit(text)
     except ValueError:  # urllib: "Invalid IPv6 URL" (an unclosed bracket)
         raise UsageError(f"bad URL {text!r}: an IPv6 address goes in brackets, e.g. http://[2001:db8::80]/") from None
-    if parts.scheme.lower() != "http":
-        raise UsageError(f"unsupported scheme {parts.scheme!r}: only http:// URLs can be probed")
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise UsageError(f"unsupported scheme {parts.scheme!r}: only http:// and https:// URLs can be probed")
     if parts.username or parts.password:
         raise UsageError("credentials in the URL are not supported")
     host = parts.hostname
@@ -76,7 +99,7 @@ def parse_url(text: str) -> tuple[str, int, str]:
             raise UsageError(f"[{host}] is not an IPv6 address: only an IPv6 address goes in brackets")
         address, zone = host.split("%", 1) if "%" in host else (host, None)
         host = _ipv6_text(ipaddress.IPv6Address(address)) + (f"%{zone}" if zone is not None else "")
-        return host, _url_port(parts, text), _url_path(parts)
+        return Url(host, _url_port(parts, text, scheme), _url_path(parts), scheme)
     hostport = parts.netloc.rsplit("@", 1)[-1]
     if _is_ipv6_literal(hostport) or _is_ipv6_literal(hostport.rsplit(":", 1)[0]):  # http://2001:db8::1/
         raise UsageError(f"bad URL {text!r}: an IPv6 address goes in brackets, e.g. http://[2001:db8::80]/")
@@ -97,16 +120,16 @@ def parse_url(text: str) -> tuple[str, int, str]:
         except ValueError:
             raise UsageError(f"{host!r} is not a plain IPv4 address: write four decimal numbers, "
                              f"e.g. 198.51.100.80") from None
-    return host, _url_port(parts, text), _url_path(parts)
+    return Url(host, _url_port(parts, text, scheme), _url_path(parts), scheme)
 
 
-def _url_port(parts, text: str) -> int:
+def _url_port(parts, text: str, scheme: str) -> int:
     try:
         port = parts.port
     except ValueError:
         raise UsageError(f"bad port in URL {text!r}: it must be a number from 1 to 65535") from None
     if port is None:
-        port = 80
+        port = DEFAULT_PORTS[scheme]
     if not 1 <= port <= 65535:
         raise UsageError(f"bad port {port}: it must be from 1 to 65535")
     return port
@@ -177,16 +200,16 @@ def build_target(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = (), f
     """Parse the URL and find the address to connect to (--resolve first, then DNS). `family`
     (4, 6 or None for either) is curl's `-4`/`-6`: a name is looked up only in it, and an
     address of the other family (in the URL or a --resolve entry) is refused."""
-    host, port, path = parse_url(url)
-    canonical = f"http://{url_host(host)}{'' if port == 80 else f':{port}'}{path}"
+    host, port, path, scheme = parsed = parse_url(url)
+    canonical = parsed.canonical
     for entry in resolves:
         if entry.host == host.lower() and entry.port == port:
             _check_family(entry.address, family, "--resolve address")
-            return Target(canonical, host, entry.address, port, path)
+            return Target(canonical, host, entry.address, port, path, scheme)
     if _is_ip_literal(host):
         address = str(check_address(host))
         _check_family(address, family, "the URL's address")
-        return Target(canonical, host, address, port, path)
+        return Target(canonical, host, address, port, path, scheme)
     try:
         infos = socket.getaddrinfo(host, port, _LOOKUP_FAMILY[family], socket.SOCK_STREAM, 0,
                                    socket.AI_ADDRCONFIG)
@@ -199,7 +222,7 @@ def build_target(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = (), f
         raise ProbeError(f"cannot resolve {host}: no IPv4 or IPv6 address; "
                          f"use --resolve {host}:{port}:ADDR to give the address")
     address = str(check_address(usable[0][4][0]))
-    return Target(canonical, host, address, port, path)
+    return Target(canonical, host, address, port, path, scheme)
 
 
 def checked_family(ipv4: bool, ipv6: bool) -> int | None:
