@@ -61,3 +61,15 @@ def test_an_icmpv6_error_quoting_a_sequence_number_we_did_not_send_is_ignored():
     connection, syn = _connection()
     other = Segment("S", syn.seq + 5000, 0, syn.window, options=syn.options)
     assert connection.on_packet(_error("unreachable", 1, other), 0.01) == [] and not connection.done
+
+
+def test_the_json_of_an_ipv6_packet_carries_its_flow_label():
+    from probe.engine.model import Attribution, Flow
+    from probe.report import packet_json
+
+    _, syn = _connection()
+    error = _error("unreachable", 1, syn)
+    flow = Flow(CLIENT, 40000, SERVER, 80)
+    item = packet_json(1, error, 0.0, flow, Attribution("path"))
+    assert (item["version"], item["icmp_type"], item["icmp_code"]) == (6, 1, 1)
+    assert 0 < item["quoted"]["flow_label"] <= 0xFFFFF  # our SYN's random label, as the router quoted it
