@@ -3,7 +3,8 @@
 
 Builds the e2e tests' lab (client - 4 routers - server, 50 ms, a blackholed address), then runs
 RUNS cycles of tests/e2e/faults.py: a probe (check of a clean server, a closed port with its TTL
-sweeps or an unanswered SYN, over IPv4 or IPv6; a trace; a batch of twelve targets) gets SIGINT, SIGTERM or SIGKILL after a random delay; each run must end as the
+sweeps or an unanswered SYN, over IPv4 or IPv6; a trace; a batch of twelve targets) gets
+SIGINT, SIGTERM or SIGKILL after a random delay; each run must end as the
 contract says (130/143 with one line, or its verdict if it finished first, no traceback), leave no
 guard table unless SIGKILLed, and the next run that gets its guard must sweep a killed run's table.
 Prints how many signals landed before the guard, mid-run and after the end, and every problem.

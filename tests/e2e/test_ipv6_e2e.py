@@ -5,6 +5,7 @@ clean server, a closed port, an aborting application and boxes at a hop; the gua
 from __future__ import annotations
 
 import signal
+import sys
 
 import pytest
 
@@ -103,4 +104,26 @@ def test_a_signal_mid_exchange_over_ipv6_removes_the_table(lab, signum, code):
         assert finish(proc).returncode == code
     finally:
         reap(proc)
+    assert guard_tables(lab) == []
+
+
+def test_batch_takes_ipv6_targets_beside_ipv4_ones(lab, tmp_path):
+    """One batch, both families: one guard table with a set per family, each target's verdict and
+    family in its document (issue 15)."""
+    import json
+    import subprocess
+
+    listing = tmp_path / "targets.txt"
+    lines = [f"http://www.example.com:{port}/ www.example.com:{port}:{address}"
+             for address in (f"[{lab.server_addr6}]", lab.server_addr) for port in (HTTP_PORT, CLOSED_PORT)]
+    listing.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    argv = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "probe", "batch", str(listing), "--out", str(out),
+            "--no-locate"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert run.returncode == 4, run.stderr  # the worst: the closed ports
+    documents = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda d: d["line"])
+    said = [(d["target"]["family"], d["target"]["port"], d["verdict"]) for d in documents]
+    assert said == [("ipv6", HTTP_PORT, "clean"), ("ipv6", CLOSED_PORT, "server-reset"),
+                    ("ipv4", HTTP_PORT, "clean"), ("ipv4", CLOSED_PORT, "server-reset")], run.stderr
     assert guard_tables(lab) == []
