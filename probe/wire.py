@@ -301,6 +301,23 @@ class RawSender:
         self.close()
 
 
+TRANSIENT_SEND_ERRORS = (errno.ENOBUFS, errno.EAGAIN)
+
+
+def send_or_lose(sender, packet: bytes, destination: str) -> bool:
+    """The one send-error policy of every loop. A transient error (the device queue is full:
+    ENOBUFS, EAGAIN) loses the packet before the wire, as congestion would, and the state
+    machine retransmits what matters: False, and nothing raised. A packet that left gives
+    True. Anything else raises (ProbeError for no route or a local rule, as RawSender says)."""
+    try:
+        sender.send(packet, destination)
+    except OSError as error:
+        if error.errno in TRANSIENT_SEND_ERRORS:
+            return False
+        raise
+    return True
+
+
 def source_address(destination: str, port: int) -> str:
     """The address the kernel would use to reach `destination` (a route lookup; sends nothing)."""
     with socket.socket(_family(destination), socket.SOCK_DGRAM) as udp:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from probe.engine import analyze_flow
@@ -246,3 +248,58 @@ def test_fleet_filter_takes_ipv6_targets_their_icmpv6_errors_and_ipv4_beside_the
     assert bool(_run_bpf(program, stranger, ethertype=0x86DD)) == (32 * count + 4 * v4 + 18 > 4096)
     assert not _run_bpf(program, bytes(router / ICMPv6ND_NS(tgt="2001:db8::10")), ethertype=0x86DD)
     assert not _run_bpf(program, sent, ethertype=0x0806)
+
+
+class FailingSender:
+    """A sender that raises `error` for the n-th packet whose flags are `flags` (1-based), and
+    sends everything else: the closing resets of a batch come in bursts, when ENOBUFS happens."""
+
+    def __init__(self, net: FakeNet, flags: str, error: Exception, nth: int = 1):
+        self.net, self.flags, self.error, self.nth, self.seen = net, flags, error, nth, 0
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def send(self, raw, destination):
+        if parse_ip(raw, 0.0).flags == self.flags:
+            self.seen += 1
+            if self.seen == self.nth:
+                raise self.error
+        self.net.on_sent(raw)
+
+
+def run_with_sender(net: FakeNet, targets, sender, **options):
+    capture, _, guard = net.classes()
+    check = CheckOptions(settings=Settings(syn_retries=1), max_time=30.0)
+    io = SessionIO(capture, sender, guard, StructCrafter, FakePort, lambda address, port: CLIENT, set, net.clock)
+    session = Session(SessionOptions(check, **options), io)
+    return session, list(session.run(targets))
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOBUFS, "No buffer space available"),
+                                   OSError(errno.EAGAIN, "Resource temporarily unavailable")])
+def test_a_transient_send_error_on_a_closing_reset_does_not_abort_the_batch(net, error):
+    targets = [(i, target("203.0.113.80", 83)) for i in range(4)]  # each ends with closing resets
+    _, done = run_with_sender(net, targets, FailingSender(net, "R", error), concurrency=4, rate=10_000)
+    assert sorted(f.tag for f in done) == [0, 1, 2, 3]
+    assert all(analyze_flow(f.measurement.packets, f.measurement.flow).verdict == "dropped" for f in done)
+
+
+def test_resets_sent_before_a_send_error_are_still_recorded(net):
+    """The first reset leaves, the second is refused: the pcap must still hold the first."""
+    from probe.errors import ProbeError
+
+    sender = FailingSender(net, "R", ProbeError("sending was refused by a local firewall rule"), nth=2)
+    _, [finished] = run_with_sender(net, [(0, target("203.0.113.80", 83))], sender, concurrency=1, rate=10_000)
+    flow, packets = finished.measurement.flow, finished.measurement.packets
+    recorded_resets = [p for p in packets if flow.sent_by_client(p) and p.flags == "R"]
+    wire_resets = [p for p in net.sent if p.flags == "R"]
+    assert len(wire_resets) == 1 and len(recorded_resets) == 1
+    recorded = [p for p in packets if flow.sent_by_client(p)]
+    assert len(recorded) == len(net.sent)

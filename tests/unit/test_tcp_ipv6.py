@@ -8,7 +8,7 @@ import pytest
 from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, ICMPv6ParamProblem, ICMPv6TimeExceeded, IPv6
 
 from probe.fastcraft import StructCrafter
-from probe.http import ResponseReader
+from probe.http import HttpExchange
 from probe.record import parse_ip
 from probe.tcp import ClientConnection, Segment, ends_handshake
 
@@ -18,9 +18,8 @@ ERRORS = {"unreachable": ICMPv6DestUnreach, "too-big": ICMPv6PacketTooBig, "time
 
 
 def _connection() -> tuple[ClientConnection, Segment]:
-    reader = ResponseReader("HEAD", SERVER, 80, "/")
-    connection = ClientConnection(CLIENT, 40000, SERVER, 80, b"HEAD / HTTP/1.1\r\n\r\n", isn=1000, reader=reader,
-                                  ts_base=0)
+    app = HttpExchange.for_url("HEAD", SERVER, 80, "/")
+    connection = ClientConnection(CLIENT, 40000, SERVER, 80, app, isn=1000, ts_base=0)
     [syn] = connection.start(0.0)
     return connection, syn
 
