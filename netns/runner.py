@@ -9,6 +9,11 @@ for it (`hop = "none"`: the probe must not locate anything). [topology] may say 
 "dead"` (the server's host is gone: the last router's ARP fails and it answers host unreachable)
 or `server = "unrouted"` (the last router has no route to the server's network: net
 unreachable).
+
+A scenario runs over IPv4 unless its file opts in to IPv6 too (`families = ["ipv4", "ipv6"]`);
+`run_scenario(..., family=6)` then runs it over the lab's IPv6 plan: the same boxes at the same
+hops, the URL resolved to the server's IPv6 address (`--resolve HOST:PORT:[ADDR]`, or
+`[probe] address6`), and the same expectations.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from netns.lab import HTTP_PORT, Lab
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 LB_VIP = "203.0.113.100"
 SERVER_STATES = ("up", "dead", "unrouted")
+FAMILIES = {"ipv4": 4, "ipv6": 6}
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class Scenario:
     routers: int = 4
     delay_ms: float = 50.0
     server: str = "up"  # "up", "dead" or "unrouted" (see the module docstring)
+    families: tuple[int, ...] = (4,)
+    address6: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> "Scenario":
@@ -54,12 +62,16 @@ class Scenario:
         if server not in SERVER_STATES:
             raise ValueError(f"{path.name}: [topology] server must be one of {', '.join(SERVER_STATES)}")
         expect = {key: None if value == "none" else value for key, value in data["expect"].items()}
+        families = data.get("families", ["ipv4"])
+        if not families or any(name not in FAMILIES for name in families):
+            raise ValueError(f"{path.name}: families must name some of {', '.join(FAMILIES)}")
         return cls(name=path.stem, description=data.get("description", ""), box=box.get("name"),
                    box_hop=box.get("hop"), box_args=tuple(box.get("args", ())), url=probe["url"],
                    address=probe.get("address"), probe_args=tuple(probe.get("args", ())),
                    expect=expect, trap=bool(data.get("trap", False)), known_gap=data.get("known_gap"),
                    routers=int(topology.get("routers", 4)), delay_ms=float(topology.get("delay_ms", 50.0)),
-                   server=server)
+                   server=server, families=tuple(FAMILIES[name] for name in families),
+                   address6=probe.get("address6"))
 
 
 def load_all(names: list[str] | None = None) -> list[Scenario]:
@@ -109,8 +121,11 @@ def _port(url: str) -> int:
 class ScenarioLab:
     """One scenario's lab with its box running; probes can be run against it repeatedly."""
 
-    def __init__(self, scenario: Scenario):
-        self.scenario = scenario
+    def __init__(self, scenario: Scenario, family: int = 4):
+        if family not in scenario.families:
+            raise ValueError(f"{scenario.name} does not run over IPv{family} (its families: "
+                             f"{', '.join(f'ipv{f}' for f in scenario.families)})")
+        self.scenario, self.family = scenario, family
         self.lab = Lab(routers=scenario.routers, delay_ms=scenario.delay_ms)
 
     def __enter__(self) -> "ScenarioLab":
@@ -137,7 +152,10 @@ class ScenarioLab:
         from urllib.parse import urlsplit
 
         host = urlsplit(self.scenario.url).hostname
-        address = self.scenario.address or self.lab.server_addr
+        if self.family == 6:
+            address = f"[{self.scenario.address6 or self.lab.server_addr6}]"
+        else:
+            address = self.scenario.address or self.lab.server_addr
         return [sys.executable, "-m", "probe", command, self.scenario.url, "--resolve",
                 f"{host}:{_port(self.scenario.url)}:{address}", "--json", *self.scenario.probe_args, *extra]
 
@@ -162,7 +180,7 @@ def server_capture(lab: Lab, path: Path, timeout: float = 10.0):
     """tcpdump on the server's interface, in its namespace, for the duration of the block."""
     path.unlink(missing_ok=True)
     proc = lab.spawn(lab.server_ns, ["tcpdump", "-i", "s0", "-n", "-U", "--immediate-mode", "-Z", "root",
-                                     "-w", str(path), "tcp or icmp"], ready_line=None, name="tcpdump")
+                                     "-w", str(path), "tcp or icmp or icmp6"], ready_line=None, name="tcpdump")
     deadline = time.monotonic() + timeout
     while not (path.exists() and path.stat().st_size >= 24):  # the file header: tcpdump is capturing
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -176,11 +194,11 @@ def server_capture(lab: Lab, path: Path, timeout: float = 10.0):
 
 
 def run_scenario(scenario: Scenario, repeats: int = 1, record: Path | None = None,
-                 record_server: Path | None = None) -> list[RunResult]:
-    """Run the probe `repeats` times against one lab; with `record`, keep the first run's capture
-    and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`); with `record_server`,
-    also a capture of that run taken on the server (`NAME.server.pcap`)."""
-    with ScenarioLab(scenario) as lab:
+                 record_server: Path | None = None, family: int = 4) -> list[RunResult]:
+    """Run the probe `repeats` times against one lab, over IPv`family`; with `record`, keep the
+    first run's capture and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`);
+    with `record_server`, also a capture of that run taken on the server (`NAME.server.pcap`)."""
+    with ScenarioLab(scenario, family) as lab:
         results = []
         for i in range(repeats):
             extra = ()

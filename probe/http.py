@@ -16,6 +16,8 @@ from probe import __version__
 
 
 def host_header(host: str, port: int, default_port: int = 80) -> str:
+    """The Host header's value (RFC 9112 3.2): an IPv6 address in brackets, the port unless the default."""
+    host = f"[{host}]" if ":" in host else host
     return host if port == default_port else f"{host}:{port}"
 
 

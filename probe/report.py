@@ -23,6 +23,8 @@ def packet_json(n: int, packet: PacketRecord, t0: float, flow: Flow, attribution
     item = {"n": n, "dir": _direction(packet, flow), "t_ms": round((packet.t - t0) * 1000, 3),
             "proto": packet.proto, "src": packet.src, "dst": packet.dst, "ttl": packet.ttl,
             "ip_id": packet.ip_id, "df": packet.df, "tos": packet.tos}
+    if packet.version == 6:  # no IP-ID outside a fragment header; the flow label instead (RFC 6437)
+        item.update({"version": 6, "flow_label": packet.flow_label})
     if packet.proto == "tcp":
         item.update({"sport": packet.sport, "dport": packet.dport, "flags": packet.flags, "seq": packet.seq,
                      "ack": packet.ack, "win": packet.win, "len": packet.length,
@@ -36,6 +38,8 @@ def packet_json(n: int, packet: PacketRecord, t0: float, flow: Flow, attribution
             q = packet.quoted
             item["quoted"] = {"src": q.src, "dst": q.dst, "proto": q.proto, "ttl": q.ttl, "ip_id": q.ip_id,
                               "tos": q.tos, "sport": q.sport, "dport": q.dport, "seq": q.seq}
+            if q.version == 6:
+                item["quoted"]["flow_label"] = q.flow_label
     item.update({"origin": attribution.origin, "confidence": attribution.confidence,
                  "evidence": list(attribution.evidence)})
     return item

@@ -49,8 +49,10 @@ LINGER = typer.Option(None, "--linger", metavar="SECONDS",
 MAX_TIME = typer.Option(30.0, "--max-time", metavar="SECONDS", help="hard bound on each exchange")
 RETRIES = typer.Option(3, "--retries", help="retransmissions of the request (at least 2)")
 SYN_RETRIES = typer.Option(2, "--syn-retries", help="retransmissions of the SYN")
-TTL = typer.Option(64, "--ttl", help="IP TTL of the probe's packets")
+TTL = typer.Option(64, "--ttl", help="IP TTL (IPv6 hop limit) of the probe's packets")
 MAX_TTL = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try")
+IPV4 = typer.Option(False, "--ipv4", "-4", help="resolve names to IPv4 addresses only (curl's -4)")
+IPV6 = typer.Option(False, "--ipv6", "-6", help="resolve names to IPv6 addresses only (curl's -6)")
 SNI = typer.Option(None, "--sni", metavar="NAME",
                    help="https: send NAME as the TLS server name instead of the URL's host ('' sends none); "
                         "the certificate is still judged for the URL's host")
@@ -59,6 +61,24 @@ CACERT = typer.Option(None, "--cacert", metavar="FILE",
                            "the system's trust store")
 CONTROL_HOST = typer.Option("example.com", "--control-host", metavar="HOST",
                             help="innocuous host named by the control requests of the trace")
+
+
+def target_from(url: str, resolve: list[str] | None, ipv4: bool, ipv6: bool):
+    """The `Target` of a probing command's URL, --resolve entries and -4/-6."""
+    from probe.target import build_target, checked_family, parse_resolve
+
+    family = checked_family(ipv4, ipv6)
+    return build_target(url, [parse_resolve(entry) for entry in resolve or []], family)
+
+
+def announce(target):
+    """The `on_start` of an exchange: one line on stderr naming the address, its family and our end."""
+    from probe.target import url_host
+
+    def on_start(flow) -> None:
+        say(f"probing {target.url} at {url_host(target.address)}:{target.port} (IPv{target.family}) "
+            f"from {url_host(flow.client)}:{flow.client_port} ...")
+    return on_start
 
 
 def checked_method(method: str) -> str:

@@ -187,7 +187,7 @@ def test_fleet_filter_stays_within_classic_bpf(count, per_address):
 
 
 def _run_bpf(program: bytes, packet: bytes, ethertype: int = 0x0800) -> int:
-    """A classic BPF interpreter for the four instructions the filters use."""
+    """A classic BPF interpreter for the six instructions the filters use."""
     import struct
 
     ins = [struct.unpack("HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
@@ -200,6 +200,10 @@ def _run_bpf(program: bytes, packet: bytes, ethertype: int = 0x0800) -> int:
             a = packet[k]
         elif code == 0x15:
             pc += jt if a == k else jf
+        elif code == 0x35:
+            pc += jt if a >= k else jf
+        elif code == 0x05:
+            pc += k
         elif code == 0x06:
             return k
         pc += 1
@@ -220,6 +224,30 @@ def test_fleet_filter_takes_exactly_the_targets_and_icmp(count):
     assert _run_bpf(program, reply) and _run_bpf(program, sent) and _run_bpf(program, icmp)
     assert not _run_bpf(program, reply, ethertype=0x86DD)
     assert bool(_run_bpf(program, stranger)) == (count > 1021)  # past the limit, userspace sorts it out
+
+
+@pytest.mark.parametrize("count, v4", [(1, 1), (100, 1), (127, 1), (128, 1), (100, 200), (90, 300)])
+def test_fleet_filter_takes_ipv6_targets_their_icmpv6_errors_and_ipv4_beside_them(count, v4):
+    """Mixed families: IPv6 packets to or from a target, ICMPv6 errors and echo replies (RFC
+    4443 2.1: types below 128 are errors), the IPv4 targets as before; not a stranger, not
+    neighbour discovery (past its budget, 127 IPv6 addresses alone, the filter takes all TCP and ICMP(v6))."""
+    from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6ND_NS, ICMPv6TimeExceeded, IPv6
+
+    from probe.wire import BPF_MAX_INSTRUCTIONS, fleet_filter
+
+    v6 = [f"2001:db8:{i:x}::80" for i in range(count)]
+    program = fleet_filter(v6 + ["203.0.113.80"] + _addresses(v4 - 1))
+    assert len(program) // 8 <= BPF_MAX_INSTRUCTIONS and _attachable(program)
+    sent = StructCrafter("2001:db8::10", 40000, v6[-1], 80, 0).build(Segment("S", 1, 0, 100))
+    reply = StructCrafter(v6[0], 80, "2001:db8::10", 40000, 0).build(Segment("SA", 1, 2, 100))
+    stranger = StructCrafter("2001:db8::10", 40000, "2001:db8:ffff::99", 80, 0).build(Segment("S", 1, 0, 100))
+    router = IPv6(src="2001:db8::1", dst="2001:db8::10")
+    for packet in (sent, reply, bytes(router / ICMPv6TimeExceeded() / sent), bytes(router / ICMPv6EchoReply())):
+        assert _run_bpf(program, packet, ethertype=0x86DD)
+    assert _run_bpf(program, StructCrafter("192.0.2.10", 40000, "203.0.113.80", 80, 0).build(Segment("S", 1, 0, 9)))
+    assert bool(_run_bpf(program, stranger, ethertype=0x86DD)) == (32 * count + 4 * v4 + 18 > 4096)
+    assert not _run_bpf(program, bytes(router / ICMPv6ND_NS(tgt="2001:db8::10")), ethertype=0x86DD)
+    assert not _run_bpf(program, sent, ethertype=0x0806)
 
 
 class FailingSender:
