@@ -27,6 +27,11 @@ def nagios_state(probe_codes) -> int:
                default=OK)
 
 
+def worse_state(*states: int) -> int:
+    """The worst of plugin states, in the order CRITICAL, WARNING, UNKNOWN, OK."""
+    return max(states, key=_STATE_ORDER.__getitem__)
+
+
 def nagios_output(tally) -> tuple[str, int]:
     """The plugin's text (status line, details) and its exit state."""
     state = nagios_state(code for code, count in tally.codes.items() if count) if tally.total else UNKNOWN
