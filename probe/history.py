@@ -87,39 +87,49 @@ def is_postgres(location: str) -> bool:
     return location.startswith(POSTGRES_SCHEMES)
 
 
+def _userinfo_password(location: str) -> tuple[int, int] | None:
+    """Where the password of a postgresql:// URL's user part is (start, end), if it has one; the
+    last @ before the query ends the user part, so a password may hold / or @ unencoded."""
+    if not is_postgres(location):
+        return None
+    start = location.index("://") + 3
+    query_at = location.find("?", start)
+    user_end = location.rfind("@", start, query_at if query_at >= 0 else len(location))
+    colon = location.find(":", start, user_end) if user_end >= 0 else -1
+    return (colon + 1, user_end) if colon >= 0 else None
+
+
 def redact(location: str) -> str:
-    """The location as it may be printed: a URL without its password (in the authority or as a
+    """The location as it may be printed: a URL without its password (in the user part or as a
     `password=` parameter); a file path as it is."""
     if not is_postgres(location):
         return location
-    scheme, rest = location.split("://", 1)
-    query_at = rest.find("?") if "?" in rest else len(rest)
-    user_end = rest.rfind("@", 0, query_at)  # the last @ before the query: a password may hold / or @
-    if user_end >= 0 and ":" in rest[:user_end]:
-        rest = f"{rest[:user_end].split(':', 1)[0]}:***{rest[user_end:]}"
-    rest = re.sub(r"([?&]password=)[^&#]*", r"\1***", rest, flags=re.I)
-    return f"{scheme}://{rest}"
+    where = _userinfo_password(location)
+    if where is not None:
+        location = f"{location[:where[0]]}***{location[where[1]:]}"
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", location, flags=re.I)
 
 
 def _secrets(location: str) -> list[str]:
     """Every password the location or libpq's environment carries (never to be printed)."""
-    found = []
-    if is_postgres(location):
-        parts = urllib.parse.urlsplit(location)
-        if parts.password:
-            found += [parts.password, urllib.parse.unquote(parts.password)]
-        for name, value in urllib.parse.parse_qsl(parts.query):
-            if name.lower() == "password" and value:
-                found.append(value)
+    found = [location] if redact(location) != location else []
+    where = _userinfo_password(location)
+    if where is not None:
+        password = location[where[0]:where[1]]
+        found += [password, urllib.parse.unquote(password)]
+    found += re.findall(r"[?&]password=([^&#]*)", location, flags=re.I)
     if os.environ.get("PGPASSWORD"):
         found.append(os.environ["PGPASSWORD"])
     return sorted({s for s in found if s}, key=len, reverse=True)
 
 
 def _one_line(message: str, location: str) -> str:
-    """A driver's message as one line, with any password in it masked."""
+    """A driver's message as one line, with the location shown without its password and any
+    password masked."""
     text = "; ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "unknown error"
     text = re.sub(r"\s+", " ", text)
+    if redact(location) != location:
+        text = text.replace(location, redact(location))
     for secret in _secrets(location):
         text = text.replace(secret, "***")
     return text
@@ -187,7 +197,7 @@ class _SQLite(_Database):
     def __init__(self, path: str):
         import sqlite3
 
-        self.location, self.errors = path, sqlite3.Error
+        self.location = path
         self.db = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
 
     def execute(self, sql, params=()):
@@ -225,16 +235,9 @@ class _Postgres(_Database):
              "bigint": "BIGINT"}
 
     def __init__(self, url: str):
-        try:
-            import psycopg
-        except ImportError:
-            raise HistoryError(f"--history {redact(url)} needs the PostgreSQL driver psycopg: "
-                               "python3 -m pip install 'psycopg[binary]' (or 'probe[postgresql]')") from None
-        self.location, self.errors = url, psycopg.Error
-        try:
-            given = psycopg.conninfo.conninfo_to_dict(url)
-        except psycopg.ProgrammingError as error:
-            raise UsageError(f"--history {redact(url)} is not a PostgreSQL URL: {_one_line(error, url)}") from None
+        psycopg = _driver(url)
+        self.location = url
+        given = psycopg.conninfo.conninfo_to_dict(check_location(url))
         extra = {}
         if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
             extra["connect_timeout"] = CONNECT_TIMEOUT
@@ -334,7 +337,23 @@ def check_location(location: str) -> str:
         raise UsageError(f"--history {redact(location)}: give a SQLite file or a postgresql:// URL")
     if not location:
         raise UsageError("--history needs a SQLite file or a postgresql:// URL")
+    if is_postgres(location):
+        psycopg = _driver(location)
+        try:
+            psycopg.conninfo.conninfo_to_dict(location)
+        except psycopg.ProgrammingError as error:
+            raise UsageError(f"--history {redact(location)} is not a PostgreSQL URL: "
+                             f"{_one_line(error, location)}") from None
     return location
+
+
+def _driver(location: str):
+    try:
+        import psycopg
+    except ImportError:
+        raise HistoryError(f"--history {redact(location)} needs the PostgreSQL driver psycopg: "
+                           "python3 -m pip install 'psycopg[binary]' (or 'probe[postgresql]')") from None
+    return psycopg
 
 
 # -- writing: one batch ------------------------------------------------------------------------
