@@ -15,7 +15,7 @@ import pytest
 from netns import fleet
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "history"))
-from pgcluster import Cluster, bindir  # noqa: E402
+from pgcluster import running  # noqa: E402
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
@@ -25,14 +25,9 @@ KINDS = [kind for kind in fleet.KINDS if kind.name in ("clean", "blockpage", "fi
 
 @pytest.fixture(scope="module")
 def history_url():
-    if bindir() is None:
-        pytest.skip("no PostgreSQL server (apt-get install postgresql; .ci/run does)")
-    cluster = Cluster().start()
-    try:
+    with running() as cluster:
         # the unix socket: a file, reachable from the client's network namespace as from the host
         yield cluster.socket_url(cluster.new_database("fleet"))
-    finally:
-        cluster.stop()
 
 
 def batch(lab, listing, vantage: str, url: str) -> subprocess.CompletedProcess:

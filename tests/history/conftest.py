@@ -11,20 +11,15 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from pgcluster import Cluster, bindir  # noqa: E402
+from pgcluster import running  # noqa: E402
 
 _names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
 def cluster():
-    if bindir() is None:
-        pytest.skip("no PostgreSQL server (apt-get install postgresql; .ci/run does)")
-    running = Cluster().start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    with running() as started:
+        yield started
 
 
 @pytest.fixture

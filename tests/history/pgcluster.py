@@ -8,6 +8,7 @@ directory, whatever the tests did. No system service is used or touched.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -98,3 +99,18 @@ class Cluster:
                 self.started = False
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running():
+    """A started cluster, stopped and removed at the end, whatever happened; a pytest skip where
+    Debian's server is not installed."""
+    if bindir() is None:
+        import pytest
+
+        pytest.skip("no PostgreSQL server (apt-get install postgresql; .ci/run does)")
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
