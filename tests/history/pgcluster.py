@@ -33,7 +33,8 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self):
+    def __init__(self, durable: bool = False):
+        self.durable = durable  # False: no fsync, for speed (tests); True: PostgreSQL's defaults
         self.bin = bindir()
         if self.bin is None:
             raise RuntimeError("no PostgreSQL server programs (apt-get install postgresql)")
@@ -60,7 +61,9 @@ class Cluster:
             self._run(f"{self.bin}/initdb", "-D", self.data, "-U", "postgres", "--auth-local=trust",
                       "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
             options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
+                       "-c max_connections=60")
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             # -w: pg_ctl returns once the server accepts connections (it polls, as pg_isready does)
             self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-w", "-t", "60", "-o", options,
                       "-l", os.path.join(self.dir, "server.log"), "start")
@@ -102,14 +105,14 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running():
+def running(durable: bool = False):
     """A started cluster, stopped and removed at the end, whatever happened; a pytest skip where
     Debian's server is not installed."""
     if bindir() is None:
         import pytest
 
         pytest.skip("no PostgreSQL server (apt-get install postgresql; .ci/run does)")
-    cluster = Cluster().start()
+    cluster = Cluster(durable).start()
     try:
         yield cluster
     finally:
