@@ -217,13 +217,10 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
     if nagios:
         from probe.monitor import nagios_output
 
-        text, state = nagios_output(everything)
+        text, state = nagios_output(everything, history_failure and "the history was not written")
         print(text)
         if history_failure:
-            from probe.monitor import UNKNOWN, worse_state
-
             say(f"probe: {history_failure}")
-            state = worse_state(state, UNKNOWN)
         return state
     shown = spoken if alert_on_change else everything
     if shown.total:

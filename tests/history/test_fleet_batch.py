@@ -239,3 +239,12 @@ def test_bad_history_options_are_refused_before_anything_runs(tmp_path, args, me
     assert run.returncode == 2 and run.stdout == "", run.stderr
     [line] = run.stderr.splitlines()
     assert message in line and "Pw-secret-9" not in line
+
+
+def test_the_nagios_plugin_says_unknown_when_the_history_is_not_written(tmp_path):
+    listing = write_targets(tmp_path / "targets.txt", 2)
+    run = batch(listing, "--nagios", "--history", _down_locations(tmp_path)["postgresql"])
+    assert run.returncode == 3, run.stderr  # UNKNOWN: the plugin's own code, though every target is clean
+    assert run.stdout.startswith("PROBE UNKNOWN - all 2 targets clean; the history was not written | clean=2;")
+    [line] = problem_lines(run.stderr)
+    assert "cannot read the previous results" in line and PASSWORD not in run.stderr + run.stdout
