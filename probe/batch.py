@@ -35,8 +35,8 @@ class Line:
     @property
     def key(self) -> str:
         """The target's name in the history: what the line says, normalised."""
-        host, port, path = parse_url(self.url)
-        canonical = f"http://{host}{'' if port == 80 else f':{port}'}{path}"
+        url = parse_url(self.url)
+        host, port, canonical = url.host, url.port, url.canonical
         pinned = [r.address for r in self.resolves if r.host == host.lower() and r.port == port]
         return f"{canonical} @{pinned[0]}" if pinned else canonical
 
