@@ -200,16 +200,16 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
         bar.close()
         if locator is not None:
             locator.close()
-        if store is not None:
-            try:
-                store.close(exit_code)
-            except HistoryError as error:
-                history_failure = str(error)
         stream.flush()
         if out_handle is not None:
             out_handle.close()
         if pcap_handle is not None:
             pcap_handle.close()
+        if store is not None:  # last: the outputs are complete whatever the database does
+            try:
+                store.close(exit_code)
+            except HistoryError as error:
+                history_failure = str(error)
     if prom is not None:
         from probe.monitor import write_prom
 
