@@ -159,12 +159,6 @@ class _Database:
     def close(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     # the schema, shared ------------------------------------------------------------------
     def version(self) -> int:
         if self.table_exists("schema_version"):
