@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from typing import Callable
 
 from . import _common
 
@@ -83,14 +84,14 @@ def relay(client: socket.socket, slots: threading.BoundedSemaphore) -> None:
         slots.release()
 
 
-def main() -> None:
-    p = _common.parser("proxy", __doc__, uses_trigger=False)
-    p.add_argument("--listen-port", type=int, default=3129, help="where REDIRECT sends connections")
-    args = p.parse_args()
+def serve_redirected(box: str, port: int, listen_port: int,
+                     handle: Callable[[socket.socket, threading.BoundedSemaphore], None]) -> None:
+    """Redirect connections to `port` to a listener on `listen_port` and run `handle(client,
+    slots)` in a thread for each (it must release its slot); past MAX_CONNECTIONS, reset."""
     _common.refuse_root_namespace()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", args.listen_port))
+    listener.bind(("0.0.0.0", listen_port))
     listener.listen(64)
     slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
@@ -99,12 +100,17 @@ def main() -> None:
         if not slots.acquire(blocking=False):
             reset(client)
             return
-        threading.Thread(target=relay, args=(client, slots), daemon=True).start()
+        threading.Thread(target=handle, args=(client, slots), daemon=True).start()
 
-    spec = ["-p", "tcp", "--dport", str(args.port),
-            "-j", "REDIRECT", "--to-ports", str(args.listen_port)]
-    _common.serve("proxy", [("nat", "PREROUTING", spec)], {listener.fileno(): accept_one},
-                  listener.close)
+    spec = ["-p", "tcp", "--dport", str(port), "-j", "REDIRECT", "--to-ports", str(listen_port)]
+    _common.serve(box, [("nat", "PREROUTING", spec)], {listener.fileno(): accept_one}, listener.close)
+
+
+def main() -> None:
+    p = _common.parser("proxy", __doc__, uses_trigger=False)
+    p.add_argument("--listen-port", type=int, default=3129, help="where REDIRECT sends connections")
+    args = p.parse_args()
+    serve_redirected("proxy", args.port, args.listen_port, relay)
 
 
 if __name__ == "__main__":
