@@ -150,6 +150,38 @@ def test_tap_resets_both_ways_on_the_sni_and_lets_the_client_hello_pass(lab):
     assert names_reaching(seen["server"].packets, lab) == {BLOCKED}  # on-path: the ClientHello went on
 
 
+def ttl_limited_handshake(lab: Lab, host: str, ttl: int) -> str:
+    """A TLS handshake from the client whose ClientHello leaves with IP TTL `ttl`: "reset",
+    "timeout" or "handshake" (completed); the connection is aborted afterwards, so the kernel
+    does not go on retransmitting the ClientHello into the next test."""
+    script = (
+        "import socket, ssl, struct\n"
+        f"s = socket.create_connection(({lab.server_addr!r}, {HTTPS_PORT}), timeout=3)\n"
+        f"s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, {ttl})\n"
+        "s.settimeout(1.0)\n"
+        f"context = ssl.create_default_context(cafile={str(lab.ca_file)!r})\n"
+        f"s = context.wrap_socket(s, server_hostname={host!r}, do_handshake_on_connect=False)\n"
+        "try:\n"
+        "    s.do_handshake()\n"
+        "    print('handshake')\n"
+        "except ConnectionResetError:\n"
+        "    print('reset')\n"
+        "except TimeoutError:\n"
+        "    print('timeout')\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n"
+        "s.close()\n")
+    return lab.exec(lab.client_ns, [sys.executable, "-c", script]).stdout.strip()
+
+
+def test_tap_in_prerouting_sees_a_client_hello_that_dies_at_its_router(lab):
+    """What `probe trace https://` relies on: a TTL-limited copy of the ClientHello that expires
+    at the tap's router still draws the resets; another name expiring there draws nothing."""
+    with box(lab, "tap", "--port", "443", "--match", "sni"):
+        assert ttl_limited_handshake(lab, BLOCKED, ttl=1) == "reset"
+        assert ttl_limited_handshake(lab, CONTROL, ttl=1) == "timeout"
+        assert ttl_limited_handshake(lab, CONTROL, ttl=64) == "handshake"
+
+
 def test_swallow_drops_the_client_hello_and_resets_the_server_in_the_clients_name(lab):
     with box(lab, "swallow", "--port", "443", "--match", "sni"):
         with captures(lab, "client", "server") as seen:
