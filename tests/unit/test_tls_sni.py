@@ -4,6 +4,7 @@ made by Python's ssl over MemoryBIO, whole, cut short, split over two records, a
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
@@ -94,3 +95,20 @@ def test_damaged_bytes_never_raise(changes):
         damaged[at] = value
     read = _tls.read_client_hello(bytes(damaged))
     assert read.status in (_tls.NOT_TLS, _tls.SPLIT, _tls.MALFORMED, _tls.NO_SNI, _tls.FOUND)
+
+
+TRIPWIRE_GFW = Path(__file__).resolve().parents[2] / ".." / "shared" / "realworld" / "tripwire" / "tripwire-1597963966.pcap"
+
+
+@pytest.mark.skipif(not TRIPWIRE_GFW.exists(), reason="no realworld corpus")
+def test_reads_the_client_hellos_of_a_real_capture():
+    """Tripwire's GFW capture (../shared/realworld): browsers' ClientHellos of 2020, not OpenSSL's;
+    the four without a server name carry encrypted SNI (extension 0xffce) instead, as scapy's TLS
+    layer shows."""
+    from probe.pcapfile import read_records
+
+    reads = [_tls.read_client_hello(r.payload) for r in read_records(str(TRIPWIRE_GFW))
+             if r.dport == 443 and r.payload[:1] == b"\x16"]
+    assert {read.status for read in reads} == {_tls.FOUND, _tls.NO_SNI}
+    assert {read.server_name for read in reads if read.status == _tls.FOUND} == {"www.wikipedia.org"}
+    assert sum(read.status == _tls.FOUND for read in reads) == 12
