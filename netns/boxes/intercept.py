@@ -46,18 +46,24 @@ def intercepted_name(client: socket.socket, trigger: str) -> str | None:
 
 
 def tls_relay(client: ssl.SSLSocket, server: ssl.SSLSocket) -> bool:
-    """Copy decrypted bytes both ways until one side ends (True) or fails (False). One thread:
-    an SSL object must not be read and written from two threads at once."""
+    """Copy decrypted bytes both ways until one side ends (True) or fails (False). One thread
+    (an SSL object must not be read and written from two threads at once), reading without
+    blocking: a readable socket may hold a record without data (a TLS 1.3 session ticket) or
+    half a record, and waiting on it would stall the other direction."""
     peers = {client: server, server: client}
     try:
         while True:
-            ready = [s for s in peers if s.pending()]
+            ready = [s for s in peers if s.pending()] or select.select(list(peers), [], [], IDLE_TIMEOUT)[0]
             if not ready:
-                ready, _, _ = select.select(list(peers), [], [], IDLE_TIMEOUT)
-                if not ready:
-                    return False
+                return False
             for source in ready:
-                data = source.recv(PEEK_BYTES)
+                source.settimeout(0)
+                try:
+                    data = source.recv(PEEK_BYTES)
+                except ssl.SSLWantReadError:
+                    continue
+                finally:
+                    source.settimeout(IDLE_TIMEOUT)
                 if not data:
                     return True
                 peers[source].sendall(data)

@@ -20,7 +20,7 @@ import pytest
 from boxlab import Capture, flags, payload_of, tcp_packets
 
 from netns.boxes import _tls
-from netns.lab import HTTPS_PORT, TLS_ABORT_PORT, TLS_CLOSED_PORT, Lab, router_dn_addr
+from netns.lab import BIG_SIZE, HTTPS_PORT, TLS_ABORT_PORT, TLS_CLOSED_PORT, Lab, router_dn_addr
 from netns.runner import capture, lab_files
 
 pytestmark = [pytest.mark.root,
@@ -235,9 +235,13 @@ def test_intercept_presents_its_own_ca_for_the_blocked_name_and_relays_to_the_se
         with captures(lab, "server") as seen:
             refused = curl(lab, BLOCKED)
             trusted = curl(lab, BLOCKED, ca=files["proxy_ca_file"])
+            big = lab.exec(lab.client_ns, [
+                "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{size_download}", "--cacert", files["proxy_ca_file"],
+                "--resolve", f"{BLOCKED}:{HTTPS_PORT}:{lab.server_addr}", f"https://{BLOCKED}/big"], check=False)
         assert_control_passes(lab)  # another name: relayed untouched, the server's own certificate
     assert refused.exit_code == 60  # not verified by the lab CA
     assert (trusted.exit_code, trusted.status, trusted.issuer) == (0, "200", f"CN={PROXY_CA}")
+    assert (big.returncode, big.stdout) == (0, str(BIG_SIZE))  # many records, relayed whole
     # the server was reached by the box, from r1's address, and never by the client
     assert tcp_packets(seen["server"].packets, src=router_dn_addr(1, lab.routers))
     assert not tcp_packets(seen["server"].packets, src=lab.client_addr)
