@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from probe.engine.model import Flow
 from probe.errors import UsageError
 from probe.guard import Guard
-from probe.http import ResponseReader, build_request
+from probe.http import HttpExchange
 from probe.record import PacketRecord, parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection, Progress, Segment, Settings, seq_add
@@ -18,12 +18,22 @@ CLOSE_WAIT = 0.5  # seconds to wait for our closing resets to show in the captur
 
 
 @dataclass(frozen=True)
+class TlsOptions:
+    """curl's TLS options: `sni` None sends the URL's host, "" sends no SNI at all; `cafile`
+    None verifies against the system's trust store."""
+
+    sni: str | None = None
+    cafile: str | None = None
+
+
+@dataclass(frozen=True)
 class CheckOptions:
     method: str = "HEAD"
     linger: float | None = None  # seconds after the exchange; None: max(0.5 s, 3 round trips)
     max_time: float = 30.0
     settings: Settings = Settings()
     ttl: int = 64
+    tls: TlsOptions = TlsOptions()
 
 
 @dataclass
@@ -35,6 +45,7 @@ class Measurement:
     packets: list[PacketRecord] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
     progress: Progress | None = None
+    application: object = None  # what rode on the connection (probe.http / probe.tls), for its report
 
 
 def prepare_flow(target: Target) -> tuple[Flow, PortReservation]:
@@ -103,16 +114,27 @@ def pump(capture: Capture, drivers: list[FlowDriver], timeout: float, others=Non
             others(frame, record)
 
 
+def application_for(target: Target, method: str, host: str | None = None, tls: TlsOptions = TlsOptions()):
+    """What rides on the connection to `target`: HTTP, or HTTP inside TLS for https://.
+    `host` replaces the target's name in the request (and, over TLS, in the SNI)."""
+    name = host or target.host
+    if not target.tls:
+        return HttpExchange.for_url(method, name, target.port, target.path)
+    from probe.tls import TlsExchange
+
+    server_name = name if tls.sni is None or host is not None else tls.sni
+    return TlsExchange(HttpExchange.for_url(method, name, target.port, target.path, default_port=443),
+                       server_name=server_name, verify_name=name, cafile=tls.cafile)
+
+
 def new_connection(target: Target, flow: Flow, method: str, settings: Settings, ttl: int = 64,
-                   host: str | None = None) -> tuple[ClientConnection, object]:
+                   host: str | None = None, tls: TlsOptions = TlsOptions()) -> tuple[ClientConnection, object]:
     """A fresh state machine and crafter for `flow`; `host` replaces the target's in the request."""
     from probe.craft import Crafter  # scapy is imported only when a probe really runs
 
-    name = host or target.host
-    request = build_request(method, name, target.port, target.path)
-    reader = ResponseReader(method, name, target.port, target.path)
-    connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port, request,
-                                  isn=random_u32(), reader=reader, settings=settings, ts_base=random_u32())
+    connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
+                                  application_for(target, method, host, tls), isn=random_u32(), settings=settings,
+                                  ts_base=random_u32())
     crafter = Crafter(flow.client, flow.client_port, flow.server, flow.server_port, random_u32() & 0xFFFF,
                       ttl=ttl)
     return connection, crafter
@@ -127,7 +149,8 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
     """Probe once. `on_start(flow)` is called when everything is in place, just before the SYN,
     so that a progress line never precedes an error line."""
     flow, reservation = prepare_flow(target)
-    connection, crafter = new_connection(target, flow, options.method, options.settings, options.ttl)
+    connection, crafter = new_connection(target, flow, options.method, options.settings, options.ttl,
+                                         tls=options.tls)
     try:
         # sockets first: without the privilege they fail with the clearest message
         with Capture([flow.server]) as capture, RawSender() as sender, Guard() as guard:
@@ -158,4 +181,4 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
                     pump(capture, [driver], remaining)
     finally:
         reservation.close()
-    return Measurement(target, flow, driver.packets, driver.frames, connection.progress)
+    return Measurement(target, flow, driver.packets, driver.frames, connection.progress, connection.app)

@@ -46,8 +46,7 @@ from typing import Callable, Iterable, Iterator
 
 from probe.engine.model import Flow
 from probe.errors import ProbeError
-from probe.http import ResponseReader, build_request
-from probe.live import CLOSE_WAIT, CheckOptions, Measurement, close_with_reset, default_linger
+from probe.live import CLOSE_WAIT, CheckOptions, Measurement, application_for, close_with_reset, default_linger
 from probe.record import parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection
@@ -107,11 +106,9 @@ class _Exchange:
         self.tag, self.target, self.flow, self.reservation = tag, target, flow, reservation
         self.options = options
         self.measurement = Measurement(target, flow)
-        request = build_request(options.method, target.host, target.port, target.path)
-        reader = ResponseReader(options.method, target.host, target.port, target.path)
-        self.connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port, request,
-                                           isn=random_u32(), reader=reader, settings=options.settings,
-                                           ts_base=random_u32())
+        self.connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
+                                           application_for(target, options.method, tls=options.tls),
+                                           isn=random_u32(), settings=options.settings, ts_base=random_u32())
         self.crafter = crafter_class(flow.client, flow.client_port, flow.server, flow.server_port,
                                      random_u32() & 0xFFFF, ttl=options.ttl)
         self.hard_deadline = 0.0
@@ -465,6 +462,7 @@ class _Loop:
         del self.table[exchange.key]
         exchange.reservation.close()
         exchange.measurement.progress = exchange.connection.progress
+        exchange.measurement.application = exchange.connection.app
         if exchange.error is not None:
             self.finished.append(Finished(exchange.tag, exchange.target, error=exchange.error))
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from probe.errors import ProbeError, UsageError
@@ -17,6 +18,11 @@ class Target:
     address: str
     port: int
     path: str
+    scheme: str = "http"
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
 
     def as_json(self) -> dict:
         return {"url": self.url, "host": self.host, "address": self.address, "port": self.port}
@@ -31,16 +37,33 @@ class Resolve:
     address: str
 
 
-def parse_url(text: str) -> tuple[str, int, str]:
-    """Split `http://HOST[:PORT][/PATH]` (or a bare host) into host, port and path."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Url(NamedTuple):
+    host: str
+    port: int
+    path: str
+    scheme: str = "http"
+
+    @property
+    def canonical(self) -> str:
+        """The URL as reports name it: scheme and host lower-case, the default port left out."""
+        port = "" if self.port == DEFAULT_PORTS[self.scheme] else f":{self.port}"
+        return f"{self.scheme}://{self.host}{port}{self.path}"
+
+
+def parse_url(text: str) -> Url:
+    """Split `http[s]://HOST[:PORT][/PATH]` (or a bare host, meaning http://) into its parts."""
     text = text.strip()
     if not text:
-        raise UsageError("empty URL: give http://HOST[:PORT][/PATH] or a host name")
+        raise UsageError("empty URL: give http[s]://HOST[:PORT][/PATH] or a host name")
     if "://" not in text:
         text = "http://" + text
     parts = urlsplit(text)
-    if parts.scheme.lower() != "http":
-        raise UsageError(f"unsupported scheme {parts.scheme!r}: only http:// URLs can be probed")
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise UsageError(f"unsupported scheme {parts.scheme!r}: only http:// and https:// URLs can be probed")
     if parts.username or parts.password:
         raise UsageError("credentials in the URL are not supported")
     host = parts.hostname
@@ -70,7 +93,7 @@ def parse_url(text: str) -> tuple[str, int, str]:
     except ValueError:
         raise UsageError(f"bad port in URL {text!r}: it must be a number from 1 to 65535") from None
     if port is None:
-        port = 80
+        port = DEFAULT_PORTS[scheme]
     if not 1 <= port <= 65535:
         raise UsageError(f"bad port {port}: it must be from 1 to 65535")
     path = parts.path or "/"
@@ -79,7 +102,7 @@ def parse_url(text: str) -> tuple[str, int, str]:
     bad = next((c for c in path if not "\x21" <= c <= "\x7e"), None)
     if bad is not None:  # HTTP allows only visible ASCII in a request target (RFC 9112, 3.2)
         raise UsageError(f"{bad!r} cannot stand in a URL's path: percent-encode it (a space is %20)")
-    return host, port, path
+    return Url(host, port, path, scheme)
 
 
 def parse_resolve(text: str) -> Resolve:
@@ -111,14 +134,14 @@ def check_address(address: str) -> ipaddress.IPv4Address:
 
 def build_target(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = ()) -> Target:
     """Parse the URL and find the address to connect to (--resolve first, then DNS)."""
-    host, port, path = parse_url(url)
-    canonical = f"http://{host}{'' if port == 80 else f':{port}'}{path}"
+    host, port, path, scheme = parsed = parse_url(url)
+    canonical = parsed.canonical
     for entry in resolves:
         if entry.host == host.lower() and entry.port == port:
-            return Target(canonical, host, entry.address, port, path)
+            return Target(canonical, host, entry.address, port, path, scheme)
     if _is_ip_literal(host):
         check_address(host)
-        return Target(canonical, host, host, port, path)
+        return Target(canonical, host, host, port, path, scheme)
     try:
         infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
@@ -126,7 +149,7 @@ def build_target(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = ()) -
                          f"use --resolve {host}:{port}:ADDR to give the address") from None
     address = infos[0][4][0]
     check_address(address)
-    return Target(canonical, host, address, port, path)
+    return Target(canonical, host, address, port, path, scheme)
 
 
 def _is_ip_literal(host: str) -> bool:

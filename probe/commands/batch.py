@@ -29,6 +29,7 @@ def batch(
     no_locate: bool = typer.Option(False, "--no-locate", help="never run the TTL sweeps"),
     max_ttl: int = common.MAX_TTL,
     control_host: str = common.CONTROL_HOST,
+    cacert: Optional[str] = common.CACERT,
     pcap: Optional[str] = typer.Option(None, "--pcap", metavar="FILE",
                                        help="write every packet of every exchange to FILE (pcap, raw IP)"),
     history: Optional[str] = typer.Option(None, "--history", metavar="FILE",
@@ -44,7 +45,8 @@ def batch(
                                             help="progress bar on stderr [default: when stderr is a terminal]"),
 ):
     """Probe every target of FILE as probe check would, many at once; one JSON line each."""
-    check_options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl)
+    check_options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl,
+                                            common.tls_options(None, cacert))
     common.check_max_ttl(max_ttl)
     if not 1 <= concurrency <= 1000:
         raise UsageError("--concurrency must be from 1 to 1000")
@@ -113,7 +115,7 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
     store = History(history) if history else None
     options = SessionOptions(check_options, concurrency=concurrency, rate=rate)
     session = Session(options)
-    locator = None if no_locate else Locator(max_ttl, check_options.method, control_host)
+    locator = None if no_locate else Locator(max_ttl, check_options.method, control_host, check_options.tls)
     pcap_writer = None
     if pcap_handle is not None:
         import dpkt

@@ -37,7 +37,7 @@ def open_output(path: str | None):
 
 
 # Options shared by the probing commands: same spelling, same help, everywhere.
-URL = typer.Argument(..., metavar="URL", help="http://HOST[:PORT][/PATH], or a bare host name or address")
+URL = typer.Argument(..., metavar="URL", help="http[s]://HOST[:PORT][/PATH], or a bare host name or address")
 RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
                        help="connect to ADDR while the request still names HOST")
 JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
@@ -51,6 +51,12 @@ RETRIES = typer.Option(3, "--retries", help="retransmissions of the request (at 
 SYN_RETRIES = typer.Option(2, "--syn-retries", help="retransmissions of the SYN")
 TTL = typer.Option(64, "--ttl", help="IP TTL of the probe's packets")
 MAX_TTL = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try")
+SNI = typer.Option(None, "--sni", metavar="NAME",
+                   help="https: send NAME as the TLS server name instead of the URL's host ('' sends none); "
+                        "the certificate is still judged for the URL's host")
+CACERT = typer.Option(None, "--cacert", metavar="FILE",
+                      help="https: verify the server's certificate against the CAs in FILE (PEM) instead of "
+                           "the system's trust store")
 CONTROL_HOST = typer.Option("example.com", "--control-host", metavar="HOST",
                             help="innocuous host named by the control requests of the trace")
 
@@ -62,8 +68,24 @@ def checked_method(method: str) -> str:
     return method
 
 
+def tls_options(sni: str | None, cacert: str | None):
+    """`--sni` and `--cacert`, checked, as `TlsOptions`."""
+    from probe.live import TlsOptions
+
+    if sni and (len(sni) > 253 or any(c.isspace() or c in "/:@" for c in sni) or not sni.isascii()):
+        raise UsageError(f"--sni {sni!r} is not a host name")
+    if cacert is not None:
+        try:
+            with open(cacert, "rb") as handle:
+                if b"-----BEGIN CERTIFICATE-----" not in handle.read():
+                    raise UsageError(f"--cacert {cacert}: no PEM certificate in the file")
+        except OSError as error:
+            raise ProbeError(f"cannot read --cacert {cacert}: {error.strerror}") from None
+    return TlsOptions(sni=sni, cafile=cacert)
+
+
 def exchange_options(method: str, linger: float | None, max_time: float, retries: int, syn_retries: int,
-                     ttl: int):
+                     ttl: int, tls=None):
     """The options of one exchange (`check`, and each of `batch`'s), checked, as `CheckOptions`."""
     method = checked_method(method)
     if not 2 <= retries <= 10:
@@ -80,7 +102,8 @@ def exchange_options(method: str, linger: float | None, max_time: float, retries
     from probe.tcp import Settings
 
     return CheckOptions(method=method, linger=linger, max_time=max_time,
-                        settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl)
+                        settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl,
+                        **({"tls": tls} if tls is not None else {}))
 
 
 def check_max_ttl(max_ttl: int) -> None:

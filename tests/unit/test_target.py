@@ -55,14 +55,28 @@ def dns(monkeypatch):
     ("http://www.example.com:65535/", ("www.example.com", 65535, "/")),
     ("HTTP://WWW.Example.COM/Path", ("www.example.com", 80, "/Path")),  # host names are case-blind, paths not
     ("  http://www.example.com/  ", ("www.example.com", 80, "/")),
+    ("https://www.example.com/", ("www.example.com", 443, "/", "https")),
+    ("HTTPS://www.example.com:8443/x", ("www.example.com", 8443, "/x", "https")),
+    ("https://www.example.com:80/", ("www.example.com", 80, "/", "https")),
 ])
 def test_parse_url(text, expected):
-    assert parse_url(text) == expected
+    scheme = () if len(expected) == 4 else ("http",)  # a bare host means http://
+    assert parse_url(text) == (*expected, *scheme)
+
+
+@pytest.mark.parametrize("text, canonical", [
+    ("HTTPS://WWW.Example.COM:443/Path", "https://www.example.com/Path"),
+    ("https://www.example.com:80/", "https://www.example.com:80/"),
+    ("http://www.example.com:443/", "http://www.example.com:443/"),
+    ("www.example.com", "http://www.example.com/"),
+])
+def test_the_default_port_of_each_scheme_is_left_out_of_the_canonical_url(text, canonical):
+    assert parse_url(text).canonical == canonical
 
 
 @pytest.mark.parametrize("text", [
     "", "   ",
-    "https://www.example.com/", "ftp://www.example.com/", "file:///etc/passwd", "gopher://x/",
+    "ftp://www.example.com/", "file:///etc/passwd", "gopher://x/",
     "http://[::1]/", "http://[2001:db8::1]:80/", "2001:db8::1", "::1",
     "http://www.example.com:0/", "http://www.example.com:65536/", "http://www.example.com:70000/",
     "http://www.example.com:http/", "http://www.example.com:-1/", "http://www.example.com:8o/",
