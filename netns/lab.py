@@ -684,6 +684,7 @@ http {{
         server_name _;
         ssl_certificate {pki.cert_file};
         ssl_certificate_key {pki.key_file};
+        ssl_protocols TLSv1.2 TLSv1.3;  # nginx 1.22's default lacks TLS 1.3, today's servers have it
         root {www};
         index index.html;
     }}
