@@ -11,10 +11,14 @@ interception appliances work the same way (Allot at Vodafone Spain, Ververis et 
 Every connection to `--port` is redirected to the box (`iptables -t nat REDIRECT`, as `proxy`),
 so the client's handshake is always answered by the router. The box peeks at the first segment
 the client sends: a whole ClientHello naming the trigger (see _tls; a split one does not match)
-is answered with `--cert`/`--key` (the lab's interception CA, which the probe does not trust),
-and the decrypted bytes are relayed over a TLS connection the box opens to the original
-destination with the same server name, without checking the server's certificate (many
-appliances do not: Waked, Mannan and Youssef, "To Intercept or Not to Intercept", AsiaCCS 2018).
+is held while the box opens its own TCP and TLS connection to the original destination with the
+same server name (as mitmproxy does by default, option `upstream_cert`, to learn the server's
+certificate before it forges one; this box presents one fixed certificate for every lab name),
+without checking the server's certificate (many appliances do not: Waked, Mannan and Youssef,
+"To Intercept or Not to Intercept", AsiaCCS 2018); then it answers the client with `--cert`/
+`--key` (the lab's interception CA, which the probe does not trust) and relays the decrypted
+bytes both ways. The client's TCP handshake is answered at once, its ClientHello only after the
+box's own handshakes with the server.
 Anything else is relayed as bytes, as `proxy` does. Whichever side ends first (close_notify or
 FIN) ends both, with close_notify; an error or a reset resets the client.
 """
@@ -81,22 +85,25 @@ def close_politely(sock: ssl.SSLSocket) -> None:
 
 
 def intercept(client: socket.socket, name: str, context: ssl.SSLContext) -> None:
-    destination = original_destination(client)  # wrapping detaches `client`
-    try:
-        client.settimeout(IDLE_TIMEOUT)
-        tls_client = context.wrap_socket(client, server_side=True)
-    except (OSError, ssl.SSLError):
-        client.close()  # the client refused our certificate (it sent an alert) or went away
-        return
+    """Connect to the server first (TCP and TLS, with the client's server name), then answer
+    the client's ClientHello with our certificate, then relay."""
     upstream = ssl.create_default_context()
     upstream.check_hostname = False
     upstream.verify_mode = ssl.CERT_NONE
     upstream.set_alpn_protocols(["http/1.1"])
     try:
-        raw = socket.create_connection(destination, timeout=CONNECT_TIMEOUT)
+        raw = socket.create_connection(original_destination(client), timeout=CONNECT_TIMEOUT)
         tls_server = upstream.wrap_socket(raw, server_hostname=name)
     except (OSError, ssl.SSLError):
-        reset(tls_client)
+        reset(client)
+        return
+    try:
+        client.settimeout(IDLE_TIMEOUT)
+        tls_client = context.wrap_socket(client, server_side=True)
+    except (OSError, ssl.SSLError):
+        # the client refused our certificate (it sent an alert) or went away; the wrapper
+        # has closed the client's socket
+        close_politely(tls_server)
         return
     tls_server.settimeout(IDLE_TIMEOUT)
     if tls_relay(tls_client, tls_server):
