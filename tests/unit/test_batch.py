@@ -199,10 +199,11 @@ def test_bad_options(tmp_path, args, message):
 
 def test_bad_line_is_refused_before_anything_is_sent(tmp_path):
     listing = tmp_path / "targets"
-    listing.write_text("http://www.example.com/\n\nhttps://www.example.com/\n")
+    listing.write_text("http://www.example.com/\n\nhttps://www.example.com/\nftp://www.example.com/\n")
     run = guarded_probe("batch", str(listing))
     assert run.returncode == 2, run.stderr
-    assert run.stderr == "probe: line 3: unsupported scheme 'https': only http:// URLs can be probed\n"
+    assert run.stderr == ("probe: line 4: unsupported scheme 'ftp': only http:// and https:// URLs can be "
+                          "probed\n")
 
 
 def test_unreadable_list(tmp_path):
