@@ -18,7 +18,8 @@ of what the engine does (`engine.verdict`, `engine.heuristics`, `engine.baseline
    server's name and before any other packet of ours; then only ACK-carrying segments with no
    SYN, RST, URG, ECE or CWR; no ICMP error quoting the flow; every TCP header complete. So the
    baseline's SYN-ACK is this one, and every heuristic that judges resets only stays silent.
-3. Every packet of ours with the SYN's TTL (no TTL-limited request: not a trace, nothing expired);
+3. Every packet of ours with the SYN's TTL, enough to reach the server (more than its hop distance
+   less 3: `answers_expired_request` is silent; no TTL-limited request, so not a trace);
    every packet in the server's name with the SYN-ACK's TTL and DF bit: `ttl_distance` speaks for
    the server, `initial_ttl_class`, `df_bit` and `_farther_responder` are silent, and the server's
    TTL is the SYN-ACK's.
@@ -44,7 +45,7 @@ runs both on every golden capture, lab recording, real capture and property-gene
 
 from __future__ import annotations
 
-from probe.engine.baseline import COMMON_INITIAL_TTLS
+from probe.engine.baseline import COMMON_INITIAL_TTLS, hop_distance
 
 MOD32 = 1 << 32
 HALF = 1 << 31
@@ -97,7 +98,7 @@ class Ordinary:
         """A segment in the server's name."""
         if self.synack_t is None:
             if flags != _SYN | _ACK or ack != (self.syn_seq + 1) % MOD32 or self.syn_ttl not in COMMON_INITIAL_TTLS \
-                    or ttl in COMMON_INITIAL_TTLS:
+                    or ttl in COMMON_INITIAL_TTLS or self.syn_ttl <= hop_distance(ttl) - 3:
                 self.still = False
                 return
             self.synack_t, self.synack_ttl, self.synack_df = t, ttl, df
