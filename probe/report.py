@@ -94,7 +94,7 @@ def _relative(value: int, base: int | None) -> int:
 
 def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, width: int = 70) -> str:
     """A Wireshark-like table: relative sequence numbers, one evidence sentence per line."""
-    from tabulate import tabulate
+    from probe.layout import simple_table  # tabulate's layout, fast enough for a flow of thousands of packets
 
     our_isn = next((p.seq for p in packets if flow.sent_by_client(p) and "S" in p.flags), None)
     their_isn = next((p.seq for p in packets if flow.toward_client(p) and "S" in p.flags), None)
@@ -117,10 +117,12 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
         rows.append([n, f"{(packet.t - t0) * 1000:.2f}", arrow, packet.src if not mine else "", packet.ttl,
                      packet.ip_id, flags, seq, ack, win, length, origin, evidence])
     headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "origin", "evidence"]
-    return tabulate(rows, headers=headers, tablefmt="simple")
+    return simple_table(rows, headers)
 
 
 def _wrap(text: str, width: int) -> str:
+    if len(text) <= width and text.isprintable() and text == text.strip():
+        return text  # what textwrap makes of it (most evidence sentences), without its regular expressions
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width)) or text

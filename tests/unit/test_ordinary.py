@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, strategies as st
-from tabulate import tabulate
 
 from probe import analyze as az
-from probe.analyze_report import FLOWS_HEADERS, flows_table
 from probe.record import TCP_FLAG_LETTERS
 from tests.properties.exchanges import (forged_exchanges, genuine_exchanges, property_settings, suspects,
                                         with_suspect)
@@ -119,10 +117,3 @@ def test_exchanges_with_a_free_packet_in_the_servers_name_judged_alike(data):
     exchange = data.draw(genuine_exchanges(min_data=1))
     assume(any(role == "server" and packet.length for packet, role in zip(exchange.packets, exchange.roles)))
     check_exchange(with_suspect(exchange, data.draw(suspects(exchange.script.rtt))).packets)
-
-
-@pytest.mark.parametrize("rows", [[], [["10.0.0.1:40000", "198.51.100.7:80", 8, "clean", "-", "client"]],
-                                  [["2001:db8::10:40000", "2001:db8::1:443", 12345, "middlebox-reset", "to-client",
-                                    "server"], ["10.0.0.1:1", "10.0.0.2:2", 3, "no-answer", "-", "client"]]])
-def test_the_flows_table_is_laid_out_as_tabulate_does(rows):
-    assert flows_table(rows) == tabulate(rows, headers=list(FLOWS_HEADERS), tablefmt="simple")
