@@ -134,24 +134,33 @@ class OpenFlow:
 
     def add_tcp(self, t: float, packet: bytes, l4: int, from_client: bool, ttl: int, flags: int) -> None:
         """Keep one IPv4 TCP segment of the flow (header complete, `l4` its offset) and follow the
-        close and the pre-judgement from its header."""
+        close and the pre-judgement from its header. (The hot path: `_keep` and `_follow_close`
+        are written out here.)"""
         ip_len = (packet[2] << 8) | packet[3]
         end = min(len(packet), ip_len) if ip_len >= l4 else len(packet)
         offset = (packet[l4 + 12] >> 4) << 2
         if offset < 20 or offset > end - l4:
             return self.add_other(t, packet)  # `record.parse_ip` makes it an "other" record
-        length = end - l4 - offset + max(0, ip_len - end)  # what was captured, and what a snaplen cut off
+        length = end - l4 - offset + (ip_len - end if ip_len > end else 0)  # captured, and cut off by a snaplen
         seq, ack = _SEQ_ACK.unpack_from(packet, l4 + 4)
-        self._keep(t, packet)
-        ip_id = (packet[4] << 8) | packet[5]
-        if self.ordinary is None:
-            self.ordinary = Ordinary(t, ttl, flags, seq, ip_id, 4) if from_client else _NOT_ORDINARY
-        elif self.ordinary.still:
+        if self.closed_at is not None:  # a late packet: the next may come after twice this silence
+            self.wait = min(LATE_MAX, max(self.wait, 2 * (t - self.last_t)))
+        self.last_t = t
+        raw = self.raw
+        raw += _KEPT.pack(t, len(packet))
+        raw += packet
+        self.count += 1
+        ordinary = self.ordinary
+        if ordinary is None:
+            self.ordinary = Ordinary(t, ttl, flags, seq, (packet[4] << 8) | packet[5], 4) if from_client \
+                else _NOT_ORDINARY
+        elif ordinary.still:
             if from_client:
-                self.ordinary.ours(t, ttl, flags, seq, length, ip_id)
+                ordinary.ours(t, ttl, flags, seq, length, (packet[4] << 8) | packet[5])
             else:
-                self.ordinary.theirs(t, ttl, packet[6] & 0x40, flags, seq, ack, length, ip_id)
-        self._follow_close(t, from_client, flags, seq, ack, length)
+                ordinary.theirs(t, ttl, packet[6] & 0x40, flags, seq, ack, length, (packet[4] << 8) | packet[5])
+        if flags & (_RST | _FIN) or self.fin_ends:
+            self._follow_close(t, from_client, flags, seq, ack, length)
 
     def add_record(self, t: float, packet: bytes, record: PacketRecord) -> None:
         """Keep a packet already made into a record (IPv6): it goes to the engine."""
@@ -163,6 +172,7 @@ class OpenFlow:
                            _flag_bits(record.flags), record.seq, record.ack, record.length)
 
     def _follow_close(self, t: float, from_client: bool, flags: int, seq: int, ack: int, length: int) -> None:
+        """A reset closes the flow; so do both FINs acknowledged (nothing to follow before a FIN)."""
         if flags & _RST:
             self.closed_at = self.closed_at or t
             return
@@ -335,7 +345,9 @@ class FlowTable:
                 else:
                     self.totals.without_handshake += 1
                 return finished
-            if flow.elide(t, source_address, ttl, flags):
+            if flow.count < KEEP_ALL:  # `OpenFlow.elide`'s common case, written out
+                flow.last_ttl[source_address] = ttl
+            elif flow.elide(t, source_address, ttl, flags):
                 return finished
             if version == 4:
                 if l4 >= 20:  # else no record at all (`record.parse_ip`)
