@@ -4,7 +4,8 @@
 
 Writes each capture reproducibly (a fixed seed), then times the two tools on it interleaved
 (probe, tshark, probe, tshark, ...; a fresh process each, so that a neighbour's load falls on both)
-and prints the median wall time, the median peak RSS (ru_maxrss of the child) and the ratio:
+and prints the median wall time, the median CPU time (user and system: steadier than the wall
+clock on a shared machine), the median peak RSS (ru_maxrss of the child) and the ratios:
 
 - `short`: short HTTP flows of 8 packets (handshake, request, one answer segment, FIN both ways,
   the last ACK), overlapping as on a busy link; 1 in 50 reset by a forged burst of three resets
@@ -26,15 +27,28 @@ import random
 import shutil
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from analyze_speed import ETH, MSS, generate, ip4, tcp_packet, timed  # noqa: E402
+from analyze_speed import ETH, MSS, ROOT, generate, ip4, tcp_packet  # noqa: E402
 
 SNAPLEN = 96
+
+
+def timed(argv: list[str]) -> tuple[float, float, int, float]:
+    """Run argv in a child; (wall seconds, peak RSS of that child in MB, exit status, CPU seconds
+    (user and system) of that child: on a shared machine the steadier of the two times)."""
+    started = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})  # cwd: `-m` looks there first
+    _pid, status, usage = os.wait4(child.pid, 0)
+    return (time.perf_counter() - started, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status),
+            usage.ru_utime + usage.ru_stime)
 START = 1_700_000_000.0
 
 
@@ -185,6 +199,17 @@ def write_shape(shape: str, path: Path, packets: int, seed: int = 17) -> int:
     return writer.close()
 
 
+def _count(path: Path) -> int:
+    """The packets in a capture (tcpdump's format), by its record headers."""
+    count = 0
+    with open(path, "rb") as handle:
+        handle.seek(24)
+        while header := handle.read(16):
+            handle.seek(struct.unpack("<IIII", header)[2], 1)
+            count += 1
+    return count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=1_000_000)
@@ -196,35 +221,39 @@ def main() -> int:
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="probe-shapes-"))
     folder.mkdir(parents=True, exist_ok=True)
     have_tshark = shutil.which("tshark") is not None
-    print(f"| capture | packets | `probe analyze` | `tshark -q -z conv,tcp` | tshark / probe (time) | "
-          f"probe / tshark (memory) |" + (" `--json` |" if args.json else ""))
+    print("| capture | packets | `probe analyze` | `tshark -q -z conv,tcp` | tshark / probe, wall (CPU) | "
+          "probe / tshark, memory |" + (" `probe analyze --json` |" if args.json else ""))
     print("|---|---|---|---|---|---|" + ("---|" if args.json else ""))
     for shape in args.shapes.split(","):
         path = folder / f"{shape}-{args.packets}.pcap"
         if not path.exists():
-            count = write_shape(shape, path, args.packets)
-        else:
-            count = None
+            write_shape(shape, path, args.packets)
+        count = _count(path)
         tools = {"probe": [sys.executable, "-m", "probe", "analyze", str(path)]}
         if have_tshark:
             tools["tshark"] = ["tshark", "-r", str(path), "-q", "-z", "conv,tcp"]
         if args.json:
             tools["json"] = [sys.executable, "-m", "probe", "analyze", "--json", str(path)]
         runs: dict[str, list] = {name: [] for name in tools}
-        for _ in range(args.runs):
+        for _ in range(args.runs):  # interleaved: a neighbour's load falls on every tool alike
             for name, argv in tools.items():
                 runs[name].append(timed(argv))
-        median = {name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs),
-                         {r[2] for r in rs}) for name, rs in runs.items()}
-        seconds, peak, codes = median["probe"]
-        cells = [shape, f"{count:,}" if count else path.name, f"{seconds:.2f} s, {peak:.0f} MB (exit {sorted(codes)})"]
+        median = {name: [statistics.median(r[i] for r in rs) for i in (0, 1, 3)] + [sorted({r[2] for r in rs})]
+                  for name, rs in runs.items()}
+
+        def cell(name: str) -> str:
+            wall, peak, cpu, codes = median[name]
+            return f"{wall:.2f} s ({cpu:.2f} s CPU), {peak:.0f} MB" + (f", exit {codes}" if name != "tshark" else "")
+
+        cells = [shape, f"{count:,}", cell("probe")]
         if have_tshark:
-            t_seconds, t_peak, _codes = median["tshark"]
-            cells += [f"{t_seconds:.2f} s, {t_peak:.0f} MB", f"{t_seconds / seconds:.2f}", f"{peak / t_peak:.2f}"]
+            cells += [cell("tshark"), f"{median['tshark'][0] / median['probe'][0]:.2f} "
+                                      f"({median['tshark'][2] / median['probe'][2]:.2f})",
+                      f"{median['probe'][1] / median['tshark'][1]:.2f}"]
         else:
             cells += ["not installed", "-", "-"]
         if args.json:
-            cells.append(f"{median['json'][0]:.2f} s, {median['json'][1]:.0f} MB ({median['json'][0] / seconds:.2f}x)")
+            cells.append(cell("json") + f" ({median['json'][0] / median['probe'][0]:.2f}x the table's time)")
         print("| " + " | ".join(cells) + " |", flush=True)
     if not args.keep:
         shutil.rmtree(folder)
