@@ -124,7 +124,7 @@ def _relative(value: int, base: int | None) -> int:
 
 def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, width: int = 70) -> str:
     """A Wireshark-like table: relative sequence numbers, one evidence sentence per line."""
-    from tabulate import tabulate
+    from probe.layout import simple_table  # tabulate's layout, fast enough for a flow of thousands of packets
 
     our_isn = next((p.seq for p in packets if flow.sent_by_client(p) and "S" in p.flags), None)
     their_isn = next((p.seq for p in packets if flow.toward_client(p) and "S" in p.flags), None)
@@ -149,10 +149,12 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
                      packet.ip_id, flags, seq, ack, win, length, _wrap(info, 24), origin, evidence])
     headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "info", "origin",
                "evidence"]
-    return tabulate(rows, headers=headers, tablefmt="simple")
+    return simple_table(rows, headers)
 
 
 def _wrap(text: str, width: int) -> str:
+    if len(text) <= width and text.isprintable() and text == text.strip():
+        return text  # what textwrap makes of it (most evidence sentences), without its regular expressions
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width)) or text
