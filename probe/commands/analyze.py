@@ -115,7 +115,7 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
         elif verbose or result.analysis.verdict != "clean":
             row = flow_row(result)
             spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
-                             f"{result.vantage.evidence})\n{packet_table(result.packets, result.flow, result.analysis)}"
+                             f"{result.vantage.evidence})\n{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
                              f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
                              f"{result.analysis.explanation}\n")
 
@@ -238,9 +238,9 @@ def _pair_text(pair, client_side, server_side, verdict, direction, explanation, 
         return head + f"\nverdict: {verdict}"
     lines = [head,
              f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
-                                                             client_side.analysis),
+                                                             client_side.analysis, verbose=verbose),
              f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
-                                                             server_side.analysis)]
+                                                             server_side.analysis, verbose=verbose)]
     lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
     lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
     lines.append(f"verdict: {verdict}  direction: {direction or '-'}")

@@ -30,6 +30,7 @@ def check(
     control_host: str = common.CONTROL_HOST,
     sni: Optional[str] = common.SNI,
     cacert: Optional[str] = common.CACERT,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="every evidence sentence of every packet"),
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
     options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl,
@@ -62,7 +63,7 @@ def check(
     if json_output:
         print(dumps(document))
     else:
-        print(packet_table(measurement.packets, measurement.flow, analysis))
+        print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose))
         print()
         print(summary_lines(document))
     raise typer.Exit(exit_code_for(analysis.verdict, analysis.hop))
