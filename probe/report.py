@@ -70,14 +70,24 @@ def started_at(packets: list[PacketRecord]) -> str | None:
 
 def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, analysis: Analysis,
                    command: str = "check", extra: dict | None = None) -> dict:
-    document = {"schema": SCHEMA, "command": command, "target": target_json, "started_at": started_at(packets),
+    from probe import __version__
+
+    document = {"schema": SCHEMA, "command": command, "version": __version__, "target": target_json,
+                "started_at": started_at(packets),
                 "verdict": analysis.verdict, "direction": analysis.direction, "hop": analysis.hop,
-                "rtt_ms": analysis.rtt_ms,
+                "hop_basis": analysis.hop_basis or None, "rtt_ms": analysis.rtt_ms,
                 "client": {"address": flow.client, "port": flow.client_port},
                 "packets": packets_json(packets, flow, analysis), "explanation": analysis.explanation}
-    if analysis.hop_basis:
-        document["hop_basis"] = analysis.hop_basis
     document.update(extra or {})
+    return document
+
+
+def finish_document(document: dict, started: float, exit_code: int) -> dict:
+    """What a cron job logs beside the verdict: how long the command took and how it exited."""
+    import time
+
+    document["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+    document["exit_code"] = exit_code
     return document
 
 

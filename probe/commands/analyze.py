@@ -115,7 +115,8 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
         elif verbose or result.analysis.verdict != "clean":
             row = flow_row(result)
             spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
-                             f"{result.vantage.evidence})\n{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
+                             f"{result.vantage.evidence})\n"
+                             f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
                              f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
                              f"{result.analysis.explanation}\n")
 

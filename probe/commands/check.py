@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional
 
 import typer
@@ -33,6 +34,7 @@ def check(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="every evidence sentence of every packet"),
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
+    started = time.monotonic()
     options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl,
                                       common.tls_options(sni, cacert))
     common.check_max_ttl(max_ttl)
@@ -42,7 +44,8 @@ def check(
 
     from probe.engine import analyze_flow
     from probe.live import run_check
-    from probe.report import application_sections, check_document, dumps, packet_table, summary_lines, write_pcap
+    from probe.report import (application_sections, check_document, dumps, finish_document, packet_table,
+                              summary_lines, write_pcap)
 
     measurement = run_check(target, options, on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
@@ -60,10 +63,11 @@ def check(
     if pcap_handle is not None:
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
+    code = exit_code_for(analysis.verdict, analysis.hop)
     if json_output:
-        print(dumps(document))
+        print(dumps(finish_document(document, started, code)))
     else:
         print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose))
         print()
         print(summary_lines(document))
-    raise typer.Exit(exit_code_for(analysis.verdict, analysis.hop))
+    raise typer.Exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional
 
 import typer
@@ -31,6 +32,7 @@ def trace(
 ):
     """Send the request with growing TTL beside a control request; report the hop where the
     interference first shows."""
+    started = time.monotonic()
     method = common.checked_method(method)
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
@@ -46,7 +48,8 @@ def trace(
 
     from probe.engine import analyze_flow
     from probe.live import CheckOptions, run_check
-    from probe.report import application_sections, check_document, dumps, hops_table, summary_lines, write_pcap
+    from probe.report import (application_sections, check_document, dumps, finish_document, hops_table,
+                              summary_lines, write_pcap)
     from probe.trace import TraceOptions, localize
 
     measurement = run_check(target, CheckOptions(method=method, tls=tls), on_start=common.announce(target))
@@ -65,12 +68,13 @@ def trace(
     if pcap_handle is not None:
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
+    code = exit_code_for(analysis.verdict, analysis.hop)
     if json_output:
-        print(dumps(document))
+        print(dumps(finish_document(document, started, code)))
     else:
         print(hops_table(document["hops"]))
         print()
         print(summary_lines(document))
         for sentence in document.get("trace", {}).get("evidence", []):
             print(f"  - {sentence}")
-    raise typer.Exit(exit_code_for(analysis.verdict, analysis.hop))
+    raise typer.Exit(code)
