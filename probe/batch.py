@@ -108,8 +108,8 @@ class Locator:
     A flow waiting for a trace keeps its packets until the end of the batch; clean flows,
     the vast majority of a healthy fleet, never wait."""
 
-    def __init__(self, max_ttl: int, method: str, control_host: str, tls=None):
-        self.max_ttl, self.method, self.control_host, self.tls = max_ttl, method, control_host, tls
+    def __init__(self, max_ttl: int, request, control_host: str, tls=None):
+        self.max_ttl, self.request, self.control_host, self.tls = max_ttl, request, control_host, tls
         self.pool = concurrent.futures.ThreadPoolExecutor(LOCATE_THREADS, thread_name_prefix="probe-locate")
         self.sweeps: dict[tuple, concurrent.futures.Future] = {}
         self.address_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
@@ -142,7 +142,7 @@ class Locator:
         """After the exchanges: one trace per key, applied to each of its exchanges."""
         from probe.trace import TraceOptions, by_trace, run_trace, server_ttl_of, trigger_words
 
-        options = TraceOptions(method=self.method, max_ttl=self.max_ttl, control_host=self.control_host,
+        options = TraceOptions(request=self.request, max_ttl=self.max_ttl, control_host=self.control_host,
                                **({"tls": self.tls} if self.tls is not None else {}))
         while self.traces:
             _key, waiting = self.traces.popitem()

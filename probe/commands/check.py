@@ -18,7 +18,10 @@ def check(
     ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
-    method: str = common.METHOD,
+    method: Optional[str] = common.METHOD,
+    header: Optional[List[str]] = common.HEADER,
+    user_agent: Optional[str] = common.USER_AGENT,
+    data: Optional[str] = common.DATA,
     linger: Optional[float] = common.LINGER,
     max_time: float = common.MAX_TIME,
     retries: int = common.RETRIES,
@@ -35,7 +38,8 @@ def check(
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
     started = time.monotonic()
-    options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl,
+    request = common.request_options(method, header, user_agent, data)
+    options = common.exchange_options(request, linger, max_time, retries, syn_retries, ttl,
                                       common.tls_options(sni, cacert))
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
@@ -53,7 +57,7 @@ def check(
     if not no_locate:
         from probe.trace import TraceOptions, localize
 
-        found = localize(target, measurement, analysis, TraceOptions(method=options.method, max_ttl=max_ttl,
+        found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
                                                                      control_host=control_host, tls=options.tls),
                          on_progress=say)
         if found is not None:

@@ -42,7 +42,14 @@ RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
                        help="connect to ADDR while the request still names HOST")
 JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
 PCAP = typer.Option(None, "--pcap", metavar="FILE", help="write every packet sent and received to FILE (pcap, raw IP)")
-METHOD = typer.Option("HEAD", "--method", "-X", help="HTTP method: HEAD or GET")
+METHOD = typer.Option(None, "--request", "--method", "-X", metavar="METHOD",
+                      help="HTTP method, as curl's -X [default: HEAD, or POST with --data]")
+HEADER = typer.Option(None, "--header", "-H", metavar="'NAME: VALUE'",
+                      help="add a header, or replace the default one of that name; 'NAME:' removes it (curl's -H)")
+USER_AGENT = typer.Option(None, "--user-agent", "-A", metavar="TEXT",
+                          help="the User-Agent header [default: probe/VERSION]")
+DATA = typer.Option(None, "--data", "-d", metavar="TEXT", help="send TEXT as the request's body (curl's -d)")
+TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")  # RFC 9110 5.6.2
 LINGER = typer.Option(None, "--linger", metavar="SECONDS",
                       help="keep listening this long after each exchange "
                            "[default: 0.5 s or 3 round trips, whichever is longer]")
@@ -81,11 +88,31 @@ def announce(target):
     return on_start
 
 
-def checked_method(method: str) -> str:
-    method = method.upper()
-    if method not in ("HEAD", "GET"):
-        raise UsageError(f"unsupported --method {method}: use HEAD or GET")
-    return method
+def request_options(method: str | None, headers: list[str] | None = None, user_agent: str | None = None,
+                    data: str | None = None):
+    """`-X`, `-H`, `-A` and `--data`, checked, as `probe.http.Request`. Methods are written in
+    capitals (`-X get` sends GET), as the first round did; any RFC 9110 token is taken."""
+    from probe.http import Request
+
+    method = (method if method is not None else "POST" if data is not None else "HEAD").upper()
+    if not method or not set(method) <= TOKEN:
+        raise UsageError(f"unsupported --request {method!r}: a method is a token such as GET, POST or OPTIONS")
+    parsed = []
+    for header in headers or ():
+        name, colon, value = header.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or not set(name) <= TOKEN:
+            raise UsageError(f"bad --header {header!r}: write 'Name: value' (or 'Name:' to remove it)")
+        if any(c in value for c in "\r\n\0"):
+            raise UsageError(f"bad --header {header!r}: a value holds no line breaks")
+        parsed.append((name, value))
+    if user_agent is not None and any(c in user_agent for c in "\r\n\0"):
+        raise UsageError("bad --user-agent: it holds no line breaks")
+    body = data.encode("utf-8") if data is not None else b""
+    if method == "HEAD" and body:
+        raise UsageError("--data with HEAD: a HEAD request has no body (use -X POST, or drop -X)")
+    return Request(method, tuple(parsed), user_agent, body)
+
 
 
 def tls_options(sni: str | None, cacert: str | None):
@@ -104,10 +131,10 @@ def tls_options(sni: str | None, cacert: str | None):
     return TlsOptions(sni=sni, cafile=cacert)
 
 
-def exchange_options(method: str, linger: float | None, max_time: float, retries: int, syn_retries: int,
+def exchange_options(request, linger: float | None, max_time: float, retries: int, syn_retries: int,
                      ttl: int, tls=None):
-    """The options of one exchange (`check`, and each of `batch`'s), checked, as `CheckOptions`."""
-    method = checked_method(method)
+    """The options of one exchange (`check`, and each of `batch`'s), checked, as `CheckOptions`;
+    `request` is what `request_options` made of -X, -H, -A and --data."""
     if not 2 <= retries <= 10:
         raise UsageError("--retries must be from 2 to 10")
     if not 0 <= syn_retries <= 10:
@@ -121,7 +148,7 @@ def exchange_options(method: str, linger: float | None, max_time: float, retries
     from probe.live import CheckOptions
     from probe.tcp import Settings
 
-    return CheckOptions(method=method, linger=linger, max_time=max_time,
+    return CheckOptions(request=request, linger=linger, max_time=max_time,
                         settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl,
                         **({"tls": tls} if tls is not None else {}))
 

@@ -19,7 +19,10 @@ def trace(
     ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
-    method: str = common.METHOD,
+    method: Optional[str] = common.METHOD,
+    header: Optional[List[str]] = common.HEADER,
+    user_agent: Optional[str] = common.USER_AGENT,
+    data: Optional[str] = common.DATA,
     control_host: str = common.CONTROL_HOST,
     max_ttl: int = common.MAX_TTL,
     wait: Optional[float] = typer.Option(None, "--wait", metavar="SECONDS",
@@ -33,7 +36,7 @@ def trace(
     """Send the request with growing TTL beside a control request; report the hop where the
     interference first shows."""
     started = time.monotonic()
-    method = common.checked_method(method)
+    request = common.request_options(method, header, user_agent, data)
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
     if wait is not None and not 0.05 <= wait <= 10:
@@ -52,10 +55,10 @@ def trace(
                               summary_lines, write_pcap)
     from probe.trace import TraceOptions, localize
 
-    measurement = run_check(target, CheckOptions(method=method, tls=tls), on_start=common.announce(target))
+    measurement = run_check(target, CheckOptions(request=request, tls=tls), on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     say(f"the exchange at full TTL: {analysis.verdict}")
-    options = TraceOptions(method=method, control_host=control_host, max_ttl=max_ttl, window=wait,
+    options = TraceOptions(request=request, control_host=control_host, max_ttl=max_ttl, window=wait,
                            max_time=max_time, tls=tls)
     found = localize(target, measurement, analysis, options, always=True, on_progress=say)
     extra, frames = {}, list(measurement.frames)
