@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from probe.errors import ProbeError, UsageError
+from probe.outcome import worst
 from probe.target import Resolve, Target, build_target, parse_resolve, parse_url
 
 RESOLVER_THREADS = 8
@@ -241,13 +242,9 @@ def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending 
 
 # -- the tally --------------------------------------------------------------------------------
 
-# Which code wins when targets disagree: interference first (what the batch is run to find),
-# then "could not measure", then a target that failed on its own, then clean.
-_SEVERITY = {0: 0, 4: 1, 1: 2, 3: 3}
-
-
-def worst_exit(codes: Iterable[int]) -> int:
-    return max(codes, key=lambda code: _SEVERITY.get(code, 2), default=0)
+# Which code wins when targets disagree: probe.outcome.SEVERITY (interference, then "could not
+# measure", then a target that failed on its own, then clean).
+worst_exit = worst
 
 
 @dataclass

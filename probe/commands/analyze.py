@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from probe.commands.common import EXIT_CLEAN, EXIT_INTERFERENCE, exit_code_for, say
+from probe.commands.common import exit_code_for, say
+from probe.outcome import worst
 from probe.errors import ProbeError, UsageError
 
 
@@ -32,10 +33,8 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
 
 
 def worst_exit_code(codes: list[int]) -> int:
-    """Every flow clean: 0; any interference: 3; else the target failed: 4."""
-    if EXIT_INTERFERENCE in codes:
-        return EXIT_INTERFERENCE
-    return max(codes, default=EXIT_CLEAN)
+    """Every flow clean: 0; any interference: 3; else the target failed: 4 (probe.outcome.worst)."""
+    return worst(codes)
 
 
 class _Spool:

@@ -1,5 +1,6 @@
-"""What every command shares: the contract's exit codes (decided here and only here), the
-stderr channel for people, and output files opened before any probing starts."""
+"""What every command shares: the options, spelled the same everywhere, the stderr channel for
+people, and output files opened before any probing starts. The exit codes are decided in
+`probe.outcome`."""
 
 from __future__ import annotations
 
@@ -8,19 +9,9 @@ import sys
 import typer
 
 from probe.errors import ProbeError, UsageError
+from probe.outcome import ExitStatus, exit_status as exit_code_for  # noqa: F401 (the commands' name for it)
 
-EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_INTERFERENCE, EXIT_TARGET_FAILED = 0, 1, 2, 3, 4
-
-
-def exit_code_for(verdict: str, hop: int | None) -> int:
-    """The contract's exit status for one verdict."""
-    if verdict in ("clean", "expired"):  # expired: a TTL-limited request died at a router, as a trace's should
-        return EXIT_CLEAN
-    if verdict in ("middlebox-reset", "middlebox-response"):
-        return EXIT_INTERFERENCE
-    if verdict in ("dropped", "unreachable") and hop is not None:
-        return EXIT_INTERFERENCE
-    return EXIT_TARGET_FAILED
+EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_INTERFERENCE, EXIT_TARGET_FAILED = ExitStatus
 
 
 def say(message: str) -> None:
