@@ -264,11 +264,16 @@ def _fate_json(fate) -> dict:
     return item
 
 
+def hop_json(row) -> dict:
+    """One hop of the `hops` section (a `probe.engine.trace.HopRow`)."""
+    return {"ttl": row.ttl, "address": row.address, "rtt_ms": row.rtt_ms, "trigger": row.trigger.word,
+            "control": row.control.word, "confirmed": row.confirmed,
+            "details": {"trigger": _fate_json(row.trigger), "control": _fate_json(row.control)}}
+
+
 def trace_json(rows, result, trigger: str, control: str) -> dict:
     """The `hops` and `bracket` sections (contract), with each hop's details under `trace`."""
-    hops = [{"ttl": row.ttl, "address": row.address, "rtt_ms": row.rtt_ms, "trigger": row.trigger.word,
-             "control": row.control.word, "confirmed": row.confirmed,
-             "details": {"trigger": _fate_json(row.trigger), "control": _fate_json(row.control)}} for row in rows]
+    hops = [hop_json(row) for row in rows]
     bracket = {"passed": result.bracket[0], "not_reached": result.bracket[1]} if result.bracket else None
     return {"hops": hops, "bracket": bracket,
             "trace": {"trigger": trigger, "control": control, "interference": result.interference,
@@ -276,16 +281,21 @@ def trace_json(rows, result, trigger: str, control: str) -> dict:
                       "evidence": list(result.evidence)}}
 
 
+HOPS_HEADER = f"{'ttl':>3}  {'router':<39} {'ms':>7}  {'trigger':<20} {'control':<20} notes"
+
+
+def hop_line(hop: dict) -> str:
+    """One hop of a trace, in fixed columns (as mtr prints them, so that each line can be printed
+    as soon as its hop is learned, and the lines still align)."""
+    notes = [*hop["details"]["trigger"].get("rewritten", []), *hop["details"]["control"].get("rewritten", [])]
+    if hop.get("confirmed"):
+        notes.insert(0, "difference seen twice")
+    ms = "" if hop["rtt_ms"] is None else f"{hop['rtt_ms']:.2f}"
+    return (f"{hop['ttl']:>3}  {hop['address'] or '*':<39} {ms:>7}  {hop['trigger']:<20} {hop['control']:<20} "
+            f"{'; '.join(notes)}").rstrip()
+
+
 def hops_table(hops: list[dict]) -> str:
     """The hop table of a trace, for people."""
-    from tabulate import tabulate
-
-    rows = []
-    for hop in hops:
-        notes = [*hop["details"]["trigger"].get("rewritten", []), *hop["details"]["control"].get("rewritten", [])]
-        if hop.get("confirmed"):
-            notes.insert(0, "difference seen twice")
-        rows.append([hop["ttl"], hop["address"] or "*", "" if hop["rtt_ms"] is None else f"{hop['rtt_ms']:.2f}",
-                     hop["trigger"], hop["control"], "; ".join(notes)])
-    return tabulate(rows, headers=["ttl", "router", "ms", "trigger", "control", "notes"], tablefmt="plain")
+    return "\n".join([HOPS_HEADER] + [hop_line(hop) for hop in hops])
 

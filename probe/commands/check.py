@@ -53,7 +53,7 @@ def check(
 
     measurement = run_check(target, options, on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
-    extra, frames = {}, list(measurement.frames)
+    extra, frames, found = {}, list(measurement.frames), None
     if not no_locate:
         from probe.trace import TraceOptions, localize
 
@@ -74,4 +74,6 @@ def check(
         print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose))
         print()
         print(summary_lines(document))
+    if found is not None and found.interrupt is not None:
+        raise found.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
     raise typer.Exit(code)

@@ -51,16 +51,25 @@ def trace(
 
     from probe.engine import analyze_flow
     from probe.live import CheckOptions, run_check
-    from probe.report import (application_sections, check_document, dumps, finish_document, hops_table,
-                              summary_lines, write_pcap)
+    from probe.report import (HOPS_HEADER, application_sections, check_document, dumps, finish_document,
+                              hop_json, hop_line, hops_table, summary_lines, write_pcap)
     from probe.trace import TraceOptions, localize
 
     measurement = run_check(target, CheckOptions(request=request, tls=tls), on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
-    say(f"the exchange at full TTL: {analysis.verdict}")
+    say(f"the exchange at full TTL, before locating: {analysis.verdict}")
     options = TraceOptions(request=request, control_host=control_host, max_ttl=max_ttl, window=wait,
                            max_time=max_time, tls=tls)
-    found = localize(target, measurement, analysis, options, always=True, on_progress=say)
+    streamed = []  # hops printed as they are learned (mtr's manner), so the table is not printed again
+
+    def print_hop(row) -> None:
+        if not streamed:
+            print(HOPS_HEADER, flush=True)
+        streamed.append(row)
+        print(hop_line(hop_json(row)), flush=True)
+
+    found = localize(target, measurement, analysis, options, always=True, on_progress=say,
+                     on_hop=None if json_output else print_hop)
     extra, frames = {}, list(measurement.frames)
     if found is not None:
         analysis, extra, frames = found.analysis, found.extra, frames + found.frames
@@ -75,9 +84,12 @@ def trace(
     if json_output:
         print(dumps(finish_document(document, started, code)))
     else:
-        print(hops_table(document["hops"]))
+        if not streamed:  # a SYN sweep, or nothing to trace: the table once, at the end
+            print(hops_table(document["hops"]))
         print()
         print(summary_lines(document))
         for sentence in document.get("trace", {}).get("evidence", []):
             print(f"  - {sentence}")
+    if found is not None and found.interrupt is not None:
+        raise found.interrupt  # exit 130 (Ctrl-C) or 143, after reporting the hops found so far
     raise typer.Exit(code)
