@@ -128,6 +128,12 @@ class HttpExchange:
         """The response has ended: the probe may close."""
         return self.status.complete
 
+    waits_for_peer_close = False  # HTTP closes with a FIN at once: FINs that cross are a simultaneous close
+
+    def close(self) -> bytes:
+        """What to send before our FIN: nothing for plain HTTP."""
+        return b""
+
     def report(self) -> dict:
         """The `http` section of a report: what the response said."""
         status = self.status

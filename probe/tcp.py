@@ -147,6 +147,7 @@ class ClientConnection:
         self._use_ts = False
         self._window_shift = 0
         self._fin_seq: int | None = None  # our FIN's sequence number once sent
+        self._close_at: float | None = None  # when we close if the server has not (app.waits_for_peer_close)
 
     # -- what the loop calls ------------------------------------------------------------
 
@@ -166,6 +167,8 @@ class ClientConnection:
     def on_timer(self, now: float) -> list[Segment]:
         if self.deadline is None or now < self.deadline:
             return []
+        if self._close_at is not None and now >= self._close_at:
+            return self._close_first(now)
         outstanding = self.state is State.SYN_SENT or self.data_outstanding or (
             self._fin_seq is not None and not self._fin_acked)
         if not outstanding:  # waiting for the server with nothing unacknowledged
@@ -376,6 +379,7 @@ class ClientConnection:
             self.last_progress = now
             out = [segment for segment in out if segment.purpose != "ack"]
             if self._fin_seq is None:
+                self._close_at = None
                 out.extend(self._send_new(now))
                 out.append(self._send_fin(now))
                 self.state = State.LAST_ACK
@@ -395,9 +399,25 @@ class ClientConnection:
                 out = [segment for segment in out if segment.purpose != "ack"] + new
                 if self.deadline is None or not was_outstanding:
                     self.deadline = now + self._rto
-        if self.state is State.ESTABLISHED and self.app.finished and not self.request_outstanding:
-            out.append(self._send_fin(now))  # the server keeps the connection open: we close first
-            self.state = State.FIN_WAIT
+        if self.state is State.ESTABLISHED and self.app.finished and not self.request_outstanding \
+                and self._fin_seq is None:
+            if not self.app.waits_for_peer_close:
+                out.append(self._send_fin(now))  # the server keeps the connection open: we close first
+                self.state = State.FIN_WAIT
+            elif self._close_at is None:  # let the server close first; ours would cross its close
+                self._close_at = now + max(2 * (self.rtt_estimate or 0.0), RTO_MIN)
+                self.deadline = self._close_at if self.deadline is None else min(self.deadline, self._close_at)
+        return out
+
+    def _close_first(self, now: float) -> list[Segment]:
+        """The server did not close within the grace: the application's goodbye, then our FIN."""
+        self._close_at = None
+        if self.state is not State.ESTABLISHED or self._fin_seq is not None:
+            return []
+        self._queue(self.app.close())
+        out = self._send_new(now)
+        out.append(self._send_fin(now))
+        self.state = State.FIN_WAIT
         return out
 
     def _queue(self, data: bytes) -> None:

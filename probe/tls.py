@@ -117,6 +117,24 @@ class TlsExchange:
         """The response ended, or TLS failed: nothing more can be said over this connection."""
         return self.http.finished or self.facts.handshake == "failed" or self._closing
 
+    # The server closes first, as HTTP's "Connection: close" asks it to: its close_notify and FIN
+    # follow the response. A close_notify of ours sent meanwhile would cross them and reach a
+    # closed socket, which resets it (measured with nginx). So the connection waits a little for
+    # the server's close (probe.tcp), answers it with a FIN alone, and says close_notify itself
+    # only when the server keeps the connection open.
+    waits_for_peer_close = True
+
+    def close(self) -> bytes:
+        """close_notify, as curl says it, unless the server has closed already."""
+        if self.facts.closed_by_peer or self.facts.handshake != "complete":
+            return b""
+        self._closing = True
+        try:
+            self._tls.unwrap()
+        except ssl.SSLError:  # SSLWantReadError: the peer's close_notify is not needed to leave
+            pass
+        return self._outgoing.read()
+
     # -- internals --------------------------------------------------------------------------------
 
     def _step(self) -> None:
@@ -149,16 +167,8 @@ class TlsExchange:
                 self.http.receive(b"", eof=True)
                 break
             self.http.receive(data)
-        if self.http.finished or self.facts.closed_by_peer:
-            self._close()
-
-    def _close(self) -> None:
-        """Say close_notify, as curl does once the response is read."""
-        self._closing = True
-        try:
-            self._tls.unwrap()
-        except ssl.SSLError:  # SSLWantReadError: the peer's close_notify is not needed to leave
-            pass
+        if self.facts.closed_by_peer:
+            self._closing = True  # answered with a FIN alone (see waits_for_peer_close)
 
     def _fail(self, error: Exception) -> None:
         self.facts.handshake = "failed"

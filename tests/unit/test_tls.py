@@ -37,7 +37,8 @@ def test_a_full_https_exchange_reads_the_response_and_verifies_against_the_given
     assert client_hello_sni(hello[5:]) == "www.example.com"
     assert describe(hello) == "ClientHello (SNI www.example.com)"
     client = exchange(cafile=write_pem(tmp_path, "ca.pem", ca))
-    last = converse(client, MemoryServer(tmp_path, make_leaf(ca, ["www.example.com"])))
+    converse(client, MemoryServer(tmp_path, make_leaf(ca, ["www.example.com"])))
+    last = client.close()  # the server kept the connection open: our close_notify
     facts = client.facts
     assert facts.handshake == "complete" and facts.version == "TLSv1.3" and facts.alpn == "http/1.1"
     assert facts.verified and facts.verify_problems == []
@@ -139,21 +140,21 @@ def test_a_truncated_client_hello_yields_no_sni_rather_than_an_error(tmp_path):
 # --- TLS riding on the crafted TCP connection ----------------------------------------------------
 
 
-def _tcp_conversation(tmp_path, ca, mss: int, drop_first_data: bool = False):
+def _tcp_conversation(tmp_path, ca, mss: int, drop_first_data: bool = False, server_closes: bool = False):
     """A ClientConnection carrying TLS, and a hand-made server end (the in-memory TLS server
     behind sequence numbers): returns every segment the client sent and the connection."""
     from probe.tcp import ClientConnection
     from tests.unit.conftest import from_server
 
     app = exchange(cafile=write_pem(tmp_path, "ca.pem", ca))
-    server = MemoryServer(tmp_path, make_leaf(ca, ["www.example.com"]))
+    server = MemoryServer(tmp_path, make_leaf(ca, ["www.example.com"]), close_after_response=server_closes)
     connection = ClientConnection("192.0.2.10", 40000, "198.51.100.80", 443, app, isn=1000)
     sent = list(connection.start(0.0))
     irs, server_nxt, expected = 5000, 5001, 1001  # the server's next sequence number, and the client's
     options = (("MSS", mss), ("SAckOK", True), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7))
     now = 0.05
     out = connection.on_packet(from_server(now, "SA", irs, 1001, options=options), now)
-    dropped = False
+    dropped, fin_sent = False, False
     for _ in range(40):
         sent += out
         data = b""
@@ -177,10 +178,11 @@ def _tcp_conversation(tmp_path, ca, mss: int, drop_first_data: bool = False):
         out = connection.on_packet(from_server(now, "A", server_nxt, expected), now) if not answer else []
         for start in range(0, len(answer), mss):
             chunk = answer[start:start + mss]
-            out += connection.on_packet(from_server(now, "PA", server_nxt, expected, payload=chunk), now)
-            server_nxt += len(chunk)
-        if app.finished and not answer:
-            break
+            last = start + mss >= len(answer)
+            flags = "FPA" if server.closed and last and not fin_sent else "PA"
+            out += connection.on_packet(from_server(now, flags, server_nxt, expected, payload=chunk), now)
+            server_nxt += len(chunk) + ("F" in flags)
+            fin_sent = fin_sent or "F" in flags
     return sent, connection, app
 
 
@@ -194,6 +196,17 @@ def test_tls_over_the_state_machine_sends_the_client_hello_as_the_request_and_cl
     assert app.http.status.status == 200 and app.facts.verified
     assert sent[-1].flags == "FA"  # close_notify went out before our FIN
     assert "A" in data[-1].flags and data[-1].seq + len(data[-1].payload) == sent[-1].seq
+
+
+def test_when_the_server_closes_first_we_answer_its_fin_with_a_fin_alone(tmp_path, ca):
+    """nginx says close_notify and FIN right after the response (Connection: close): a
+    close_notify of ours would reach its closed socket and draw a reset."""
+    sent, connection, app = _tcp_conversation(tmp_path, ca, mss=1460, server_closes=True)
+    data = [segment for segment in sent if segment.payload]
+    fin = next(segment for segment in sent if "F" in segment.flags)
+    assert not fin.payload and data[-1].seq < fin.seq  # nothing of ours after the response's request
+    assert app.facts.closed_by_peer and app.http.status.status == 200
+    assert connection.state.value in ("done", "last-ack")
 
 
 def test_a_small_mss_splits_what_tls_sends_and_a_lost_segment_is_retransmitted_from_its_start(tmp_path, ca):

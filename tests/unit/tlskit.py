@@ -74,7 +74,8 @@ class MemoryServer:
     """A TLS server over MemoryBIO: feed it the client's bytes, it answers as OpenSSL would, and
     once the handshake is done it answers any request with `response`."""
 
-    def __init__(self, tmp: Path, leaf: Issued, response: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"):
+    def __init__(self, tmp: Path, leaf: Issued, response: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                 close_after_response: bool = False):
         cert = write_pem(tmp, "server.pem", leaf)
         key = tmp / "server.key"
         key.write_bytes(leaf.key_pem())
@@ -84,6 +85,7 @@ class MemoryServer:
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
         self.response, self.answered, self.handshaken = response, False, False
+        self.close_after_response, self.closed = close_after_response, False
         self.received = b""
 
     def feed(self, data: bytes) -> bytes:
@@ -102,4 +104,10 @@ class MemoryServer:
         if b"\r\n\r\n" in self.received and not self.answered:
             self.answered = True
             self.tls.write(self.response)
+            if self.close_after_response:  # as nginx does for Connection: close: close_notify, then FIN
+                self.closed = True
+                try:
+                    self.tls.unwrap()
+                except ssl.SSLWantReadError:
+                    pass
         return self.outgoing.read()
