@@ -2,9 +2,11 @@
 
 An *application* is what rides on the crafted TCP connection, sans-IO, in the manner of h11:
 `first_flight()` gives the bytes that open the conversation (the trigger a box reacts to),
-`receive(data, eof)` takes the server's in-order bytes and gives what to send next, and
-`status` and `finished` say where the conversation stands. `HttpExchange` here is plain
-HTTP; `probe.tls.TlsExchange` is the same HTTP inside TLS."""
+`receive(data, eof)` takes the server's in-order bytes and gives what to send next,
+`status` and `finished` say where the conversation stands, and `close()` gives what to say
+before our FIN when we close first (`waits_for_peer_close`: give the server a moment to close
+first, so that our goodbye does not cross its own). `HttpExchange` here is plain HTTP;
+`probe.tls.TlsExchange` is the same HTTP inside TLS."""
 
 from __future__ import annotations
 
