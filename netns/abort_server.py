@@ -8,7 +8,7 @@ from the server's own stack: the reference for "the server reset it", as opposed
 forged on the path. One thread, one selector, non-blocking sockets; prints `ready` once
 listening and exits 0 on SIGTERM/SIGINT.
 
-    python3 -m netns.abort_server [--host 0.0.0.0] [--port 8080] [--tls-port 8443]
+    python3 -m netns.abort_server [--host ::] [--port 8080] [--tls-port 8443]
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ def serve(host: str, port: int, tls_port: int | None = None) -> None:
     for listen_port, request_read in ((port, headers_read), (tls_port, client_hello_read)):
         if listen_port is None:
             continue
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if ":" in host:  # "::": both families on one socket (IPv4 clients as ::ffff:a.b.c.d)
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         listener.bind((host, listen_port))
         listener.listen(128)
         listener.setblocking(False)
@@ -112,7 +114,7 @@ def serve(host: str, port: int, tls_port: int | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m netns.abort_server",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="::", help="'::' takes both families on one socket")
     p.add_argument("--port", type=int, default=8080, help="reset after the HTTP request headers")
     p.add_argument("--tls-port", type=int, help="reset after the TLS ClientHello")
     args = p.parse_args(argv)

@@ -10,6 +10,11 @@ for it (`hop = "none"`: the probe must not locate anything). [topology] may say 
 or `server = "unrouted"` (the last router has no route to the server's network: net
 unreachable).
 
+A scenario runs over IPv4 unless its file opts in to IPv6 too (`families = ["ipv4", "ipv6"]`);
+`run_scenario(..., family=6)` then runs it over the lab's IPv6 plan: the same boxes at the same
+hops, the URL resolved to the server's IPv6 address (`--resolve HOST:PORT:[ADDR]`, or
+`[probe] address6`), and the same expectations.
+
 For an https URL the probe is also given `--cacert` with the lab's CA file (curl's option: trust
 this CA), so the server's certificate verifies. [box] args may name the lab's TLS files, filled
 in when the lab is up: {ca_file}, {proxy_ca_file}, {proxy_cert_file}, {proxy_key_file} (the
@@ -31,6 +36,7 @@ from netns.lab import HTTP_PORT, HTTPS_PORT, Lab
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 LB_VIP = "203.0.113.100"
 SERVER_STATES = ("up", "dead", "unrouted")
+FAMILIES = {"ipv4": 4, "ipv6": 6}
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class Scenario:
     routers: int = 4
     delay_ms: float = 50.0
     server: str = "up"  # "up", "dead" or "unrouted" (see the module docstring)
+    families: tuple[int, ...] = (4,)
+    address6: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> "Scenario":
@@ -59,12 +67,16 @@ class Scenario:
         if server not in SERVER_STATES:
             raise ValueError(f"{path.name}: [topology] server must be one of {', '.join(SERVER_STATES)}")
         expect = {key: None if value == "none" else value for key, value in data["expect"].items()}
+        families = data.get("families", ["ipv4"])
+        if not families or any(name not in FAMILIES for name in families):
+            raise ValueError(f"{path.name}: families must name some of {', '.join(FAMILIES)}")
         return cls(name=path.stem, description=data.get("description", ""), box=box.get("name"),
                    box_hop=box.get("hop"), box_args=tuple(box.get("args", ())), url=probe["url"],
                    address=probe.get("address"), probe_args=tuple(probe.get("args", ())),
                    expect=expect, trap=bool(data.get("trap", False)), known_gap=data.get("known_gap"),
                    routers=int(topology.get("routers", 4)), delay_ms=float(topology.get("delay_ms", 50.0)),
-                   server=server)
+                   server=server, families=tuple(FAMILIES[name] for name in families),
+                   address6=probe.get("address6"))
 
 
 def load_all(names: list[str] | None = None) -> list[Scenario]:
@@ -123,8 +135,11 @@ def lab_files(lab: Lab) -> dict[str, str]:
 class ScenarioLab:
     """One scenario's lab with its box running; probes can be run against it repeatedly."""
 
-    def __init__(self, scenario: Scenario):
-        self.scenario = scenario
+    def __init__(self, scenario: Scenario, family: int = 4):
+        if family not in scenario.families:
+            raise ValueError(f"{scenario.name} does not run over IPv{family} (its families: "
+                             f"{', '.join(f'ipv{f}' for f in scenario.families)})")
+        self.scenario, self.family = scenario, family
         self.lab = Lab(routers=scenario.routers, delay_ms=scenario.delay_ms)
 
     def __enter__(self) -> "ScenarioLab":
@@ -152,7 +167,10 @@ class ScenarioLab:
         from urllib.parse import urlsplit
 
         url = urlsplit(self.scenario.url)
-        address = self.scenario.address or self.lab.server_addr
+        if self.family == 6:
+            address = f"[{self.scenario.address6 or self.lab.server_addr6}]"
+        else:
+            address = self.scenario.address or self.lab.server_addr
         trust = ["--cacert", str(self.lab.ca_file)] if url.scheme == "https" else []
         return [sys.executable, "-m", "probe", command, self.scenario.url, "--resolve",
                 f"{url.hostname}:{_port(self.scenario.url)}:{address}", *trust, "--json",
@@ -184,7 +202,7 @@ def capture(lab: Lab, ns: str, interface: str, path: Path, timeout: float = 10.0
     """tcpdump on `interface` in namespace `ns`, capturing once the block starts, until it ends."""
     path.unlink(missing_ok=True)
     proc = lab.spawn(ns, ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-Z", "root",
-                                     "-w", str(path), "tcp or icmp"], ready_line=None, name="tcpdump")
+                          "-w", str(path), "tcp or icmp or icmp6"], ready_line=None, name="tcpdump")
     deadline = time.monotonic() + timeout
     while not (path.exists() and path.stat().st_size >= 24):  # the file header: tcpdump is capturing
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -198,11 +216,11 @@ def capture(lab: Lab, ns: str, interface: str, path: Path, timeout: float = 10.0
 
 
 def run_scenario(scenario: Scenario, repeats: int = 1, record: Path | None = None,
-                 record_server: Path | None = None) -> list[RunResult]:
-    """Run the probe `repeats` times against one lab; with `record`, keep the first run's capture
-    and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`); with `record_server`,
-    also a capture of that run taken on the server (`NAME.server.pcap`)."""
-    with ScenarioLab(scenario) as lab:
+                 record_server: Path | None = None, family: int = 4) -> list[RunResult]:
+    """Run the probe `repeats` times against one lab, over IPv`family`; with `record`, keep the
+    first run's capture and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`);
+    with `record_server`, also a capture of that run taken on the server (`NAME.server.pcap`)."""
+    with ScenarioLab(scenario, family) as lab:
         results = []
         for i in range(repeats):
             extra = ()

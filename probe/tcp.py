@@ -18,7 +18,8 @@ It behaves like a real client where that exposes middleboxes:
 - the close is polite (FIN both ways) so no half-open connection stays on the server;
 - an ICMP error ends the handshake where Linux's would end (`tcp_v4_err`): in SYN-SENT, a
   destination unreachable of any code but "fragmentation needed" (4), a time exceeded or a
-  parameter problem quoting our SYN ends the attempt at once, as connect() fails at once, with
+  parameter problem quoting our SYN ends the attempt at once (over IPv6, `tcp_v6_err`: every
+  ICMPv6 error but packet too big, whatever its code, administratively prohibited included), as connect() fails at once, with
   the error recorded; nothing is retransmitted into a dead host for seconds. Once established,
   every ICMP error is soft, as on Linux without IP_RECVERR (RFC 1122 4.2.3.9 would allow
   protocol and port unreachable to abort; Linux does not, and neither do we): the error stays in
@@ -42,7 +43,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from probe.record import PacketRecord, is_packet_too_big, is_time_exceeded, is_unreachable
+from probe.record import PacketRecord, is_icmp_error, is_packet_too_big, is_time_exceeded, is_unreachable
 
 MOD32 = 1 << 32
 ICMP_PARAMETER_PROBLEM = 12
@@ -423,9 +424,14 @@ class ClientConnection:
 def ends_handshake(packet: PacketRecord) -> bool:
     """Whether an ICMP error ends a connection attempt on Linux (tcp_v4_err in SYN-SENT): every
     destination unreachable but fragmentation needed, time exceeded, parameter problem. Source
-    quench and redirect never do."""
-    if is_packet_too_big(packet):  # path MTU information (RFC 1191), never an end
+    quench and redirect never do. Over IPv6 (tcp_v6_err, net/ipv6/tcp_ipv6.c): packet too big
+    only updates the path MTU (RFC 8201) and a redirect is neighbour discovery, not an error;
+    every other ICMPv6 error (RFC 4443: destination unreachable of any code, time exceeded,
+    parameter problem) ends a connection in SYN-SENT."""
+    if is_packet_too_big(packet):  # path MTU information (RFC 1191, RFC 8201), never an end
         return False
+    if packet.version == 6:
+        return is_icmp_error(packet)
     if is_unreachable(packet):
         return packet.icmp_code is not None and packet.icmp_code < ICMP_UNREACHABLE_CODES
     return is_time_exceeded(packet) or packet.icmp_type == ICMP_PARAMETER_PROBLEM

@@ -340,10 +340,71 @@ def test_an_ipv6_reset_with_another_flow_label_and_hop_limit_is_forged_and_a_zer
     forged = replace(v6([from_server(packets[-1].t + 0.001, "RA", IRS + 1, END, ttl=62, win=0)])[0],
                      flow_label=0x12345)
     baseline = build_baseline(packets + [forged], FLOW)
-    assert h.flow_label(forged, baseline)[0].weight == 2
+    assert h.flow_label(packets + [forged], len(packets), FLOW, baseline)[0].weight == 2
     assert h.ip_id_habit(forged, baseline) == []
     analysis, origins = judged(packets + [forged])
     assert origins[-1] == "middlebox"
     genuine = replace(forged, ttl=60, flow_label=0x5A5A5)
     analysis, origins = judged(packets + [genuine])
     assert origins[-1] == "server" and analysis.verdict == "server-reset"
+
+
+def test_an_ipv6_bare_reset_for_a_forgotten_connection_may_carry_another_flow_label():
+    """The field report over IPv6, as the lab's Linux server sends it: the reset answering our
+    retransmission comes from the control socket (tcp_v6_send_reset without a socket), labelled
+    from a hash of the addresses and ports, not with the connection's label: no signal."""
+    packets = v6(exchange())
+    genuine = replace(v6([from_server(packets[-1].t + RTT, "R", IRS + 1, 0, win=0)])[0], flow_label=0x2B48F)
+    assert h.flow_label(packets + [genuine], len(packets), FLOW, build_baseline(packets + [genuine], FLOW)) == []
+    forged_ack = replace(genuine, flags="RA", ack=END)  # a RST/ACK keeps the connection's label on Linux
+    assert h.flow_label(packets + [forged_ack], len(packets), FLOW,
+                        build_baseline(packets + [forged_ack], FLOW))[0].weight == 2
+
+
+def test_after_a_retransmission_a_new_ipv6_flow_label_weighs_less():
+    """Linux draws a new label on RTO and on a duplicate data segment (sk_rethink_txhash): the
+    server's abort after our request went out twice may carry another label than its SYN-ACK."""
+    packets = v6(exchange())
+    request = next(p for p in packets if FLOW.sent_by_client(p) and p.length)
+    packets.append(replace(request, t=packets[-1].t + 0.2))  # our request again
+    abort = replace(v6([from_server(packets[-1].t + RTT, "RA", IRS + 1, END)])[0], flow_label=0x2B48F)
+    signals = h.flow_label(packets + [abort], len(packets), FLOW, build_baseline(packets + [abort], FLOW))
+    assert [s.weight for s in signals] == [1]
+    analysis, origins = judged(packets + [abort])
+    assert origins[-1] == "server" and analysis.verdict == "server-reset"
+
+
+# --- a reset for a segment that found the connection closed ----------------------------------------
+
+
+def closing_race(reset_seq_from_our_ack: bool):
+    """HTTPS on nginx, measured in the lab (scenario 29): the server answers, then sends its
+    close_notify and FIN; our close_notify (data) crosses them and reaches a closed socket, whose
+    stack answers with a bare reset at our segment's ACK number, behind the 25 bytes (its
+    close_notify and FIN) it had already sent."""
+    body = PAGE
+    packets = exchange() + [
+        from_server(2 * RTT + 0.001, "PA", IRS + 1, END, ip_id=1, payload=body),
+        from_client(2 * RTT + 0.002, "PA", END, IRS + 1 + len(body), ip_id=103, payload=b"n" * 24),  # close_notify
+        from_client(2 * RTT + 0.0025, "FA", END + 24, IRS + 1 + len(body), ip_id=104),
+        from_server(2 * RTT + 0.020, "FPA", IRS + 1 + len(body), END, ip_id=2, payload=b"s" * 24),
+        from_client(2 * RTT + 0.021, "A", END + 25, IRS + 1 + len(body) + 25, ip_id=105),
+    ]
+    server_next = IRS + 1 + len(body) + 25  # after its close_notify and FIN
+    seq = IRS + 1 + len(body) if reset_seq_from_our_ack else server_next + 1460
+    packets.append(from_server(3 * RTT + 0.002, "R", seq, 0, ip_id=0, win=0))
+    return packets
+
+
+def test_a_bare_reset_at_the_ack_of_our_segment_is_the_closed_servers_not_a_wrong_sequence_number():
+    packets = closing_race(reset_seq_from_our_ack=True)
+    analysis, origins = judged(packets)
+    assert origins[-1] == "server", evidence_of(packets, len(packets) - 1)
+    assert "next byte belongs" not in evidence_of(packets, len(packets) - 1)
+    assert analysis.verdict == "clean"
+
+
+def test_a_bare_reset_guessing_ahead_is_still_off_by_its_offset():
+    """The known false positive the exemption must not open: an injector's +1460 guess."""
+    packets = closing_race(reset_seq_from_our_ack=False)
+    assert "sequence number +1460 from where the server's next byte belongs" in evidence_of(packets, len(packets) - 1)
