@@ -31,11 +31,12 @@ def lab():
 
 @pytest.fixture
 def box(lab):
-    """`box(name, hop)` starts netns.boxes.NAME on router `hop`; every box started is stopped."""
+    """`box(name, hop, *args)` starts netns.boxes.NAME ARGS on router `hop`; every box started is stopped."""
     started = []
 
-    def start(name: str, hop: int):
-        started.append(lab.spawn(lab.router_ns(hop), [sys.executable, "-m", f"netns.boxes.{name}"], name=name))
+    def start(name: str, hop: int, *args: str):
+        started.append(lab.spawn(lab.router_ns(hop), [sys.executable, "-m", f"netns.boxes.{name}", *args],
+                                 name=name))
 
     yield start
     for proc in started:

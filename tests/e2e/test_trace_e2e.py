@@ -1,5 +1,6 @@
 """`probe trace` in the lab: each request-triggered box and the SYN-resetting firewall, at hop 1,
-2, 3 and 4 in turn, is named at its hop; with no box, "no interference"; and no connection of
+2, 3 and 4 in turn, is named at its hop, and so are the tap and the swallowing box triggered by
+the SNI of an https:// trace's ClientHello; with no box, "no interference"; and no connection of
 the trace is left half-open on the server."""
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ EXPECTED = {  # box -> (verdict, fate of the trigger where it first differs)
     "silentdrop": ("dropped", "silent"),
     "firewall": ("middlebox-reset", "reset"),
 }
+SNI_BOXES = ("tap", "swallow")  # run with --port 443 --match sni against https://
+SNI_TRIGGER = ("--port", "443", "--match", "sni")
 
 
-def trace_args(lab, *extra: str) -> list[str]:
-    return ["trace", f"http://{TRIGGER_HOST}/", "--resolve", f"{TRIGGER_HOST}:80:{lab.server_addr}", "--json",
-            *extra]
+def trace_args(lab, *extra: str, scheme: str = "http") -> list[str]:
+    port, trust = (443, ["--cacert", str(lab.ca_file)]) if scheme == "https" else (80, [])
+    return ["trace", f"{scheme}://{TRIGGER_HOST}/", "--resolve", f"{TRIGGER_HOST}:{port}:{lab.server_addr}", *trust,
+            "--json", *extra]
 
 
 def leftover_server_sockets(lab) -> set[tuple[str, str]]:
@@ -42,11 +46,12 @@ def wait_for_nothing_left_open(lab, before: set) -> None:
 
 
 @pytest.mark.parametrize("hop", range(1, ROUTERS + 1))
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_trace_names_the_hop_of_the_box(lab, box, name, hop):
-    box(name, hop)
+@pytest.mark.parametrize("scheme, name", [("http", name) for name in sorted(EXPECTED)]
+                         + [("https", name) for name in SNI_BOXES])
+def test_trace_names_the_hop_of_the_box(lab, box, scheme, name, hop):
+    box(name, hop, *(SNI_TRIGGER if scheme == "https" else ()))
     before = leftover_server_sockets(lab)
-    run = run_probe(lab, trace_args(lab))
+    run = run_probe(lab, trace_args(lab, scheme=scheme))
     assert run.returncode == 3, run.describe()
     document = run.document
     verdict, fate = EXPECTED[name]
