@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"client  {lab.client_ns}  {lab.client_addr}")
         for k in range(1, lab.routers + 1):
             print(f"r{k:<6} {lab.router_ns(k)}  {lab.router_addr(k)}")
-        print(f"server  {lab.server_ns}  {lab.server_addr}  (:80 nginx, :8080 reset, :81 closed)")
+        print(f"server  {lab.server_ns}  {lab.server_addr}  (:80 nginx, :8080 reset, :81 closed; "
+              f":443 nginx TLS, :8443 reset after the ClientHello, :444 closed)")
+        print(f"CA      {lab.ca_file}")
         print(f"e.g.  ip netns exec {lab.client_ns} curl http://{lab.server_addr}/", flush=True)
         threading.Event().wait()  # until a signal raises SystemExit
     return 0

@@ -15,6 +15,8 @@ Address plan (fixed; probes, boxes and tests rely on it)::
        |                          203.0.113.0/24
     server  ns {prefix}-s    s0  203.0.113.80/24 (+ add_server_address)  default via 203.0.113.1
               nginx :80 (/ and /big), abort_server :8080 (RST after the headers), :81 closed,
+              nginx TLS :443 (certificate of the lab's CA, `lab.ca_file`), abort_server :8443
+              (RST after the ClientHello), :444 closed,
               delay line: NFQUEUE on INPUT -i s0 and OUTPUT -o s0, delay_ms/2 each way
 
 (With N = 1, r1.dn is 203.0.113.1/24 and r1 has both networks connected.)
@@ -70,6 +72,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
+from netns.labtls import Issued, make_pki
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MARKER_DIR = Path("/run/plab")
 PREFIX = "plab"
@@ -92,6 +96,9 @@ SERVER_GATEWAY6 = "2001:db8:113::1"
 HTTP_PORT = 80
 ABORT_PORT = 8080
 CLOSED_PORT = 81
+HTTPS_PORT = 443
+TLS_ABORT_PORT = 8443
+TLS_CLOSED_PORT = 444
 DELAY_QUEUE = 4242  # NFQUEUE number of the delay line, in the server namespace only
 INDEX_BODY = b"<!doctype html>\n<title>probe lab</title>\n<p>hello from the probe lab server</p>\n"
 BIG_SIZE = 100 * 1024  # bytes served at /big
@@ -172,6 +179,8 @@ class Lab:
         self.prefix = prefix or f"{PREFIX}{os.getpid()}x{next(_counter)}"
         self.server_addresses: list[str] = [SERVER_ADDR]
         self.workdir: Path | None = None
+        self.pki: Issued | None = None  # the server's certificate and the lab's CA
+        self.proxy_pki: Issued | None = None  # the interception CA and its certificate
         self._created: list[str] = []  # namespaces that exist, in creation order
         self._tracked: list[_Tracked] = []
         self._marker: Path | None = None
@@ -225,6 +234,14 @@ class Lab:
         return router_up_addr6(k)
 
     @property
+    def ca_file(self) -> Path:
+        """The lab's CA certificate: what a client must trust to verify the server (curl's
+        --cacert)."""
+        if self.pki is None:
+            raise LabError("the lab is not up, or runs no servers")
+        return self.pki.ca_file
+
+    @property
     def processes(self) -> list[subprocess.Popen]:
         """Processes the lab started and still tracks."""
         return [t.proc for t in self._tracked]
@@ -255,6 +272,8 @@ class Lab:
             if self.delay_ms or self.jitter_ms or self.loss:
                 self._start_delay_line()
             if self.servers:
+                self.pki = make_pki(self.workdir / "tls", "probe lab CA")
+                self.proxy_pki = make_pki(self.workdir / "tls-proxy", "probe lab interception CA")
                 self._start_servers()
         except BaseException:
             self.down()
@@ -275,6 +294,7 @@ class Lab:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+            self.pki = self.proxy_pki = None
         if self._marker is not None:
             self._marker.unlink(missing_ok=True)
             self._marker = None
@@ -420,13 +440,16 @@ class Lab:
 
     def _start_servers(self) -> None:
         assert self.workdir is not None
-        conf = _write_nginx_site(self.workdir)
+        assert self.pki is not None
+        conf = _write_nginx_site(self.workdir, self.pki)
         nginx = self.spawn(self.server_ns, ["nginx", "-p", str(self.workdir), "-c", str(conf),
                                             "-e", str(self.workdir / "nginx-error.log")],
                            ready_line=None, name="nginx")
         self.spawn(self.server_ns, [sys.executable, "-m", "netns.abort_server",
-                                    "--port", str(ABORT_PORT)], name="abort_server")
+                                    "--port", str(ABORT_PORT), "--tls-port", str(TLS_ABORT_PORT)],
+                   name="abort_server")
         self.wait_listening(nginx, HTTP_PORT, timeout=SERVER_READY_TIMEOUT)
+        self.wait_listening(nginx, HTTPS_PORT, timeout=SERVER_READY_TIMEOUT)
 
     def wait_listening(self, proc: subprocess.Popen, port: int, timeout: float = 10.0) -> None:
         """Wait until a TCP socket listens on `port` in the namespace of `proc` (a tracked
@@ -695,7 +718,7 @@ def _listening(pid: int, port: int) -> bool:
     return False
 
 
-def _write_nginx_site(workdir: Path) -> Path:
+def _write_nginx_site(workdir: Path, pki: Issued) -> Path:
     """Config and content for nginx in `workdir`; returns the config path."""
     www = workdir / "www"
     www.mkdir(mode=0o755)
@@ -726,6 +749,15 @@ http {{
         listen {HTTP_PORT} default_server;
         listen [::]:{HTTP_PORT} default_server;
         server_name _;
+        root {www};
+        index index.html;
+    }}
+    server {{
+        listen {HTTPS_PORT} ssl default_server;
+        server_name _;
+        ssl_certificate {pki.cert_file};
+        ssl_certificate_key {pki.key_file};
+        ssl_protocols TLSv1.2 TLSv1.3;  # nginx 1.22's default lacks TLS 1.3, today's servers have it
         root {www};
         index index.html;
     }}

@@ -27,9 +27,18 @@ def nagios_state(probe_codes) -> int:
                default=OK)
 
 
-def nagios_output(tally) -> tuple[str, int]:
-    """The plugin's text (status line, details) and its exit state."""
+def worse_state(*states: int) -> int:
+    """The worst of plugin states, in the order CRITICAL, WARNING, UNKNOWN, OK."""
+    return max(states, key=_STATE_ORDER.__getitem__)
+
+
+def nagios_output(tally, trouble: str | None = None) -> tuple[str, int]:
+    """The plugin's text (status line, details) and its exit state. `trouble`: what else went
+    wrong (the history not written): said on the status line, and at least UNKNOWN."""
     state = nagios_state(code for code, count in tally.codes.items() if count) if tally.total else UNKNOWN
+    measured_state = state
+    if trouble:
+        state = worse_state(state, UNKNOWN)
     interfered = tally.codes[3]
     failed = tally.codes[4]
     unmeasured = tally.codes[1] + tally.codes[2]
@@ -37,12 +46,14 @@ def nagios_output(tally) -> tuple[str, int]:
     total = tally.total
     if not total:
         summary = "no targets"
-    elif state == OK:
+    elif measured_state == OK:
         summary = f"all {total} targets clean"
     else:
         parts = [f"{count} {what}" for count, what in ((interfered, "interfered with"), (failed, "failed"),
                                                        (unmeasured, "not measured")) if count]
         summary = f"{', '.join(parts)} of {total} targets"
+    if trouble:
+        summary += f"; {trouble}"
     perfdata = [f"clean={clean};;;0;{total}", f"interfered={interfered};;1;0;{total}",
                 f"failed={failed};1;;0;{total}", f"unmeasured={unmeasured};;;0;{total}"]
     if tally.rtt_count:

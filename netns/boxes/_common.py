@@ -35,23 +35,32 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from . import _tls
+
 DEFAULT_TRIGGER = "blocked.example"
 DEFAULT_PORT = 80
 BOX_TTL = 64  # what a Linux box would put in a packet of its own
+MATCHES = ("bytes", "sni")
 HOOKS = {"prerouting": ("mangle", "PREROUTING"), "forward": ("filter", "FORWARD")}
 
 
 def parser(box: str, doc: str, *, queue: int | None = None, where: str | None = None,
            wheres: tuple[str, ...] = ("prerouting", "forward"),
-           uses_trigger: bool = True) -> argparse.ArgumentParser:
+           uses_trigger: bool = True, sni: bool = False) -> argparse.ArgumentParser:
     """The options every box accepts (so a lab can pass the same ones to all); `queue` and
-    `where` are this box's defaults, None when it does not use them."""
+    `where` are this box's defaults, None when it does not use them; `sni`: the box also
+    takes `--match sni` (the trigger is the server name of a TLS ClientHello)."""
     summary = (doc or "").strip().split("\n\n")[0].replace("\n", " ")
     p = argparse.ArgumentParser(prog=f"python3 -m netns.boxes.{box}", description=summary)
     unused = " (not used by this box)"
     p.add_argument("--trigger", default=DEFAULT_TRIGGER,
                    help="bytes that make a client->server segment a trigger, case-insensitive"
                         + ("" if uses_trigger else unused))
+    if sni:
+        p.add_argument("--match", choices=MATCHES, default="bytes",
+                       help="bytes: the trigger anywhere in a client->server segment (an HTTP "
+                            "Host or URL); sni: a segment holding a whole TLS ClientHello whose "
+                            "server name is the trigger or a name under it (see _tls)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="the server's TCP port")
     p.add_argument("--queue", type=int, default=queue,
                    help="NFQUEUE number" + (unused if queue is None else ""))
@@ -87,8 +96,11 @@ def server_and_trigger_rules(where: str, port: int, trigger: str, queue: int) ->
             (table, chain, ["-p", "tcp", "--dport", str(port), *string_match(trigger), *nfqueue(queue)])]
 
 
-def is_trigger(payload: bytes, trigger: str) -> bool:
-    """The same test as `string_match`, for packets already in Python."""
+def is_trigger(payload: bytes, trigger: str, match: str = "bytes") -> bool:
+    """The same test as `string_match`, for packets already in Python; with match "sni", only
+    a ClientHello naming the trigger (the string match then only preselects)."""
+    if match == "sni":
+        return _tls.sni_is(payload, trigger)
     return bool(payload) and trigger.lower().encode() in payload.lower()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from typing import Callable
 
 from . import _common
 
@@ -89,10 +90,10 @@ def relay(client: socket.socket, slots: threading.BoundedSemaphore) -> None:
         slots.release()
 
 
-def main() -> None:
-    p = _common.parser("proxy", __doc__, uses_trigger=False)
-    p.add_argument("--listen-port", type=int, default=3129, help="where REDIRECT sends connections")
-    args = p.parse_args()
+def serve_redirected(box: str, port: int, listen_port: int,
+                     handle: Callable[[socket.socket, threading.BoundedSemaphore], None]) -> None:
+    """Redirect connections to `port` to a listener on `listen_port` and run `handle(client,
+    slots)` in a thread for each (it must release its slot); past MAX_CONNECTIONS, reset."""
     _common.refuse_root_namespace()
     listeners = []
     for family, anywhere in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
@@ -100,7 +101,7 @@ def main() -> None:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        listener.bind((anywhere, args.listen_port))
+        listener.bind((anywhere, listen_port))
         listener.listen(64)
         listeners.append(listener)
     slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -111,13 +112,19 @@ def main() -> None:
             if not slots.acquire(blocking=False):
                 reset(client)
                 return
-            threading.Thread(target=relay, args=(client, slots), daemon=True).start()
+            threading.Thread(target=handle, args=(client, slots), daemon=True).start()
         return accept_one
 
-    spec = ["-p", "tcp", "--dport", str(args.port),
-            "-j", "REDIRECT", "--to-ports", str(args.listen_port)]
+    spec = ["-p", "tcp", "--dport", str(port), "-j", "REDIRECT", "--to-ports", str(listen_port)]
     readers = {listener.fileno(): acceptor(listener) for listener in listeners}
-    _common.serve("proxy", [("nat", "PREROUTING", spec)], readers, lambda: [listener.close() for listener in listeners])
+    _common.serve(box, [("nat", "PREROUTING", spec)], readers, lambda: [listener.close() for listener in listeners])
+
+
+def main() -> None:
+    p = _common.parser("proxy", __doc__, uses_trigger=False)
+    p.add_argument("--listen-port", type=int, default=3129, help="where REDIRECT sends connections")
+    args = p.parse_args()
+    serve_redirected("proxy", args.port, args.listen_port, relay)
 
 
 if __name__ == "__main__":
