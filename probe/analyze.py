@@ -41,12 +41,15 @@ as genuine (the engine was written from the client's seat) -- see its docstring.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from probe.engine import Analysis, Attribution, Flow, analyze_flow
 from probe.engine.baseline import COMMON_INITIAL_TTLS, seq_end
-from probe.record import ICMP6_ERROR_TYPES, ICMP_ERROR_TYPES, PacketRecord, address_text, ipv6_transport, parse_ip
+from probe.ordinary import CLEAN, Ordinary
+from probe.record import (ICMP6_ERROR_TYPES, ICMP_ERROR_TYPES, TCP_FLAG_LETTERS, PacketRecord, address_text,
+                          ipv6_transport, parse_ip)
 from probe.tcp import seq_diff
 
 LINGER = 2.0  # seconds of capture time a closed flow stays open for late (injected) packets
@@ -62,16 +65,23 @@ TICK_SAMPLE = 32  # records whose timestamps show the capture's resolution
 _SYN, _ACK, _RST, _FIN = 0x02, 0x10, 0x04, 0x01
 
 
+_KEPT = struct.Struct("=dI")  # before each packet an open flow keeps: its time and its length
+
+
 @dataclass
 class OpenFlow:
-    """A flow under analysis: who is who, its records so far, and how it stands."""
+    """A flow under analysis: who is who, its packets so far, and how it stands.
+
+    The packets are kept as they came (time, bytes) and become records only if the flow goes to
+    the engine (`records`); how the flow stands is read from their headers as they come."""
 
     client: str
     client_port: int
     server: str
     server_port: int
     client_isn: int
-    records: list[PacketRecord] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)  # each kept packet: _KEPT (time, length), then its bytes
+    count: int = 0  # packets kept
     last_t: float = 0.0
     closed_at: float | None = None
     wait: float = LINGER  # the silence after its last packet at which a closed flow is over
@@ -79,12 +89,25 @@ class OpenFlow:
     fins_acked: set = field(default_factory=set)  # the sides whose FIN the other side acknowledged
     elided: int = 0  # bulk packets counted but not kept
     last_ttl: dict = field(default_factory=dict)  # source address -> TTL of its last packet
+    ordinary: Ordinary | None = None  # the pre-judgement (`probe.ordinary`), from the first packet on
+    client_end: bytes = b""  # the client's address and port as its packets carry them
+
+    @property
+    def records(self) -> list[PacketRecord]:
+        """The kept packets as the engine's records, in the order they came."""
+        records, raw, position = [], self.raw, 0
+        while position < len(raw):
+            t, length = _KEPT.unpack_from(raw, position)
+            position += _KEPT.size
+            records.append(parse_ip(bytes(raw[position:position + length]), t))
+            position += length
+        return records
 
     def elide(self, t: float, source: bytes, ttl: int, flags: int) -> bool:
         """Past KEEP_ALL packets, skip (and count) plain segments that arrive as the last one from
         the same side did: SYN, FIN and RST segments, any change of TTL, and everything after a FIN
         (the ACKs that end the flow) are always kept."""
-        if len(self.records) < KEEP_ALL or flags & (_SYN | _RST | _FIN) or self.last_ttl.get(source) != ttl \
+        if self.count < KEEP_ALL or flags & (_SYN | _RST | _FIN) or self.last_ttl.get(source) != ttl \
                 or self.fin_ends:  # once closing, every ACK counts
             self.last_ttl[source] = ttl
             return False
@@ -92,24 +115,88 @@ class OpenFlow:
         self.elided += 1
         return True
 
-    def add(self, record: PacketRecord) -> None:
+    def _keep(self, t: float, packet: bytes) -> None:
         if self.closed_at is not None:  # a late packet: the next may come after twice this silence
-            self.wait = min(LATE_MAX, max(self.wait, 2 * (record.t - self.last_t)))
-        self.last_t = record.t
-        self.records.append(record)
+            self.wait = min(LATE_MAX, max(self.wait, 2 * (t - self.last_t)))
+        self.last_t = t
+        self.raw += _KEPT.pack(t, len(packet))
+        self.raw += packet
+        self.count += 1
+
+    def add_other(self, t: float, packet: bytes) -> None:
+        """Keep a packet that is not a complete TCP segment of the flow (an ICMP error quoting it, a
+        cut-short TCP header): it goes to the engine, so the flow is not ordinary."""
+        self._keep(t, packet)
+        if self.ordinary is not None:
+            self.ordinary.still = False
+        else:
+            self.ordinary = _NOT_ORDINARY
+
+    def add_tcp(self, t: float, packet: bytes, l4: int, from_client: bool, ttl: int, flags: int) -> None:
+        """Keep one IPv4 TCP segment of the flow (header complete, `l4` its offset) and follow the
+        close and the pre-judgement from its header. (The hot path: `_keep` and `_follow_close`
+        are written out here.)"""
+        ip_len = (packet[2] << 8) | packet[3]
+        end = min(len(packet), ip_len) if ip_len >= l4 else len(packet)
+        offset = (packet[l4 + 12] >> 4) << 2
+        if offset < 20 or offset > end - l4:
+            return self.add_other(t, packet)  # `record.parse_ip` makes it an "other" record
+        length = end - l4 - offset + (ip_len - end if ip_len > end else 0)  # captured, and cut off by a snaplen
+        seq, ack = _SEQ_ACK.unpack_from(packet, l4 + 4)
+        if self.closed_at is not None:  # a late packet: the next may come after twice this silence
+            self.wait = min(LATE_MAX, max(self.wait, 2 * (t - self.last_t)))
+        self.last_t = t
+        raw = self.raw
+        raw += _KEPT.pack(t, len(packet))
+        raw += packet
+        self.count += 1
+        ordinary = self.ordinary
+        if ordinary is None:
+            self.ordinary = Ordinary(t, ttl, flags, seq, (packet[4] << 8) | packet[5], 4) if from_client \
+                else _NOT_ORDINARY
+        elif ordinary.still:
+            if from_client:
+                ordinary.ours(t, ttl, flags, seq, length, (packet[4] << 8) | packet[5])
+            else:
+                ordinary.theirs(t, ttl, packet[6] & 0x40, flags, seq, ack, length, (packet[4] << 8) | packet[5])
+        if flags & (_RST | _FIN) or self.fin_ends:
+            self._follow_close(t, from_client, flags, seq, ack, length)
+
+    def add_record(self, t: float, packet: bytes, record: PacketRecord) -> None:
+        """Keep a packet already made into a record (IPv6): it goes to the engine."""
         if record.proto != "tcp":
+            return self.add_other(t, packet)
+        self._keep(t, packet)
+        self.ordinary = _NOT_ORDINARY
+        self._follow_close(t, record.src == self.client and record.sport == self.client_port,
+                           _flag_bits(record.flags), record.seq, record.ack, record.length)
+
+    def _follow_close(self, t: float, from_client: bool, flags: int, seq: int, ack: int, length: int) -> None:
+        """A reset closes the flow; so do both FINs acknowledged (nothing to follow before a FIN)."""
+        if flags & _RST:
+            self.closed_at = self.closed_at or t
             return
-        if "R" in record.flags:
-            self.closed_at = self.closed_at or record.t
-            return
-        side, other = ("client", "server") if record.src == self.client and record.sport == self.client_port \
-            else ("server", "client")
-        if "F" in record.flags:
-            self.fin_ends[side] = seq_end(record)
-        if other in self.fin_ends and "A" in record.flags and seq_diff(record.ack, self.fin_ends[other]) >= 0:
+        side, other = ("client", "server") if from_client else ("server", "client")
+        if flags & _FIN:
+            self.fin_ends[side] = (seq + length + bool(flags & _SYN) + 1) % 2**32  # `baseline.seq_end`
+        if other in self.fin_ends and flags & _ACK and seq_diff(ack, self.fin_ends[other]) >= 0:
             self.fins_acked.add(other)
             if len(self.fins_acked) == 2:
-                self.closed_at = self.closed_at or record.t
+                self.closed_at = self.closed_at or t
+
+
+def _flag_bits(letters: str) -> int:
+    return sum(1 << TCP_FLAG_LETTERS.index(letter) for letter in letters)
+
+
+def _not_ordinary() -> Ordinary:
+    ordinary = Ordinary(0.0, 0, 0, 0, 0, 4)
+    ordinary.still = False
+    return ordinary
+
+
+_NOT_ORDINARY = _not_ordinary()  # shared: once false, an `Ordinary` is never asked anything but `still`
+_SEQ_ACK = struct.Struct("!II")
 
 
 @dataclass(frozen=True)
@@ -140,13 +227,28 @@ class Vantage:
 
 @dataclass(frozen=True)
 class FlowResult:
-    """One judged flow: the engine's analysis of its records, seen from where it was captured."""
+    """One judged flow: the engine's analysis of its records, seen from where it was captured. A
+    flow summarised by the pre-judgement (`summarised`) has no records and no attributions: its
+    `count` packets, from the first at `first_t`, are all their senders' own."""
 
     flow: Flow
     packets: list[PacketRecord]
     analysis: Analysis
     vantage: Vantage
     elided: int = 0
+    summarised: bool = False
+    count: int = 0
+    first_t: float = 0.0
+
+    @property
+    def start(self) -> float:
+        """When the flow's first packet passed."""
+        return self.packets[0].t if self.packets else self.first_t
+
+    @property
+    def packet_count(self) -> int:
+        """The flow's packets, those elided included."""
+        return (self.count if self.summarised else len(self.packets)) + self.elided
 
 
 @dataclass
@@ -223,7 +325,8 @@ class FlowTable:
             if len(packet) < l4 + 14:
                 return finished
             self.totals.tcp_packets += 1
-            key = _flow_key(source_address + packet[l4:l4 + 2], destination_address + packet[l4 + 2:l4 + 4])
+            source_end = source_address + packet[l4:l4 + 2]
+            key = _flow_key(source_end, destination_address + packet[l4 + 2:l4 + 4])
             flow = self.open.get(key)
             flags = packet[l4 + 13]
             if flags & (_SYN | _ACK | _RST) == _SYN:
@@ -242,18 +345,24 @@ class FlowTable:
                 else:
                     self.totals.without_handshake += 1
                 return finished
-            if flow.elide(t, source_address, ttl, flags):
+            if flow.count < KEEP_ALL:  # `OpenFlow.elide`'s common case, written out
+                flow.last_ttl[source_address] = ttl
+            elif flow.elide(t, source_address, ttl, flags):
                 return finished
-            record = parse_ip(packet, t)
-            if record is not None:
-                flow.add(record)
+            if version == 4:
+                if l4 >= 20:  # else no record at all (`record.parse_ip`)
+                    flow.add_tcp(t, packet, l4, source_end == flow.client_end, ttl, flags)
+            else:
+                record = parse_ip(packet, t)
+                if record is not None:
+                    flow.add_record(t, packet, record)
         elif proto == icmp and len(packet) >= l4 + 8 and packet[l4] in icmp_errors:
             key = _quoted_key(packet[l4 + 8:])
             flow = self.open.get(key) if key is not None else None
             if flow is not None:
                 record = parse_ip(packet, t)
                 if record is not None and record.quoted is not None:
-                    flow.add(record)
+                    flow.add_other(t, packet)
         return finished
 
     def _start(self, key: bytes, source: bytes, destination: bytes, ports: bytes, isn: int) -> OpenFlow | None:
@@ -263,7 +372,7 @@ class FlowTable:
             self._unwanted.add(key)
             return None
         self.totals.flows += 1
-        flow = OpenFlow(client, client_port, server, server_port, isn)
+        flow = OpenFlow(client, client_port, server, server_port, isn, client_end=source + ports[:2])
         self.open[key] = flow
         return flow
 
@@ -454,9 +563,18 @@ def judge_from_server(records: list[PacketRecord], flow: Flow, analysis: Analysi
 # --- the whole file -------------------------------------------------------------------------------
 
 
-def judge(open_flow: OpenFlow) -> FlowResult:
-    """Run the engine over one finished flow, from where the capture was taken."""
+def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
+    """Run the engine over one finished flow, from where the capture was taken; with `summarise`,
+    a flow the pre-judgement finds ordinary (`probe.ordinary`) is summarised without it."""
     flow = Flow(open_flow.client, open_flow.client_port, open_flow.server, open_flow.server_port)
+    if summarise and open_flow.ordinary is not None:
+        found = open_flow.ordinary.verdict()
+        if found is not None:
+            evidence, rtt_ms, note = found
+            notes = (note,) if note else ()
+            analysis = Analysis("clean", None, None, rtt_ms, (), " ".join((CLEAN,) + notes), None, notes)
+            return FlowResult(replace(flow, vantage="client"), [], analysis, Vantage("client", evidence),
+                              open_flow.elided, True, open_flow.count, open_flow.ordinary.syn_t)
     records = open_flow.records
     vantage = find_vantage(records, flow)
     flow = replace(flow, vantage=vantage.side)
@@ -470,14 +588,16 @@ def judge(open_flow: OpenFlow) -> FlowResult:
     return FlowResult(flow, records, analysis, vantage, open_flow.elided)
 
 
-def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None]) -> Totals:
+def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None],
+                   summarise: bool = False, progress: Callable[[int, int], None] | None = None) -> Totals:
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
-    (nothing is kept here: memory is what the open flows hold)."""
+    (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
+    engine (`judge`); `progress(bytes read, file size)` is called as the file is read."""
     from probe.pcapfile import ip_packets
 
     table = FlowTable(wanted)
-    for open_flow in stream_flows(ip_packets(path, table.totals.warnings), table):
-        on_result(judge(open_flow))
+    for open_flow in stream_flows(ip_packets(path, table.totals.warnings, progress), table):
+        on_result(judge(open_flow, summarise))
     return table.totals
 
 
@@ -485,5 +605,5 @@ def analyze_file(path: str, wanted: FlowFilter | None = None) -> tuple[list[Flow
     """Every judged flow of a (small) capture, in the order the flows started."""
     results: list[FlowResult] = []
     totals = analyze_stream(path, wanted, results.append)
-    results.sort(key=lambda r: r.packets[0].t if r.packets else 0.0)
+    results.sort(key=lambda r: r.start)
     return results, totals

@@ -15,6 +15,7 @@ caller's `warnings` list.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Iterator
 
@@ -71,15 +72,20 @@ def _check_linktype(path: str, linktype: int) -> None:
         raise ProbeError(f"{path}: unsupported link type {linktype} ({SUPPORTED} are)")
 
 
-def ip_packets(path: str, warnings: list[str] | None = None) -> Iterator[tuple[float, bytes]]:
+def ip_packets(path: str, warnings: list[str] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[float, bytes]]:
     """Stream (timestamp, IP packet) from a pcap or pcapng file; other frames are skipped. Damage
-    after complete records ends the stream with one sentence appended to `warnings` (if given)."""
+    after complete records ends the stream with one sentence appended to `warnings` (if given).
+    `progress(bytes read, file size)` is called as the file is read (a megabyte at a time)."""
     note = warnings.append if warnings is not None else _ignore
     try:
         handle = open(path, "rb")
     except OSError as error:
         raise ProbeError(f"cannot read {path}: {error.strerror}") from None
     with handle:
+        if progress is not None:
+            size = os.fstat(handle.fileno()).st_size
+            handle = _Watched(handle, lambda position: progress(position, size))
         magic = handle.read(4)
         if magic == _PCAPNG_MAGIC:
             yield from _pcapng_packets(path, handle, note)
@@ -98,6 +104,21 @@ def ip_packets(path: str, warnings: list[str] | None = None) -> Iterator[tuple[f
 
 def _ignore(_sentence: str) -> None:
     pass
+
+
+class _Watched:
+    """A file that says how far it has been read after each read (for a progress bar)."""
+
+    def __init__(self, handle, tell: Callable[[int], None]):
+        self.handle, self.tell_progress = handle, tell
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.tell_progress(self.handle.tell())
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self.handle, name)
 
 
 def _damaged(path: str, complete: int, problem: str, note: Callable[[str], None]) -> None:

@@ -85,10 +85,12 @@ class PacketRecord:
     quoted: Quoted | None = None
     version: int = 4  # IP version; for IPv6 `ttl` is the hop limit, `ip_id` 0 and `df` True
     flow_label: int = 0  # IPv6 only
+    cut: int = 0  # payload bytes the IP length announces that the capture did not keep (a snaplen)
 
     @property
     def length(self) -> int:
-        return len(self.payload)
+        """The payload's length on the wire: what was captured, and what a snaplen cut off."""
+        return len(self.payload) + self.cut
 
     def has(self, letters: str) -> bool:
         return all(letter in self.flags for letter in letters)
@@ -263,11 +265,12 @@ def _parse_quoted6(raw: bytes) -> Quoted | None:
     return Quoted(proto=proto, **common, **_quoted_ports(proto, raw[offset:]))
 
 
-def _upper_layer(proto: int, l4: bytes, base: dict, icmp_proto: int, error_types: frozenset) -> PacketRecord:
+def _upper_layer(proto: int, l4: bytes, base: dict, icmp_proto: int, error_types: frozenset,
+                 wire: int) -> PacketRecord:
     """The record of what the IP header `base` carries: TCP, the family's ICMP (errors with their
-    quote), or "other"."""
+    quote), or "other"; `wire` is the transport's length as the IP header announces it."""
     if proto == 6:
-        return _tcp_record(l4, base)
+        return _tcp_record(l4, base, wire)
     if proto == icmp_proto and len(l4) >= 8:
         icmp_type, icmp_code = l4[0], l4[1]
         quoted = _parse_quoted(l4[8:]) if icmp_type in error_types else None
@@ -275,8 +278,10 @@ def _upper_layer(proto: int, l4: bytes, base: dict, icmp_proto: int, error_types
     return PacketRecord(proto="other", **base)
 
 
-def _tcp_record(l4: bytes, base: dict) -> PacketRecord:
-    """The record of a TCP segment (`l4`, bounded by the IP length) behind the IP fields `base`."""
+def _tcp_record(l4: bytes, base: dict, wire: int) -> PacketRecord:
+    """The record of a TCP segment (`l4`, bounded by the IP length) behind the IP fields `base`;
+    `wire` is the segment's length as the IP header announces it (more than `l4` holds when the
+    capture kept only the first bytes of each frame, as `tcpdump -s 96` does)."""
     if len(l4) < 20:
         return PacketRecord(proto="other", **base)
     sport, dport, seq, ack, offset_flags, win = struct.unpack("!HHIIHH", l4[:16])
@@ -285,7 +290,7 @@ def _tcp_record(l4: bytes, base: dict) -> PacketRecord:
         return PacketRecord(proto="other", **base)
     return PacketRecord(proto="tcp", flags=flag_letters(offset_flags & 0xFF), sport=sport, dport=dport,
                         seq=seq, ack=ack, win=win, options=parse_tcp_options(l4[20:offset]),
-                        payload=bytes(l4[offset:]), **base)
+                        payload=bytes(l4[offset:]), cut=max(0, wire - len(l4)), **base)
 
 
 def _parse_ipv6(raw: bytes, t: float) -> PacketRecord | None:
@@ -301,7 +306,7 @@ def _parse_ipv6(raw: bytes, t: float) -> PacketRecord | None:
     if found is None:
         return PacketRecord(proto="other", **base)
     proto, offset = found
-    return _upper_layer(proto, packet[offset:], base, 58, ICMP6_ERROR_TYPES)
+    return _upper_layer(proto, packet[offset:], base, 58, ICMP6_ERROR_TYPES, base["ip_len"] - offset)
 
 
 def parse_ip(raw: bytes, t: float) -> PacketRecord | None:
@@ -320,4 +325,4 @@ def parse_ip(raw: bytes, t: float) -> PacketRecord | None:
     l4 = raw[ihl:end]
     if frag & 0x1FFF:  # a later fragment carries no transport header
         return PacketRecord(proto="other", **base)
-    return _upper_layer(proto, l4, base, 1, ICMP_ERROR_TYPES)
+    return _upper_layer(proto, l4, base, 1, ICMP_ERROR_TYPES, ip_len - ihl)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from probe.engine.baseline import hop_distance
 from probe.engine.trace import Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box
 from probe.guard import Guard
+from probe.http import Request
 from probe.live import FlowDriver, TlsOptions, close_with_reset, new_connection, prepare_flow, pump
 from probe.target import Target
 from probe.tcp import Segment, Settings, State
@@ -37,7 +38,7 @@ SILENT_TTLS = 3
 
 @dataclass(frozen=True)
 class TraceOptions:
-    method: str = "HEAD"
+    request: Request = Request()
     control_host: str = CONTROL_HOST
     max_ttl: int = 16
     window: float | None = None  # seconds to wait after each request; None: max(0.3 s, 3 round trips)
@@ -81,7 +82,7 @@ class _Tracer:
         self.reservations.append(reservation)
         self.guard.add_flow(flow.client, flow.client_port, flow.server, flow.server_port)
         host = None if role == "trigger" else self.options.control_host  # None: the target's own (and --sni)
-        connection, crafter = new_connection(self.target, flow, self.options.method, ATTEMPT_SETTINGS, host=host,
+        connection, crafter = new_connection(self.target, flow, self.options.request, ATTEMPT_SETTINGS, host=host,
                                              tls=self.options.tls)
         request_ip_id = []
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from contextlib import contextmanager
 from typing import List, Optional
 
 import typer
 
-from probe.commands.common import EXIT_CLEAN, EXIT_INTERFERENCE, exit_code_for, say
+from probe.commands.common import exit_code_for, say
+from probe.outcome import worst
 from probe.errors import ProbeError, UsageError
 
 
@@ -41,10 +43,8 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
 
 
 def worst_exit_code(codes: list[int]) -> int:
-    """Every flow clean: 0; any interference: 3; else the target failed: 4."""
-    if EXIT_INTERFERENCE in codes:
-        return EXIT_INTERFERENCE
-    return max(codes, default=EXIT_CLEAN)
+    """Every flow clean: 0; any interference: 3; else the target failed: 4 (probe.outcome.worst)."""
+    return worst(codes)
 
 
 class _Spool:
@@ -117,7 +117,7 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     spool, rows, codes = _Spool(), [], []
 
     def render(result) -> None:
-        start = result.packets[0].t if result.packets else 0.0
+        start = result.start
         codes.append(exit_code_for(result.analysis.verdict, result.analysis.hop))
         rows.append((start, flow_row(result)))
         if json_output:
@@ -125,7 +125,8 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
         elif verbose or result.analysis.verdict != "clean":
             row = flow_row(result)
             spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
-                             f"{result.vantage.evidence})\n{packet_table(result.packets, result.flow, result.analysis)}"
+                             f"{result.vantage.evidence})\n"
+                             f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
                              f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
                              f"{result.analysis.explanation}\n")
 
@@ -133,7 +134,9 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
 
     control_traces = control_fates(control) if control is not None else None
     collector = TraceCollector(render)
-    totals = analyze_stream(path, wanted, collector.add)
+    with _progress_bar(path) as progress:
+        # the table and the exit code need no more of an ordinary flow than its verdict (`probe.ordinary`)
+        totals = analyze_stream(path, wanted, collector.add, summarise=not (json_output or verbose), progress=progress)
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
@@ -154,6 +157,30 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
         _say_warnings(totals.warnings)
         _say_totals(totals)
     return worst_exit_code(codes)
+
+
+PROGRESS_FROM = 64 << 20  # bytes: a capture read in a few seconds needs no progress bar
+
+
+@contextmanager
+def _progress_bar(path: str):
+    """A progress bar on stderr (bytes read of the file's size) when stderr is a terminal and the
+    file is large; yields the callback for `analyze_stream`, or None."""
+    import os
+    import sys
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    if size < PROGRESS_FROM or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=os.path.basename(path),
+              file=sys.stderr, leave=False) as bar:
+        yield lambda done, _size: bar.update(done - bar.n)
 
 
 def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool) -> int:
@@ -222,9 +249,9 @@ def _pair_text(pair, client_side, server_side, verdict, direction, explanation, 
         return head + f"\nverdict: {verdict}"
     lines = [head,
              f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
-                                                             client_side.analysis),
+                                                             client_side.analysis, verbose=verbose),
              f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
-                                                             server_side.analysis)]
+                                                             server_side.analysis, verbose=verbose)]
     lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
     lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
     lines.append(f"verdict: {verdict}  direction: {direction or '-'}")
