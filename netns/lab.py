@@ -754,6 +754,7 @@ http {{
     }}
     server {{
         listen {HTTPS_PORT} ssl default_server;
+        listen [::]:{HTTPS_PORT} ssl default_server;
         server_name _;
         ssl_certificate {pki.cert_file};
         ssl_certificate_key {pki.key_file};

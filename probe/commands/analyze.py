@@ -14,12 +14,22 @@ from probe.errors import ProbeError, UsageError
 
 
 def parse_endpoint(text: str) -> tuple[str, int | None]:
-    """`ADDR` or `ADDR:PORT` -> (address, port or None)."""
-    address, _, port = text.strip().partition(":")
+    """`ADDR`, `ADDR:PORT`, or over IPv6 `ADDR` and `[ADDR]:PORT` (RFC 3986's brackets) -> (the
+    address as records spell it, port or None)."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        address, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"{text!r}: after [ADDR] only :PORT may follow")
+        port = rest[1:]
+    elif text.count(":") > 1:  # a bare IPv6 address: its colons are not a port
+        address, port = text, ""
+    else:
+        address, _, port = text.partition(":")
     try:
-        ipaddress.IPv4Address(address)
+        address = str(ipaddress.ip_address(address))
     except ValueError:
-        raise UsageError(f"{text!r} is not an IPv4 address (ADDR or ADDR:PORT)") from None
+        raise UsageError(f"{text!r} is not an IP address (ADDR, ADDR:PORT or [IPv6 ADDR]:PORT)") from None
     if not port:
         return address, None
     if not port.isdigit() or not 0 < int(port) < 65536:
@@ -68,7 +78,8 @@ def analyze(
     json_output: bool = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print the packet table of every flow, clean too"),
     flows: Optional[List[str]] = typer.Option(None, "--flow", metavar="ADDR[:PORT][-ADDR[:PORT]]",
-                                              help="only flows with these ends (repeatable: any of them)"),
+                                              help="only flows with these ends (repeatable: any of them; "
+                                                   "an IPv6 end with a port as [ADDR]:PORT)"),
     hosts: Optional[List[str]] = typer.Option(None, "--host", metavar="ADDR",
                                               help="only flows with this address at one end (repeatable)"),
     write_pcap: Optional[str] = typer.Option(None, "--write-pcap", metavar="OUT",

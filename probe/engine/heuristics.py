@@ -16,6 +16,7 @@ TTL, DF, IP-ID habit, window) is harder to copy, and a mismatch in it counts aga
 
 from __future__ import annotations
 
+
 import math
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
@@ -710,15 +711,22 @@ def flow_label(packets: list[PacketRecord], index: int, flow: Flow, baseline: Ba
     a retransmission timeout (tcp_retransmit_timer) and when a data segment it already has
     arrives again (tcp_rcv_spurious_retrans): after the first retransmission of the flow a new
     label weighs 1 (measured: scenario 03 over IPv6 drew one ambiguous-reset in 20 runs on a
-    loaded machine before this)."""
+    loaded machine before this). A label that another packet the baseline takes as the server's
+    own also carried (data or an ACK at the server's TTL, in time: `Baseline.members`) is the
+    server's new label, not a signal: the lab's first probe of a fresh path put its SYN on the
+    wire twice, and the server answered the second with a SYN-ACK under a new label that the
+    whole connection then kept."""
     packet = packets[index]
     synack = baseline.synack
     if packet.version != 6 or synack is None or packet.flow_label == synack.flow_label:
         return []
     if "R" in packet.flags and "A" not in packet.flags:
         return []
-    rehashed = index > tables_of(packets, flow, baseline).memo("first-retransmission",
-                                                                lambda: _first_retransmission(packets, flow))
+    tables = tables_of(packets, flow, baseline)
+    labels = tables.memo("member-labels", lambda: Counter(packets[i].flow_label for i in baseline.members))
+    if labels[packet.flow_label] > (1 if index in baseline.members else 0):
+        return []
+    rehashed = index > tables.memo("first-retransmission", lambda: _first_retransmission(packets, flow))
     weight = 1 if rehashed or 0 in (packet.flow_label, synack.flow_label) else 2
     return [Signal(weight, f"flow label {packet.flow_label:#07x}, the server's SYN-ACK carried "
                            f"{synack.flow_label:#07x}")]

@@ -50,6 +50,45 @@ def test_an_unknown_server_state_is_refused(tmp_path):
         write(tmp_path, DEAD.replace('"dead"', '"asleep"'))
 
 
+def test_a_scenario_runs_over_ipv4_unless_its_file_lists_ipv6(tmp_path):
+    assert write(tmp_path, DEAD).families == (4,)
+    both = write(tmp_path, 'families = ["ipv4", "ipv6"]\n' + DEAD)
+    assert both.families == (4, 6)
+    with pytest.raises(ValueError, match="families must name some of ipv4, ipv6"):
+        write(tmp_path, 'families = ["ipx"]\n' + DEAD)
+
+
+def test_over_ipv6_the_probe_is_pointed_at_the_server_s_ipv6_address(tmp_path):
+    """The same URL, --resolve to the lab's IPv6 server address in brackets (curl's spelling),
+    or to `address6` when the scenario names one (the load balancer's virtual address)."""
+    from netns.lab import SERVER_ADDR6
+    from netns.runner import ScenarioLab
+
+    scenario = write(tmp_path, 'families = ["ipv4", "ipv6"]\n' + DEAD)
+    argv = ScenarioLab(scenario, family=6).probe_argv()
+    assert argv[argv.index("--resolve") + 1] == f"www.example.com:80:[{SERVER_ADDR6}]"
+    vip = write(tmp_path, 'families = ["ipv4", "ipv6"]\n' + DEAD.replace(
+        '[probe]\n', '[probe]\naddress = "203.0.113.100"\naddress6 = "2001:db8:113::100"\n'))
+    argv = ScenarioLab(vip, family=6).probe_argv()
+    assert argv[argv.index("--resolve") + 1] == "www.example.com:80:[2001:db8:113::100]"
+    with pytest.raises(ValueError, match="does not run over IPv6"):
+        ScenarioLab(write(tmp_path, DEAD), family=6)
+
+
+def test_the_lab_s_ipv6_plan_stays_in_the_documentation_prefix():
+    import ipaddress
+
+    from netns import lab
+
+    documentation = ipaddress.ip_network("2001:db8::/32")
+    routers = 64
+    addresses = [lab.CLIENT_ADDR6, lab.SERVER_ADDR6] + [f(k) for k in range(1, routers + 1)
+                                                         for f in (lab.router_up_addr6,
+                                                                   lambda k: lab.router_dn_addr6(k, routers))]
+    assert all(ipaddress.ip_address(a) in documentation for a in addresses)
+    assert len(set(addresses)) == len(addresses)
+
+
 def test_https_scenarios_trust_the_lab_ca_and_box_args_name_only_the_labs_files():
     from netns.lab import Lab
     from netns.labtls import Issued

@@ -170,8 +170,10 @@ ROWS = [  # (id, arguments, exit code, first words of the message); {name} is a 
     ("analyze-udp-only", ("analyze", "{udp-only.pcap}"), 1, "probe: {udp-only.pcap} holds no TCP packets"),
     ("analyze-cut-pcapng", ("analyze", "{cut.pcapng}"), 1, "probe: {cut.pcapng} is not a readable pcapng file"),
     ("analyze-no-flow-matches", ("analyze", "--host", "203.0.113.9", str(GOLDEN)), 1, "probe: no flow in"),
-    ("analyze-bad-flow", ("analyze", "--flow", "bogus", str(GOLDEN)), 2, "probe: 'bogus' is not an IPv4 address"),
-    ("analyze-bad-host", ("analyze", "--host", "999.1.1.1", str(GOLDEN)), 2, "probe: '999.1.1.1' is not an IPv4"),
+    ("analyze-bad-flow", ("analyze", "--flow", "bogus", str(GOLDEN)), 2, "probe: 'bogus' is not an IP address"),
+    ("analyze-bad-ipv6-flow", ("analyze", "--flow", "[2001:db8::1]x", str(GOLDEN)), 2,
+     "probe: '[2001:db8::1]x': after [ADDR] only :PORT may follow"),
+    ("analyze-bad-host", ("analyze", "--host", "999.1.1.1", str(GOLDEN)), 2, "probe: '999.1.1.1' is not an IP address"),
     ("analyze-flow-port-zero", ("analyze", "--flow", "198.51.100.80:0", str(GOLDEN)), 2,
      "probe: '198.51.100.80:0': the port must be"),
     # --- probe batch

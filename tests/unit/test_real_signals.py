@@ -374,6 +374,16 @@ def test_after_a_retransmission_a_new_ipv6_flow_label_weighs_less():
     assert origins[-1] == "server" and analysis.verdict == "server-reset"
 
 
+def test_a_new_ipv6_flow_label_the_server_keeps_is_its_own():
+    """Two SYN-ACKs (our SYN went out twice): the second under a new label, which the server's
+    data then carries; a reset with that label is not suspicious for its label."""
+    packets = v6(exchange())
+    packets.append(replace(v6([from_server(packets[-1].t + RTT, "A", IRS + 1, END)])[0], flow_label=0xC6B49))
+    reset = replace(v6([from_server(packets[-1].t + 0.01, "RA", IRS + 1, END)])[0], flow_label=0xC6B49)
+    baseline = build_baseline(packets + [reset], FLOW)
+    assert h.flow_label(packets + [reset], len(packets), FLOW, baseline) == []
+
+
 # --- a reset for a segment that found the connection closed ----------------------------------------
 
 

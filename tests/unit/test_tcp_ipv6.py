@@ -72,3 +72,15 @@ def test_the_json_of_an_ipv6_packet_carries_its_flow_label():
     item = packet_json(1, error, 0.0, flow, Attribution("path"))
     assert (item["version"], item["icmp_type"], item["icmp_code"]) == (6, 1, 1)
     assert 0 < item["quoted"]["flow_label"] <= 0xFFFFF  # our SYN's random label, as the router quoted it
+
+
+@pytest.mark.parametrize("text, endpoint", [
+    ("203.0.113.80", ("203.0.113.80", None)), ("203.0.113.80:80", ("203.0.113.80", 80)),
+    ("2001:DB8:0::80", ("2001:db8::80", None)), ("[2001:db8::80]", ("2001:db8::80", None)),
+    ("[2001:db8::80]:8080", ("2001:db8::80", 8080)),
+])
+def test_analyze_takes_ipv6_ends_as_records_spell_them(text, endpoint):
+    from probe.commands.analyze import parse_endpoint, parse_flow
+
+    assert parse_endpoint(text) == endpoint
+    assert parse_flow(f"{text}-[2001:db8::10]:40000") == (endpoint, ("2001:db8::10", 40000))
