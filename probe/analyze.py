@@ -42,6 +42,7 @@ as genuine (the engine was written from the client's seat) -- see its docstring.
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -294,7 +295,9 @@ class FlowTable:
         self.open: dict[bytes, OpenFlow] = {}
         self.totals = Totals()
         self._unwanted: set[bytes] = set()  # keys the filters refused (bounded: cleared as the table sweeps)
-        self._finished: dict[bytes, None] = {}  # keys of the last FINISHED_KEYS judged flows, oldest first
+        # keys of the last FINISHED_KEYS judged flows, oldest first (an OrderedDict: a plain dict's
+        # oldest key, deleted again and again, costs a scan over the holes the deletions left)
+        self._finished: OrderedDict[bytes, None] = OrderedDict()
         self._next_sweep: float | None = None
 
     def feed(self, t: float, packet: bytes) -> list[OpenFlow]:
@@ -390,7 +393,7 @@ class FlowTable:
         self._finished.pop(key, None)
         self._finished[key] = None
         if len(self._finished) > FINISHED_KEYS:
-            del self._finished[next(iter(self._finished))]
+            self._finished.popitem(last=False)
         return self.open.pop(key)
 
     def drain(self) -> list[OpenFlow]:
