@@ -3,7 +3,8 @@
 
 Builds the e2e tests' lab (client - 4 routers - server, 50 ms, a blackholed address), then runs
 RUNS cycles of tests/e2e/faults.py: a probe (check of a clean server, a closed port with its TTL
-sweeps or an unanswered SYN; a trace; a batch of twelve targets) gets SIGINT, SIGTERM or SIGKILL after a random delay; each run must end as the
+sweeps or an unanswered SYN, over IPv4 or IPv6; a trace; a batch of twelve targets) gets
+SIGINT, SIGTERM or SIGKILL after a random delay; each run must end as the
 contract says (130/143 with one line, or its verdict if it finished first, no traceback), leave no
 guard table unless SIGKILLed, and the next run that gets its guard must sweep a killed run's table.
 Prints how many signals landed before the guard, mid-run and after the end, and every problem.
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 
-from e2ekit import BLACKHOLE_ADDR, DELAY_MS, ROUTERS  # noqa: E402
+from e2ekit import BLACKHOLE_ADDR, BLACKHOLE_ADDR6, DELAY_MS, ROUTERS  # noqa: E402
 from faults import Faults, cycle, settle  # noqa: E402
 
 from netns.lab import Lab, exit_on_signals  # noqa: E402
@@ -42,6 +43,7 @@ def main() -> int:
     started = time.monotonic()
     with Lab(routers=ROUTERS, delay_ms=DELAY_MS) as lab:
         lab.exec(lab.router_ns(ROUTERS), ["ip", "route", "add", "blackhole", f"{BLACKHOLE_ADDR}/32"])
+        lab.exec(lab.router_ns(ROUTERS), ["ip", "-6", "route", "add", "blackhole", f"{BLACKHOLE_ADDR6}/128"])
         for _ in range(args.runs):
             cycle(lab, faults, rnd, args.max_delay)
         settle(lab, faults)

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run scenarios against probe check and print the results table")
     run.add_argument("scenarios", nargs="*", help="names or numbers (default: all)")
     run.add_argument("--repeat", type=int, default=1)
+    run.add_argument("--family", type=int, choices=(4, 6), default=4,
+                     help="run over IPv4 (default) or IPv6 (only the scenarios whose file lists ipv6)")
     run.add_argument("--json-dir", help="keep every probe document here")
     run.add_argument("--record", help="write each run's capture (pcap) and verdict (JSON) here, for golden tests")
     run.add_argument("--record-server", help="also capture the first run on the server (tcpdump): NAME.server.pcap")
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"client  {lab.client_ns}  {lab.client_addr}")
         for k in range(1, lab.routers + 1):
             print(f"r{k:<6} {lab.router_ns(k)}  {lab.router_addr(k)}")
-        print(f"server  {lab.server_ns}  {lab.server_addr}  (:80 nginx, :8080 reset, :81 closed)")
+        print(f"server  {lab.server_ns}  {lab.server_addr}  (:80 nginx, :8080 reset, :81 closed; "
+              f":443 nginx TLS, :8443 reset after the ClientHello, :444 closed)")
+        print(f"CA      {lab.ca_file}")
         print(f"e.g.  ip netns exec {lab.client_ns} curl http://{lab.server_addr}/", flush=True)
         threading.Event().wait()  # until a signal raises SystemExit
     return 0
@@ -59,11 +63,18 @@ def _run(args) -> int:
     if not scenarios:
         print("no such scenario", file=sys.stderr)
         return 2
+    skipped = [s.name for s in scenarios if args.family not in s.families]
+    if skipped and args.scenarios:
+        print(f"not over IPv{args.family} (their files do not list it): {', '.join(skipped)}", file=sys.stderr)
+    scenarios = [s for s in scenarios if args.family in s.families]
+    if not scenarios:
+        return 2
     results = {}
     with exit_on_signals():
         for scenario in scenarios:
             runs = run_scenario(scenario, args.repeat, record=Path(args.record) if args.record else None,
-                                record_server=Path(args.record_server) if args.record_server else None)
+                                record_server=Path(args.record_server) if args.record_server else None,
+                                family=args.family)
             results[scenario.name] = runs
             passed = sum(r.passed for r in runs)
             print(f"{scenario.name}: {passed}/{len(runs)} passed", file=sys.stderr, flush=True)
@@ -77,20 +88,23 @@ def _run(args) -> int:
     table = results_table(scenarios, results)
     print(table)
     if args.readme:
-        _write_table(Path(args.readme), table, args.repeat)
+        _write_table(Path(args.readme), table, args.repeat, args.family)
     gaps = {s.name for s in scenarios if s.known_gap}
     return 0 if all(r.passed for name, runs in results.items() if name not in gaps for r in runs) else 1
 
 
-def _write_table(readme, table: str, repeats: int) -> None:
-    """Replace what stands between the markers: the README's table is the runner's output."""
+def _write_table(readme, table: str, repeats: int, family: int = 4) -> None:
+    """Replace what stands between the markers (the IPv6 table has its own): the README's table
+    is the runner's output."""
     import datetime
 
-    start, end = "<!-- scenario-table:start -->", "<!-- scenario-table:end -->"
+    marker = "scenario-table" if family == 4 else "scenario-table-ipv6"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     text = readme.read_text()
     if start not in text or end not in text:
         raise SystemExit(f"{readme}: no {start} ... {end} markers")
-    stamp = (f"_Made by `python3 -m netns run --repeat {repeats} --readme README.md` on "
+    option = "" if family == 4 else f" --family {family}"
+    stamp = (f"_Made by `python3 -m netns run{option} --repeat {repeats} --readme README.md` on "
              f"{datetime.date.today().isoformat()}._")
     head, rest = text.split(start, 1)
     readme.write_text(f"{head}{start}\n{stamp}\n\n{table}\n{end}{rest.split(end, 1)[1]}")

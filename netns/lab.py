@@ -15,13 +15,32 @@ Address plan (fixed; probes, boxes and tests rely on it)::
        |                          203.0.113.0/24
     server  ns {prefix}-s    s0  203.0.113.80/24 (+ add_server_address)  default via 203.0.113.1
               nginx :80 (/ and /big), abort_server :8080 (RST after the headers), :81 closed,
+              nginx TLS :443 (certificate of the lab's CA, `lab.ca_file`), abort_server :8443
+              (RST after the ClientHello), :444 closed,
               delay line: NFQUEUE on INPUT -i s0 and OUTPUT -o s0, delay_ms/2 each way
 
 (With N = 1, r1.dn is 203.0.113.1/24 and r1 has both networks connected.)
 
-Hop numbering follows traceroute: TTL 1 expires at r1, TTL k at r_k, and the server is hop
-N + 1. Routers answer from their `up` address (`router_addr(k)`), and never rate-limit ICMP.
-IPv6 is disabled in every namespace so captures hold only the traffic under test.
+IPv6 plan (beside the IPv4 one, which it leaves as it was; 2001:db8::/32 only, RFC 3849): the
+same chain, one /64 per link, the IPv4 address's last number kept where it means something::
+
+    client  c0  2001:db8:2::10/64        default via 2001:db8:2::1
+    r1      up  2001:db8:2::1/64         dn  2001:db8:100:1::1/64   default via 2001:db8:100:1::2
+    r_k     up  2001:db8:100:(k-1)::2/64 dn  2001:db8:100:k::1/64   2001:db8:2::/64 via 2001:db8:100:(k-1)::1
+    rN      up  2001:db8:100:(N-1)::2/64 dn  2001:db8:113::1/64
+    server  s0  2001:db8:113::80/64      default via 2001:db8:113::1
+              nginx [::]:80 too, abort_server [::]:8080 too, [::]:81 closed, the same delay line
+              (ip6tables NFQUEUE beside iptables, one queue for both families)
+
+(`router_addr6(k)`, `client_addr6`, `server_addr6`; with N = 1, r1.dn is 2001:db8:113::1.)
+No router advertisement, autoconfiguration or duplicate address detection: every address is
+usable at once and only the link-local addresses and neighbour discovery join the traffic
+under test.
+
+Hop numbering follows traceroute: TTL (hop limit) 1 expires at r1, TTL k at r_k, and the server
+is hop N + 1. Routers answer from their `up` address (`router_addr(k)`, `router_addr6(k)`: for
+ICMPv6 Linux picks the source address of the interface toward the client, RFC 4443 2.2), and
+never rate-limit ICMP or ICMPv6.
 
 The delay sits in the server namespace, so every router (and any box on it) is close to the
 client and the server's answers reach a box `delay_ms` after the request passed it: an
@@ -53,6 +72,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
+from netns.labtls import Issued, make_pki
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MARKER_DIR = Path("/run/plab")
 PREFIX = "plab"
@@ -65,10 +86,19 @@ CLIENT_ADDR = "192.0.2.10"
 CLIENT_GATEWAY = "192.0.2.1"
 SERVER_ADDR = "203.0.113.80"
 SERVER_GATEWAY = "203.0.113.1"
+CLIENT_NET6 = ipaddress.ip_network("2001:db8:2::/64")
+CLIENT_ADDR6 = "2001:db8:2::10"
+CLIENT_GATEWAY6 = "2001:db8:2::1"
+SERVER_NET6 = ipaddress.ip_network("2001:db8:113::/64")
+SERVER_ADDR6 = "2001:db8:113::80"
+SERVER_GATEWAY6 = "2001:db8:113::1"
 
 HTTP_PORT = 80
 ABORT_PORT = 8080
 CLOSED_PORT = 81
+HTTPS_PORT = 443
+TLS_ABORT_PORT = 8443
+TLS_CLOSED_PORT = 444
 DELAY_QUEUE = 4242  # NFQUEUE number of the delay line, in the server namespace only
 INDEX_BODY = b"<!doctype html>\n<title>probe lab</title>\n<p>hello from the probe lab server</p>\n"
 BIG_SIZE = 100 * 1024  # bytes served at /big
@@ -113,6 +143,16 @@ def router_dn_addr(k: int, routers: int) -> str:
     return SERVER_GATEWAY if k == routers else f"198.51.100.{4 * k - 3}"
 
 
+def router_up_addr6(k: int) -> str:
+    """IPv6 address of r_k's interface toward the client."""
+    return CLIENT_GATEWAY6 if k == 1 else f"2001:db8:100:{k - 1:x}::2"
+
+
+def router_dn_addr6(k: int, routers: int) -> str:
+    """IPv6 address of r_k's interface toward the server."""
+    return SERVER_GATEWAY6 if k == routers else f"2001:db8:100:{k:x}::1"
+
+
 def _prefix_len(addr: str) -> int:
     return 24 if addr in (CLIENT_GATEWAY, SERVER_GATEWAY) else 30
 
@@ -139,6 +179,8 @@ class Lab:
         self.prefix = prefix or f"{PREFIX}{os.getpid()}x{next(_counter)}"
         self.server_addresses: list[str] = [SERVER_ADDR]
         self.workdir: Path | None = None
+        self.pki: Issued | None = None  # the server's certificate and the lab's CA
+        self.proxy_pki: Issued | None = None  # the interception CA and its certificate
         self._created: list[str] = []  # namespaces that exist, in creation order
         self._tracked: list[_Tracked] = []
         self._marker: Path | None = None
@@ -173,10 +215,31 @@ class Lab:
     def server_addr(self) -> str:
         return SERVER_ADDR
 
+    @property
+    def client_addr6(self) -> str:
+        return CLIENT_ADDR6
+
+    @property
+    def server_addr6(self) -> str:
+        return SERVER_ADDR6
+
     def router_addr(self, k: int) -> str:
         """r_k's address toward the client: the source of its ICMP time-exceeded."""
         self._check_hop(k)
         return router_up_addr(k)
+
+    def router_addr6(self, k: int) -> str:
+        """r_k's IPv6 address toward the client: the source of its ICMPv6 time-exceeded."""
+        self._check_hop(k)
+        return router_up_addr6(k)
+
+    @property
+    def ca_file(self) -> Path:
+        """The lab's CA certificate: what a client must trust to verify the server (curl's
+        --cacert)."""
+        if self.pki is None:
+            raise LabError("the lab is not up, or runs no servers")
+        return self.pki.ca_file
 
     @property
     def processes(self) -> list[subprocess.Popen]:
@@ -209,6 +272,8 @@ class Lab:
             if self.delay_ms or self.jitter_ms or self.loss:
                 self._start_delay_line()
             if self.servers:
+                self.pki = make_pki(self.workdir / "tls", "probe lab CA")
+                self.proxy_pki = make_pki(self.workdir / "tls-proxy", "probe lab interception CA")
                 self._start_servers()
         except BaseException:
             self.down()
@@ -229,6 +294,7 @@ class Lab:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+            self.pki = self.proxy_pki = None
         if self._marker is not None:
             self._marker.unlink(missing_ok=True)
             self._marker = None
@@ -261,18 +327,22 @@ class Lab:
         for k, ns in enumerate(routers, start=1):
             downstream, peer = ((routers[k], "up") if k < self.routers else (self.server_ns, "s0"))
             _ip_batch(ns, [f"link add dn type veth peer name {peer} netns {downstream}"])
-        # sysctls before any link is up, so no IPv6 address or router solicitation appears
+        # sysctls before any link is up, so no router solicitation, autoconfigured address or
+        # duplicate address detection appears
         for ns in self.namespaces:
             ifaces = {self.client_ns: ["c0"], self.server_ns: ["s0"]}.get(ns, ["up", "dn"])
             settings = _COMMON_SYSCTLS + [f"net.ipv4.conf.{i}.rp_filter=0" for i in ifaces]
+            settings += [f"net.ipv6.conf.{i}.{key}" for i in ifaces for key in _IPV6_IFACE_SYSCTLS]
             if ns in routers:
-                settings.append("net.ipv4.ip_forward=1")
+                settings += ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
             self.exec(ns, ["sysctl", "-q", "-w", *settings])
         _ip_batch(self.client_ns, [
             "link set dev lo up",
             f"addr add {CLIENT_ADDR}/24 dev c0",
+            f"addr add {CLIENT_ADDR6}/64 dev c0 nodad",
             "link set dev c0 up",
             f"route add default via {CLIENT_GATEWAY} dev c0",
+            f"route add ::/0 via {CLIENT_GATEWAY6} dev c0",
         ])
         for k, ns in enumerate(routers, start=1):
             up_addr, dn_addr = router_up_addr(k), router_dn_addr(k, self.routers)
@@ -280,6 +350,8 @@ class Lab:
                 "link set dev lo up",
                 f"addr add {up_addr}/{_prefix_len(up_addr)} dev up",
                 f"addr add {dn_addr}/{_prefix_len(dn_addr)} dev dn",
+                f"addr add {router_up_addr6(k)}/64 dev up nodad",
+                f"addr add {router_dn_addr6(k, self.routers)}/64 dev dn nodad",
                 "link set dev up up",
                 "link set dev dn up",
             ]
@@ -291,14 +363,21 @@ class Lab:
                 for j in range(1, k - 1):
                     link = f"{router_dn_addr(j, self.routers)}/30"
                     cmds.append(f"route add {ipaddress.ip_network(link, strict=False)} via {back} dev up")
+                back6 = router_dn_addr6(k - 1, self.routers)
+                cmds.append(f"route add {CLIENT_NET6} via {back6} dev up")
+                for j in range(1, k - 1):
+                    cmds.append(f"route add 2001:db8:100:{j:x}::/64 via {back6} dev up")
             if k < self.routers:
                 cmds.append(f"route add default via {router_up_addr(k + 1)} dev dn")
+                cmds.append(f"route add ::/0 via {router_up_addr6(k + 1)} dev dn")
             _ip_batch(ns, cmds)
         _ip_batch(self.server_ns, [
             "link set dev lo up",
             f"addr add {SERVER_ADDR}/24 dev s0",
+            f"addr add {SERVER_ADDR6}/64 dev s0 nodad",
             "link set dev s0 up",
             f"route add default via {SERVER_GATEWAY} dev s0",
+            f"route add ::/0 via {SERVER_GATEWAY6} dev s0",
         ])
 
     def add_server_address(self, addr: str) -> None:
@@ -323,10 +402,15 @@ class Lab:
         about 3 s (Linux: three probes a second apart); the last router here asks once and gives
         up after NEIGHBOUR_GIVE_UP_MS, so the error comes at once and alike on every run."""
         last = self.router_ns(self.routers)
-        self.exec(last, ["sysctl", "-q", "-w", "net.ipv4.neigh.dn.mcast_solicit=1",
-                         "net.ipv4.neigh.dn.app_solicit=0",
-                         f"net.ipv4.neigh.dn.retrans_time_ms={NEIGHBOUR_GIVE_UP_MS}"])
-        _ip_batch(self.server_ns, [f"addr del {addr}/24 dev s0" for addr in self.server_addresses])
+        self.exec(last, ["sysctl", "-q", "-w", *(setting.format(family=family) for family in ("ipv4", "ipv6")
+                                                 for setting in ("net.{family}.neigh.dn.mcast_solicit=1",
+                                                                 "net.{family}.neigh.dn.app_solicit=0",
+                                                                 "net.{family}.neigh.dn.retrans_time_ms="
+                                                                 f"{NEIGHBOUR_GIVE_UP_MS}"))])
+        # over IPv6 the neighbour discovery that fails ends in ICMPv6 address unreachable (RFC 4443 3.1,
+        # Linux: ndisc_error_report)
+        _ip_batch(self.server_ns, [f"addr del {addr}/24 dev s0" for addr in self.server_addresses]
+                  + [f"addr del {SERVER_ADDR6}/64 dev s0"])
         _ip_batch(last, ["neigh flush dev dn"])  # nothing it learnt before may answer for the host
 
     def take_server_network_unrouted(self) -> None:
@@ -346,18 +430,26 @@ class Lab:
         self.spawn(self.server_ns, argv, name="delayline")
         # rules only once the queue is bound: a queue nobody reads would drop everything
         queue = ["-j", "NFQUEUE", "--queue-num", str(DELAY_QUEUE)]
-        self.exec(self.server_ns, ["iptables", "-w", "-A", "INPUT", "-i", "s0", *queue])
-        self.exec(self.server_ns, ["iptables", "-w", "-A", "OUTPUT", "-o", "s0", *queue])
+        for chain, iface in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            # neighbour discovery is not the path's: it stays on the link, undelayed
+            for kind in ("neighbour-solicitation", "neighbour-advertisement"):
+                self.exec(self.server_ns, ["ip6tables", "-w", "-A", chain, iface, "s0", "-p", "ipv6-icmp",
+                                           "--icmpv6-type", kind, "-j", "ACCEPT"])
+            for tables in ("iptables", "ip6tables"):  # one queue for both families (bound to no family)
+                self.exec(self.server_ns, [tables, "-w", "-A", chain, iface, "s0", *queue])
 
     def _start_servers(self) -> None:
         assert self.workdir is not None
-        conf = _write_nginx_site(self.workdir)
+        assert self.pki is not None
+        conf = _write_nginx_site(self.workdir, self.pki)
         nginx = self.spawn(self.server_ns, ["nginx", "-p", str(self.workdir), "-c", str(conf),
                                             "-e", str(self.workdir / "nginx-error.log")],
                            ready_line=None, name="nginx")
         self.spawn(self.server_ns, [sys.executable, "-m", "netns.abort_server",
-                                    "--port", str(ABORT_PORT)], name="abort_server")
+                                    "--port", str(ABORT_PORT), "--tls-port", str(TLS_ABORT_PORT)],
+                   name="abort_server")
         self.wait_listening(nginx, HTTP_PORT, timeout=SERVER_READY_TIMEOUT)
+        self.wait_listening(nginx, HTTPS_PORT, timeout=SERVER_READY_TIMEOUT)
 
     def wait_listening(self, proc: subprocess.Popen, port: int, timeout: float = 10.0) -> None:
         """Wait until a TCP socket listens on `port` in the namespace of `proc` (a tracked
@@ -470,9 +562,12 @@ _COMMON_SYSCTLS = [
     "net.ipv4.icmp_msgs_per_sec=100000",
     "net.ipv4.icmp_msgs_burst=100000",
     "net.ipv4.icmp_errors_use_inbound_ifaddr=1",
-    "net.ipv6.conf.all.disable_ipv6=1",
-    "net.ipv6.conf.default.disable_ipv6=1",
-]
+    "net.ipv6.conf.all.disable_ipv6=0",
+    "net.ipv6.conf.default.disable_ipv6=0",
+    "net.ipv6.icmp.ratelimit=0",
+] + [f"net.ipv6.conf.{scope}.{key}" for scope in ("all", "default") for key in (
+    "accept_ra=0", "autoconf=0", "router_solicitations=0", "accept_dad=0", "dad_transmits=0")]
+_IPV6_IFACE_SYSCTLS = ("accept_ra=0", "autoconf=0", "router_solicitations=0", "accept_dad=0")
 
 
 @contextlib.contextmanager
@@ -623,7 +718,7 @@ def _listening(pid: int, port: int) -> bool:
     return False
 
 
-def _write_nginx_site(workdir: Path) -> Path:
+def _write_nginx_site(workdir: Path, pki: Issued) -> Path:
     """Config and content for nginx in `workdir`; returns the config path."""
     www = workdir / "www"
     www.mkdir(mode=0o755)
@@ -652,7 +747,17 @@ http {{
     keepalive_timeout 5s;
     server {{
         listen {HTTP_PORT} default_server;
+        listen [::]:{HTTP_PORT} default_server;
         server_name _;
+        root {www};
+        index index.html;
+    }}
+    server {{
+        listen {HTTPS_PORT} ssl default_server;
+        server_name _;
+        ssl_certificate {pki.cert_file};
+        ssl_certificate_key {pki.key_file};
+        ssl_protocols TLSv1.2 TLSv1.3;  # nginx 1.22's default lacks TLS 1.3, today's servers have it
         root {www};
         index index.html;
     }}

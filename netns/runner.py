@@ -9,6 +9,16 @@ for it (`hop = "none"`: the probe must not locate anything). [topology] may say 
 "dead"` (the server's host is gone: the last router's ARP fails and it answers host unreachable)
 or `server = "unrouted"` (the last router has no route to the server's network: net
 unreachable).
+
+A scenario runs over IPv4 unless its file opts in to IPv6 too (`families = ["ipv4", "ipv6"]`);
+`run_scenario(..., family=6)` then runs it over the lab's IPv6 plan: the same boxes at the same
+hops, the URL resolved to the server's IPv6 address (`--resolve HOST:PORT:[ADDR]`, or
+`[probe] address6`), and the same expectations.
+
+For an https URL the probe is also given `--cacert` with the lab's CA file (curl's option: trust
+this CA), so the server's certificate verifies. [box] args may name the lab's TLS files, filled
+in when the lab is up: {ca_file}, {proxy_ca_file}, {proxy_cert_file}, {proxy_key_file} (the
+interception CA and the certificate it issued, for a TLS-intercepting box).
 """
 
 from __future__ import annotations
@@ -21,11 +31,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netns.lab import HTTP_PORT, Lab
+from netns.lab import HTTP_PORT, HTTPS_PORT, Lab
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 LB_VIP = "203.0.113.100"
 SERVER_STATES = ("up", "dead", "unrouted")
+FAMILIES = {"ipv4": 4, "ipv6": 6}
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,8 @@ class Scenario:
     routers: int = 4
     delay_ms: float = 50.0
     server: str = "up"  # "up", "dead" or "unrouted" (see the module docstring)
+    families: tuple[int, ...] = (4,)
+    address6: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> "Scenario":
@@ -54,12 +67,16 @@ class Scenario:
         if server not in SERVER_STATES:
             raise ValueError(f"{path.name}: [topology] server must be one of {', '.join(SERVER_STATES)}")
         expect = {key: None if value == "none" else value for key, value in data["expect"].items()}
+        families = data.get("families", ["ipv4"])
+        if not families or any(name not in FAMILIES for name in families):
+            raise ValueError(f"{path.name}: families must name some of {', '.join(FAMILIES)}")
         return cls(name=path.stem, description=data.get("description", ""), box=box.get("name"),
                    box_hop=box.get("hop"), box_args=tuple(box.get("args", ())), url=probe["url"],
                    address=probe.get("address"), probe_args=tuple(probe.get("args", ())),
                    expect=expect, trap=bool(data.get("trap", False)), known_gap=data.get("known_gap"),
                    routers=int(topology.get("routers", 4)), delay_ms=float(topology.get("delay_ms", 50.0)),
-                   server=server)
+                   server=server, families=tuple(FAMILIES[name] for name in families),
+                   address6=probe.get("address6"))
 
 
 def load_all(names: list[str] | None = None) -> list[Scenario]:
@@ -103,14 +120,26 @@ def judge(scenario: Scenario, document: dict | None, exit_code: int) -> list[str
 def _port(url: str) -> int:
     from urllib.parse import urlsplit
 
-    return urlsplit(url).port or HTTP_PORT
+    parts = urlsplit(url)
+    return parts.port or (HTTPS_PORT if parts.scheme == "https" else HTTP_PORT)
+
+
+def lab_files(lab: Lab) -> dict[str, str]:
+    """The lab's TLS files by the names [box] args may use."""
+    if lab.pki is None or lab.proxy_pki is None:
+        return {}
+    return {"ca_file": str(lab.pki.ca_file), "proxy_ca_file": str(lab.proxy_pki.ca_file),
+            "proxy_cert_file": str(lab.proxy_pki.cert_file), "proxy_key_file": str(lab.proxy_pki.key_file)}
 
 
 class ScenarioLab:
     """One scenario's lab with its box running; probes can be run against it repeatedly."""
 
-    def __init__(self, scenario: Scenario):
-        self.scenario = scenario
+    def __init__(self, scenario: Scenario, family: int = 4):
+        if family not in scenario.families:
+            raise ValueError(f"{scenario.name} does not run over IPv{family} (its families: "
+                             f"{', '.join(f'ipv{f}' for f in scenario.families)})")
+        self.scenario, self.family = scenario, family
         self.lab = Lab(routers=scenario.routers, delay_ms=scenario.delay_ms)
 
     def __enter__(self) -> "ScenarioLab":
@@ -122,8 +151,9 @@ class ScenarioLab:
                 self.lab.take_server_network_unrouted()
             if self.scenario.box:
                 hop = self.lab.routers if self.scenario.box_hop == "last" else int(self.scenario.box_hop)
-                self.lab.spawn(self.lab.router_ns(hop),
-                               [sys.executable, "-m", f"netns.boxes.{self.scenario.box}", *self.scenario.box_args],
+                files = lab_files(self.lab)
+                args = [arg.format_map(files) for arg in self.scenario.box_args]
+                self.lab.spawn(self.lab.router_ns(hop), [sys.executable, "-m", f"netns.boxes.{self.scenario.box}", *args],
                                name=self.scenario.box)
         except BaseException:
             self.lab.down()
@@ -136,10 +166,15 @@ class ScenarioLab:
     def probe_argv(self, command: str = "check", extra: tuple[str, ...] = ()) -> list[str]:
         from urllib.parse import urlsplit
 
-        host = urlsplit(self.scenario.url).hostname
-        address = self.scenario.address or self.lab.server_addr
+        url = urlsplit(self.scenario.url)
+        if self.family == 6:
+            address = f"[{self.scenario.address6 or self.lab.server_addr6}]"
+        else:
+            address = self.scenario.address or self.lab.server_addr
+        trust = ["--cacert", str(self.lab.ca_file)] if url.scheme == "https" else []
         return [sys.executable, "-m", "probe", command, self.scenario.url, "--resolve",
-                f"{host}:{_port(self.scenario.url)}:{address}", "--json", *self.scenario.probe_args, *extra]
+                f"{url.hostname}:{_port(self.scenario.url)}:{address}", *trust, "--json",
+                *self.scenario.probe_args, *extra]
 
     def run_probe(self, command: str = "check", extra: tuple[str, ...] = (), timeout: float = 120.0) -> RunResult:
         started = time.monotonic()
@@ -157,17 +192,22 @@ class ScenarioLab:
                          completed.returncode, not problems, problems, seconds, document)
 
 
-@contextlib.contextmanager
 def server_capture(lab: Lab, path: Path, timeout: float = 10.0):
     """tcpdump on the server's interface, in its namespace, for the duration of the block."""
+    return capture(lab, lab.server_ns, "s0", path, timeout)
+
+
+@contextlib.contextmanager
+def capture(lab: Lab, ns: str, interface: str, path: Path, timeout: float = 10.0):
+    """tcpdump on `interface` in namespace `ns`, capturing once the block starts, until it ends."""
     path.unlink(missing_ok=True)
-    proc = lab.spawn(lab.server_ns, ["tcpdump", "-i", "s0", "-n", "-U", "--immediate-mode", "-Z", "root",
-                                     "-w", str(path), "tcp or icmp"], ready_line=None, name="tcpdump")
+    proc = lab.spawn(ns, ["tcpdump", "-i", interface, "-n", "-U", "--immediate-mode", "-Z", "root",
+                          "-w", str(path), "tcp or icmp or icmp6"], ready_line=None, name="tcpdump")
     deadline = time.monotonic() + timeout
     while not (path.exists() and path.stat().st_size >= 24):  # the file header: tcpdump is capturing
         if proc.poll() is not None or time.monotonic() > deadline:
             lab.stop(proc)
-            raise RuntimeError(f"tcpdump in {lab.server_ns} did not start")
+            raise RuntimeError(f"tcpdump in {ns} did not start")
         time.sleep(0.01)
     try:
         yield
@@ -176,11 +216,11 @@ def server_capture(lab: Lab, path: Path, timeout: float = 10.0):
 
 
 def run_scenario(scenario: Scenario, repeats: int = 1, record: Path | None = None,
-                 record_server: Path | None = None) -> list[RunResult]:
-    """Run the probe `repeats` times against one lab; with `record`, keep the first run's capture
-    and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`); with `record_server`,
-    also a capture of that run taken on the server (`NAME.server.pcap`)."""
-    with ScenarioLab(scenario) as lab:
+                 record_server: Path | None = None, family: int = 4) -> list[RunResult]:
+    """Run the probe `repeats` times against one lab, over IPv`family`; with `record`, keep the
+    first run's capture and the verdict it drew as a golden case (`NAME.pcap` + `NAME.json`);
+    with `record_server`, also a capture of that run taken on the server (`NAME.server.pcap`)."""
+    with ScenarioLab(scenario, family) as lab:
         results = []
         for i in range(repeats):
             extra = ()

@@ -35,8 +35,8 @@ class Line:
     @property
     def key(self) -> str:
         """The target's name in the history: what the line says, normalised."""
-        host, port, path = parse_url(self.url)
-        canonical = f"http://{host}{'' if port == 80 else f':{port}'}{path}"
+        url = parse_url(self.url)
+        host, port, canonical = url.host, url.port, url.canonical
         pinned = [r.address for r in self.resolves if r.host == host.lower() and r.port == port]
         return f"{canonical} @{pinned[0]}" if pinned else canonical
 
@@ -108,8 +108,8 @@ class Locator:
     A flow waiting for a trace keeps its packets until the end of the batch; clean flows,
     the vast majority of a healthy fleet, never wait."""
 
-    def __init__(self, max_ttl: int, method: str, control_host: str):
-        self.max_ttl, self.method, self.control_host = max_ttl, method, control_host
+    def __init__(self, max_ttl: int, method: str, control_host: str, tls=None):
+        self.max_ttl, self.method, self.control_host, self.tls = max_ttl, method, control_host, tls
         self.pool = concurrent.futures.ThreadPoolExecutor(LOCATE_THREADS, thread_name_prefix="probe-locate")
         self.sweeps: dict[tuple, concurrent.futures.Future] = {}
         self.address_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
@@ -135,14 +135,15 @@ class Locator:
 
     def defer_trace(self, line: Line, measurement, analysis) -> None:
         target = measurement.target
-        key = (measurement.flow.client, target.address, target.port, target.host, target.path)
+        key = (measurement.flow.client, target.address, target.port, target.scheme, target.host, target.path)
         self.traces.setdefault(key, []).append((line, measurement, analysis))
 
     def run_traces(self) -> Iterator["Judged"]:
         """After the exchanges: one trace per key, applied to each of its exchanges."""
-        from probe.trace import TraceOptions, by_trace, run_trace, server_ttl_of
+        from probe.trace import TraceOptions, by_trace, run_trace, server_ttl_of, trigger_words
 
-        options = TraceOptions(method=self.method, max_ttl=self.max_ttl, control_host=self.control_host)
+        options = TraceOptions(method=self.method, max_ttl=self.max_ttl, control_host=self.control_host,
+                               **({"tls": self.tls} if self.tls is not None else {}))
         while self.traces:
             _key, waiting = self.traces.popitem()
             first_line, first, first_analysis = waiting[0]
@@ -153,7 +154,7 @@ class Locator:
                     yield _finish(line, measurement, analysis, {"locate_error": str(error)})
                 continue
             for n, (line, measurement, analysis) in enumerate(waiting):
-                found = by_trace(analysis, traced, first.target.host, self.control_host)
+                found = by_trace(analysis, traced, trigger_words(first.target, options))
                 judged = _finish(line, measurement, found.analysis, dict(found.extra, trace_shared=n > 0))
                 if n == 0:
                     judged.frames += found.frames
@@ -195,10 +196,10 @@ def error_document(line: Line, target: Target | None, error: str) -> dict:
 
 def _finish(line: Line, measurement, analysis, extra: dict) -> Judged:
     from probe.commands.common import exit_code_for
-    from probe.report import check_document
+    from probe.report import application_sections, check_document
 
     document = check_document(measurement.target.as_json(), measurement.packets, measurement.flow, analysis,
-                              extra=extra)
+                              extra={**application_sections(measurement.application), **extra})
     document = {"schema": document.pop("schema"), "command": document.pop("command"), "line": line.number,
                 **document}
     return Judged(line, document, exit_code_for(analysis.verdict, analysis.hop), list(measurement.frames))

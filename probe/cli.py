@@ -20,11 +20,21 @@ from probe.commands.common import EXIT_FAILED, EXIT_USAGE, exit_code_for, say  #
 from probe.errors import ProbeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_enable=False,
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Tell who sent a TCP reset: the server, or a box in between.")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from probe import __version__
+
+        print(f"probe {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _commands() -> None:
+def _commands(version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+                                           help="print the version and exit")) -> None:
     """Tell who sent a TCP reset: the server, or a box in between."""
 
 
@@ -90,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
             say(error.ctx.get_help() if getattr(error, "ctx", None) else "usage: probe COMMAND --help")
         else:
             _as_plugin(args, error.format_message())
-            say(f"probe: {error.format_message()} (see probe --help)")
+            context = getattr(error, "ctx", None)
+            where = context.command_path if context is not None and context.command_path else "probe"
+            say(f"probe: {error.format_message()} (see {where} --help)")
         sys.exit(EXIT_USAGE)
     finally:
         for sig, handler in previous.items():

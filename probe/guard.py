@@ -1,8 +1,11 @@
 """Keeps the kernel from answering the probe's crafted connection with its own RST.
 
 The kernel has no socket for the crafted flow, so it would answer the server's SYN-ACK with
-a RST. The guard is one nftables table per run, named after the run's PID and start time
-(and a serial number: a batch and its traces each have their own), holding one rule per flow: drop outgoing RSTs of exactly that flow unless they carry the probe's mark.
+a RST (Linux does so over IPv6 too: tcp_v6_send_reset). The guard is one nftables table per
+run, of the `inet` family so that one table holds both IPv4 (`ip saddr`) and IPv6 (`ip6 saddr`)
+rules, named after the run's PID and start time (and a serial number: a batch and its traces
+each have their own), holding one rule per flow: drop outgoing RSTs of exactly that flow unless
+they carry the probe's mark.
 No other traffic is touched. The table goes away on every way out (normal end, exception,
 SIGINT, SIGTERM: the CLI turns SIGTERM into an exception), and a table left by a run that
 was killed with SIGKILL is removed by the next run (`sweep_stale`).
@@ -22,6 +25,7 @@ from probe.wire import PROBE_MARK
 
 TABLE_PREFIX = "probe_guard_"
 FLOW_SET = "flows"
+FLOW_SET6 = "flows6"
 _TABLE_NAME = re.compile(rf"^{TABLE_PREFIX}(\d+)_(\d+)(?:_\d+)?$")
 _serial = itertools.count(1)  # several guards of one process (batch, then its traces) never share a table
 
@@ -100,23 +104,31 @@ class Guard:
         return self
 
     def add_flow(self, client: str, client_port: int, server: str, server_port: int) -> None:
-        _nft(f"add rule inet {self.table} output ip saddr {client} ip daddr {server} "
+        ip = "ip6" if ":" in server else "ip"
+        _nft(f"add rule inet {self.table} output {ip} saddr {client} {ip} daddr {server} "
              f"tcp sport {client_port} tcp dport {server_port} tcp flags & rst == rst "
              f"meta mark != {PROBE_MARK:#x} counter drop\n")
 
     def use_flow_set(self) -> None:
         """For many flows (`probe batch`): one set of flows and one rule for all of them, so
-        adding a flow is adding a set element, and the ruleset stays one rule long."""
-        _nft(f"add set inet {self.table} {FLOW_SET} {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; }}\n"
-             f"add rule inet {self.table} output ip saddr . tcp sport . ip daddr . tcp dport @{FLOW_SET} "
-             f"tcp flags & rst == rst meta mark != {PROBE_MARK:#x} counter drop\n")
+        adding a flow is adding a set element, and the ruleset stays one rule per family long."""
+        script = ""
+        for ip, name, kind in (("ip", FLOW_SET, "ipv4_addr"), ("ip6", FLOW_SET6, "ipv6_addr")):
+            script += (f"add set inet {self.table} {name} {{ type {kind} . inet_service . {kind} . inet_service; }}\n"
+                       f"add rule inet {self.table} output {ip} saddr . tcp sport . {ip} daddr . tcp dport @{name} "
+                       f"tcp flags & rst == rst meta mark != {PROBE_MARK:#x} counter drop\n")
+        _nft(script)
 
     def add_flows(self, flows) -> None:
-        """Add (client, client_port, server, server_port) flows to the set, in one nft call."""
-        elements = ", ".join(f"{client} . {client_port} . {server} . {server_port}"
-                             for client, client_port, server, server_port in flows)
-        if elements:
-            _nft(f"add element inet {self.table} {FLOW_SET} {{ {elements} }}\n")
+        """Add (client, client_port, server, server_port) flows to their family's set, in one nft call."""
+        elements: dict[str, list[str]] = {FLOW_SET: [], FLOW_SET6: []}
+        for client, client_port, server, server_port in flows:
+            elements[FLOW_SET6 if ":" in server else FLOW_SET].append(
+                f"{client} . {client_port} . {server} . {server_port}")
+        script = "".join(f"add element inet {self.table} {name} {{ {', '.join(items)} }}\n"
+                         for name, items in elements.items() if items)
+        if script:
+            _nft(script)
 
     def remove(self) -> None:
         if self.installed:

@@ -1,4 +1,10 @@
-"""The HTTP side of a probe: the request bytes, and knowing when the response has ended (h11)."""
+"""The HTTP side of a probe: the request bytes, and knowing when the response has ended (h11).
+
+An *application* is what rides on the crafted TCP connection, sans-IO, in the manner of h11:
+`first_flight()` gives the bytes that open the conversation (the trigger a box reacts to),
+`receive(data, eof)` takes the server's in-order bytes and gives what to send next, and
+`status` and `finished` say where the conversation stands. `HttpExchange` here is plain
+HTTP; `probe.tls.TlsExchange` is the same HTTP inside TLS."""
 
 from __future__ import annotations
 
@@ -9,11 +15,16 @@ import h11
 from probe import __version__
 
 
-def build_request(method: str, host: str, port: int, path: str) -> bytes:
+def host_header(host: str, port: int, default_port: int = 80) -> str:
+    """The Host header's value (RFC 9112 3.2): an IPv6 address in brackets, the port unless the default."""
+    host = f"[{host}]" if ":" in host else host
+    return host if port == default_port else f"{host}:{port}"
+
+
+def build_request(method: str, host: str, port: int, path: str, default_port: int = 80) -> bytes:
     """Serialize the request the probe sends, as a curl-like client would."""
-    host_header = host if port == 80 else f"{host}:{port}"
     client = h11.Connection(our_role=h11.CLIENT)
-    headers = [("Host", host_header), ("User-Agent", f"probe/{__version__}"), ("Accept", "*/*"),
+    headers = [("Host", host_header(host, port, default_port)), ("User-Agent", f"probe/{__version__}"), ("Accept", "*/*"),
                ("Connection", "close")]
     return client.send(h11.Request(method=method, target=path, headers=headers)) + client.send(h11.EndOfMessage())
 
@@ -30,9 +41,9 @@ class ResponseStatus:
 class ResponseReader:
     """Feed it the in-order bytes the server sent; it says when the response is complete."""
 
-    def __init__(self, method: str, host: str, port: int, path: str):
+    def __init__(self, method: str, host: str, port: int, path: str, default_port: int = 80):
         self._conn = h11.Connection(our_role=h11.CLIENT)
-        headers = [("Host", host if port == 80 else f"{host}:{port}"), ("Connection", "close")]
+        headers = [("Host", host_header(host, port, default_port)), ("Connection", "close")]
         self._conn.send(h11.Request(method=method, target=path, headers=headers))
         self._conn.send(h11.EndOfMessage())
         self.status = ResponseStatus()
@@ -61,3 +72,34 @@ class ResponseReader:
         except h11.RemoteProtocolError as error:
             self.status.malformed = str(error)
         return self.status
+
+
+class HttpExchange:
+    """Plain HTTP as an application of the crafted connection: one request, one response."""
+
+    def __init__(self, request: bytes, reader: ResponseReader):
+        self.request, self.reader = request, reader
+        self.status = ResponseStatus()
+
+    @classmethod
+    def for_url(cls, method: str, host: str, port: int, path: str, default_port: int = 80) -> "HttpExchange":
+        return cls(build_request(method, host, port, path, default_port),
+                   ResponseReader(method, host, port, path, default_port))
+
+    def first_flight(self) -> bytes:
+        return self.request
+
+    def receive(self, data: bytes, eof: bool = False) -> bytes:
+        self.status = self.reader.feed(data, eof)
+        return b""
+
+    @property
+    def finished(self) -> bool:
+        """The response has ended: the probe may close."""
+        return self.status.complete
+
+    def report(self) -> dict:
+        """The `http` section of a report: what the response said."""
+        status = self.status
+        return {"status": status.status, "reason": status.reason or None, "complete": status.complete,
+                "malformed": status.malformed}

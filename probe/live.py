@@ -6,15 +6,25 @@ import time
 from dataclasses import dataclass, field
 
 from probe.engine.model import Flow
-from probe.errors import UsageError
+from probe.errors import ProbeError, UsageError
 from probe.guard import Guard
-from probe.http import ResponseReader, build_request
+from probe.http import HttpExchange
 from probe.record import PacketRecord, parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection, Progress, Segment, Settings, seq_add
-from probe.wire import Capture, Frame, PortReservation, RawSender, local_addresses, random_u32, source_address
+from probe.wire import (Capture, Frame, PortReservation, RawSender, local_addresses, random_u32, send_or_lose,
+                        source_address)
 
 CLOSE_WAIT = 0.5  # seconds to wait for our closing resets to show in the capture
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """curl's TLS options: `sni` None sends the URL's host, "" sends no SNI at all; `cafile`
+    None verifies against the system's trust store."""
+
+    sni: str | None = None
+    cafile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,7 @@ class CheckOptions:
     max_time: float = 30.0
     settings: Settings = Settings()
     ttl: int = 64
+    tls: TlsOptions = TlsOptions()
 
 
 @dataclass
@@ -35,6 +46,7 @@ class Measurement:
     packets: list[PacketRecord] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
     progress: Progress | None = None
+    application: object = None  # what rode on the connection (probe.http / probe.tls), for its report
 
 
 def prepare_flow(target: Target) -> tuple[Flow, PortReservation]:
@@ -59,7 +71,7 @@ class FlowDriver:
         for segment in segments:
             ttl = self.ttl_for(segment)
             if ttl is not False:  # False: the caller does not want this segment sent at all
-                self.sender.send(self.crafter.build(segment, ttl=ttl), self.flow.server)
+                send_or_lose(self.sender, self.crafter.build(segment, ttl=ttl), self.flow.server)
 
     def take(self, frame: Frame, record: PacketRecord) -> None:
         """Record a frame of this flow; a received one goes to the state machine."""
@@ -76,7 +88,9 @@ def close_with_reset(driver: FlowDriver) -> int:
     """Leave nothing open on the server: unless the connection was closed with FINs both ways,
     reset it at every sequence number the server may expect (what it last acknowledged, all we
     sent, or nothing of the request at all when the request never arrived). A reset at the
-    wrong one of these draws at most a challenge ACK (RFC 5961). Returns how many were sent."""
+    wrong one of these draws at most a challenge ACK (RFC 5961). The close is best effort: a
+    reset lost to a full queue or refused by a local rule does not stop the others. Returns how
+    many left, so that the caller waits to record exactly those."""
     connection = driver.connection
     if connection.irs is None or connection.progress.closed_politely:
         return 0
@@ -84,9 +98,14 @@ def close_with_reset(driver: FlowDriver) -> int:
     for seq in (connection.snd_una, connection.snd_nxt, seq_add(connection.isn, 1)):
         if seq not in seqs:
             seqs.append(seq)
+    sent = 0
     for seq in seqs:
-        driver.sender.send(driver.crafter.build(Segment("R", seq, 0, 0, purpose="close")), driver.flow.server)
-    return len(seqs)
+        packet = driver.crafter.build(Segment("R", seq, 0, 0, purpose="close"))
+        try:
+            sent += send_or_lose(driver.sender, packet, driver.flow.server)
+        except ProbeError:
+            continue
+    return sent
 
 
 def pump(capture: Capture, drivers: list[FlowDriver], timeout: float, others=None) -> None:
@@ -103,16 +122,27 @@ def pump(capture: Capture, drivers: list[FlowDriver], timeout: float, others=Non
             others(frame, record)
 
 
+def application_for(target: Target, method: str, host: str | None = None, tls: TlsOptions = TlsOptions()):
+    """What rides on the connection to `target`: HTTP, or HTTP inside TLS for https://.
+    `host` replaces the target's name in the request (and, over TLS, in the SNI)."""
+    name = host or target.host
+    if not target.tls:
+        return HttpExchange.for_url(method, name, target.port, target.path)
+    from probe.tls import TlsExchange
+
+    server_name = name if tls.sni is None or host is not None else tls.sni
+    return TlsExchange(HttpExchange.for_url(method, name, target.port, target.path, default_port=443),
+                       server_name=server_name, verify_name=name, cafile=tls.cafile)
+
+
 def new_connection(target: Target, flow: Flow, method: str, settings: Settings, ttl: int = 64,
-                   host: str | None = None) -> tuple[ClientConnection, object]:
+                   host: str | None = None, tls: TlsOptions = TlsOptions()) -> tuple[ClientConnection, object]:
     """A fresh state machine and crafter for `flow`; `host` replaces the target's in the request."""
     from probe.craft import Crafter  # scapy is imported only when a probe really runs
 
-    name = host or target.host
-    request = build_request(method, name, target.port, target.path)
-    reader = ResponseReader(method, name, target.port, target.path)
-    connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port, request,
-                                  isn=random_u32(), reader=reader, settings=settings, ts_base=random_u32())
+    connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
+                                  application_for(target, method, host, tls), isn=random_u32(), settings=settings,
+                                  ts_base=random_u32())
     crafter = Crafter(flow.client, flow.client_port, flow.server, flow.server_port, random_u32() & 0xFFFF,
                       ttl=ttl)
     return connection, crafter
@@ -127,7 +157,8 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
     """Probe once. `on_start(flow)` is called when everything is in place, just before the SYN,
     so that a progress line never precedes an error line."""
     flow, reservation = prepare_flow(target)
-    connection, crafter = new_connection(target, flow, options.method, options.settings, options.ttl)
+    connection, crafter = new_connection(target, flow, options.method, options.settings, options.ttl,
+                                         tls=options.tls)
     try:
         # sockets first: without the privilege they fail with the clearest message
         with Capture([flow.server]) as capture, RawSender() as sender, Guard() as guard:
@@ -158,4 +189,4 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
                     pump(capture, [driver], remaining)
     finally:
         reservation.close()
-    return Measurement(target, flow, driver.packets, driver.frames, connection.progress)
+    return Measurement(target, flow, driver.packets, driver.frames, connection.progress, connection.app)

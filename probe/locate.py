@@ -2,6 +2,10 @@
 time, each waited for with a bound. The reasoning is in `probe.engine.locate`.
 
 Polite by construction: one probe per TTL, a maximum TTL, and it stops at the first answer.
+Over IPv6 the TTL is the hop limit (RFC 8200 3), the echoes are ICMPv6's (RFC 4443 4.1, types
+128/129), and since there is no IP-ID to tell the probes of one sweep apart in the packet an
+ICMPv6 error quotes, each TTL's probe carries its own flow label instead (the quoted header
+keeps it: RFC 4443 3 quotes as much of the packet as fits).
 A SYN-ACK drawn by a TTL-limited SYN is answered by our kernel's own RST (no guard for this
 port), which clears the half-open connection on the server.
 """
@@ -12,11 +16,22 @@ import time
 from dataclasses import dataclass, field
 
 from probe.engine.locate import HopReply
-from probe.record import ICMP_TIME_EXCEEDED, PacketRecord, parse_ip
+from probe.record import PacketRecord, is_time_exceeded, parse_ip
 from probe.tcp import RECEIVE_WINDOW, Segment
 from probe.wire import Capture, Frame, PortReservation, RawSender, random_u32
 
 ECHO_REPLY, ECHO_REQUEST = 0, 8
+ECHO6_REQUEST, ECHO6_REPLY = 128, 129
+
+
+def _echo_types(version: int) -> tuple[int, int]:
+    """(request, reply) ICMP types of the family."""
+    return (ECHO6_REQUEST, ECHO6_REPLY) if version == 6 else (ECHO_REQUEST, ECHO_REPLY)
+
+
+def _mark(quoted, version: int) -> int | None:
+    """What tells one TTL's probe from another in a quoted header: IPv4's IP-ID, IPv6's flow label."""
+    return quoted.flow_label if version == 6 else quoted.ip_id
 
 
 @dataclass
@@ -49,9 +64,13 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
                on_progress=None) -> Sweeps:
     """TCP sweep up to the first TCP answer, then the echo sweep up to the first echo reply."""
     from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
     from probe.craft import Crafter
 
+    version = 6 if ":" in server else 4
+    echo_request, echo_reply = _echo_types(version)
+    echo_proto = 58 if version == 6 else 1
     sweeps = Sweeps()
     reservation = PortReservation(client)
     try:
@@ -62,6 +81,7 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
             options = (("MSS", 1460), ("SAckOK", b""), ("NOP", None), ("WScale", 7))
             for ttl in range(1, max_ttl + 1):
                 crafter.next_ip_id = base_id + ttl
+                crafter.flow_label = base_id + ttl if version == 6 else 0
                 sender.send(crafter.build(Segment("S", isn, 0, RECEIVE_WINDOW, options=options), ttl=ttl), server)
 
                 def match_tcp(record: PacketRecord, frame: Frame, ttl=ttl):
@@ -71,7 +91,7 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
                         return True
                     quoted = record.quoted
                     if record.proto == "icmp" and quoted and quoted.sport == reservation.port \
-                            and quoted.ip_id == base_id + ttl:
+                            and _mark(quoted, version) == base_id + ttl:
                         return True
                     return None
 
@@ -85,18 +105,24 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
             limit = min(max_ttl, (sweeps.tcp[-1].ttl if sweeps.tcp else max_ttl) + 8)
             silent = 0
             for ttl in range(1, limit + 1):
-                sender.send(bytes(IP(src=client, dst=server, ttl=ttl, id=base_id + 0x80 + ttl) /
-                                  ICMP(type=ECHO_REQUEST, id=echo_id, seq=ttl)), server)
+                if version == 6:
+                    echo = IPv6(src=client, dst=server, hlim=ttl, fl=base_id + 0x80 + ttl) / \
+                        ICMPv6EchoRequest(id=echo_id, seq=ttl)
+                else:
+                    echo = IP(src=client, dst=server, ttl=ttl, id=base_id + 0x80 + ttl) / \
+                        ICMP(type=ECHO_REQUEST, id=echo_id, seq=ttl)
+                sender.send(bytes(echo), server)
 
                 def match_echo(record: PacketRecord, frame: Frame, ttl=ttl):
                     if record.proto != "icmp":
                         return None
                     if frame.outgoing:
-                        return False if record.icmp_type == ECHO_REQUEST and record.dst == server else None
-                    if record.icmp_type == ECHO_REPLY and record.src == server:
+                        return False if record.icmp_type == echo_request and record.dst == server else None
+                    if record.icmp_type == echo_reply and record.src == server:
                         return True
                     quoted = record.quoted
-                    return True if quoted and quoted.proto == 1 and quoted.ip_id == base_id + 0x80 + ttl else None
+                    return True if quoted and quoted.proto == echo_proto \
+                        and _mark(quoted, version) == base_id + 0x80 + ttl else None
 
                 found = _wait_for(capture, time.monotonic() + wait, match_echo, sweeps.frames)
                 sweeps.echo.append(_hop_reply(ttl, found))
@@ -118,8 +144,8 @@ def _hop_reply(ttl: int, found) -> HopReply:
     rtt = round((at - sent_at) * 1000, 3) if sent_at is not None else None
     if record.proto == "tcp":
         return HopReply(ttl, "tcp", record.src, record.ttl, record.flags, rtt)
-    if record.icmp_type == ICMP_TIME_EXCEEDED:
+    if is_time_exceeded(record):
         return HopReply(ttl, "time-exceeded", record.src, record.ttl, rtt_ms=rtt)
-    if record.icmp_type == ECHO_REPLY:
+    if record.icmp_type == _echo_types(record.version)[1]:
         return HopReply(ttl, "echo-reply", record.src, record.ttl, rtt_ms=rtt)
     return HopReply(ttl, "unreachable", record.src, record.ttl, rtt_ms=rtt)

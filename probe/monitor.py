@@ -27,9 +27,18 @@ def nagios_state(probe_codes) -> int:
                default=OK)
 
 
-def nagios_output(tally) -> tuple[str, int]:
-    """The plugin's text (status line, details) and its exit state."""
+def worse_state(*states: int) -> int:
+    """The worst of plugin states, in the order CRITICAL, WARNING, UNKNOWN, OK."""
+    return max(states, key=_STATE_ORDER.__getitem__)
+
+
+def nagios_output(tally, trouble: str | None = None) -> tuple[str, int]:
+    """The plugin's text (status line, details) and its exit state. `trouble`: what else went
+    wrong (the history not written): said on the status line, and at least UNKNOWN."""
     state = nagios_state(code for code, count in tally.codes.items() if count) if tally.total else UNKNOWN
+    measured_state = state
+    if trouble:
+        state = worse_state(state, UNKNOWN)
     interfered = tally.codes[3]
     failed = tally.codes[4]
     unmeasured = tally.codes[1] + tally.codes[2]
@@ -37,12 +46,14 @@ def nagios_output(tally) -> tuple[str, int]:
     total = tally.total
     if not total:
         summary = "no targets"
-    elif state == OK:
+    elif measured_state == OK:
         summary = f"all {total} targets clean"
     else:
         parts = [f"{count} {what}" for count, what in ((interfered, "interfered with"), (failed, "failed"),
                                                        (unmeasured, "not measured")) if count]
         summary = f"{', '.join(parts)} of {total} targets"
+    if trouble:
+        summary += f"; {trouble}"
     perfdata = [f"clean={clean};;;0;{total}", f"interfered={interfered};;1;0;{total}",
                 f"failed={failed};1;;0;{total}", f"unmeasured={unmeasured};;;0;{total}"]
     if tally.rtt_count:
@@ -73,30 +84,33 @@ class TargetMetric:
     state: str
     rtt_ms: float | None
     exit_code: int
+    family: str = ""  # "ipv4" or "ipv6"; "" when the target was never resolved
 
 
 def metric_of(document: dict, exit_code: int) -> TargetMetric:
     target = document.get("target", {})
     return TargetMetric(target.get("url", ""), target.get("address") or "", target.get("port") or 0,
-                        document.get("verdict") or "error", document.get("rtt_ms"), exit_code)
+                        document.get("verdict") or "error", document.get("rtt_ms"), exit_code,
+                        target.get("family") or "")
 
 
 def write_prom(path: str, metrics: list[TargetMetric], finished_at: float, seconds: float, exit_code: int) -> None:
     """node_exporter textfile, written to a temporary file beside `path` and renamed over it
     (atomic: the collector never reads half a file). Per target: one 0/1 series per verdict
     (a state set, so an alert on `probe_target_verdict{verdict="middlebox-reset"} == 1` ends
-    when the verdict does), the handshake RTT and the exit code."""
+    when the verdict does), the handshake RTT and the exit code; the labels name the target and
+    the family it was probed over (a site can fail over one family and not the other)."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     registry = CollectorRegistry()
-    labels = ["url", "address", "port"]
+    labels = ["url", "address", "port", "family"]
     verdict = Gauge("probe_target_verdict", "1 for the target's verdict in the last batch, 0 for the others "
                     "(error: not measured)", labels + ["verdict"], registry=registry)
     rtt = Gauge("probe_target_rtt_seconds", "handshake round trip from kernel timestamps", labels, registry=registry)
     code = Gauge("probe_target_exit_code", "the exit code probe check would give this target", labels,
                  registry=registry)
     for metric in metrics:
-        values = (metric.url, metric.address, str(metric.port))
+        values = (metric.url, metric.address, str(metric.port), metric.family)
         for name in (*VERDICTS, "error"):
             verdict.labels(*values, name).set(1 if metric.state == name else 0)
         if metric.rtt_ms is not None:

@@ -6,6 +6,7 @@ import json
 
 from probe.engine.model import Analysis, Flow
 from probe.record import PacketRecord
+from probe.tls import describe
 
 SCHEMA = "probe/1"
 LINKTYPE_RAW = 101  # pcap link type for packets that start at the IP header
@@ -22,18 +23,23 @@ def packet_json(n: int, packet: PacketRecord, t0: float, flow: Flow, attribution
     item = {"n": n, "dir": _direction(packet, flow), "t_ms": round((packet.t - t0) * 1000, 3),
             "proto": packet.proto, "src": packet.src, "dst": packet.dst, "ttl": packet.ttl,
             "ip_id": packet.ip_id, "df": packet.df, "tos": packet.tos}
+    if packet.version == 6:  # no IP-ID outside a fragment header; the flow label instead (RFC 6437)
+        item.update({"version": 6, "flow_label": packet.flow_label})
     if packet.proto == "tcp":
         item.update({"sport": packet.sport, "dport": packet.dport, "flags": packet.flags, "seq": packet.seq,
                      "ack": packet.ack, "win": packet.win, "len": packet.length,
                      "options": [[name, _jsonable(value)] for name, value in packet.options]})
         if packet.length:
             item["payload_head"] = packet.payload[:64].decode("latin-1")
+            item["info"] = describe(packet.payload)
     elif packet.proto == "icmp":
         item.update({"icmp_type": packet.icmp_type, "icmp_code": packet.icmp_code})
         if packet.quoted is not None:
             q = packet.quoted
             item["quoted"] = {"src": q.src, "dst": q.dst, "proto": q.proto, "ttl": q.ttl, "ip_id": q.ip_id,
                               "tos": q.tos, "sport": q.sport, "dport": q.dport, "seq": q.seq}
+            if q.version == 6:
+                item["quoted"]["flow_label"] = q.flow_label
     item.update({"origin": attribution.origin, "confidence": attribution.confidence,
                  "evidence": list(attribution.evidence)})
     return item
@@ -75,6 +81,30 @@ def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, a
     return document
 
 
+def application_sections(application) -> dict:
+    """The `http` section (what the response said) and, over TLS, the `tls` section (what the
+    handshake and the certificate showed), from what rode on the connection."""
+    if application is None:
+        return {}
+    http = getattr(application, "http", application)
+    sections = {"http": http.report()}
+    if http is not application:
+        sections["tls"] = application.report()
+    return sections
+
+
+def tls_sentence(tls: dict) -> str | None:
+    """One sentence on the TLS facts, for the people reading the explanation."""
+    if tls["handshake"] == "failed":
+        return f"The TLS handshake failed: {tls['error']}."
+    if tls["handshake"] != "complete":
+        return "The TLS handshake did not complete."
+    head = f"TLS {tls['version'].removeprefix('TLSv')} with {tls['cipher']}"
+    if tls["verified"]:
+        return f"{head}; the certificate is valid for {tls['sni'] or 'the host'}."
+    return f"{head}; the certificate does not validate: {'; '.join(tls['verify_problems'])}."
+
+
 def locate_json(location, tcp_sweep, echo_sweep) -> dict:
     """The `locate` section of a check document: the conclusion and every probe of both sweeps."""
     from dataclasses import asdict
@@ -114,9 +144,11 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
         evidence = "\n".join(_wrap(sentence, width) for sentence in attribution.evidence)
         origin = attribution.origin if attribution.origin in ("self", "server") or attribution.confidence == "high" \
             else f"{attribution.origin} ({attribution.confidence})"
+        info = describe(packet.payload) if packet.proto == "tcp" and packet.length else ""
         rows.append([n, f"{(packet.t - t0) * 1000:.2f}", arrow, packet.src if not mine else "", packet.ttl,
-                     packet.ip_id, flags, seq, ack, win, length, origin, evidence])
-    headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "origin", "evidence"]
+                     packet.ip_id, flags, seq, ack, win, length, _wrap(info, 24), origin, evidence])
+    headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "info", "origin",
+               "evidence"]
     return simple_table(rows, headers)
 
 
@@ -137,7 +169,12 @@ def summary_lines(document: dict) -> str:
         parts.append(f"hop: {hop}")
     if document.get("rtt_ms") is not None:
         parts.append(f"rtt: {document['rtt_ms']:.1f} ms")
-    return "  ".join(parts) + "\n" + document["explanation"]
+    if (document.get("http") or {}).get("status") is not None:  # what curl -I shows first
+        parts.append(f"http: {document['http']['status']} {document['http']['reason'] or ''}".rstrip())
+    lines = ["  ".join(parts), document["explanation"]]
+    if document.get("tls"):
+        lines.append(tls_sentence(document["tls"]))
+    return "\n".join(lines)
 
 
 def write_pcap(path: str, frames) -> None:

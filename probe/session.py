@@ -36,7 +36,6 @@ connection in TIME-WAIT, and its late packets must not land in a new exchange.
 from __future__ import annotations
 
 import collections
-import errno
 import heapq
 import itertools
 import resource
@@ -46,12 +45,11 @@ from typing import Callable, Iterable, Iterator
 
 from probe.engine.model import Flow
 from probe.errors import ProbeError
-from probe.http import ResponseReader, build_request
-from probe.live import CLOSE_WAIT, CheckOptions, Measurement, close_with_reset, default_linger
+from probe.live import CLOSE_WAIT, CheckOptions, Measurement, application_for, close_with_reset, default_linger
 from probe.record import parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection
-from probe.wire import PortReservation, local_addresses, random_u32, source_address
+from probe.wire import PortReservation, local_addresses, random_u32, send_or_lose, source_address
 
 DEFAULT_CONCURRENCY = 100
 DEFAULT_RATE = 1000.0  # packets per second
@@ -107,11 +105,9 @@ class _Exchange:
         self.tag, self.target, self.flow, self.reservation = tag, target, flow, reservation
         self.options = options
         self.measurement = Measurement(target, flow)
-        request = build_request(options.method, target.host, target.port, target.path)
-        reader = ResponseReader(options.method, target.host, target.port, target.path)
-        self.connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port, request,
-                                           isn=random_u32(), reader=reader, settings=options.settings,
-                                           ts_base=random_u32())
+        self.connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
+                                           application_for(target, options.method, tls=options.tls),
+                                           isn=random_u32(), settings=options.settings, ts_base=random_u32())
         self.crafter = crafter_class(flow.client, flow.client_port, flow.server, flow.server_port,
                                      random_u32() & 0xFFFF, ttl=options.ttl)
         self.hard_deadline = 0.0
@@ -343,18 +339,14 @@ class _Loop:
                 return
             packet = exchange.crafter.build(segment)
             try:
-                self.sender.send(packet, exchange.flow.server)
+                sent = send_or_lose(self.sender, packet, exchange.flow.server)
             except ProbeError as error:  # no route, refused by a local rule: this target only
                 exchange.error = str(error)
                 self._end(exchange)
                 return
-            except OSError as error:
-                if error.errno != errno.ENOBUFS:
-                    raise
-                # the device queue is full: the packet is lost before the wire, as on a
-                # congested link; the state machine retransmits what matters
-            self.bucket.take(1)
-            self.session.packets_sent += 1
+            if sent:
+                self.bucket.take(1)
+                self.session.packets_sent += 1
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -449,11 +441,7 @@ class _Loop:
     def _close(self, exchange: _Exchange, now: float) -> None:
         """As run_check after its linger: reset what the server may still hold open, and wait
         (half a second at most) until those resets are recorded too."""
-        driver = _Driver(exchange, self)
-        try:
-            sent = close_with_reset(driver)
-        except ProbeError:
-            sent = 0
+        sent = close_with_reset(_Driver(exchange, self))
         if not sent:
             self._end(exchange)
             return
@@ -465,6 +453,7 @@ class _Loop:
         del self.table[exchange.key]
         exchange.reservation.close()
         exchange.measurement.progress = exchange.connection.progress
+        exchange.measurement.application = exchange.connection.app
         if exchange.error is not None:
             self.finished.append(Finished(exchange.tag, exchange.target, error=exchange.error))
         else:

@@ -10,11 +10,16 @@ It behaves like a real client where that exposes middleboxes:
 - the request is retransmitted with exponential backoff while unacknowledged (the field
   report's box was only exposed because the retransmission reached a server that had
   been reset behind the client's back);
-- in-order data is acknowledged at once; the response is read to its end (h11);
+- in-order data is acknowledged at once and handed to the application riding on the
+  connection (`probe.http`: plain HTTP, or HTTP inside TLS), which reads the response to its
+  end and may answer with more bytes (a TLS client's second flight, its request, its
+  close_notify); new data goes out in segments of the server's MSS, and only the oldest
+  unacknowledged segment is retransmitted, as Linux does;
 - the close is polite (FIN both ways) so no half-open connection stays on the server;
 - an ICMP error ends the handshake where Linux's would end (`tcp_v4_err`): in SYN-SENT, a
   destination unreachable of any code but "fragmentation needed" (4), a time exceeded or a
-  parameter problem quoting our SYN ends the attempt at once, as connect() fails at once, with
+  parameter problem quoting our SYN ends the attempt at once (over IPv6, `tcp_v6_err`: every
+  ICMPv6 error but packet too big, whatever its code, administratively prohibited included), as connect() fails at once, with
   the error recorded; nothing is retransmitted into a dead host for seconds. Once established,
   every ICMP error is soft, as on Linux without IP_RECVERR (RFC 1122 4.2.3.9 would allow
   protocol and port unreachable to abort; Linux does not, and neither do we): the error stays in
@@ -38,8 +43,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from probe.http import ResponseReader
-from probe.record import PacketRecord, is_packet_too_big, is_time_exceeded, is_unreachable
+from probe.record import PacketRecord, is_icmp_error, is_packet_too_big, is_time_exceeded, is_unreachable
 
 MOD32 = 1 << 32
 ICMP_PARAMETER_PROBLEM = 12
@@ -113,13 +117,18 @@ class Progress:
 
 
 class ClientConnection:
-    def __init__(self, client: str, client_port: int, server: str, server_port: int, request: bytes,
-                 isn: int, reader: ResponseReader, settings: Settings = Settings(), ts_base: int = 0):
+    def __init__(self, client: str, client_port: int, server: str, server_port: int, app,
+                 isn: int, settings: Settings = Settings(), ts_base: int = 0):
+        """`app` is the application on the connection (`probe.http.HttpExchange` or
+        `probe.tls.TlsExchange`); its first flight is "the request" of every report."""
         self.client, self.client_port = client, client_port
         self.server, self.server_port = server, server_port
-        self.request = request
+        self.app = app
+        self.request = app.first_flight()
+        self._stream = bytearray(self.request)  # every byte the application gave us to send
+        self._sent = 0  # how many of them went out
+        self._mss = settings.mss
         self.isn = isn
-        self.reader = reader
         self.settings = settings
         self.state = State.CLOSED
         self.progress = Progress()
@@ -157,7 +166,7 @@ class ClientConnection:
     def on_timer(self, now: float) -> list[Segment]:
         if self.deadline is None or now < self.deadline:
             return []
-        outstanding = self.state is State.SYN_SENT or self.request_outstanding or (
+        outstanding = self.state is State.SYN_SENT or self.data_outstanding or (
             self._fin_seq is not None and not self._fin_acked)
         if not outstanding:  # waiting for the server with nothing unacknowledged
             if now - self.last_progress >= self.settings.idle_timeout:
@@ -263,24 +272,40 @@ class ClientConnection:
         if self._use_ts:
             self._ts_recent = packet.option("Timestamp")[0]
         self._window_shift = WINDOW_SCALE if packet.option("WScale") is not None else 0
+        if packet.option("MSS"):
+            self._mss = min(self.settings.mss, packet.option("MSS"))
         self.state = State.ESTABLISHED
         self.last_progress = now
         # Linux's RTO: srtt + 4 * rttvar with rttvar = srtt / 2 at the first sample, floored at 200 ms.
         self._rto = min(max(3 * self.rtt_estimate, RTO_MIN), RTO_MAX)
         self._retries_left = self.settings.data_retries
         self.deadline = now + self._rto
-        ack = self._ack(now, "handshake-ack")
-        request = Segment("PA", self.snd_nxt, self.rcv_nxt, self._window(), self.request,
-                          self._timestamp_option(now), purpose="request")
-        self.snd_nxt = seq_add(self.snd_nxt, len(self.request))
         self.progress.request_sent = 1
-        return [ack, request]
+        return [self._ack(now, "handshake-ack"), *self._send_new(now)]
+
+    def _send_new(self, now: float) -> list[Segment]:
+        """What the application queued and was not sent yet, in segments of at most one MSS."""
+        segments = []
+        while self._sent < len(self._stream):
+            first_flight = self._sent < len(self.request)
+            end = min(self._sent + self._mss, len(self.request) if first_flight else len(self._stream))
+            chunk = bytes(self._stream[self._sent:end])
+            segments.append(Segment("PA", self.snd_nxt, self.rcv_nxt, self._window(), chunk,
+                                    self._timestamp_option(now), purpose="request" if first_flight else "data"))
+            self.snd_nxt = seq_add(self.snd_nxt, len(chunk))
+            self._sent = end
+        return segments
+
+    def _stream_offset(self, seq: int) -> int:
+        return max(seq_diff(seq, seq_add(self.isn, 1)), 0)
 
     def _retransmit(self, now: float) -> list[Segment]:
-        if self.request_outstanding:
-            self.progress.request_sent += 1
-            acked = max(seq_diff(self.snd_una, seq_add(self.isn, 1)), 0)
-            return [Segment("PA", self.snd_una, self.rcv_nxt, self._window(), self.request[acked:],
+        if self.data_outstanding:
+            acked = self._stream_offset(self.snd_una)
+            if acked < len(self.request):
+                self.progress.request_sent += 1
+            chunk = bytes(self._stream[acked:min(acked + self._mss, self._sent)])
+            return [Segment("PA", self.snd_una, self.rcv_nxt, self._window(), chunk,
                             self._timestamp_option(now), purpose="retransmission")]
         if self._fin_seq is not None and not self._fin_acked:
             return [Segment("FA", self._fin_seq, self.rcv_nxt, self._window(), options=self._timestamp_option(now),
@@ -289,7 +314,13 @@ class ClientConnection:
 
     @property
     def request_outstanding(self) -> bool:
+        """Part of the first flight (the request) is not acknowledged yet."""
         return seq_diff(seq_add(self.isn, 1 + len(self.request)), self.snd_una) > 0
+
+    @property
+    def data_outstanding(self) -> bool:
+        """Data we sent is not all acknowledged yet (the FIN aside)."""
+        return self._stream_offset(self.snd_una) < self._sent
 
     def _on_reset(self, packet: PacketRecord, now: float) -> list[Segment]:
         if self.state is State.SYN_SENT:
@@ -319,9 +350,9 @@ class ClientConnection:
         if "A" in flags and 0 < seq_diff(packet.ack, self.snd_una) <= seq_diff(self.snd_nxt, self.snd_una):
             self.snd_una = packet.ack
             self.last_progress = now
+            self._retries_left = self.settings.data_retries  # progress: a fresh set of retransmissions
             if not self.request_outstanding and not self.progress.request_acked:
                 self.progress.request_acked = True
-                self._retries_left = self.settings.data_retries
             if seq_diff(self.snd_nxt, self.snd_una) == 0:
                 self.deadline = now + self.settings.idle_timeout  # nothing outstanding: idle watchdog
         offset = seq_diff(packet.seq, self.rcv_nxt)
@@ -332,10 +363,7 @@ class ClientConnection:
         if data_len and offset <= 0 < offset + data_len:
             fresh = packet.payload[-offset:] if offset else packet.payload
             self.rcv_nxt = seq_add(self.rcv_nxt, len(fresh))
-            status = self.reader.feed(fresh)
-            self.progress.response_status = status.status
-            self.progress.response_complete = status.complete
-            self.progress.response_malformed = status.malformed
+            self._queue(self.app.receive(fresh))
             self.last_progress = now
             offset = 0
             out.append(self._ack(now))
@@ -344,10 +372,11 @@ class ClientConnection:
         if "F" in flags and seq_add(packet.seq, data_len) == self.rcv_nxt and not self.progress.server_fin:
             self.progress.server_fin = True
             self.rcv_nxt = seq_add(self.rcv_nxt, 1)
-            self.progress.response_complete = self.reader.feed(b"", eof=True).complete
+            self._queue(self.app.receive(b"", eof=True))
             self.last_progress = now
             out = [segment for segment in out if segment.purpose != "ack"]
             if self._fin_seq is None:
+                out.extend(self._send_new(now))
                 out.append(self._send_fin(now))
                 self.state = State.LAST_ACK
             else:
@@ -359,10 +388,25 @@ class ClientConnection:
             self.state = State.DONE
             self.deadline = None
             return out
-        if self.state is State.ESTABLISHED and self.progress.response_complete and not self.request_outstanding:
+        if self._fin_seq is None:
+            was_outstanding = self.data_outstanding
+            new = self._send_new(now)
+            if new:  # the data carries the acknowledgement
+                out = [segment for segment in out if segment.purpose != "ack"] + new
+                if self.deadline is None or not was_outstanding:
+                    self.deadline = now + self._rto
+        if self.state is State.ESTABLISHED and self.app.finished and not self.request_outstanding:
             out.append(self._send_fin(now))  # the server keeps the connection open: we close first
             self.state = State.FIN_WAIT
         return out
+
+    def _queue(self, data: bytes) -> None:
+        """Take what the application says next, and what it now knows."""
+        self._stream += data
+        status = self.app.status
+        self.progress.response_status = status.status
+        self.progress.response_complete = self.app.finished
+        self.progress.response_malformed = status.malformed
 
     @property
     def _fin_acked(self) -> bool:
@@ -380,9 +424,14 @@ class ClientConnection:
 def ends_handshake(packet: PacketRecord) -> bool:
     """Whether an ICMP error ends a connection attempt on Linux (tcp_v4_err in SYN-SENT): every
     destination unreachable but fragmentation needed, time exceeded, parameter problem. Source
-    quench and redirect never do."""
-    if is_packet_too_big(packet):  # path MTU information (RFC 1191), never an end
+    quench and redirect never do. Over IPv6 (tcp_v6_err, net/ipv6/tcp_ipv6.c): packet too big
+    only updates the path MTU (RFC 8201) and a redirect is neighbour discovery, not an error;
+    every other ICMPv6 error (RFC 4443: destination unreachable of any code, time exceeded,
+    parameter problem) ends a connection in SYN-SENT."""
+    if is_packet_too_big(packet):  # path MTU information (RFC 1191, RFC 8201), never an end
         return False
+    if packet.version == 6:
+        return is_icmp_error(packet)
     if is_unreachable(packet):
         return packet.icmp_code is not None and packet.icmp_code < ICMP_UNREACHABLE_CODES
     return is_time_exceeded(packet) or packet.icmp_type == ICMP_PARAMETER_PROBLEM

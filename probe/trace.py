@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from probe.engine.baseline import hop_distance
 from probe.engine.trace import Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box
 from probe.guard import Guard
-from probe.live import FlowDriver, close_with_reset, new_connection, prepare_flow, pump
+from probe.live import FlowDriver, TlsOptions, close_with_reset, new_connection, prepare_flow, pump
 from probe.target import Target
 from probe.tcp import Segment, Settings, State
 from probe.wire import Capture, Frame, RawSender
@@ -42,6 +42,7 @@ class TraceOptions:
     max_ttl: int = 16
     window: float | None = None  # seconds to wait after each request; None: max(0.3 s, 3 round trips)
     max_time: float = 120.0  # the whole trace stops starting new TTLs after this long
+    tls: TlsOptions = TlsOptions()  # for https://: the trigger's SNI and the trust store
 
 
 @dataclass
@@ -79,8 +80,9 @@ class _Tracer:
         flow, reservation = prepare_flow(self.target)
         self.reservations.append(reservation)
         self.guard.add_flow(flow.client, flow.client_port, flow.server, flow.server_port)
-        host = self.target.host if role == "trigger" else self.options.control_host
-        connection, crafter = new_connection(self.target, flow, self.options.method, ATTEMPT_SETTINGS, host=host)
+        host = None if role == "trigger" else self.options.control_host  # None: the target's own (and --sni)
+        connection, crafter = new_connection(self.target, flow, self.options.method, ATTEMPT_SETTINGS, host=host,
+                                             tls=self.options.tls)
         request_ip_id = []
 
         def ttl_for(segment: Segment):
@@ -219,12 +221,21 @@ def by_sweeps(measurement, sweeps, location) -> Localization:
     return Localization(analyze_flow(measurement.packets, measurement.flow, location), extra, sweeps.frames)
 
 
-def by_trace(analysis, traced: TraceMeasurement, host: str, control_host: str) -> Localization:
+def trigger_words(target: Target, options: TraceOptions) -> tuple[str, str]:
+    """How the report names the trigger and the control: what each one carries."""
+    if target.tls:
+        sni = target.host if options.tls.sni is None else options.tls.sni
+        return (f"ClientHello with SNI {sni}" if sni else "ClientHello without SNI",
+                f"ClientHello with SNI {options.control_host}")
+    return f"request for {target.host}", f"request for {options.control_host}"
+
+
+def by_trace(analysis, traced: TraceMeasurement, words: tuple[str, str]) -> Localization:
     """The exchange's analysis with the trace's hop, and the trace's JSON sections."""
     from probe.engine.trace import apply_trace
     from probe.report import trace_json
 
-    extra = trace_json(traced.rows, traced.result, trigger=f"request for {host}", control=f"request for {control_host}")
+    extra = trace_json(traced.rows, traced.result, trigger=words[0], control=words[1])
     return Localization(apply_trace(analysis, traced.result), extra, traced.frames)
 
 
@@ -246,5 +257,5 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
     if step == "trace":
         say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
         traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement), on_progress=say)
-        return by_trace(analysis, traced, target.host, options.control_host)
+        return by_trace(analysis, traced, trigger_words(target, options))
     return None

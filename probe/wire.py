@@ -1,7 +1,9 @@
 """The only place that touches the network: one capture, one raw sender, kernel timestamps.
 
 The capture is an AF_PACKET socket opened (and filtered) before the first packet leaves,
-so a reply can never arrive before we listen. It sees our own outgoing packets as well,
+so a reply can never arrive before we listen. It takes both families: IPv4 and IPv6 frames
+(ethertypes 0x0800 and 0x86DD) to or from the probed addresses, with every ICMP and ICMPv6
+error (RFC 4443 2.1: types below 128) and echo reply, which are matched to flows by what they quote. It sees our own outgoing packets as well,
 with the kernel's timestamp of when they were handed to the device: both ends of the RTT
 come from the same clock, not from Python timers.
 """
@@ -21,6 +23,8 @@ from probe.errors import ProbeError, UsageError
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+IP_ETHERTYPES = (ETH_P_IP, ETH_P_IPV6)
 SO_TIMESTAMPNS = 35
 SO_MARK = 36
 SO_ATTACH_FILTER = 26
@@ -32,7 +36,7 @@ SNAPLEN = 65535
 
 @dataclass(frozen=True)
 class Frame:
-    """A captured IPv4 packet with its kernel timestamp (seconds) and whether we sent it."""
+    """A captured IPv4 or IPv6 packet with its kernel timestamp (seconds) and whether we sent it."""
 
     t: float
     data: bytes
@@ -40,7 +44,7 @@ class Frame:
 
 
 class Capture:
-    """Every IPv4 packet to or from the given addresses (and every ICMP), both directions."""
+    """Every IPv4 or IPv6 packet to or from the given addresses (and every ICMP/ICMPv6 error), both directions."""
 
     def __init__(self, addresses: list[str], buffer_bytes: int = 4 << 20):
         try:
@@ -86,7 +90,7 @@ class Capture:
                 data, ancillary, _flags, address = self.sock.recvmsg(SNAPLEN, 64)
             except BlockingIOError:
                 break
-            if address[1] != ETH_P_IP:
+            if address[1] not in IP_ETHERTYPES:
                 continue
             stamp = None
             for level, kind, payload in ancillary:
@@ -114,38 +118,95 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 
 
-def _bpf_tcp_icmp() -> bytes:
-    """Classic BPF on cooked frames: every IPv4 TCP or ICMP packet (no address test)."""
-    ld_w_abs, ld_b_abs, jeq_k, ret_k = 0x20, 0x30, 0x15, 0x06
-    ins = [(ld_w_abs, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF), (jeq_k, 0, 4, ETH_P_IP),  # not IPv4: drop
-           (ld_b_abs, 0, 0, 9), (jeq_k, 1, 0, 6), (jeq_k, 0, 1, 1),  # TCP or ICMP: accept
-           (ret_k, 0, 0, SNAPLEN), (ret_k, 0, 0, 0)]
+_LD_W_ABS, _LD_B_ABS, _JA, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x30, 0x05, 0x15, 0x35, 0x06
+_ACCEPT, _DROP = (_RET_K, 0, 0, SNAPLEN), (_RET_K, 0, 0, 0)
+ICMPV6_INFORMATIONAL = 128  # RFC 4443 2.1: types 0-127 are errors; 129 is the echo reply the sweeps wait for
+ICMPV6_ECHO_REPLY = 129
+
+
+def _assemble(ins: list[tuple]) -> bytes:
     return b"".join(struct.pack("HBBI", *i) for i in ins)
+
+
+def _bpf_icmpv6(not_icmpv6: list[tuple]) -> list[tuple]:
+    """After the ethertype said IPv6: with ICMPv6 (next header 58) straight after the fixed
+    header, accept an error or an echo reply (the sweeps wait for those); other ICMPv6 and every
+    other next header go on to `not_icmpv6`."""
+    return [(_LD_B_ABS, 0, 0, 6), (_JEQ_K, 0, 4, 58),
+            (_LD_B_ABS, 0, 0, 40), (_JGE_K, 0, 1, ICMPV6_INFORMATIONAL), (_JEQ_K, 0, 1, ICMPV6_ECHO_REPLY),
+            _ACCEPT] + not_icmpv6
+
+
+def _by_family(ipv4: list[tuple], ipv6: list[tuple]) -> bytes:
+    """One program: the ethertype picks the IPv4 part or the IPv6 part (over the IPv4 part with
+    an unconditional jump, which has 32 bits of reach where a conditional one has 8); any other
+    ethertype is dropped. Each part ends in its own return."""
+    return _assemble([(_LD_W_ABS, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF), (_JEQ_K, 1, 0, ETH_P_IP),
+                      (_JA, 0, 0, len(ipv4))] + ipv4 + [(_JEQ_K, 1, 0, ETH_P_IPV6), _DROP] + ipv6)
+
+
+def _bpf_tcp_icmp() -> bytes:
+    """Classic BPF on cooked frames: every TCP, ICMP and ICMPv6 packet of either family (no address test)."""
+    ipv4 = [(_LD_B_ABS, 0, 0, 9), (_JEQ_K, 1, 0, 6), (_JEQ_K, 0, 1, 1), _ACCEPT, _DROP]  # TCP or ICMP
+    ipv6 = _bpf_icmpv6([(_LD_B_ABS, 0, 0, 6), (_JEQ_K, 0, 1, 6), _ACCEPT, _DROP])  # ICMPv6 as above, or TCP
+    return _by_family(ipv4, ipv6)
+
+
+def _ipv4_words(address: str) -> list[int]:
+    return [struct.unpack("!I", socket.inet_aton(address))[0]]
+
+
+def _ipv6_words(address: str) -> list[int]:
+    return list(struct.unpack("!4I", socket.inet_pton(socket.AF_INET6, address)))
+
+
+def _address_tests(addresses: list[str], offsets: tuple[int, int], words) -> list[tuple]:
+    """For each offset (source, destination) and address, a test followed by its own accept.
+    A one-word (IPv4) address is one comparison after one load per offset; a four-word (IPv6)
+    one compares its words in turn, a mismatch jumping to the next address's test. Every jump
+    is shorter than one address's test, so none nears classic BPF's 255-instruction limit."""
+    ins = []
+    for offset in offsets:
+        if addresses and len(words(addresses[0])) == 1:
+            ins.append((_LD_W_ABS, 0, 0, offset))
+            for address in addresses:
+                ins += [(_JEQ_K, 0, 1, words(address)[0]), _ACCEPT]
+            continue
+        for address in addresses:
+            parts = words(address)
+            for i, word in enumerate(parts):
+                ins += [(_LD_W_ABS, 0, 0, offset + 4 * i), (_JEQ_K, 0, 2 * (len(parts) - i) - 1, word)]
+            ins.append(_ACCEPT)
+    return ins
 
 
 def _bpf_addresses(addresses: list[str]) -> bytes:
-    """Classic BPF on cooked frames: IPv4 packets from or to one of `addresses`, and all ICMP.
-    Each test is followed by its own `accept`, so no jump is longer than one instruction
-    (a classic BPF jump reaches 255 instructions at most: a layout with one jump to a shared
-    `accept` holds only 127 addresses)."""
-    ld_w_abs, ld_b_abs, jeq_k, ret_k = 0x20, 0x30, 0x15, 0x06
-    accept, drop = (ret_k, 0, 0, SNAPLEN), (ret_k, 0, 0, 0)
-    ins = [(ld_w_abs, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF), (jeq_k, 1, 0, ETH_P_IP), drop,
-           (ld_b_abs, 0, 0, 9), (jeq_k, 0, 1, 1), accept]
-    for offset in (12, 16):
-        ins.append((ld_w_abs, 0, 0, offset))
-        for address in addresses:
-            ins += [(jeq_k, 0, 1, struct.unpack("!I", socket.inet_aton(address))[0]), accept]
-    ins.append(drop)
-    return b"".join(struct.pack("HBBI", *i) for i in ins)
+    """Classic BPF on cooked frames: packets from or to one of `addresses`, and ICMP errors.
+    With IPv4 addresses only, IPv4 packets and every ICMP (the program of the IPv4-only probe,
+    4 instructions per address); with IPv6 addresses too, IPv6 packets beside them, with every
+    ICMPv6 error and echo reply. Each test is followed by its own `accept`, so no conditional
+    jump is longer than one address's test (a classic BPF jump reaches 255 instructions at
+    most: a layout with one jump to a shared `accept` holds only 127 addresses)."""
+    v4 = [a for a in addresses if ":" not in a]
+    v6 = [a for a in addresses if ":" in a]
+    ipv4 = [(_LD_B_ABS, 0, 0, 9), (_JEQ_K, 0, 1, 1), _ACCEPT] + _address_tests(v4, (12, 16), _ipv4_words) + [_DROP]
+    if not v6:
+        return _assemble([(_LD_W_ABS, 0, 0, SKF_AD_PROTOCOL & 0xFFFFFFFF), (_JEQ_K, 1, 0, ETH_P_IP), _DROP] + ipv4)
+    return _by_family(ipv4, _bpf_icmpv6(_address_tests(v6, (8, 24), _ipv6_words) + [_DROP]))
+
+
+IPV6_ADDRESS_COST = 32  # an IPv6 test is 18 classic instructions, 8 of them loads that the kernel expands
+# when it translates the program: measured here, 131 IPv6 addresses still attach and 132 do not
 
 
 def fleet_filter(addresses: list[str]) -> bytes:
     """The filter for many flows: a test per address while the program fits classic BPF's
-    4096 instructions (4 per address + 9: 1,021 addresses), else every TCP and ICMP packet,
-    which the caller sorts out in userspace (one flow-table lookup per packet)."""
+    4096 instructions (4 per IPv4 address + 9: 1,021 IPv4 addresses; an IPv6 address counts
+    as 32: 127 of them), else every TCP, ICMP and ICMPv6 packet, which the caller sorts out in
+    userspace (one flow-table lookup per packet)."""
     unique = sorted(set(addresses))
-    if unique and 4 * len(unique) + 9 <= BPF_MAX_INSTRUCTIONS:
+    cost = sum(IPV6_ADDRESS_COST if ":" in address else 4 for address in unique)
+    if unique and cost + (18 if cost > 4 * len(unique) else 9) <= BPF_MAX_INSTRUCTIONS:
         return _bpf_addresses(unique)
     return _bpf_tcp_icmp()
 
@@ -181,19 +242,47 @@ class FleetCapture(Capture):
         return self.dropped
 
 
-class RawSender:
-    """Sends finished IPv4 packets (IP_HDRINCL), marked so the guard never drops them."""
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
-    def __init__(self):
+
+class RawSender:
+    """Sends finished IPv4 or IPv6 packets, marked so the guard never drops them.
+
+    IPv4: IPPROTO_RAW implies IP_HDRINCL (raw(7)). IPv6: an AF_INET6 IPPROTO_RAW socket sends
+    the whole packet as given, fixed header included (Linux sets hdrincl for it, af_inet6.c, and
+    rawv6_send_hdrinc fills in nothing), so the hop limit, flow label and TCP checksum are ours:
+    the crafters write them. The socket of a family opens on its first packet (an IPv4-only
+    run never needs IPv6), the IPv4 one at once, so missing privileges show before anything."""
+
+    def __init__(self, families: tuple[int, ...] = (4,)):
+        self.socks: dict[int, socket.socket] = {}
         try:
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, PROBE_MARK)
-        except PermissionError:
-            raise ProbeError("cannot open a raw socket: run as root (or with CAP_NET_RAW and CAP_NET_ADMIN)") from None
+            for family in families:
+                self._sock(socket.AF_INET6 if family == 6 else socket.AF_INET)
+        except BaseException:
+            self.close()
+            raise
+
+    def _sock(self, family: int) -> socket.socket:
+        if family not in self.socks:
+            try:
+                sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            except PermissionError:
+                raise ProbeError("cannot open a raw socket: run as root (or with CAP_NET_RAW and CAP_NET_ADMIN)") from None
+            except OSError as error:  # EAFNOSUPPORT: IPv6 is disabled in this kernel
+                raise ProbeError(f"cannot open a raw IPv6 socket: {error.strerror}") from None
+            self.socks[family] = sock
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, PROBE_MARK)
+            except PermissionError:
+                raise ProbeError("cannot open a raw socket: run as root (or with CAP_NET_RAW and CAP_NET_ADMIN)") from None
+        return self.socks[family]
 
     def send(self, packet: bytes, destination: str) -> None:
+        family = _family(destination)
         try:
-            self.sock.sendto(packet, (destination, 0))
+            self._sock(family).sendto(packet, (destination, 0))
         except OSError as error:
             if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                 raise ProbeError(f"no route to {destination}: {error.strerror}") from None
@@ -202,7 +291,8 @@ class RawSender:
             raise
 
     def close(self) -> None:
-        self.sock.close()
+        for sock in self.socks.values():
+            sock.close()
 
     def __enter__(self) -> "RawSender":
         return self
@@ -211,9 +301,26 @@ class RawSender:
         self.close()
 
 
+TRANSIENT_SEND_ERRORS = (errno.ENOBUFS, errno.EAGAIN)
+
+
+def send_or_lose(sender, packet: bytes, destination: str) -> bool:
+    """The one send-error policy of every loop. A transient error (the device queue is full:
+    ENOBUFS, EAGAIN) loses the packet before the wire, as congestion would, and the state
+    machine retransmits what matters: False, and nothing raised. A packet that left gives
+    True. Anything else raises (ProbeError for no route or a local rule, as RawSender says)."""
+    try:
+        sender.send(packet, destination)
+    except OSError as error:
+        if error.errno in TRANSIENT_SEND_ERRORS:
+            return False
+        raise
+    return True
+
+
 def source_address(destination: str, port: int) -> str:
     """The address the kernel would use to reach `destination` (a route lookup; sends nothing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+    with socket.socket(_family(destination), socket.SOCK_DGRAM) as udp:
         try:
             udp.connect((destination, port))
         except OSError as error:
@@ -225,16 +332,23 @@ def source_address(destination: str, port: int) -> str:
 
 
 def local_addresses() -> set[str]:
-    """The IPv4 addresses of this host's interfaces (to refuse probing ourselves)."""
+    """The IPv4 and IPv6 addresses of this host's interfaces (to refuse probing ourselves)."""
     addresses = set()
     try:
         with open("/proc/net/fib_trie") as trie:
             lines = trie.read().splitlines()
     except OSError:
-        return addresses
+        lines = []
     for previous, line in zip(lines, lines[1:]):
         if "/32 host LOCAL" in line:
             addresses.add(previous.split()[-1])
+    try:
+        with open("/proc/net/if_inet6") as table:  # 32 hex digits, then index, prefix, scope, flags, name
+            for row in table:
+                raw = bytes.fromhex(row.split()[0])
+                addresses.add(socket.inet_ntop(socket.AF_INET6, raw))
+    except (OSError, ValueError, IndexError):
+        pass
     return addresses
 
 
@@ -242,7 +356,7 @@ class PortReservation:
     """Holds a kernel-chosen ephemeral port so no other connection of this host takes it."""
 
     def __init__(self, address: str):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = socket.socket(_family(address), socket.SOCK_STREAM)
         self.sock.bind((address, 0))
         self.port = self.sock.getsockname()[1]
 

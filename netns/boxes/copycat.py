@@ -20,7 +20,7 @@ Only timing gives it away: its answer arrives well under one round trip after th
 
 import threading
 
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import TCP
 
 from . import _common, _packets
 
@@ -38,7 +38,7 @@ def linux_window(synack_window: int, wscale: int | None) -> int:
 
 def wscale_of(data: bytes) -> int | None:
     """The window-scale option of a TCP segment, if it carries one."""
-    for name, value in IP(data)[TCP].options:
+    for name, value in _packets.ip_layer(data)[TCP].options:
         if name == "WScale":
             return int(value)
     return None

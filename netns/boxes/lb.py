@@ -9,6 +9,9 @@ With `--synproxy` the router itself answers SYNs to --port with a syncookie SYN-
 SYNPROXY, as DDoS-protecting load balancers do) and only then opens the connection to the
 server: the SYN-ACK carries the router's TTL and IP-ID, every later packet the server's -- a
 trap for a checker that takes the SYN-ACK's TTL as the server's.
+
+Both families: --vip/--backend over IPv4 and --vip6/--backend6 over IPv6 (ip6tables' DNAT and
+SYNPROXY, the same rules).
 """
 
 from pathlib import Path
@@ -22,15 +25,18 @@ def main() -> None:
     p = _common.parser("lb", __doc__, uses_trigger=False)
     p.add_argument("--vip", default="203.0.113.100", help="address the clients use")
     p.add_argument("--backend", default="203.0.113.80", help="the real server")
+    p.add_argument("--vip6", default="2001:db8:113::100", help="IPv6 address the clients use")
+    p.add_argument("--backend6", default="2001:db8:113::80", help="the real server's IPv6 address")
     p.add_argument("--synproxy", action="store_true", help="answer SYNs to --port here (SYNPROXY)")
     args = p.parse_args()
     _common.refuse_root_namespace()
-    dnat = ["-d", args.vip, "-j", "DNAT", "--to-destination", args.backend]
-    rules = [("nat", "PREROUTING", dnat)]
+    pairs = ((args.vip, args.backend), (args.vip6, args.backend6))
+    rules = [("nat", "PREROUTING", ["-d", vip, "-j", "DNAT", "--to-destination", backend]) for vip, backend in pairs]
     if not args.synproxy:
         _common.serve("lb", rules)
         return
-    rules += synproxy_rules(args.vip, args.backend, args.port)
+    for vip, backend in pairs:
+        rules += synproxy_rules(vip, backend, args.port)
     loose = Path(SYNPROXY_SYSCTL)  # this namespace's copy
     before = loose.read_text()
     loose.write_text("0\n")  # the client's ACK to an unknown flow must be INVALID, for SYNPROXY

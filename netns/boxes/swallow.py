@@ -7,20 +7,25 @@ client's address, sequence = the request's sequence (exactly what the server exp
 no data, the box's own TTL and IP-ID. The flow is remembered and every later segment passes:
 the client's retransmission reaches a server that no longer knows the connection, and the
 server answers it with a genuine bare RST. Nothing is ever sent toward the client.
+
+With `--port 443 --match sni` the swallowed segment is a ClientHello naming the trigger: the
+field report's device, met on HTTPS (issue #14); the in-path, stateful TSPU boxes of Russia
+also act on the ClientHello's SNI before it reaches the server (Xue et al., "TSPU: Russia's
+Decentralized Censorship System", IMC 2022).
 """
 
 from . import _common, _packets
 
 
 def main() -> None:
-    args = _common.parser("swallow", __doc__, queue=13, where="forward").parse_args()
+    args = _common.parser("swallow", __doc__, queue=13, sni=True, where="forward").parse_args()
     sender = _common.RawSender()
     swallowed = _common.FlowMemory()
 
     def on_trigger(packet) -> None:
         req = _packets.parse(packet.get_payload())
         if (req is None or req.flow in swallowed
-                or not _common.is_trigger(req.payload, args.trigger)):
+                or not _common.is_trigger(req.payload, args.trigger, args.match)):
             packet.accept()
             return
         swallowed.put(req.flow)

@@ -11,6 +11,13 @@ PREROUTING lets this box see those copies before the router's TTL check drops th
 The burst toward the client leaves before the request is released (so it always wins the race,
 even without path delay); the burst toward the server leaves just after the request, so its
 first RST lands exactly at the server's next expected sequence number.
+
+With `--port 443 --match sni` the trigger is the server name of a TLS ClientHello: the GFW's
+SNI filter resets HTTPS the same way, both ways, right after the ClientHello (Chai et al., "On
+the Importance of Encrypted-SNI (ESNI) to Censorship Circumvention", FOCI 2019; Bock et al.,
+"Even Censors Have a Backup: Examining China's Double HTTPS Censorship Middleboxes", FOCI 2021),
+and so do India's Jio and Airtel SNI filters (Grover and Singh, CIS India, 2019 and 2020: a RST
+"almost immediately after" a ClientHello naming a blocked site).
 """
 
 import threading
@@ -21,12 +28,12 @@ REPEAT_AFTER = 0.005  # seconds
 
 
 def main() -> None:
-    args = _common.parser("tap", __doc__, queue=12, where="prerouting").parse_args()
+    args = _common.parser("tap", __doc__, queue=12, sni=True, where="prerouting").parse_args()
     sender = _common.RawSender()
 
     def on_trigger(packet) -> None:
         req = _packets.parse(packet.get_payload())
-        if req is None or not _common.is_trigger(req.payload, args.trigger):
+        if req is None or not _common.is_trigger(req.payload, args.trigger, args.match):
             packet.accept()
             return
         toward_server = [bytes(forged) for forged in _packets.burst_toward_server(req)]

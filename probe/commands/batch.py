@@ -29,10 +29,16 @@ def batch(
     no_locate: bool = typer.Option(False, "--no-locate", help="never run the TTL sweeps"),
     max_ttl: int = common.MAX_TTL,
     control_host: str = common.CONTROL_HOST,
+    cacert: Optional[str] = common.CACERT,
     pcap: Optional[str] = typer.Option(None, "--pcap", metavar="FILE",
                                        help="write every packet of every exchange to FILE (pcap, raw IP)"),
-    history: Optional[str] = typer.Option(None, "--history", metavar="FILE",
-                                          help="keep every result in this SQLite file (see probe history)"),
+    history: Optional[str] = typer.Option(None, "--history", metavar="FILE|URL", envvar="PROBE_HISTORY",
+                                          help="keep every result in this SQLite file or postgresql:// database "
+                                               "(see probe history); a database that cannot be written does not "
+                                               "stop the batch, it makes the exit code 1"),
+    vantage: Optional[str] = typer.Option(None, "--vantage", metavar="NAME", envvar="PROBE_VANTAGE",
+                                          help="where this batch runs from, stored with its results "
+                                               "[default: the host name]"),
     alert_on_change: bool = typer.Option(False, "--alert-on-change",
                                          help="with --history: print, and exit non-zero, only for targets whose "
                                               "verdict changed since their previous run"),
@@ -44,7 +50,8 @@ def batch(
                                             help="progress bar on stderr [default: when stderr is a terminal]"),
 ):
     """Probe every target of FILE as probe check would, many at once; one JSON line each."""
-    check_options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl)
+    check_options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl,
+                                            common.tls_options(None, cacert))
     common.check_max_ttl(max_ttl)
     if not 1 <= concurrency <= 1000:
         raise UsageError("--concurrency must be from 1 to 1000")
@@ -52,13 +59,18 @@ def batch(
         raise UsageError("--rate must be more than 0 and at most 1000000 packets per second")
     common.check_control_host(control_host)
     if alert_on_change and not history:
-        raise UsageError("--alert-on-change needs --history FILE (where the previous verdicts are)")
+        raise UsageError("--alert-on-change needs --history FILE|URL (where the previous verdicts are)")
+    if history:
+        from probe.history import check_location, check_vantage, default_vantage
+
+        check_location(history)
+        vantage = check_vantage(vantage if vantage is not None else default_vantage())
     if alert_on_change and nagios:
         raise UsageError("--nagios and --alert-on-change do not go together: the plugin's state is the "
                          "current one")
     arguments = dict(file=file, out=out, concurrency=concurrency, rate=rate, check_options=check_options,
                      no_locate=no_locate, max_ttl=max_ttl, control_host=control_host, pcap=pcap, history=history,
-                     alert_on_change=alert_on_change, nagios=nagios, prom=prom, progress=progress)
+                     vantage=vantage, alert_on_change=alert_on_change, nagios=nagios, prom=prom, progress=progress)
     if not nagios:
         raise typer.Exit(_run_batch(**arguments))
     try:  # a plugin that cannot measure says UNKNOWN, on stdout, with the plugin's code
@@ -94,7 +106,7 @@ def _lines(file: str):
 
 
 def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, control_host, pcap, history,
-               alert_on_change, nagios, prom, progress) -> int:
+               vantage, alert_on_change, nagios, prom, progress) -> int:
     import json
     import time
 
@@ -108,12 +120,17 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
     pcap_handle = open_output(pcap)
     if prom is not None:
         _check_writable_dir(prom)
-    from probe.history import History, state_of
+    from probe.history import History, HistoryError, state_of
 
-    store = History(history) if history else None
+    store, history_failure = None, None
+    if history:
+        try:  # a history that cannot be used does not lose the run: the results still go out
+            store = History(history, vantage)
+        except HistoryError as error:
+            history_failure = str(error)
     options = SessionOptions(check_options, concurrency=concurrency, rate=rate)
     session = Session(options)
-    locator = None if no_locate else Locator(max_ttl, check_options.method, control_host)
+    locator = None if no_locate else Locator(max_ttl, check_options.method, control_host, check_options.tls)
     pcap_writer = None
     if pcap_handle is not None:
         import dpkt
@@ -135,7 +152,7 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
         speak = True
         if store is not None:
             change = store.record(judged.line.key, document, code)
-            document["history"] = change.as_json()
+            document["history"] = dict(change.as_json(), vantage=store.vantage)
             speak = change.speaks(state_of(document)) or not alert_on_change
             if alert_on_change and change.kind == "changed":
                 document["change"] = f"was {change.previous}"
@@ -185,13 +202,16 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
         bar.close()
         if locator is not None:
             locator.close()
-        if store is not None:
-            store.close(exit_code)
         stream.flush()
         if out_handle is not None:
             out_handle.close()
         if pcap_handle is not None:
             pcap_handle.close()
+        if store is not None:  # last: the outputs are complete whatever the database does
+            try:
+                store.close(exit_code)
+            except HistoryError as error:
+                history_failure = str(error)
     if prom is not None:
         from probe.monitor import write_prom
 
@@ -199,12 +219,17 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
     if nagios:
         from probe.monitor import nagios_output
 
-        text, state = nagios_output(everything)
+        text, state = nagios_output(everything, history_failure and "the history was not written")
         print(text)
+        if history_failure:
+            say(f"probe: {history_failure}")
         return state
     shown = spoken if alert_on_change else everything
     if shown.total:
         say(summary_table(shown, seconds, session.packets_sent, session.frames_dropped))
+    if history_failure:  # the results are above; the history did not get them: the tool failed a job
+        say(f"probe: {history_failure} (the results are in the JSON lines)")
+        return common.EXIT_FAILED
     return exit_code
 
 

@@ -13,6 +13,8 @@ from probe.commands.common import exit_code_for, open_output, say
 def check(
     url: str = common.URL,
     resolve: Optional[List[str]] = common.RESOLVE,
+    ipv4: bool = common.IPV4,
+    ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
     method: str = common.METHOD,
@@ -26,33 +28,34 @@ def check(
                                         "shows interference"),
     max_ttl: int = common.MAX_TTL,
     control_host: str = common.CONTROL_HOST,
+    sni: Optional[str] = common.SNI,
+    cacert: Optional[str] = common.CACERT,
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
-    from probe.target import build_target, parse_resolve
-
-    options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl)
+    options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl,
+                                      common.tls_options(sni, cacert))
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
-    target = build_target(url, [parse_resolve(entry) for entry in resolve or []])
+    target = common.target_from(url, resolve, ipv4, ipv6)
     pcap_handle = open_output(pcap)
 
     from probe.engine import analyze_flow
     from probe.live import run_check
-    from probe.report import check_document, dumps, packet_table, summary_lines, write_pcap
+    from probe.report import application_sections, check_document, dumps, packet_table, summary_lines, write_pcap
 
-    measurement = run_check(target, options, on_start=lambda flow: say(
-        f"probing {target.url} at {target.address}:{target.port} from {flow.client}:{flow.client_port} ..."))
+    measurement = run_check(target, options, on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     extra, frames = {}, list(measurement.frames)
     if not no_locate:
         from probe.trace import TraceOptions, localize
 
         found = localize(target, measurement, analysis, TraceOptions(method=options.method, max_ttl=max_ttl,
-                                                                     control_host=control_host),
+                                                                     control_host=control_host, tls=options.tls),
                          on_progress=say)
         if found is not None:
             analysis, extra, frames = found.analysis, found.extra, frames + found.frames
-    document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis, extra=extra)
+    document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis,
+                              extra={**application_sections(measurement.application), **extra})
     if pcap_handle is not None:
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))

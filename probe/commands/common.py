@@ -37,7 +37,7 @@ def open_output(path: str | None):
 
 
 # Options shared by the probing commands: same spelling, same help, everywhere.
-URL = typer.Argument(..., metavar="URL", help="http://HOST[:PORT][/PATH], or a bare host name or address")
+URL = typer.Argument(..., metavar="URL", help="http[s]://HOST[:PORT][/PATH], or a bare host name or address")
 RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
                        help="connect to ADDR while the request still names HOST")
 JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
@@ -49,10 +49,36 @@ LINGER = typer.Option(None, "--linger", metavar="SECONDS",
 MAX_TIME = typer.Option(30.0, "--max-time", metavar="SECONDS", help="hard bound on each exchange")
 RETRIES = typer.Option(3, "--retries", help="retransmissions of the request (at least 2)")
 SYN_RETRIES = typer.Option(2, "--syn-retries", help="retransmissions of the SYN")
-TTL = typer.Option(64, "--ttl", help="IP TTL of the probe's packets")
+TTL = typer.Option(64, "--ttl", help="IP TTL (IPv6 hop limit) of the probe's packets")
 MAX_TTL = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try")
+IPV4 = typer.Option(False, "--ipv4", "-4", help="resolve names to IPv4 addresses only (curl's -4)")
+IPV6 = typer.Option(False, "--ipv6", "-6", help="resolve names to IPv6 addresses only (curl's -6)")
+SNI = typer.Option(None, "--sni", metavar="NAME",
+                   help="https: send NAME as the TLS server name instead of the URL's host ('' sends none); "
+                        "the certificate is still judged for the URL's host")
+CACERT = typer.Option(None, "--cacert", metavar="FILE",
+                      help="https: verify the server's certificate against the CAs in FILE (PEM) instead of "
+                           "the system's trust store")
 CONTROL_HOST = typer.Option("example.com", "--control-host", metavar="HOST",
                             help="innocuous host named by the control requests of the trace")
+
+
+def target_from(url: str, resolve: list[str] | None, ipv4: bool, ipv6: bool):
+    """The `Target` of a probing command's URL, --resolve entries and -4/-6."""
+    from probe.target import build_target, checked_family, parse_resolve
+
+    family = checked_family(ipv4, ipv6)
+    return build_target(url, [parse_resolve(entry) for entry in resolve or []], family)
+
+
+def announce(target):
+    """The `on_start` of an exchange: one line on stderr naming the address, its family and our end."""
+    from probe.target import url_host
+
+    def on_start(flow) -> None:
+        say(f"probing {target.url} at {url_host(target.address)}:{target.port} (IPv{target.family}) "
+            f"from {url_host(flow.client)}:{flow.client_port} ...")
+    return on_start
 
 
 def checked_method(method: str) -> str:
@@ -62,8 +88,24 @@ def checked_method(method: str) -> str:
     return method
 
 
+def tls_options(sni: str | None, cacert: str | None):
+    """`--sni` and `--cacert`, checked, as `TlsOptions`."""
+    from probe.live import TlsOptions
+
+    if sni and (len(sni) > 253 or any(c.isspace() or c in "/:@" for c in sni) or not sni.isascii()):
+        raise UsageError(f"--sni {sni!r} is not a host name")
+    if cacert is not None:
+        try:
+            with open(cacert, "rb") as handle:
+                if b"-----BEGIN CERTIFICATE-----" not in handle.read():
+                    raise UsageError(f"--cacert {cacert}: no PEM certificate in the file")
+        except OSError as error:
+            raise ProbeError(f"cannot read --cacert {cacert}: {error.strerror}") from None
+    return TlsOptions(sni=sni, cafile=cacert)
+
+
 def exchange_options(method: str, linger: float | None, max_time: float, retries: int, syn_retries: int,
-                     ttl: int):
+                     ttl: int, tls=None):
     """The options of one exchange (`check`, and each of `batch`'s), checked, as `CheckOptions`."""
     method = checked_method(method)
     if not 2 <= retries <= 10:
@@ -80,7 +122,8 @@ def exchange_options(method: str, linger: float | None, max_time: float, retries
     from probe.tcp import Settings
 
     return CheckOptions(method=method, linger=linger, max_time=max_time,
-                        settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl)
+                        settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl,
+                        **({"tls": tls} if tls is not None else {}))
 
 
 def check_max_ttl(max_ttl: int) -> None:

@@ -14,6 +14,8 @@ from probe.errors import UsageError
 def trace(
     url: str = common.URL,
     resolve: Optional[List[str]] = common.RESOLVE,
+    ipv4: bool = common.IPV4,
+    ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
     method: str = common.METHOD,
@@ -24,11 +26,11 @@ def trace(
                                               "[default: 0.3 s or 3 round trips, whichever is longer]"),
     max_time: float = typer.Option(120.0, "--max-time", metavar="SECONDS",
                                    help="stop starting new TTLs after this long"),
+    sni: Optional[str] = common.SNI,
+    cacert: Optional[str] = common.CACERT,
 ):
     """Send the request with growing TTL beside a control request; report the hop where the
     interference first shows."""
-    from probe.target import build_target, parse_resolve
-
     method = common.checked_method(method)
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
@@ -36,28 +38,28 @@ def trace(
         raise UsageError("--wait must be from 0.05 to 10 seconds")
     if not 0 < max_time <= 3600:
         raise UsageError("--max-time must be more than 0 and at most 3600 seconds")
-    target = build_target(url, [parse_resolve(entry) for entry in resolve or []])
+    tls = common.tls_options(sni, cacert)
+    target = common.target_from(url, resolve, ipv4, ipv6)
     if control_host.lower() == target.host.lower():
         raise UsageError("--control-host must differ from the host under test")
     pcap_handle = open_output(pcap)
 
     from probe.engine import analyze_flow
     from probe.live import CheckOptions, run_check
-    from probe.report import check_document, dumps, hops_table, summary_lines, write_pcap
+    from probe.report import application_sections, check_document, dumps, hops_table, summary_lines, write_pcap
     from probe.trace import TraceOptions, localize
 
-    measurement = run_check(target, CheckOptions(method=method), on_start=lambda flow: say(
-        f"probing {target.url} at {target.address}:{target.port} from {flow.client}:{flow.client_port} ..."))
+    measurement = run_check(target, CheckOptions(method=method, tls=tls), on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     say(f"the exchange at full TTL: {analysis.verdict}")
     options = TraceOptions(method=method, control_host=control_host, max_ttl=max_ttl, window=wait,
-                           max_time=max_time)
+                           max_time=max_time, tls=tls)
     found = localize(target, measurement, analysis, options, always=True, on_progress=say)
     extra, frames = {}, list(measurement.frames)
     if found is not None:
         analysis, extra, frames = found.analysis, found.extra, frames + found.frames
     document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis,
-                              command="trace", extra=extra)
+                              command="trace", extra={**application_sections(measurement.application), **extra})
     document.setdefault("hops", [])
     document.setdefault("bracket", None)
     if pcap_handle is not None:

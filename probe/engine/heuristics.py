@@ -673,7 +673,7 @@ def published_fingerprint(packets: list[PacketRecord], index: int, flow: Flow, b
     return [Signal(fingerprint.weight, sentence) for fingerprint, sentence in matches(packet, nearby)]
 
 
-def flow_label(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
+def flow_label(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
     """An IPv6 packet whose flow label differs from the one the server's SYN-ACK carried.
 
     Why: RFC 6437 asks a source to keep one flow label for a flow; Linux derives it from a hash of
@@ -683,13 +683,47 @@ def flow_label(packet: PacketRecord, baseline: Baseline) -> list[Signal]:
     hash on others (a reset sent without a socket may carry another label, e.g. Linux before it
     reflected the label of the segment that drew it), a label rewritten on the way (RFC 6437
     allows a router to set a zero label); so weight 1 when either label is 0, 2 otherwise, and
-    never decisive."""
+    never decisive.
+
+    A bare reset (RST without ACK, RFC 9293's answer to a segment of a connection the receiver
+    does not have) is exempt: Linux sends it from its control socket (tcp_v6_send_reset in
+    net/ipv6/tcp_ipv6.c, no socket), labelled with a hash of the addresses and ports or, with
+    net.ipv6.flowlabel_reflect, the label of the segment that drew it, never the connection's
+    own (a random per-socket hash). The field report's genuine reset is one (measured in the lab:
+    scenario 06 over IPv6). And once a segment was sent twice, either way, the server may have
+    changed its label for good: Linux draws a new one (sk_rethink_txhash, net.core.txrehash) on
+    a retransmission timeout (tcp_retransmit_timer) and when a data segment it already has
+    arrives again (tcp_rcv_spurious_retrans): after the first retransmission of the flow a new
+    label weighs 1 (measured: scenario 03 over IPv6 drew one ambiguous-reset in 20 runs on a
+    loaded machine before this)."""
+    packet = packets[index]
     synack = baseline.synack
     if packet.version != 6 or synack is None or packet.flow_label == synack.flow_label:
         return []
-    weight = 1 if 0 in (packet.flow_label, synack.flow_label) else 2
+    if "R" in packet.flags and "A" not in packet.flags:
+        return []
+    rehashed = index > tables_of(packets, flow, baseline).memo("first-retransmission",
+                                                                lambda: _first_retransmission(packets, flow))
+    weight = 1 if rehashed or 0 in (packet.flow_label, synack.flow_label) else 2
     return [Signal(weight, f"flow label {packet.flow_label:#07x}, the server's SYN-ACK carried "
                            f"{synack.flow_label:#07x}")]
+
+
+def _first_retransmission(packets: list[PacketRecord], flow: Flow) -> int:
+    """The index of the first segment (either way) that repeats a SYN, a FIN or data already
+    sent in the same direction; len(packets) when none does."""
+    sent: dict[bool, set] = {True: set(), False: set()}
+    for i, p in enumerate(packets):
+        ours = flow.sent_by_client(p)
+        if not ours and not flow.toward_client(p):
+            continue
+        if "R" in p.flags or not (p.length or "S" in p.flags or "F" in p.flags):
+            continue
+        key = (p.seq, p.length, p.flags)
+        if key in sent[ours]:
+            return i
+        sent[ours].add(key)
+    return len(packets)
 
 
 def reset_of_a_fresh_connection(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:

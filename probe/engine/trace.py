@@ -109,7 +109,8 @@ def _rewrites(quoted, sent: SentRequest, flow: Flow) -> tuple[str, ...]:
         changes.append(f"sequence number shifted by {(quoted.seq - sent.seq) % 2**32}")
     if quoted.tos != sent.tos:
         changes.append(f"TOS/DSCP changed from {sent.tos:#04x} to {quoted.tos:#04x}")
-    if quoted.ip_len and sent.length and quoted.ip_len != 40 + sent.length and quoted.ip_len != 52 + sent.length:
+    headers = 60 if quoted.version == 6 else 40  # IPv6's fixed header is 40 bytes (RFC 8200 3), IPv4's 20
+    if quoted.ip_len and sent.length and quoted.ip_len not in (headers + sent.length, headers + 12 + sent.length):
         changes.append(f"IP length {quoted.ip_len} (payload changed on the way)")
     return tuple(changes)
 

@@ -19,6 +19,7 @@ from netns.lab import Lab
 ROUTERS = 4
 DELAY_MS = 50.0
 BLACKHOLE_ADDR = "203.0.113.99"  # discarded by the last router (see conftest.py)
+BLACKHOLE_ADDR6 = "2001:db8:113::99"  # the same over IPv6
 HOST = "www.example.com"
 GUARD_PREFIX = "probe_guard_"
 PROBE_TIMEOUT = 60.0  # seconds a single probe run may take before the test gives up
@@ -47,9 +48,10 @@ class ProbeRun:
 
 def probe_args(address: str, port: int = 80, path: str = "/", *extra: str,
                json_output: bool = True) -> list[str]:
-    """`check` arguments for http://www.example.com[:port]/path connected to `address`."""
+    """`check` arguments for http://www.example.com[:port]/path connected to `address` (IPv4 or IPv6)."""
     authority = HOST if port == 80 else f"{HOST}:{port}"
-    args = ["check", f"http://{authority}{path}", "--resolve", f"{HOST}:{port}:{address}"]
+    pinned = f"[{address}]" if ":" in address else address
+    args = ["check", f"http://{authority}{path}", "--resolve", f"{HOST}:{port}:{pinned}"]
     return args + (["--json"] if json_output else []) + list(extra)
 
 
@@ -163,8 +165,9 @@ def guard_rules(lab: Lab, table: str) -> list[GuardRule]:
                 fields[(payload["protocol"], payload["field"])] = match["right"]
             if "counter" in expr:
                 packets = expr["counter"]["packets"]
-        rules.append(GuardRule(fields[("ip", "saddr")], fields[("tcp", "sport")],
-                               fields[("ip", "daddr")], fields[("tcp", "dport")], packets))
+        ip = "ip6" if ("ip6", "saddr") in fields else "ip"
+        rules.append(GuardRule(fields[(ip, "saddr")], fields[("tcp", "sport")],
+                               fields[(ip, "daddr")], fields[("tcp", "dport")], packets))
     return rules
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2ekit import BLACKHOLE_ADDR, finish, guard_tables, probe_args, reap, start_probe
+from e2ekit import BLACKHOLE_ADDR, BLACKHOLE_ADDR6, finish, guard_tables, probe_args, reap, start_probe
 
 from netns.lab import ABORT_PORT, CLOSED_PORT, HTTP_PORT, Lab
 
@@ -45,6 +45,10 @@ TARGETS = {
     "blackholed": lambda lab: probe_args(BLACKHOLE_ADDR, HTTP_PORT, "/", "--syn-retries", "3"),
     "trace": _trace,
     "batch": _batch,
+    # the same over IPv6 (issue 15): the guard's rule is an ip6 one in the same inet table
+    "clean-ipv6": lambda lab: probe_args(lab.server_addr6, HTTP_PORT),
+    "closed-port-ipv6": lambda lab: probe_args(lab.server_addr6, CLOSED_PORT),
+    "blackholed-ipv6": lambda lab: probe_args(BLACKHOLE_ADDR6, HTTP_PORT, "/", "--syn-retries", "3"),
 }
 LATEST_SIGNAL = {"trace": 6.0, "batch": 5.0}  # seconds; the others use the cycle's max_delay
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
@@ -59,7 +63,7 @@ class Faults:
 
     runs: int = 0
     signalled: dict = field(default_factory=dict)  # (signal name, "before"/"mid"/"after") -> count
-    by_command: dict = field(default_factory=dict)  # "check"/"trace"/"batch" -> runs
+    by_command: dict = field(default_factory=dict)  # "check"/"check over IPv6"/"trace"/"batch" -> runs
     stale: set = field(default_factory=set)
     problems: list = field(default_factory=list)
 
@@ -104,7 +108,7 @@ def cycle(lab: Lab, faults: Faults, rnd: random.Random, max_delay: float = 2.5) 
     finally:
         reap(proc)
     faults.runs += 1
-    command = target if target in ("trace", "batch") else "check"
+    command = (target if target in ("trace", "batch") else "check") + (" over IPv6" if target.endswith("-ipv6") else "")
     faults.by_command[command] = faults.by_command.get(command, 0) + 1
     started = _guard_started(run.stderr)
     # A signal in CPython's own start-up (site, .pth files), before a line of probe runs: the

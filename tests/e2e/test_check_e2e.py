@@ -67,7 +67,7 @@ def assert_contract_document(run: ProbeRun, lab, port: int, path: str) -> dict:
     assert set(document["target"]) >= TARGET_FIELDS
     authority = "www.example.com" if port == 80 else f"www.example.com:{port}"
     assert document["target"] == {"url": f"http://{authority}{path}", "host": "www.example.com",
-                                  "address": lab.server_addr, "port": port}
+                                  "address": lab.server_addr, "port": port, "family": "ipv4"}
     assert isinstance(document["explanation"], str) and document["explanation"].strip()
     packets = document["packets"]
     assert packets, run.describe()

@@ -4,7 +4,6 @@ the trace is left half-open on the server."""
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
@@ -40,18 +39,6 @@ def leftover_server_sockets(lab) -> set[tuple[str, str]]:
 def wait_for_nothing_left_open(lab, before: set) -> None:
     wait_for(lambda: leftover_server_sockets(lab) <= before, 5.0,
              "the server to hold no open or half-open connection of this run")
-
-
-@pytest.fixture
-def box(lab):
-    started = []
-
-    def start(name: str, hop: int):
-        started.append(lab.spawn(lab.router_ns(hop), [sys.executable, "-m", f"netns.boxes.{name}"], name=name))
-
-    yield start
-    for proc in started:
-        lab.stop(proc)
 
 
 @pytest.mark.parametrize("hop", range(1, ROUTERS + 1))

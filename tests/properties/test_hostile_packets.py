@@ -20,7 +20,7 @@ from hypothesis import given, note, strategies as st
 
 from probe.engine import analyze_flow
 from probe.engine.model import ORIGINS, VERDICTS
-from probe.http import ResponseReader
+from probe.http import HttpExchange, ResponseReader
 from probe.pcapfile import ip_packets, split_flows
 from probe.record import ICMP_ERROR_TYPES, flag_letters, parse_ip
 from probe.tcp import ClientConnection, Segment
@@ -152,9 +152,9 @@ def test_a_flood_of_unrelated_traffic_changes_nothing_about_a_lab_capture(case):
 def _connection(flow, capture, established: bool) -> ClientConnection:
     """A connection of the capture's flow, its SYN sent, and if `established` the capture's own
     SYN-ACK (acknowledging this SYN) taken in."""
-    connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
-                                  b"HEAD / HTTP/1.1\r\nHost: www.example.com\r\n\r\n", isn=0,
-                                  reader=ResponseReader("HEAD", "www.example.com", flow.server_port, "/"))
+    app = HttpExchange(b"HEAD / HTTP/1.1\r\nHost: www.example.com\r\n\r\n",
+                       ResponseReader("HEAD", "www.example.com", flow.server_port, "/"))
+    connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port, app, isn=0)
     [syn] = connection.start(0.0)
     synack = next((r for r in records_of(golden(capture)[1]) if flow.toward_client(r) and r.has("SA")), None)
     if established and synack is not None:

@@ -20,8 +20,9 @@ from .test_cli import guarded_probe
 
 
 def document(verdict, url="http://www.example.com/", address="198.51.100.80", rtt=50.0, **extra) -> dict:
+    family = {"family": "ipv6" if ":" in address else "ipv4"} if address else {}
     return {"schema": "probe/1", "command": "check", "target": {"url": url, "host": "www.example.com",
-                                                                 "address": address, "port": 80},
+                                                                 "address": address, "port": 80, **family},
             "verdict": verdict, "direction": extra.get("direction"), "hop": extra.get("hop"), "rtt_ms": rtt,
             "packets": [], "explanation": "x", **({"error": extra["error"]} if "error" in extra else {})}
 
@@ -154,18 +155,27 @@ def test_prom_textfile(tmp_path):
 
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                for family in text_string_to_metric_families(path.read_text()) for sample in family.samples}
-    labels = (("address", "198.51.100.80"), ("port", "80"), ("url", "http://www.example.com/"))
+    labels = (("address", "198.51.100.80"), ("family", "ipv4"), ("port", "80"), ("url", "http://www.example.com/"))
 
     def verdict(name, of=labels):
         return samples[("probe_target_verdict", tuple(sorted(of + (("verdict", name),))))]
 
     assert verdict("clean") == 1 and verdict("middlebox-reset") == 0 and verdict("error") == 0
     assert samples[("probe_target_rtt_seconds", labels)] == 0.0515
-    unmeasured = (("address", ""), ("port", "80"), ("url", "http://x.example/"))
+    unmeasured = (("address", ""), ("family", ""), ("port", "80"), ("url", "http://x.example/"))
     assert verdict("error", unmeasured) == 1 and verdict("clean", unmeasured) == 0
     assert ("probe_target_rtt_seconds", unmeasured) not in samples
     assert samples[("probe_batch_exit_code", ())] == 1 and samples[("probe_batch_targets", ())] == 2
     assert os.listdir(tmp_path) == ["probe.prom"]  # the temporary file was renamed over it
+
+
+def test_prom_textfile_says_which_family_a_target_was_probed_over(tmp_path):
+    """A site can fail over one family and not the other (issue 15): the family is a label."""
+    path = tmp_path / "probe.prom"
+    metrics = [metric_of(document("clean"), 0), metric_of(document("middlebox-reset", address="2001:db8::80"), 3)]
+    write_prom(str(path), metrics, finished_at=1700000000.0, seconds=1.0, exit_code=3)
+    text = path.read_text()
+    assert 'address="2001:db8::80",family="ipv6"' in text and 'address="198.51.100.80",family="ipv4"' in text
 
 
 # -- the command, refused before it sends anything --------------------------------------------------
@@ -189,10 +199,11 @@ def test_bad_options(tmp_path, args, message):
 
 def test_bad_line_is_refused_before_anything_is_sent(tmp_path):
     listing = tmp_path / "targets"
-    listing.write_text("http://www.example.com/\n\nhttps://www.example.com/\n")
+    listing.write_text("http://www.example.com/\n\nhttps://www.example.com/\nftp://www.example.com/\n")
     run = guarded_probe("batch", str(listing))
     assert run.returncode == 2, run.stderr
-    assert run.stderr == "probe: line 3: unsupported scheme 'https': only http:// URLs can be probed\n"
+    assert run.stderr == ("probe: line 4: unsupported scheme 'ftp': only http:// and https:// URLs can be "
+                          "probed\n")
 
 
 def test_unreadable_list(tmp_path):

@@ -84,6 +84,25 @@ def test_help_works_without_importing_scapy(args):
     assert not [name for name in imported if name.split(".")[0] == "scapy"]
 
 
+@pytest.mark.parametrize("args", [("-h",), ("check", "-h"), ("trace", "-h")])
+def test_dash_h_is_help_as_everywhere_else(args):
+    result = probe(*args)
+    assert result.returncode == 0 and result.stdout.startswith("Usage: probe"), result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_prints_the_packages_version(flag):
+    from probe import __version__
+
+    result = probe(flag)
+    assert (result.returncode, result.stdout) == (0, f"probe {__version__}\n")
+
+
+def test_an_option_error_points_at_the_commands_own_help():
+    line = assert_one_line_error(probe("trace", "--bogus", VALID_ADDRESS), 2)
+    assert line.endswith("(see probe trace --help)"), line
+
+
 def test_check_help_lists_the_contract_options():
     result = probe("check", "--help")
     for option in ("--resolve", "--json", "--pcap"):

@@ -57,3 +57,30 @@ def test_record_of_the_bytes_says_what_the_segment_said():
 def test_unknown_option_is_refused():
     with pytest.raises(ValueError):
         tcp_options((("SAck", ((1, 2),)),))
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(flags=flag_sets, seq=u32, ack=u32, window=u16, options=option_lists, payload=st.binary(max_size=1400),
+       flow_label=st.integers(0, 0xFFFFF), ttl=st.integers(1, 255), override_ttl=st.none() | st.integers(1, 255),
+       sport=st.integers(1, 65535), dport=st.integers(1, 65535))
+def test_same_ipv6_bytes_as_scapy(flags, seq, ack, window, options, payload, flow_label, ttl, override_ttl, sport,
+                                  dport):
+    """Over IPv6, scapy (IPv6()/TCP()) is the byte oracle: fixed header, hop limit, flow label,
+    and the TCP checksum over IPv6's pseudo-header (RFC 8200 8.1)."""
+    segment = Segment(flags, seq, ack, window, payload, options)
+    slow = Crafter("2001:db8::10", sport, "2001:db8:2::80", dport, 0, ttl=ttl, flow_label=flow_label)
+    fast = StructCrafter("2001:db8::10", sport, "2001:db8:2::80", dport, 0, ttl=ttl, flow_label=flow_label)
+    assert fast.build(segment, ttl=override_ttl) == slow.build(segment, ttl=override_ttl)
+
+
+def test_ipv6_record_of_the_bytes_says_what_the_segment_said():
+    """One flow label for every packet of the flow (RFC 6437), the hop limit as the record's ttl."""
+    from scapy.layers.inet6 import IPv6
+
+    segment = Segment("PA", 1000, 2000, 502, b"HEAD / HTTP/1.1\r\n\r\n")
+    crafter = StructCrafter("2001:db8::10", 40000, "2001:db8:2::80", 80, 7, ttl=3)
+    first, second = (parse_ip(crafter.build(segment), 0.0) for _ in range(2))
+    assert (first.version, first.src, first.dst, first.flags, first.payload, first.ttl) == \
+        (6, "2001:db8::10", "2001:db8:2::80", "PA", segment.payload, 3)
+    assert 0 < first.flow_label == second.flow_label <= 0xFFFFF
+    assert IPv6(crafter.build(segment)).fl == first.flow_label  # scapy reads what we wrote

@@ -340,10 +340,35 @@ def test_an_ipv6_reset_with_another_flow_label_and_hop_limit_is_forged_and_a_zer
     forged = replace(v6([from_server(packets[-1].t + 0.001, "RA", IRS + 1, END, ttl=62, win=0)])[0],
                      flow_label=0x12345)
     baseline = build_baseline(packets + [forged], FLOW)
-    assert h.flow_label(forged, baseline)[0].weight == 2
+    assert h.flow_label(packets + [forged], len(packets), FLOW, baseline)[0].weight == 2
     assert h.ip_id_habit(forged, baseline) == []
     analysis, origins = judged(packets + [forged])
     assert origins[-1] == "middlebox"
     genuine = replace(forged, ttl=60, flow_label=0x5A5A5)
     analysis, origins = judged(packets + [genuine])
+    assert origins[-1] == "server" and analysis.verdict == "server-reset"
+
+
+def test_an_ipv6_bare_reset_for_a_forgotten_connection_may_carry_another_flow_label():
+    """The field report over IPv6, as the lab's Linux server sends it: the reset answering our
+    retransmission comes from the control socket (tcp_v6_send_reset without a socket), labelled
+    from a hash of the addresses and ports, not with the connection's label: no signal."""
+    packets = v6(exchange())
+    genuine = replace(v6([from_server(packets[-1].t + RTT, "R", IRS + 1, 0, win=0)])[0], flow_label=0x2B48F)
+    assert h.flow_label(packets + [genuine], len(packets), FLOW, build_baseline(packets + [genuine], FLOW)) == []
+    forged_ack = replace(genuine, flags="RA", ack=END)  # a RST/ACK keeps the connection's label on Linux
+    assert h.flow_label(packets + [forged_ack], len(packets), FLOW,
+                        build_baseline(packets + [forged_ack], FLOW))[0].weight == 2
+
+
+def test_after_a_retransmission_a_new_ipv6_flow_label_weighs_less():
+    """Linux draws a new label on RTO and on a duplicate data segment (sk_rethink_txhash): the
+    server's abort after our request went out twice may carry another label than its SYN-ACK."""
+    packets = v6(exchange())
+    request = next(p for p in packets if FLOW.sent_by_client(p) and p.length)
+    packets.append(replace(request, t=packets[-1].t + 0.2))  # our request again
+    abort = replace(v6([from_server(packets[-1].t + RTT, "RA", IRS + 1, END)])[0], flow_label=0x2B48F)
+    signals = h.flow_label(packets + [abort], len(packets), FLOW, build_baseline(packets + [abort], FLOW))
+    assert [s.weight for s in signals] == [1]
+    analysis, origins = judged(packets + [abort])
     assert origins[-1] == "server" and analysis.verdict == "server-reset"

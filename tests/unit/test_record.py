@@ -15,7 +15,7 @@ from scapy.layers.inet import ICMP, IP, TCP
 from probe.craft import Crafter
 from probe.record import PacketRecord, flag_letters, parse_ip, parse_tcp_options
 from probe.tcp import ClientConnection, Segment
-from probe.http import ResponseReader
+from probe.http import HttpExchange, ResponseReader
 
 from .conftest import CLIENT, CLIENT_PORT, ROUTER, SERVER, SERVER_PORT
 
@@ -303,8 +303,8 @@ def test_parse_ip_never_raises_on_mutated_packets_and_never_reads_past_them(raw)
 
 
 def test_crafter_builds_the_segment_that_parse_ip_reads_back():
-    connection = ClientConnection(CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, b"", isn=2**32 - 1,
-                                  reader=ResponseReader("HEAD", "h", 80, "/"))
+    connection = ClientConnection(CLIENT, CLIENT_PORT, SERVER, SERVER_PORT,
+                                  HttpExchange(b"", ResponseReader("HEAD", "h", 80, "/")), isn=2**32 - 1)
     [syn] = connection.start(0.0)
     crafter = Crafter(CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, first_ip_id=0xFFFF, ttl=7)
     first = parse_ip(crafter.build(syn), 0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from probe.engine import analyze_flow
@@ -185,7 +187,7 @@ def test_fleet_filter_stays_within_classic_bpf(count, per_address):
 
 
 def _run_bpf(program: bytes, packet: bytes, ethertype: int = 0x0800) -> int:
-    """A classic BPF interpreter for the four instructions the filters use."""
+    """A classic BPF interpreter for the six instructions the filters use."""
     import struct
 
     ins = [struct.unpack("HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
@@ -198,6 +200,10 @@ def _run_bpf(program: bytes, packet: bytes, ethertype: int = 0x0800) -> int:
             a = packet[k]
         elif code == 0x15:
             pc += jt if a == k else jf
+        elif code == 0x35:
+            pc += jt if a >= k else jf
+        elif code == 0x05:
+            pc += k
         elif code == 0x06:
             return k
         pc += 1
@@ -218,3 +224,82 @@ def test_fleet_filter_takes_exactly_the_targets_and_icmp(count):
     assert _run_bpf(program, reply) and _run_bpf(program, sent) and _run_bpf(program, icmp)
     assert not _run_bpf(program, reply, ethertype=0x86DD)
     assert bool(_run_bpf(program, stranger)) == (count > 1021)  # past the limit, userspace sorts it out
+
+
+@pytest.mark.parametrize("count, v4", [(1, 1), (100, 1), (127, 1), (128, 1), (100, 200), (90, 300)])
+def test_fleet_filter_takes_ipv6_targets_their_icmpv6_errors_and_ipv4_beside_them(count, v4):
+    """Mixed families: IPv6 packets to or from a target, ICMPv6 errors and echo replies (RFC
+    4443 2.1: types below 128 are errors), the IPv4 targets as before; not a stranger, not
+    neighbour discovery (past its budget, 127 IPv6 addresses alone, the filter takes all TCP and ICMP(v6))."""
+    from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6ND_NS, ICMPv6TimeExceeded, IPv6
+
+    from probe.wire import BPF_MAX_INSTRUCTIONS, fleet_filter
+
+    v6 = [f"2001:db8:{i:x}::80" for i in range(count)]
+    program = fleet_filter(v6 + ["203.0.113.80"] + _addresses(v4 - 1))
+    assert len(program) // 8 <= BPF_MAX_INSTRUCTIONS and _attachable(program)
+    sent = StructCrafter("2001:db8::10", 40000, v6[-1], 80, 0).build(Segment("S", 1, 0, 100))
+    reply = StructCrafter(v6[0], 80, "2001:db8::10", 40000, 0).build(Segment("SA", 1, 2, 100))
+    stranger = StructCrafter("2001:db8::10", 40000, "2001:db8:ffff::99", 80, 0).build(Segment("S", 1, 0, 100))
+    router = IPv6(src="2001:db8::1", dst="2001:db8::10")
+    for packet in (sent, reply, bytes(router / ICMPv6TimeExceeded() / sent), bytes(router / ICMPv6EchoReply())):
+        assert _run_bpf(program, packet, ethertype=0x86DD)
+    assert _run_bpf(program, StructCrafter("192.0.2.10", 40000, "203.0.113.80", 80, 0).build(Segment("S", 1, 0, 9)))
+    assert bool(_run_bpf(program, stranger, ethertype=0x86DD)) == (32 * count + 4 * v4 + 18 > 4096)
+    assert not _run_bpf(program, bytes(router / ICMPv6ND_NS(tgt="2001:db8::10")), ethertype=0x86DD)
+    assert not _run_bpf(program, sent, ethertype=0x0806)
+
+
+class FailingSender:
+    """A sender that raises `error` for the n-th packet whose flags are `flags` (1-based), and
+    sends everything else: the closing resets of a batch come in bursts, when ENOBUFS happens."""
+
+    def __init__(self, net: FakeNet, flags: str, error: Exception, nth: int = 1):
+        self.net, self.flags, self.error, self.nth, self.seen = net, flags, error, nth, 0
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def send(self, raw, destination):
+        if parse_ip(raw, 0.0).flags == self.flags:
+            self.seen += 1
+            if self.seen == self.nth:
+                raise self.error
+        self.net.on_sent(raw)
+
+
+def run_with_sender(net: FakeNet, targets, sender, **options):
+    capture, _, guard = net.classes()
+    check = CheckOptions(settings=Settings(syn_retries=1), max_time=30.0)
+    io = SessionIO(capture, sender, guard, StructCrafter, FakePort, lambda address, port: CLIENT, set, net.clock)
+    session = Session(SessionOptions(check, **options), io)
+    return session, list(session.run(targets))
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOBUFS, "No buffer space available"),
+                                   OSError(errno.EAGAIN, "Resource temporarily unavailable")])
+def test_a_transient_send_error_on_a_closing_reset_does_not_abort_the_batch(net, error):
+    targets = [(i, target("203.0.113.80", 83)) for i in range(4)]  # each ends with closing resets
+    _, done = run_with_sender(net, targets, FailingSender(net, "R", error), concurrency=4, rate=10_000)
+    assert sorted(f.tag for f in done) == [0, 1, 2, 3]
+    assert all(analyze_flow(f.measurement.packets, f.measurement.flow).verdict == "dropped" for f in done)
+
+
+def test_resets_sent_before_a_send_error_are_still_recorded(net):
+    """The first reset leaves, the second is refused: the pcap must still hold the first."""
+    from probe.errors import ProbeError
+
+    sender = FailingSender(net, "R", ProbeError("sending was refused by a local firewall rule"), nth=2)
+    _, [finished] = run_with_sender(net, [(0, target("203.0.113.80", 83))], sender, concurrency=1, rate=10_000)
+    flow, packets = finished.measurement.flow, finished.measurement.packets
+    recorded_resets = [p for p in packets if flow.sent_by_client(p) and p.flags == "R"]
+    wire_resets = [p for p in net.sent if p.flags == "R"]
+    assert len(wire_resets) == 1 and len(recorded_resets) == 1
+    recorded = [p for p in packets if flow.sent_by_client(p)]
+    assert len(recorded) == len(net.sent)

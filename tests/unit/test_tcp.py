@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from probe.http import ResponseReader, ResponseStatus, build_request
+from probe.http import HttpExchange, ResponseReader, ResponseStatus, build_request
 from probe.record import PacketRecord
 from probe.tcp import ClientConnection, Settings
 
@@ -50,8 +50,8 @@ class RecordingReader:
 
 
 def new_connection(isn=ISN, reader=None, settings=Settings(), request=REQUEST, ts_base=0):
-    return ClientConnection(CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, request, isn=isn,
-                            reader=reader if reader is not None else RecordingReader(), settings=settings,
+    app = HttpExchange(request, reader if reader is not None else RecordingReader())
+    return ClientConnection(CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, app, isn=isn, settings=settings,
                             ts_base=ts_base)
 
 
@@ -253,21 +253,21 @@ def test_in_order_data_is_acked_and_fed_to_the_reader():
     connection, _ = establish()
     out = connection.on_packet(from_server(0.1, "PA", IRS + 1, request_end(), payload=b"HTTP/1.1 200"), 0.1)
     assert [(s.flags, s.seq, s.ack) for s in out] == [("A", request_end(), IRS + 1 + 12)]
-    assert connection.reader.data == b"HTTP/1.1 200"
+    assert connection.app.reader.data == b"HTTP/1.1 200"
     assert connection.progress.request_acked
     out = connection.on_packet(from_server(0.11, "PA", IRS + 13, request_end(), payload=b" OK\r\n"), 0.11)
     assert [s.ack for s in out] == [IRS + 1 + 17]
-    assert connection.reader.data == b"HTTP/1.1 200 OK\r\n"
+    assert connection.app.reader.data == b"HTTP/1.1 200 OK\r\n"
 
 
 def test_out_of_order_data_draws_a_duplicate_ack_and_is_not_fed():
     connection, _ = establish()
     out = connection.on_packet(from_server(0.1, "PA", IRS + 101, request_end(), payload=b"x" * 50), 0.1)
     assert [(s.flags, s.ack, s.purpose) for s in out] == [("A", IRS + 1, "duplicate-ack")]
-    assert connection.reader.data == b""
+    assert connection.app.reader.data == b""
     # the segment before it fills the hole: only that is taken (no reassembly queue is promised)
     out = connection.on_packet(from_server(0.12, "PA", IRS + 1, request_end(), payload=b"y" * 100), 0.12)
-    assert [s.ack for s in out] == [IRS + 101] and connection.reader.data == b"y" * 100
+    assert [s.ack for s in out] == [IRS + 101] and connection.app.reader.data == b"y" * 100
 
 
 def test_overlapping_retransmission_feeds_only_the_new_bytes():
@@ -276,17 +276,17 @@ def test_overlapping_retransmission_feeds_only_the_new_bytes():
     connection.on_packet(from_server(0.1, "PA", IRS + 1, request_end(), payload=stream[:100]), 0.1)
     out = connection.on_packet(from_server(0.2, "PA", IRS + 1 + 50, request_end(), payload=stream[50:150]), 0.2)
     assert [s.ack for s in out] == [IRS + 1 + 150]
-    assert connection.reader.data == stream[:150]
+    assert connection.app.reader.data == stream[:150]
     out = connection.on_packet(from_server(0.3, "PA", IRS + 1, request_end(), payload=stream[:100]), 0.3)
     assert [(s.ack, s.purpose) for s in out] == [(IRS + 1 + 150, "duplicate-ack")]
-    assert connection.reader.data == stream[:150]
+    assert connection.app.reader.data == stream[:150]
 
 
 @given(irs=near_wrap, stream=st.binary(min_size=1, max_size=300),
        pieces=st.lists(st.tuples(st.integers(0, 299), st.integers(1, 120)), min_size=1, max_size=25))
 def test_reader_only_ever_sees_the_in_order_prefix(irs, stream, pieces):
     connection, _ = establish(irs=irs)
-    reader = connection.reader
+    reader = connection.app.reader
     for i, (start, size) in enumerate(pieces):
         start = min(start, len(stream) - 1)
         end = min(start + size, len(stream))
@@ -417,7 +417,7 @@ def test_server_fin_draws_our_fin_and_its_ack_closes_politely():
     # one segment: our FIN, which also acknowledges the server's FIN (it occupies one number)
     assert [(set(s.flags), s.seq, s.ack) for s in out] == [({"F", "A"}, request_end(), response_end + 1)]
     assert connection.progress.server_fin and not connection.done
-    assert connection.reader.eof
+    assert connection.app.reader.eof
     out = connection.on_packet(from_server(0.15, "A", response_end + 1, request_end() + 1), 0.15)
     assert out == []
     assert connection.progress.closed_politely and connection.done
@@ -430,7 +430,7 @@ def test_fin_with_data_is_answered_by_one_fin_covering_both():
     out = connection.on_packet(from_server(0.1, "FPA", IRS + 1, request_end(), payload=HEAD_RESPONSE), 0.1)
     fins = [s for s in out if "F" in s.flags]
     assert len(fins) == 1 and fins[0].ack == response_end + 1 and fins[0].seq == request_end()
-    assert connection.reader.data == HEAD_RESPONSE
+    assert connection.app.reader.data == HEAD_RESPONSE
 
 
 def test_ack_that_does_not_cover_our_fin_does_not_close():

@@ -1,0 +1,129 @@
+"""`probe check` and `probe trace` over IPv6 in the dual-stack lab (issue 15): the verdicts of a
+clean server, a closed port, an aborting application and boxes at a hop; the guard's rule is an
+`ip6` one in the run's `inet` table and no table is left, also when the run is killed."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+
+from e2ekit import (BLACKHOLE_ADDR6, ROUTERS, finish, guard_rules, guard_tables, probe_args, reap, run_probe,
+                    start_probe, wait_for_guard)
+
+from netns.lab import ABORT_PORT, CLOSED_PORT, HTTP_PORT
+
+pytestmark = pytest.mark.root
+
+TRIGGER_HOST = "blocked.example"
+ICMP6_UNREACHABLE, ICMP6_ADMIN_PROHIBITED = 1, 1  # RFC 4443 3.1: type 1, code 1
+
+
+def blocked_args(lab, command: str = "check", *extra: str) -> list[str]:
+    return [command, f"http://{TRIGGER_HOST}/", "--resolve", f"{TRIGGER_HOST}:80:[{lab.server_addr6}]", "--json",
+            *extra]
+
+
+@pytest.mark.parametrize("port, verdict, code", [(HTTP_PORT, "clean", 0), (CLOSED_PORT, "server-reset", 4),
+                                                 (ABORT_PORT, "server-reset", 4)])
+def test_check_over_ipv6(lab, port, verdict, code):
+    run = run_probe(lab, probe_args(lab.server_addr6, port))
+    assert run.returncode == code, run.describe()
+    document = run.document
+    assert document["verdict"] == verdict and document["direction"] is None
+    assert document["target"]["family"] == "ipv6" and document["target"]["address"] == lab.server_addr6
+    assert document["client"]["address"] == lab.client_addr6
+    received = [p for p in document["packets"] if p["dir"] == "received"]
+    assert received and all(p["src"] == lab.server_addr6 and p["origin"] == "server" for p in received)
+    assert all(p["ttl"] == 64 - ROUTERS for p in received)  # the server's hop limit, one less per router
+    assert guard_tables(lab) == []
+
+
+def test_a_name_is_taken_over_ipv6_with_minus_6_and_the_url_may_carry_the_address(lab):
+    run = run_probe(lab, ["check", f"http://[{lab.server_addr6}]/", "--json", "-6"])
+    assert run.returncode == 0, run.describe()
+    assert run.document["target"]["url"] == f"http://[{lab.server_addr6}]/"
+    assert "(IPv6)" in run.stderr
+
+
+def test_icmpv6_administratively_prohibited_is_located_at_its_hop(lab, box):
+    box("icmp", 2)
+    run = run_probe(lab, blocked_args(lab))
+    assert run.returncode == 3, run.describe()
+    document = run.document
+    assert (document["verdict"], document["hop"]) == ("unreachable", 2), run.describe()
+    errors = [p for p in document["packets"] if p["proto"] == "icmp"]
+    assert errors and errors[0]["src"] == lab.router_addr6(2)
+    assert (errors[0]["icmp_type"], errors[0]["icmp_code"]) == (ICMP6_UNREACHABLE, ICMP6_ADMIN_PROHIBITED)
+
+
+def test_the_field_report_over_ipv6(lab, box):
+    box("swallow", 2)
+    run = run_probe(lab, blocked_args(lab))
+    assert run.returncode == 3, run.describe()
+    document = run.document
+    assert (document["verdict"], document["direction"], document["hop"]) == ("middlebox-reset", "to-server", 2)
+    assert all(p["origin"] != "middlebox" for p in document["packets"]), "every packet we got is the server's"
+
+
+@pytest.mark.parametrize("hop", [1, 4])
+@pytest.mark.parametrize("name, verdict", [("tap", "middlebox-reset"), ("swallow", "middlebox-reset")])
+def test_trace_over_ipv6_names_the_hop_of_the_box(lab, box, name, verdict, hop):
+    box(name, hop)
+    run = run_probe(lab, blocked_args(lab, "trace"))
+    assert run.returncode == 3, run.describe()
+    document = run.document
+    assert (document["verdict"], document["hop"]) == (verdict, hop), run.describe()
+    assert document["bracket"]["passed"] <= hop < document["bracket"]["not_reached"]
+    routers = [row["address"] for row in document["hops"] if row["address"]]
+    assert set(routers) <= {lab.router_addr6(k) for k in range(1, ROUTERS + 1)} | {lab.server_addr6}
+
+
+def test_the_guard_holds_an_ip6_rule_for_the_flow_and_sigkill_leaves_it_for_the_next_run(lab):
+    proc = start_probe(lab, probe_args(BLACKHOLE_ADDR6, HTTP_PORT, "/", "--syn-retries", "3"))
+    try:
+        table, rule = wait_for_guard(lab, proc)
+        assert (rule.client, rule.server, rule.server_port) == (lab.client_addr6, BLACKHOLE_ADDR6, HTTP_PORT)
+        proc.send_signal(signal.SIGKILL)
+        assert finish(proc).returncode == -signal.SIGKILL
+        assert guard_tables(lab) == [table] and guard_rules(lab, table) == [rule]
+    finally:
+        reap(proc)
+    after = run_probe(lab, probe_args(lab.server_addr6, HTTP_PORT))
+    assert after.returncode == 0, after.describe()
+    assert guard_tables(lab) == [], "the next run sweeps the killed run's table and removes its own"
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_exchange_over_ipv6_removes_the_table(lab, signum, code):
+    proc = start_probe(lab, probe_args(BLACKHOLE_ADDR6, HTTP_PORT, "/", "--syn-retries", "3"))
+    try:
+        wait_for_guard(lab, proc)
+        proc.send_signal(signum)
+        assert finish(proc).returncode == code
+    finally:
+        reap(proc)
+    assert guard_tables(lab) == []
+
+
+def test_batch_takes_ipv6_targets_beside_ipv4_ones(lab, tmp_path):
+    """One batch, both families: one guard table with a set per family, each target's verdict and
+    family in its document (issue 15)."""
+    import json
+    import subprocess
+
+    listing = tmp_path / "targets.txt"
+    lines = [f"http://www.example.com:{port}/ www.example.com:{port}:{address}"
+             for address in (f"[{lab.server_addr6}]", lab.server_addr) for port in (HTTP_PORT, CLOSED_PORT)]
+    listing.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    argv = ["ip", "netns", "exec", lab.client_ns, sys.executable, "-m", "probe", "batch", str(listing), "--out", str(out),
+            "--no-locate"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert run.returncode == 4, run.stderr  # the worst: the closed ports
+    documents = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda d: d["line"])
+    said = [(d["target"]["family"], d["target"]["port"], d["verdict"]) for d in documents]
+    assert said == [("ipv6", HTTP_PORT, "clean"), ("ipv6", CLOSED_PORT, "server-reset"),
+                    ("ipv4", HTTP_PORT, "clean"), ("ipv4", CLOSED_PORT, "server-reset")], run.stderr
+    assert guard_tables(lab) == []
