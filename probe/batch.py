@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from probe.errors import ProbeError, UsageError
+from probe.outcome import worst
 from probe.target import Resolve, Target, build_target, parse_resolve, parse_url
 
 RESOLVER_THREADS = 8
@@ -108,8 +109,8 @@ class Locator:
     A flow waiting for a trace keeps its packets until the end of the batch; clean flows,
     the vast majority of a healthy fleet, never wait."""
 
-    def __init__(self, max_ttl: int, method: str, control_host: str, tls=None):
-        self.max_ttl, self.method, self.control_host, self.tls = max_ttl, method, control_host, tls
+    def __init__(self, max_ttl: int, request, control_host: str, tls=None):
+        self.max_ttl, self.request, self.control_host, self.tls = max_ttl, request, control_host, tls
         self.pool = concurrent.futures.ThreadPoolExecutor(LOCATE_THREADS, thread_name_prefix="probe-locate")
         self.sweeps: dict[tuple, concurrent.futures.Future] = {}
         self.address_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
@@ -142,7 +143,7 @@ class Locator:
         """After the exchanges: one trace per key, applied to each of its exchanges."""
         from probe.trace import TraceOptions, by_trace, run_trace, server_ttl_of, trigger_words
 
-        options = TraceOptions(method=self.method, max_ttl=self.max_ttl, control_host=self.control_host,
+        options = TraceOptions(request=self.request, max_ttl=self.max_ttl, control_host=self.control_host,
                                **({"tls": self.tls} if self.tls is not None else {}))
         while self.traces:
             _key, waiting = self.traces.popitem()
@@ -241,13 +242,9 @@ def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending 
 
 # -- the tally --------------------------------------------------------------------------------
 
-# Which code wins when targets disagree: interference first (what the batch is run to find),
-# then "could not measure", then a target that failed on its own, then clean.
-_SEVERITY = {0: 0, 4: 1, 1: 2, 3: 3}
-
-
-def worst_exit(codes: Iterable[int]) -> int:
-    return max(codes, key=lambda code: _SEVERITY.get(code, 2), default=0)
+# Which code wins when targets disagree: probe.outcome.SEVERITY (interference, then "could not
+# measure", then a target that failed on its own, then clean).
+worst_exit = worst
 
 
 @dataclass

@@ -65,6 +65,23 @@ def _as_plugin(args: list[str], message: str) -> None:
         sys.exit(UNKNOWN)
 
 
+def _as_document(args: list[str], message: str, code: int) -> None:
+    """Under `--json`, a run that could not measure still prints one document, with `error`, so
+    that a cron job reading stdout always has something to parse (batch's JSON lines do the same)."""
+    if "--json" in args:
+        import json
+
+        from probe import __version__
+        from probe.report import SCHEMA
+
+        command = next((a for a in args if a in _COMMANDS), None)
+        print(json.dumps({"schema": SCHEMA, "command": command, "version": __version__, "error": message,
+                          "exit_code": code}, indent=2), flush=True)
+
+
+_COMMANDS = ("check", "trace", "analyze", "batch", "history")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line on stderr and the contract's code for every way things go wrong."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -85,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _as_plugin(args, str(error))
+        _as_document(args, str(error), error.exit_code)
         say(f"probe: {error}")
         sys.exit(error.exit_code)
     except OSError as error:
@@ -100,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             say(error.ctx.get_help() if getattr(error, "ctx", None) else "usage: probe COMMAND --help")
         else:
             _as_plugin(args, error.format_message())
+            _as_document(args, error.format_message(), EXIT_USAGE)
             context = getattr(error, "ctx", None)
             where = context.command_path if context is not None and context.command_path else "probe"
             say(f"probe: {error.format_message()} (see {where} --help)")

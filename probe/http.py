@@ -8,7 +8,7 @@ HTTP; `probe.tls.TlsExchange` is the same HTTP inside TLS."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import h11
 
@@ -21,12 +21,40 @@ def host_header(host: str, port: int, default_port: int = 80) -> str:
     return host if port == default_port else f"{host}:{port}"
 
 
-def build_request(method: str, host: str, port: int, path: str, default_port: int = 80) -> bytes:
-    """Serialize the request the probe sends, as a curl-like client would."""
+@dataclass(frozen=True)
+class Request:
+    """What the probe asks, with curl's options and meanings: `-X` the method, `-H` headers
+    (one of the same name replaces the default one; an empty value, "Name:", removes it),
+    `-A` the User-Agent, `--data` a body (POST unless -X says otherwise, with curl's
+    Content-Type application/x-www-form-urlencoded unless a header gives one)."""
+
+    method: str = "HEAD"
+    headers: tuple[tuple[str, str], ...] = field(default=())
+    user_agent: str | None = None  # None: probe/VERSION
+    body: bytes = b""
+
+    def header_list(self, host: str, port: int, default_port: int) -> list[tuple[str, str]]:
+        defaults = [("Host", host_header(host, port, default_port)),
+                    ("User-Agent", self.user_agent if self.user_agent is not None else f"probe/{__version__}"),
+                    ("Accept", "*/*")]
+        if self.body:
+            defaults += [("Content-Type", "application/x-www-form-urlencoded"),
+                         ("Content-Length", str(len(self.body)))]
+        defaults.append(("Connection", "close"))
+        given = {name.lower() for name, _ in self.headers}
+        headers = [(name, value) for name, value in defaults if name.lower() not in given]
+        return headers + [(name, value) for name, value in self.headers if value]
+
+
+def build_request(request: Request | str, host: str, port: int, path: str, default_port: int = 80) -> bytes:
+    """Serialize the request the probe sends, as curl would (a method alone means Request(method))."""
+    request = Request(request) if isinstance(request, str) else request
     client = h11.Connection(our_role=h11.CLIENT)
-    headers = [("Host", host_header(host, port, default_port)), ("User-Agent", f"probe/{__version__}"), ("Accept", "*/*"),
-               ("Connection", "close")]
-    return client.send(h11.Request(method=method, target=path, headers=headers)) + client.send(h11.EndOfMessage())
+    wire = client.send(h11.Request(method=request.method, target=path,
+                                   headers=request.header_list(host, port, default_port)))
+    if request.body:
+        wire += client.send(h11.Data(data=request.body))
+    return wire + client.send(h11.EndOfMessage())
 
 
 @dataclass
@@ -82,9 +110,11 @@ class HttpExchange:
         self.status = ResponseStatus()
 
     @classmethod
-    def for_url(cls, method: str, host: str, port: int, path: str, default_port: int = 80) -> "HttpExchange":
-        return cls(build_request(method, host, port, path, default_port),
-                   ResponseReader(method, host, port, path, default_port))
+    def for_url(cls, request: Request | str, host: str, port: int, path: str,
+                default_port: int = 80) -> "HttpExchange":
+        request = Request(request) if isinstance(request, str) else request
+        return cls(build_request(request, host, port, path, default_port),
+                   ResponseReader(request.method, host, port, path, default_port))
 
     def first_flight(self) -> bytes:
         return self.request

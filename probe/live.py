@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from probe.engine.model import Flow
 from probe.errors import ProbeError, UsageError
 from probe.guard import Guard
-from probe.http import HttpExchange
+from probe.http import HttpExchange, Request
 from probe.record import PacketRecord, parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection, Progress, Segment, Settings, seq_add
@@ -29,7 +29,7 @@ class TlsOptions:
 
 @dataclass(frozen=True)
 class CheckOptions:
-    method: str = "HEAD"
+    request: Request = Request()  # curl's -X, -H, -A and --data
     linger: float | None = None  # seconds after the exchange; None: max(0.5 s, 3 round trips)
     max_time: float = 30.0
     settings: Settings = Settings()
@@ -122,26 +122,26 @@ def pump(capture: Capture, drivers: list[FlowDriver], timeout: float, others=Non
             others(frame, record)
 
 
-def application_for(target: Target, method: str, host: str | None = None, tls: TlsOptions = TlsOptions()):
+def application_for(target: Target, request: Request, host: str | None = None, tls: TlsOptions = TlsOptions()):
     """What rides on the connection to `target`: HTTP, or HTTP inside TLS for https://.
     `host` replaces the target's name in the request (and, over TLS, in the SNI)."""
     name = host or target.host
     if not target.tls:
-        return HttpExchange.for_url(method, name, target.port, target.path)
+        return HttpExchange.for_url(request, name, target.port, target.path)
     from probe.tls import TlsExchange
 
     server_name = name if tls.sni is None or host is not None else tls.sni
-    return TlsExchange(HttpExchange.for_url(method, name, target.port, target.path, default_port=443),
+    return TlsExchange(HttpExchange.for_url(request, name, target.port, target.path, default_port=443),
                        server_name=server_name, verify_name=name, cafile=tls.cafile)
 
 
-def new_connection(target: Target, flow: Flow, method: str, settings: Settings, ttl: int = 64,
+def new_connection(target: Target, flow: Flow, request: Request, settings: Settings, ttl: int = 64,
                    host: str | None = None, tls: TlsOptions = TlsOptions()) -> tuple[ClientConnection, object]:
     """A fresh state machine and crafter for `flow`; `host` replaces the target's in the request."""
     from probe.craft import Crafter  # scapy is imported only when a probe really runs
 
     connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
-                                  application_for(target, method, host, tls), isn=random_u32(), settings=settings,
+                                  application_for(target, request, host, tls), isn=random_u32(), settings=settings,
                                   ts_base=random_u32())
     crafter = Crafter(flow.client, flow.client_port, flow.server, flow.server_port, random_u32() & 0xFFFF,
                       ttl=ttl)
@@ -157,7 +157,7 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
     """Probe once. `on_start(flow)` is called when everything is in place, just before the SYN,
     so that a progress line never precedes an error line."""
     flow, reservation = prepare_flow(target)
-    connection, crafter = new_connection(target, flow, options.method, options.settings, options.ttl,
+    connection, crafter = new_connection(target, flow, options.request, options.settings, options.ttl,
                                          tls=options.tls)
     try:
         # sockets first: without the privilege they fail with the clearest message

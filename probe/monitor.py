@@ -14,22 +14,10 @@ from dataclasses import dataclass
 
 from probe.engine.model import VERDICTS
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
-STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-_PROBE_CODE_TO_STATE = {0: OK, 3: CRITICAL, 4: WARNING, 1: UNKNOWN, 2: UNKNOWN}
-_STATE_ORDER = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
+from probe.outcome import NagiosState, nagios_state, worse_state  # noqa: F401 (nagios_state: API)
+
+OK, WARNING, CRITICAL, UNKNOWN = NagiosState  # the mapping and the order live in probe.outcome
 DETAIL_LINES = 20
-
-
-def nagios_state(probe_codes) -> int:
-    """The plugin state for a set of `probe` exit codes."""
-    return max((_PROBE_CODE_TO_STATE.get(code, UNKNOWN) for code in probe_codes), key=_STATE_ORDER.__getitem__,
-               default=OK)
-
-
-def worse_state(*states: int) -> int:
-    """The worst of plugin states, in the order CRITICAL, WARNING, UNKNOWN, OK."""
-    return max(states, key=_STATE_ORDER.__getitem__)
 
 
 def nagios_output(tally, trouble: str | None = None) -> tuple[str, int]:
@@ -58,7 +46,7 @@ def nagios_output(tally, trouble: str | None = None) -> tuple[str, int]:
                 f"failed={failed};1;;0;{total}", f"unmeasured={unmeasured};;;0;{total}"]
     if tally.rtt_count:
         perfdata += [f"rtt_max={tally.rtt_max:.3f}ms;;;0;", f"rtt_mean={tally.rtt_mean:.3f}ms;;;0;"]
-    lines = [f"PROBE {STATE_NAMES[state]} - {summary} | {' '.join(perfdata)}"]
+    lines = [f"PROBE {state.name} - {summary} | {' '.join(perfdata)}"]
     for problem in tally.problems[:DETAIL_LINES]:
         where = f" {problem['direction']}" if problem["direction"] else ""
         hop = f" at hop {problem['hop']}" if problem["hop"] is not None else ""

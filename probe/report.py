@@ -70,14 +70,24 @@ def started_at(packets: list[PacketRecord]) -> str | None:
 
 def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, analysis: Analysis,
                    command: str = "check", extra: dict | None = None) -> dict:
-    document = {"schema": SCHEMA, "command": command, "target": target_json, "started_at": started_at(packets),
+    from probe import __version__
+
+    document = {"schema": SCHEMA, "command": command, "version": __version__, "target": target_json,
+                "started_at": started_at(packets),
                 "verdict": analysis.verdict, "direction": analysis.direction, "hop": analysis.hop,
-                "rtt_ms": analysis.rtt_ms,
+                "hop_basis": analysis.hop_basis or None, "rtt_ms": analysis.rtt_ms,
                 "client": {"address": flow.client, "port": flow.client_port},
                 "packets": packets_json(packets, flow, analysis), "explanation": analysis.explanation}
-    if analysis.hop_basis:
-        document["hop_basis"] = analysis.hop_basis
     document.update(extra or {})
+    return document
+
+
+def finish_document(document: dict, started: float, exit_code: int) -> dict:
+    """What a cron job logs beside the verdict: how long the command took and how it exited."""
+    import time
+
+    document["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+    document["exit_code"] = exit_code
     return document
 
 
@@ -122,14 +132,34 @@ def _relative(value: int, base: int | None) -> int:
     return (value - base) % (1 << 32) if base is not None else value
 
 
-def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, width: int = 70) -> str:
-    """A Wireshark-like table: relative sequence numbers, one evidence sentence per line."""
+WIDE_TABLE = 160  # columns from which the packet table keeps evidence in a column of its own
+EVIDENCE_INDENT = " " * 8  # below that, each packet's evidence under its row
+SHORT_EVIDENCE = 3  # sentences of evidence per packet without -v
+
+
+def terminal_width() -> int:
+    """`COLUMNS`, else the terminal's width, else 80 (as ls and tshark decide it)."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, width: int | None = None,
+                 verbose: bool = False) -> str:
+    """A Wireshark-like table: relative sequence numbers, what each packet carries, who sent it.
+
+    Laid out for `width` columns (default: the terminal's). From WIDE_TABLE columns on, the
+    evidence is a column with one sentence per line; below, each packet is one line (cut at
+    the width) and its evidence follows it, indented, as tcpdump -v puts details under a packet:
+    the first SHORT_EVIDENCE sentences (the decisive ones come first), all of them if `verbose`."""
     from probe.layout import simple_table  # tabulate's layout, fast enough for a flow of thousands of packets
 
+    width = width or terminal_width()
+    wide = width >= WIDE_TABLE
     our_isn = next((p.seq for p in packets if flow.sent_by_client(p) and "S" in p.flags), None)
     their_isn = next((p.seq for p in packets if flow.toward_client(p) and "S" in p.flags), None)
     t0 = packets[0].t if packets else 0.0
-    rows = []
+    rows, evidence_lines = [], []
     for n, (packet, attribution) in enumerate(zip(packets, analysis.attributions), 1):
         mine = flow.sent_by_client(packet)
         arrow = "->" if mine else "<-"
@@ -138,18 +168,55 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
             seq = _relative(packet.seq, seq_base)
             ack = _relative(packet.ack, ack_base) if "A" in packet.flags else ""
             flags, win, length = packet.flags, packet.win, packet.length
+            info = describe(packet.payload) if packet.length else ""
         else:
             seq = ack = win = ""
             flags, length = f"icmp {packet.icmp_type}/{packet.icmp_code}", packet.ip_len
-        evidence = "\n".join(_wrap(sentence, width) for sentence in attribution.evidence)
-        origin = attribution.origin if attribution.origin in ("self", "server") or attribution.confidence == "high" \
-            else f"{attribution.origin} ({attribution.confidence})"
-        info = describe(packet.payload) if packet.proto == "tcp" and packet.length else ""
-        rows.append([n, f"{(packet.t - t0) * 1000:.2f}", arrow, packet.src if not mine else "", packet.ttl,
-                     packet.ip_id, flags, seq, ack, win, length, _wrap(info, 24), origin, evidence])
-    headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "info", "origin",
-               "evidence"]
-    return simple_table(rows, headers)
+            info = "" if wide else f"from {packet.src}"
+        confident = attribution.origin in ("self", "server") or attribution.confidence == "high"
+        if wide:
+            origin = attribution.origin if confident else f"{attribution.origin} ({attribution.confidence})"
+            evidence = "\n".join(_wrap(sentence, 70) for sentence in attribution.evidence)
+            rows.append([n, f"{(packet.t - t0) * 1000:.2f}", arrow, packet.src if not mine else "", packet.ttl,
+                         packet.ip_id, flags, seq, ack, win, length, _wrap(info, 24), origin, evidence])
+        else:
+            origin = attribution.origin if confident else f"{attribution.origin}?"
+            rows.append([n, f"{(packet.t - t0) * 1000:.1f}", arrow, packet.ttl, packet.ip_id, flags, seq, ack, win,
+                         length, origin, info])
+            shown = attribution.evidence if verbose else attribution.evidence[:SHORT_EVIDENCE]
+            more = len(attribution.evidence) - len(shown)
+            evidence_lines.append([line for sentence in shown
+                                   for line in _wrap(sentence, max(width - len(EVIDENCE_INDENT), 30)).splitlines()]
+                                  + ([f"(and {more} more: -v)"] if more else []))
+    if wide:
+        headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "info", "origin",
+                   "evidence"]
+        return simple_table(rows, headers)
+    headers = ["#", "ms", "dir", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "origin", "info"]
+    lines = _compact(rows, headers, left={"dir", "flags", "origin", "info"})
+    out = [_cut(lines[0], width)]
+    for line, evidence in zip(lines[1:], evidence_lines):
+        out.append(_cut(line, width))
+        out.extend(EVIDENCE_INDENT + sentence for sentence in evidence)
+    return "\n".join(out)
+
+
+def _compact(rows: list[list], headers: list[str], left: set[str]) -> list[str]:
+    """Columns one space apart, numbers to the right, words to the left: the header line, then
+    one line per row (mtr's and ss's density, where tabulate pads every column by two)."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
+
+    def line(values):
+        return " ".join(value.ljust(w) if header in left else value.rjust(w)
+                        for value, w, header in zip(values, widths, headers))
+
+    return [line(headers)] + [line(row) for row in cells]
+
+
+def _cut(line: str, width: int) -> str:
+    line = line.rstrip()
+    return line if len(line) <= width else line[:width - 3] + "..."
 
 
 def _wrap(text: str, width: int) -> str:
@@ -197,11 +264,16 @@ def _fate_json(fate) -> dict:
     return item
 
 
+def hop_json(row) -> dict:
+    """One hop of the `hops` section (a `probe.engine.trace.HopRow`)."""
+    return {"ttl": row.ttl, "address": row.address, "rtt_ms": row.rtt_ms, "trigger": row.trigger.word,
+            "control": row.control.word, "confirmed": row.confirmed,
+            "details": {"trigger": _fate_json(row.trigger), "control": _fate_json(row.control)}}
+
+
 def trace_json(rows, result, trigger: str, control: str) -> dict:
     """The `hops` and `bracket` sections (contract), with each hop's details under `trace`."""
-    hops = [{"ttl": row.ttl, "address": row.address, "rtt_ms": row.rtt_ms, "trigger": row.trigger.word,
-             "control": row.control.word, "confirmed": row.confirmed,
-             "details": {"trigger": _fate_json(row.trigger), "control": _fate_json(row.control)}} for row in rows]
+    hops = [hop_json(row) for row in rows]
     bracket = {"passed": result.bracket[0], "not_reached": result.bracket[1]} if result.bracket else None
     return {"hops": hops, "bracket": bracket,
             "trace": {"trigger": trigger, "control": control, "interference": result.interference,
@@ -209,16 +281,21 @@ def trace_json(rows, result, trigger: str, control: str) -> dict:
                       "evidence": list(result.evidence)}}
 
 
+HOPS_HEADER = f"{'ttl':>3}  {'router':<39} {'ms':>7}  {'trigger':<20} {'control':<20} notes"
+
+
+def hop_line(hop: dict) -> str:
+    """One hop of a trace, in fixed columns (as mtr prints them, so that each line can be printed
+    as soon as its hop is learned, and the lines still align)."""
+    notes = [*hop["details"]["trigger"].get("rewritten", []), *hop["details"]["control"].get("rewritten", [])]
+    if hop.get("confirmed"):
+        notes.insert(0, "difference seen twice")
+    ms = "" if hop["rtt_ms"] is None else f"{hop['rtt_ms']:.2f}"
+    return (f"{hop['ttl']:>3}  {hop['address'] or '*':<39} {ms:>7}  {hop['trigger']:<20} {hop['control']:<20} "
+            f"{'; '.join(notes)}").rstrip()
+
+
 def hops_table(hops: list[dict]) -> str:
     """The hop table of a trace, for people."""
-    from tabulate import tabulate
-
-    rows = []
-    for hop in hops:
-        notes = [*hop["details"]["trigger"].get("rewritten", []), *hop["details"]["control"].get("rewritten", [])]
-        if hop.get("confirmed"):
-            notes.insert(0, "difference seen twice")
-        rows.append([hop["ttl"], hop["address"] or "*", "" if hop["rtt_ms"] is None else f"{hop['rtt_ms']:.2f}",
-                     hop["trigger"], hop["control"], "; ".join(notes)])
-    return tabulate(rows, headers=["ttl", "router", "ms", "trigger", "control", "notes"], tablefmt="plain")
+    return "\n".join([HOPS_HEADER] + [hop_line(hop) for hop in hops])
 

@@ -106,7 +106,7 @@ class _Exchange:
         self.options = options
         self.measurement = Measurement(target, flow)
         self.connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
-                                           application_for(target, options.method, tls=options.tls),
+                                           application_for(target, options.request, tls=options.tls),
                                            isn=random_u32(), settings=options.settings, ts_base=random_u32())
         self.crafter = crafter_class(flow.client, flow.client_port, flow.server, flow.server_port,
                                      random_u32() & 0xFFFF, ttl=options.ttl)

@@ -925,12 +925,14 @@ def _ascii_end_in(flat: str, position: int, row: bytes, limit: int) -> int:
     what follows the hex is exactly the bytes rendered; else `position` unchanged."""
     if not row:
         return position
-    for table in (_PRINTABLE_TCPDUMP, _PRINTABLE_WIRESHARK):
+    # A `|` before the first character is hexdump -C's border, unless the row's first byte is
+    # itself 0x7c (tcpdump -X has no border): both readings are tried.
+    for table, border in ((_PRINTABLE_TCPDUMP, True), (_PRINTABLE_WIRESHARK, True), (_PRINTABLE_TCPDUMP, False)):
         expected = "".join(table[b] for b in row).replace(" ", "")
         at, matched = position, 0
         while at < limit and matched < len(expected):
             char = flat[at]
-            if char in " \t\n" or char == "|" and matched in (0, len(expected)):
+            if char in " \t\n" or border and char == "|" and matched in (0, len(expected)):
                 at += 1
                 continue
             if char != expected[matched]:

@@ -170,10 +170,21 @@ class TlsExchange:
         facts.version = self._tls.version()
         facts.cipher = (self._tls.cipher() or (None,))[0]
         facts.alpn = self._tls.selected_alpn_protocol()
-        chain = [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in self._tls._sslobj.get_unverified_chain() or []]
+        chain = self._chain()
         if chain:
             facts.certificate, facts.verified, facts.verify_problems, facts.trust_store = judge_certificate(
                 chain, self.verify_name, self.cafile)
+
+    def _chain(self) -> list[bytes]:
+        """The certificates the server sent, leaf first, DER: SSLObject.get_unverified_chain()
+        (public from Python 3.13, on the private object before), else the leaf alone."""
+        getter = getattr(self._tls, "get_unverified_chain", None) or getattr(
+            getattr(self._tls, "_sslobj", None), "get_unverified_chain", None)
+        if getter is not None:
+            return [cert if isinstance(cert, bytes) else cert.public_bytes(ssl._ssl.ENCODING_DER)
+                    for cert in getter() or []]
+        leaf = self._tls.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
 
     def report(self) -> dict:
         return self.facts.as_json()

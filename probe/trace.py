@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from probe.engine.baseline import hop_distance
 from probe.engine.trace import Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box
 from probe.guard import Guard
+from probe.http import Request
 from probe.live import FlowDriver, TlsOptions, close_with_reset, new_connection, prepare_flow, pump
 from probe.target import Target
 from probe.tcp import Segment, Settings, State
@@ -37,7 +38,7 @@ SILENT_TTLS = 3
 
 @dataclass(frozen=True)
 class TraceOptions:
-    method: str = "HEAD"
+    request: Request = Request()
     control_host: str = CONTROL_HOST
     max_ttl: int = 16
     window: float | None = None  # seconds to wait after each request; None: max(0.3 s, 3 round trips)
@@ -60,6 +61,7 @@ class TraceMeasurement:
     attempts: list[Attempt] = field(default_factory=list)
     result: TraceResult | None = None
     stopped: str | None = None  # why the trace ended before an answer, if it did
+    interrupt: BaseException | None = None  # Ctrl-C or SIGTERM: the caller reports what was found, then exits
 
     @property
     def frames(self) -> list[Frame]:
@@ -81,7 +83,7 @@ class _Tracer:
         self.reservations.append(reservation)
         self.guard.add_flow(flow.client, flow.client_port, flow.server, flow.server_port)
         host = None if role == "trigger" else self.options.control_host  # None: the target's own (and --sni)
-        connection, crafter = new_connection(self.target, flow, self.options.method, ATTEMPT_SETTINGS, host=host,
+        connection, crafter = new_connection(self.target, flow, self.options.request, ATTEMPT_SETTINGS, host=host,
                                              tls=self.options.tls)
         request_ip_id = []
 
@@ -121,8 +123,11 @@ class _Tracer:
 
 
 def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_ttl: int | None,
-              on_progress=None) -> TraceMeasurement:
-    """TTL-limited request copies, trigger beside control, up to the answer (see the module doc)."""
+              on_progress=None, on_hop=None) -> TraceMeasurement:
+    """TTL-limited request copies, trigger beside control, up to the answer (see the module doc).
+    Each hop goes to `on_hop(row)` as soon as it is learned (else a line to `on_progress`). Ctrl-C
+    or SIGTERM stops it as traceroute and mtr stop: what was found so far is judged and returned,
+    with the interrupt in `interrupt` for the caller to raise once it has reported."""
     measurement = TraceMeasurement()
     server_distance = hop_distance(server_ttl) if server_ttl is not None else None
     with Capture([target.address]) as capture, RawSender() as sender, Guard() as guard:
@@ -131,25 +136,37 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
             silent = 0
             deadline = time.monotonic() + options.max_time
             for ttl in range(1, options.max_ttl + 1):
+                if measurement.interrupt is not None:
+                    break
                 if time.monotonic() > deadline:
                     measurement.stopped = f"--max-time ({options.max_time:g} s) ran out before TTL {ttl}"
                     break
-                control, trigger = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
+                try:
+                    control, trigger = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
+                except (KeyboardInterrupt, SystemExit) as stop:  # the TTL under way is left out
+                    measurement.interrupt, measurement.stopped = stop, f"interrupted at TTL {ttl}"
+                    break
                 measurement.attempts += [control, trigger]
                 confirmed = False
                 if differs(trigger.fate, control.fate):
-                    again = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
-                    measurement.attempts += list(again)
-                    # the second pair must show interference too, though not necessarily the same
-                    # word (a box's answer late under load reads as silence); a control that can
-                    # no longer connect after the trigger is a box blocking the address pair for a
-                    # while: that confirms rather than refutes
-                    confirmed = differs(again[1].fate, again[0].fate) or (
-                        again[1].fate.word == trigger.fate.word and again[0].fate.word == "no-handshake")
+                    try:
+                        again = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
+                    except (KeyboardInterrupt, SystemExit) as stop:  # not confirmed: one pair was seen
+                        measurement.interrupt, measurement.stopped = stop, f"interrupted at TTL {ttl}"
+                    else:
+                        measurement.attempts += list(again)
+                        # the second pair must show interference too, though not necessarily the
+                        # same word (a box's answer late under load reads as silence); a control
+                        # that can no longer connect after the trigger is a box blocking the address
+                        # pair for a while: that confirms rather than refutes
+                        confirmed = differs(again[1].fate, again[0].fate) or (
+                            again[1].fate.word == trigger.fate.word and again[0].fate.word == "no-handshake")
                 address = control.fate.router if control.fate.expired else trigger.fate.router
                 rtt_ms = control.fate.rtt_ms if control.fate.expired else trigger.fate.rtt_ms
                 measurement.rows.append(HopRow(ttl, address, rtt_ms, trigger.fate, control.fate, confirmed))
-                if on_progress is not None:
+                if on_hop is not None:
+                    on_hop(measurement.rows[-1])
+                elif on_progress is not None:
                     on_progress(f"  ttl {ttl:2d}  {address or '*':15s}  trigger: {trigger.fate.word:24s} "
                                 f"control: {control.fate.word}{'  (confirmed)' if confirmed else ''}")
                 if confirmed or (control.fate.word == "server" and trigger.fate.word == "server"):
@@ -175,6 +192,7 @@ class Localization:
     analysis: object
     extra: dict = field(default_factory=dict)
     frames: list[Frame] = field(default_factory=list)
+    interrupt: BaseException | None = None  # raise it once the partial result is reported
 
 
 def needs_trace(analysis) -> bool:
@@ -236,13 +254,15 @@ def by_trace(analysis, traced: TraceMeasurement, words: tuple[str, str]) -> Loca
     from probe.report import trace_json
 
     extra = trace_json(traced.rows, traced.result, trigger=words[0], control=words[1])
-    return Localization(apply_trace(analysis, traced.result), extra, traced.frames)
+    if traced.stopped:
+        extra["trace"]["stopped"] = traced.stopped
+    return Localization(apply_trace(analysis, traced.result), extra, traced.frames, traced.interrupt)
 
 
 def localize(target: Target, measurement, analysis, options: TraceOptions, always: bool = False,
-             on_progress=None) -> Localization | None:
+             on_progress=None, on_hop=None) -> Localization | None:
     """Run whichever TTL sweep can place the box this exchange points at (`locating_step`);
-    None when there is no reason to."""
+    None when there is no reason to. `on_hop` gets each hop of a request trace as it is learned."""
     say = on_progress or (lambda line: None)
     step = locating_step(analysis, always)
     if step == "sweeps":
@@ -256,6 +276,7 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
         return by_sweeps(measurement, sweeps, locate(sweeps.tcp, sweeps.echo, target.address))
     if step == "trace":
         say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
-        traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement), on_progress=say)
+        traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement), on_progress=say,
+                           on_hop=on_hop)
         return by_trace(analysis, traced, trigger_words(target, options))
     return None

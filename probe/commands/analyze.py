@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from probe.commands.common import EXIT_CLEAN, EXIT_INTERFERENCE, exit_code_for, say
+from probe.commands.common import exit_code_for, say
+from probe.outcome import worst
 from probe.errors import ProbeError, UsageError
 
 
@@ -32,10 +33,8 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
 
 
 def worst_exit_code(codes: list[int]) -> int:
-    """Every flow clean: 0; any interference: 3; else the target failed: 4."""
-    if EXIT_INTERFERENCE in codes:
-        return EXIT_INTERFERENCE
-    return max(codes, default=EXIT_CLEAN)
+    """Every flow clean: 0; any interference: 3; else the target failed: 4 (probe.outcome.worst)."""
+    return worst(codes)
 
 
 class _Spool:
@@ -115,7 +114,8 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
         elif verbose or result.analysis.verdict != "clean":
             row = flow_row(result)
             spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
-                             f"{result.vantage.evidence})\n{packet_table(result.packets, result.flow, result.analysis)}"
+                             f"{result.vantage.evidence})\n"
+                             f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
                              f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
                              f"{result.analysis.explanation}\n")
 
@@ -238,9 +238,9 @@ def _pair_text(pair, client_side, server_side, verdict, direction, explanation, 
         return head + f"\nverdict: {verdict}"
     lines = [head,
              f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
-                                                             client_side.analysis),
+                                                             client_side.analysis, verbose=verbose),
              f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
-                                                             server_side.analysis)]
+                                                             server_side.analysis, verbose=verbose)]
     lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
     lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
     lines.append(f"verdict: {verdict}  direction: {direction or '-'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -20,7 +20,10 @@ def batch(
     concurrency: int = typer.Option(100, "--concurrency", "-c", help="exchanges in flight at once"),
     rate: float = typer.Option(1000.0, "--rate", metavar="PACKETS/S", help="packets sent per second, all targets "
                                                                            "together"),
-    method: str = common.METHOD,
+    method: Optional[str] = common.METHOD,
+    header: Optional[List[str]] = common.HEADER,
+    user_agent: Optional[str] = common.USER_AGENT,
+    data: Optional[str] = common.DATA,
     linger: Optional[float] = common.LINGER,
     max_time: float = common.MAX_TIME,
     retries: int = common.RETRIES,
@@ -50,7 +53,8 @@ def batch(
                                             help="progress bar on stderr [default: when stderr is a terminal]"),
 ):
     """Probe every target of FILE as probe check would, many at once; one JSON line each."""
-    check_options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl,
+    request = common.request_options(method, header, user_agent, data)
+    check_options = common.exchange_options(request, linger, max_time, retries, syn_retries, ttl,
                                             common.tls_options(None, cacert))
     common.check_max_ttl(max_ttl)
     if not 1 <= concurrency <= 1000:
@@ -130,7 +134,7 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
             history_failure = str(error)
     options = SessionOptions(check_options, concurrency=concurrency, rate=rate)
     session = Session(options)
-    locator = None if no_locate else Locator(max_ttl, check_options.method, control_host, check_options.tls)
+    locator = None if no_locate else Locator(max_ttl, check_options.request, control_host, check_options.tls)
     pcap_writer = None
     if pcap_handle is not None:
         import dpkt

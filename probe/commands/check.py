@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional
 
 import typer
@@ -17,7 +18,10 @@ def check(
     ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
-    method: str = common.METHOD,
+    method: Optional[str] = common.METHOD,
+    header: Optional[List[str]] = common.HEADER,
+    user_agent: Optional[str] = common.USER_AGENT,
+    data: Optional[str] = common.DATA,
     linger: Optional[float] = common.LINGER,
     max_time: float = common.MAX_TIME,
     retries: int = common.RETRIES,
@@ -30,9 +34,12 @@ def check(
     control_host: str = common.CONTROL_HOST,
     sni: Optional[str] = common.SNI,
     cacert: Optional[str] = common.CACERT,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="every evidence sentence of every packet"),
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
-    options = common.exchange_options(method, linger, max_time, retries, syn_retries, ttl,
+    started = time.monotonic()
+    request = common.request_options(method, header, user_agent, data)
+    options = common.exchange_options(request, linger, max_time, retries, syn_retries, ttl,
                                       common.tls_options(sni, cacert))
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
@@ -41,15 +48,16 @@ def check(
 
     from probe.engine import analyze_flow
     from probe.live import run_check
-    from probe.report import application_sections, check_document, dumps, packet_table, summary_lines, write_pcap
+    from probe.report import (application_sections, check_document, dumps, finish_document, packet_table,
+                              summary_lines, write_pcap)
 
     measurement = run_check(target, options, on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
-    extra, frames = {}, list(measurement.frames)
+    extra, frames, found = {}, list(measurement.frames), None
     if not no_locate:
         from probe.trace import TraceOptions, localize
 
-        found = localize(target, measurement, analysis, TraceOptions(method=options.method, max_ttl=max_ttl,
+        found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
                                                                      control_host=control_host, tls=options.tls),
                          on_progress=say)
         if found is not None:
@@ -59,10 +67,13 @@ def check(
     if pcap_handle is not None:
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
+    code = exit_code_for(analysis.verdict, analysis.hop)
     if json_output:
-        print(dumps(document))
+        print(dumps(finish_document(document, started, code)))
     else:
-        print(packet_table(measurement.packets, measurement.flow, analysis))
+        print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose))
         print()
         print(summary_lines(document))
-    raise typer.Exit(exit_code_for(analysis.verdict, analysis.hop))
+    if found is not None and found.interrupt is not None:
+        raise found.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
+    raise typer.Exit(code)

@@ -1,5 +1,6 @@
-"""What every command shares: the contract's exit codes (decided here and only here), the
-stderr channel for people, and output files opened before any probing starts."""
+"""What every command shares: the options, spelled the same everywhere, the stderr channel for
+people, and output files opened before any probing starts. The exit codes are decided in
+`probe.outcome`."""
 
 from __future__ import annotations
 
@@ -8,19 +9,9 @@ import sys
 import typer
 
 from probe.errors import ProbeError, UsageError
+from probe.outcome import ExitStatus, exit_status as exit_code_for  # noqa: F401 (the commands' name for it)
 
-EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_INTERFERENCE, EXIT_TARGET_FAILED = 0, 1, 2, 3, 4
-
-
-def exit_code_for(verdict: str, hop: int | None) -> int:
-    """The contract's exit status for one verdict."""
-    if verdict in ("clean", "expired"):  # expired: a TTL-limited request died at a router, as a trace's should
-        return EXIT_CLEAN
-    if verdict in ("middlebox-reset", "middlebox-response"):
-        return EXIT_INTERFERENCE
-    if verdict in ("dropped", "unreachable") and hop is not None:
-        return EXIT_INTERFERENCE
-    return EXIT_TARGET_FAILED
+EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_INTERFERENCE, EXIT_TARGET_FAILED = ExitStatus
 
 
 def say(message: str) -> None:
@@ -42,7 +33,14 @@ RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
                        help="connect to ADDR while the request still names HOST")
 JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
 PCAP = typer.Option(None, "--pcap", metavar="FILE", help="write every packet sent and received to FILE (pcap, raw IP)")
-METHOD = typer.Option("HEAD", "--method", "-X", help="HTTP method: HEAD or GET")
+METHOD = typer.Option(None, "--request", "--method", "-X", metavar="METHOD",
+                      help="HTTP method, as curl's -X [default: HEAD, or POST with --data]")
+HEADER = typer.Option(None, "--header", "-H", metavar="'NAME: VALUE'",
+                      help="add a header, or replace the default one of that name; 'NAME:' removes it (curl's -H)")
+USER_AGENT = typer.Option(None, "--user-agent", "-A", metavar="TEXT",
+                          help="the User-Agent header [default: probe/VERSION]")
+DATA = typer.Option(None, "--data", "-d", metavar="TEXT", help="send TEXT as the request's body (curl's -d)")
+TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")  # RFC 9110 5.6.2
 LINGER = typer.Option(None, "--linger", metavar="SECONDS",
                       help="keep listening this long after each exchange "
                            "[default: 0.5 s or 3 round trips, whichever is longer]")
@@ -81,11 +79,31 @@ def announce(target):
     return on_start
 
 
-def checked_method(method: str) -> str:
-    method = method.upper()
-    if method not in ("HEAD", "GET"):
-        raise UsageError(f"unsupported --method {method}: use HEAD or GET")
-    return method
+def request_options(method: str | None, headers: list[str] | None = None, user_agent: str | None = None,
+                    data: str | None = None):
+    """`-X`, `-H`, `-A` and `--data`, checked, as `probe.http.Request`. Methods are written in
+    capitals (`-X get` sends GET), as the first round did; any RFC 9110 token is taken."""
+    from probe.http import Request
+
+    method = (method if method is not None else "POST" if data is not None else "HEAD").upper()
+    if not method or not set(method) <= TOKEN:
+        raise UsageError(f"unsupported --request {method!r}: a method is a token such as GET, POST or OPTIONS")
+    parsed = []
+    for header in headers or ():
+        name, colon, value = header.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or not set(name) <= TOKEN:
+            raise UsageError(f"bad --header {header!r}: write 'Name: value' (or 'Name:' to remove it)")
+        if any(c in value for c in "\r\n\0"):
+            raise UsageError(f"bad --header {header!r}: a value holds no line breaks")
+        parsed.append((name, value))
+    if user_agent is not None and any(c in user_agent for c in "\r\n\0"):
+        raise UsageError("bad --user-agent: it holds no line breaks")
+    body = data.encode("utf-8") if data is not None else b""
+    if method == "HEAD" and body:
+        raise UsageError("--data with HEAD: a HEAD request has no body (use -X POST, or drop -X)")
+    return Request(method, tuple(parsed), user_agent, body)
+
 
 
 def tls_options(sni: str | None, cacert: str | None):
@@ -104,10 +122,10 @@ def tls_options(sni: str | None, cacert: str | None):
     return TlsOptions(sni=sni, cafile=cacert)
 
 
-def exchange_options(method: str, linger: float | None, max_time: float, retries: int, syn_retries: int,
+def exchange_options(request, linger: float | None, max_time: float, retries: int, syn_retries: int,
                      ttl: int, tls=None):
-    """The options of one exchange (`check`, and each of `batch`'s), checked, as `CheckOptions`."""
-    method = checked_method(method)
+    """The options of one exchange (`check`, and each of `batch`'s), checked, as `CheckOptions`;
+    `request` is what `request_options` made of -X, -H, -A and --data."""
     if not 2 <= retries <= 10:
         raise UsageError("--retries must be from 2 to 10")
     if not 0 <= syn_retries <= 10:
@@ -121,7 +139,7 @@ def exchange_options(method: str, linger: float | None, max_time: float, retries
     from probe.live import CheckOptions
     from probe.tcp import Settings
 
-    return CheckOptions(method=method, linger=linger, max_time=max_time,
+    return CheckOptions(request=request, linger=linger, max_time=max_time,
                         settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl,
                         **({"tls": tls} if tls is not None else {}))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional
 
 import typer
@@ -18,7 +19,10 @@ def trace(
     ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
-    method: str = common.METHOD,
+    method: Optional[str] = common.METHOD,
+    header: Optional[List[str]] = common.HEADER,
+    user_agent: Optional[str] = common.USER_AGENT,
+    data: Optional[str] = common.DATA,
     control_host: str = common.CONTROL_HOST,
     max_ttl: int = common.MAX_TTL,
     wait: Optional[float] = typer.Option(None, "--wait", metavar="SECONDS",
@@ -31,7 +35,8 @@ def trace(
 ):
     """Send the request with growing TTL beside a control request; report the hop where the
     interference first shows."""
-    method = common.checked_method(method)
+    started = time.monotonic()
+    request = common.request_options(method, header, user_agent, data)
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
     if wait is not None and not 0.05 <= wait <= 10:
@@ -46,15 +51,25 @@ def trace(
 
     from probe.engine import analyze_flow
     from probe.live import CheckOptions, run_check
-    from probe.report import application_sections, check_document, dumps, hops_table, summary_lines, write_pcap
+    from probe.report import (HOPS_HEADER, application_sections, check_document, dumps, finish_document,
+                              hop_json, hop_line, hops_table, summary_lines, write_pcap)
     from probe.trace import TraceOptions, localize
 
-    measurement = run_check(target, CheckOptions(method=method, tls=tls), on_start=common.announce(target))
+    measurement = run_check(target, CheckOptions(request=request, tls=tls), on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
-    say(f"the exchange at full TTL: {analysis.verdict}")
-    options = TraceOptions(method=method, control_host=control_host, max_ttl=max_ttl, window=wait,
+    say(f"the exchange at full TTL, before locating: {analysis.verdict}")
+    options = TraceOptions(request=request, control_host=control_host, max_ttl=max_ttl, window=wait,
                            max_time=max_time, tls=tls)
-    found = localize(target, measurement, analysis, options, always=True, on_progress=say)
+    streamed = []  # hops printed as they are learned (mtr's manner), so the table is not printed again
+
+    def print_hop(row) -> None:
+        if not streamed:
+            print(HOPS_HEADER, flush=True)
+        streamed.append(row)
+        print(hop_line(hop_json(row)), flush=True)
+
+    found = localize(target, measurement, analysis, options, always=True, on_progress=say,
+                     on_hop=None if json_output else print_hop)
     extra, frames = {}, list(measurement.frames)
     if found is not None:
         analysis, extra, frames = found.analysis, found.extra, frames + found.frames
@@ -65,12 +80,16 @@ def trace(
     if pcap_handle is not None:
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
+    code = exit_code_for(analysis.verdict, analysis.hop)
     if json_output:
-        print(dumps(document))
+        print(dumps(finish_document(document, started, code)))
     else:
-        print(hops_table(document["hops"]))
+        if not streamed:  # a SYN sweep, or nothing to trace: the table once, at the end
+            print(hops_table(document["hops"]))
         print()
         print(summary_lines(document))
         for sentence in document.get("trace", {}).get("evidence", []):
             print(f"  - {sentence}")
-    raise typer.Exit(exit_code_for(analysis.verdict, analysis.hop))
+    if found is not None and found.interrupt is not None:
+        raise found.interrupt  # exit 130 (Ctrl-C) or 143, after reporting the hops found so far
+    raise typer.Exit(code)

@@ -181,15 +181,19 @@ def reset_shape(packets: list[PacketRecord], index: int, flow: Flow, baseline: B
     are judged by their window. Injectors: sequence numbers offset from the expected one (+1460,
     +4380: guessing ahead of a window), non-zero windows on bare resets. A sequence number
     exactly where the server's next byte belongs says nothing either way: every on-path box sees
-    the sequence numbers it needs to forge one.
+    the sequence numbers it needs to forge one; nor does a bare reset at the ACK number of a
+    segment we sent before it, even behind data the server sent since (RFC 9293's reset for a
+    segment that found no connection: measured on HTTPS, where our close_notify reaches nginx
+    after it closed, while its own close_notify and FIN were on the way to us).
     False positives: other stacks may put a window on a bare reset (weight 1 only)."""
     packet = packets[index]
     if "R" not in packet.flags:
         return []
     signals = []
-    server_next = tables_of(packets, flow, baseline).memo("server next seq",
-                                                          lambda: _server_next_seqs(packets, flow))[index]
-    if server_next is not None:
+    tables = tables_of(packets, flow, baseline)
+    server_next = tables.memo("server next seq", lambda: _server_next_seqs(packets, flow))[index]
+    answers_our_ack = "A" not in packet.flags and _answers_our_ack(packets, index, flow, tables)
+    if server_next is not None and not answers_our_ack:
         offset = seq_diff(packet.seq, server_next)
         if offset != 0:  # exactly right says nothing: every on-path box sees the sequence numbers
             signals.append(Signal(2, f"sequence number {offset:+d} from where the server's next byte belongs"))
@@ -197,6 +201,17 @@ def reset_shape(packets: list[PacketRecord], index: int, flow: Flow, baseline: B
         signals.append(Signal(1, f"window {packet.win} on a bare reset (a stack resetting an unknown "
                                  f"connection sends 0)"))
     return signals
+
+
+def _answers_our_ack(packets: list[PacketRecord], index: int, flow: Flow, tables: FlowTables) -> bool:
+    """Whether a bare reset's sequence number is the ACK number of a segment we sent before it:
+    the reset a stack sends for a segment that reaches a connection it no longer has (RFC 9293
+    3.10.7.1, CLOSED: <SEQ=SEG.ACK><CTL=RST>), e.g. our close_notify arriving after the server
+    closed, while its own FIN was still on the way to us. Such a reset is exactly where it
+    belongs, even behind data the server sent meanwhile."""
+    packet = packets[index]
+    ours = tables.memo("our segments by ack", lambda: _our_segments_by_ack(packets, flow))
+    return any(position < index for position in ours.get(packet.seq % MOD32, ()))
 
 
 def burst_window(round_trip: float | None) -> float:

@@ -272,6 +272,16 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
     icmp_errors = [i for i, p in enumerate(packets) if flow.quotes_flow(p) and is_unreachable(p)
                    and p.icmp_code != (4 if p.version == 4 else -1)]  # fragmentation needed: path MTU, not an error
     genuine_resets = [i for i in received if "R" in packets[i].flags and attributions[i].origin != "middlebox"]
+    # A reset after the server answered and sent its own FIN came once the exchange was over: a
+    # segment of ours (a TLS close_notify, a late ACK) reached a socket the server had closed
+    # (RFC 9293 3.10.7.1). It ends nothing; the exchange is judged as if it had not come. (A
+    # server that never answered and resets after its FIN is still a server reset.)
+    server_fin = next((i for i in received if "F" in packets[i].flags and "R" not in packets[i].flags
+                       and i in baseline.members), None)
+    answered = server_fin is not None and any(packets[i].length and i in baseline.members
+                                              for i in received if i <= server_fin)
+    after_close = [i for i in genuine_resets if answered and i > server_fin]
+    genuine_resets = [i for i in genuine_resets if i not in after_close]
     if forged_resets or forged_data:
         backward = next((signal.sentence for i in received
                          for signal in h.acknowledges_backwards(packets, i, flow, baseline)), None)
@@ -320,7 +330,12 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
                  f"{'' if packet.ttl == baseline.server_ttl else ' had ' + str(baseline.server_ttl)})."])
     responses = [i for i in received if packets[i].length and i in baseline.members]
     if responses:
-        return "clean", None, None, None, ["The server answered the request; nothing in between interfered."]
+        sentences = ["The server answered the request; nothing in between interfered."]
+        if after_close:
+            sentences.append(f"The reset after its FIN ({packets[after_close[0]].flags}, TTL "
+                             f"{packets[after_close[0]].ttl}) answers a segment of ours that reached the "
+                             f"connection once the server had closed it.")
+        return "clean", None, None, None, sentences
     request = first_request(packets, flow)
     if request is not None:
         copies = sum(1 for p in packets if flow.sent_by_client(p) and p.length and p.seq == request.seq)

@@ -59,6 +59,17 @@ def query(location: str, sql: str) -> list[tuple]:
         return db.execute(sql).fetchall()
 
 
+def valid(line: str) -> dict:
+    """One JSON line, checked against the schema shipped in the package."""
+    from jsonschema import Draft202012Validator
+
+    from probe.schema import schema_path
+
+    document = json.loads(line)
+    Draft202012Validator(json.loads(schema_path().read_text())).validate(document)
+    return document
+
+
 def problem_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("probe:")]
 
@@ -193,7 +204,7 @@ def test_alert_on_change_and_the_history_across_vantage_points(location, tmp_pat
 
     first = alert("office", office)
     [line] = first.stdout.splitlines()  # the new problem, and only it
-    assert first.returncode == 4 and json.loads(line)["verdict"] == "unreachable"
+    assert first.returncode == 4 and valid(line)["verdict"] == "unreachable"
     assert json.loads(line)["history"] == {"change": "new", "previous_verdict": None, "previous_at": None,
                                            "vantage": "office"}
     for vantage, env in (("dc", None), ("dc", None), ("office", office)):  # new and clean; then the same
@@ -211,7 +222,7 @@ def test_alert_on_change_and_the_history_across_vantage_points(location, tmp_pat
     # the office's way clears: a change from the office's own previous verdict
     cleared = alert("office")
     [line] = cleared.stdout.splitlines()
-    assert cleared.returncode == 0 and json.loads(line)["history"]["previous_verdict"] == "unreachable"
+    assert cleared.returncode == 0 and valid(line)["history"]["previous_verdict"] == "unreachable"
     assert json.loads(line)["change"] == "was unreachable"
     assert json.loads(probe("history", location, "--differ", "--json").stdout)["targets"] == []
     timeline = json.loads(probe("history", location, "blocked", "--json").stdout)

@@ -148,7 +148,9 @@ def reference_reset_shape(packets, index, flow):
         return []
     signals = []
     server_next = reference_server_next_seq(packets, index, flow)
-    if server_next is not None:
+    answers_our_ack = "A" not in packet.flags and any(
+        flow.sent_by_client(p) and "A" in p.flags and p.ack % 2**32 == packet.seq % 2**32 for p in packets[:index])
+    if server_next is not None and not answers_our_ack:
         offset = seq_diff(packet.seq, server_next)
         if offset != 0:
             signals.append(Signal(2, f"sequence number {offset:+d} from where the server's next byte belongs"))

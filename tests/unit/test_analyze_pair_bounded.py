@@ -99,9 +99,9 @@ def in_memory_two_ended(first: str, second: str, json_output: bool, verbose: boo
         lines = [f"{client_side.flow.client}:{client_side.flow.client_port} -> {client_side.flow.server}:"
                  f"{client_side.flow.server_port}, paired by {pair.matched_by}; server clock {offset}",
                  f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
-                                                                 client_side.analysis),
+                                                                 client_side.analysis, verbose=verbose),
                  f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
-                                                                 server_side.analysis)]
+                                                                 server_side.analysis, verbose=verbose)]
         lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
         lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
         lines.append(f"verdict: {verdict}  direction: {direction or '-'}")

@@ -126,7 +126,12 @@ ROWS = [  # (id, arguments, exit code, first words of the message); {name} is a 
     ("resolve-to-loopback", ("check", "--resolve", "www.example.com:80:127.0.0.1", "http://www.example.com/"), 2,
      "probe: 127.0.0.1 is this host"),
     # --- options
-    ("method-put", ("check", "--method", "PUT", A), 2, "probe: unsupported --method PUT"),
+    ("method-not-a-token", ("check", "--method", "GET /x", A), 2, "probe: unsupported --request 'GET /X'"),
+    ("method-empty", ("check", "-X", "", A), 2, "probe: unsupported --request ''"),
+    ("header-no-colon", ("check", "-H", "X-Test", A), 2, "probe: bad --header 'X-Test'"),
+    ("header-bad-name", ("check", "-H", "X Test: 1", A), 2, "probe: bad --header 'X Test: 1'"),
+    ("header-line-break", ("check", "-H", "X-Test: a\r\nInjected: b", A), 2, "probe: bad --header"),
+    ("data-with-head", ("check", "-X", "HEAD", "-d", "a=1", A), 2, "probe: --data with HEAD"),
     ("retries-one", ("check", "--retries", "1", A), 2, "probe: --retries must be from 2 to 10"),
     ("retries-word", ("check", "--retries", "many", A), 2, "probe: Invalid value for '--retries'"),
     ("syn-retries-negative", ("check", "--syn-retries", "-1", A), 2, "probe: --syn-retries must be from 0 to 10"),

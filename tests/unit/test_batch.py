@@ -216,3 +216,15 @@ def test_batch_import_stays_light():
            "for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_one_severity_order_for_batch_analyze_and_monitoring():
+    """Issue 12: analyze and batch ordered exit codes two ways; now both read probe.outcome."""
+    from probe.commands.analyze import worst_exit_code
+    from probe.outcome import SEVERITY, ExitStatus, worst
+
+    assert worst_exit([0, 4, 1]) == worst_exit_code([0, 4, 1]) == worst([4, 1, 0]) == ExitStatus.FAILED
+    assert worst([1, 3, 4]) == 3 and worst([]) == 0 and worst([4, 0]) == 4
+    assert list(SEVERITY)[-1] is ExitStatus.INTERFERENCE
+    assert nagios_state([0, 4]) == WARNING and nagios_state([1, 4]) == WARNING and nagios_state([1, 0]) == UNKNOWN
+    assert nagios_state([3, 1]) == CRITICAL and nagios_state([]) == OK

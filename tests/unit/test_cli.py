@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import json
 import subprocess
 import sys
 
@@ -157,3 +158,23 @@ def test_a_nagios_plugin_that_cannot_start_says_unknown(args):
     assert plugin.stdout.startswith("PROBE UNKNOWN - ") and len(plugin.stdout.splitlines()) == 1
     plain = guarded_probe("batch", "-", *args)
     assert plain.returncode == 2 and plain.stdout == ""
+
+
+# --- --json on a failure ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, code", [
+    (("check", "--json", "--ttl", "0", VALID_ADDRESS), 2),
+    (("trace", "--json", "http://nonexistent.invalid/"), 1),
+    (("check", "--json", "--bogus", VALID_ADDRESS), 2),
+])
+def test_with_json_a_failure_still_prints_one_document_with_the_error(args, code):
+    from probe import __version__
+
+    result = probe(*args)
+    assert result.returncode == code, result.stderr
+    document = json.loads(result.stdout)
+    assert document["schema"] == "probe/1" and document["command"] == args[0]
+    assert document["version"] == __version__ and document["exit_code"] == code
+    assert document["error"] and document["error"] in result.stderr  # the same line people read
+    assert len(result.stderr.splitlines()) == 1

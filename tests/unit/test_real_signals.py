@@ -372,3 +372,39 @@ def test_after_a_retransmission_a_new_ipv6_flow_label_weighs_less():
     assert [s.weight for s in signals] == [1]
     analysis, origins = judged(packets + [abort])
     assert origins[-1] == "server" and analysis.verdict == "server-reset"
+
+
+# --- a reset for a segment that found the connection closed ----------------------------------------
+
+
+def closing_race(reset_seq_from_our_ack: bool):
+    """HTTPS on nginx, measured in the lab (scenario 29): the server answers, then sends its
+    close_notify and FIN; our close_notify (data) crosses them and reaches a closed socket, whose
+    stack answers with a bare reset at our segment's ACK number, behind the 25 bytes (its
+    close_notify and FIN) it had already sent."""
+    body = PAGE
+    packets = exchange() + [
+        from_server(2 * RTT + 0.001, "PA", IRS + 1, END, ip_id=1, payload=body),
+        from_client(2 * RTT + 0.002, "PA", END, IRS + 1 + len(body), ip_id=103, payload=b"n" * 24),  # close_notify
+        from_client(2 * RTT + 0.0025, "FA", END + 24, IRS + 1 + len(body), ip_id=104),
+        from_server(2 * RTT + 0.020, "FPA", IRS + 1 + len(body), END, ip_id=2, payload=b"s" * 24),
+        from_client(2 * RTT + 0.021, "A", END + 25, IRS + 1 + len(body) + 25, ip_id=105),
+    ]
+    server_next = IRS + 1 + len(body) + 25  # after its close_notify and FIN
+    seq = IRS + 1 + len(body) if reset_seq_from_our_ack else server_next + 1460
+    packets.append(from_server(3 * RTT + 0.002, "R", seq, 0, ip_id=0, win=0))
+    return packets
+
+
+def test_a_bare_reset_at_the_ack_of_our_segment_is_the_closed_servers_not_a_wrong_sequence_number():
+    packets = closing_race(reset_seq_from_our_ack=True)
+    analysis, origins = judged(packets)
+    assert origins[-1] == "server", evidence_of(packets, len(packets) - 1)
+    assert "next byte belongs" not in evidence_of(packets, len(packets) - 1)
+    assert analysis.verdict == "clean"
+
+
+def test_a_bare_reset_guessing_ahead_is_still_off_by_its_offset():
+    """The known false positive the exemption must not open: an injector's +1460 guess."""
+    packets = closing_race(reset_seq_from_our_ack=False)
+    assert "sequence number +1460 from where the server's next byte belongs" in evidence_of(packets, len(packets) - 1)

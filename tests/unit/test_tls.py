@@ -233,3 +233,44 @@ def test_plain_http_has_an_http_section_and_no_tls_section():
     http.receive(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     assert application_sections(http) == {"http": {"status": 404, "reason": "Not Found", "complete": True,
                                                    "malformed": None}}
+
+
+# --- the request curl's options make -------------------------------------------------------------
+
+
+def test_curls_request_options_make_the_bytes_curl_would_send():
+    from probe.commands.common import request_options
+    from probe.http import build_request
+
+    request = request_options("post", ["X-Trace: 1", "Accept: text/html", "Connection:"], "curl/8.5.0", "q=blocked")
+    wire = build_request(request, "www.example.com", 80, "/search").decode()
+    head, _, body = wire.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    assert lines[0] == "POST /search HTTP/1.1" and body == "q=blocked"
+    headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
+    names = [name.lower() for name, _ in headers]
+    assert ("user-agent", "curl/8.5.0") in [(n.lower(), v) for n, v in headers]
+    assert names.count("accept") == 1 and ("Accept", "text/html") in headers  # replaced, not added
+    assert "connection" not in names  # 'Connection:' removed the default
+    assert ("Content-Length", "9") in headers and ("X-Trace", "1") in headers
+
+
+def test_data_alone_means_post_and_no_option_means_head():
+    from probe.commands.common import request_options
+
+    assert request_options(None, data="a=1").method == "POST"
+    assert request_options(None) == request_options("HEAD")
+    assert request_options("options").method == "OPTIONS"
+
+
+def test_a_post_over_tls_reaches_the_server_with_its_body(tmp_path, ca):
+    from probe.commands.common import request_options
+
+    request = request_options(None, ["X-Probe: 1"], None, "q=1")
+    client = TlsExchange(HttpExchange.for_url(request, "www.example.com", 443, "/", default_port=443),
+                         server_name="www.example.com", verify_name="www.example.com",
+                         cafile=write_pem(tmp_path, "ca.pem", ca))
+    server = MemoryServer(tmp_path, make_leaf(ca, ["www.example.com"]))
+    converse(client, server)
+    assert server.received.startswith(b"POST / HTTP/1.1\r\n") and server.received.endswith(b"\r\n\r\nq=1")
+    assert b"X-Probe: 1\r\n" in server.received

@@ -11,6 +11,7 @@ from probe.engine import analyze_flow
 from probe.engine.model import Analysis
 
 from .conftest import FLOW, from_client, from_server, icmp_error
+from .fakenet import target
 
 ISN, IRS = 1000, 50000
 REQUEST = b"HEAD / HTTP/1.1\r\nHost: blocked.example\r\n\r\n"
@@ -212,3 +213,62 @@ def test_the_boxs_ttl_chooses_within_a_bracket_wider_than_one_hop():
     # a TTL outside what the copies proved is not believed
     far = locate_box(rows((TE, TE), (TE, TE), (TE, TE), (Fate("response", reply_ttl=64), TE), confirmed_at=4))
     assert far.hop == 3
+
+
+# --- Ctrl-C during a trace: the hops found so far are kept (traceroute's and mtr's manner) ------------
+
+
+class _Nothing:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def _trace_interrupted_at(monkeypatch, interrupt_at: int, second_pair: bool = False):
+    """run_trace with the capture, sender and guard stubbed out and each attempt's fate scripted:
+    routers answer time-exceeded at TTL 1 and 2; at TTL 3 the trigger is reset (a difference);
+    the interrupt (SIGINT's SystemExit(130)) comes in the first attempt at `interrupt_at`, or in the
+    confirming pair at TTL 3 when `second_pair`."""
+    from probe import trace as tr
+    from probe.engine.trace import Fate
+
+    monkeypatch.setattr(tr, "Capture", _Nothing)
+    monkeypatch.setattr(tr, "RawSender", _Nothing)
+    monkeypatch.setattr(tr, "Guard", _Nothing)
+    calls = []
+
+    def attempt(self, ttl, role):
+        calls.append((ttl, role))
+        if (ttl == interrupt_at and not second_pair) or (second_pair and ttl == 3 and len(calls) > 6):
+            raise SystemExit(130)
+        if ttl < 3:
+            fate = Fate("time-exceeded", router=f"198.51.100.{ttl}")
+        else:
+            fate = Fate("reset") if role == "trigger" else Fate("time-exceeded", router="198.51.100.3")
+        return tr.Attempt(ttl, role, driver=None, fate=fate)
+
+    monkeypatch.setattr(tr._Tracer, "attempt", attempt)
+    monkeypatch.setattr(tr._Tracer, "finish", lambda self: None)
+    hops = []
+    traced = tr.run_trace(target("203.0.113.80", 80), tr.TraceOptions(max_ttl=8), 0.05, 60, on_hop=hops.append)
+    return traced, hops
+
+
+def test_an_interrupt_keeps_the_hops_found_so_far_and_is_handed_back(monkeypatch):
+    traced, hops = _trace_interrupted_at(monkeypatch, interrupt_at=3)
+    assert [row.ttl for row in traced.rows] == [row.ttl for row in hops] == [1, 2]
+    assert isinstance(traced.interrupt, SystemExit) and traced.interrupt.code == 130
+    assert traced.stopped == "interrupted at TTL 3"
+    assert traced.result is not None and not traced.result.interference
+
+
+def test_an_interrupt_in_the_confirming_pair_leaves_the_difference_unconfirmed(monkeypatch):
+    traced, hops = _trace_interrupted_at(monkeypatch, interrupt_at=0, second_pair=True)
+    assert [row.ttl for row in traced.rows] == [1, 2, 3]
+    assert traced.rows[-1].trigger.word == "reset" and not traced.rows[-1].confirmed
+    assert traced.interrupt is not None

@@ -1,0 +1,71 @@
+"""The packet table fits the terminal: one line per packet at 80 columns with its evidence under
+it, the evidence in a column of its own when the terminal is wide (issue 18)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.engine import analyze_flow
+from probe.pcapfile import read_records, split_flows
+from probe.report import EVIDENCE_INDENT, SHORT_EVIDENCE, WIDE_TABLE, packet_table
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "captures"
+CAPTURES = sorted(GOLDEN.glob("*.pcap"))
+
+
+def judged(capture: Path):
+    (flow, packets), *_ = split_flows(list(read_records(str(capture))))
+    return packets, flow, analyze_flow(packets, flow)
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=[c.stem for c in CAPTURES])
+@pytest.mark.parametrize("width", [80, 100])
+def test_at_a_narrow_width_every_line_fits_and_every_packet_has_one_row(capture, width):
+    packets, flow, analysis = judged(capture)
+    lines = packet_table(packets, flow, analysis, width=width).splitlines()
+    assert all(len(line) <= width for line in lines), max(lines, key=len)
+    rows = [line for line in lines[1:] if not line.startswith(EVIDENCE_INDENT)]
+    assert [int(row.split()[0]) for row in rows] == list(range(1, len(packets) + 1))
+
+
+def test_the_evidence_is_under_its_packet_shortened_unless_verbose():
+    packets, flow, analysis = judged(GOLDEN / "05-tap-rst-burst.pcap")
+    forged = next(i for i, a in enumerate(analysis.attributions) if a.origin == "middlebox")
+    assert len(analysis.attributions[forged].evidence) > SHORT_EVIDENCE  # what the test relies on
+
+    def evidence_of(table: str, number: int) -> list[str]:
+        lines = table.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.split()[:1] == [str(number)])
+        block = []
+        for line in lines[start + 1:]:
+            if not line.startswith(EVIDENCE_INDENT):
+                break
+            block.append(line.strip())
+        return block
+
+    short = evidence_of(packet_table(packets, flow, analysis, width=80), forged + 1)
+    full = evidence_of(packet_table(packets, flow, analysis, width=80, verbose=True), forged + 1)
+    assert short[-1].startswith("(and ") and short[-1].endswith(" more: -v)")
+    assert " ".join(full).startswith(" ".join(short[:-1]))
+    assert len(full) > len(short)
+
+
+def test_a_wide_terminal_gets_the_evidence_column():
+    packets, flow, analysis = judged(GOLDEN / "06-field-report.pcap")
+    header = packet_table(packets, flow, analysis, width=WIDE_TABLE).splitlines()[0].split()
+    assert header[-3:] == ["info", "origin", "evidence"] and "from" in header
+    assert packet_table(packets, flow, analysis, width=WIDE_TABLE - 1).splitlines()[0].split()[-1] == "info"
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_the_command_follows_COLUMNS(columns):
+    result = subprocess.run([sys.executable, "-m", "probe", "analyze", "-v", str(GOLDEN / "06-field-report.pcap")],
+                            capture_output=True, text=True, env={"COLUMNS": columns, "PATH": "/usr/bin:/bin"},
+                            cwd=Path(__file__).resolve().parent.parent.parent)
+    table = [line for line in result.stdout.splitlines() if line.lstrip().startswith("#")]
+    assert table, result.stdout + result.stderr
+    assert ("evidence" in table[0].split()) == (int(columns) >= WIDE_TABLE)
