@@ -12,7 +12,7 @@ clock on a shared machine), the median peak RSS (ru_maxrss of the child) and the
   toward the client after the request (then the server's answer, and the client's reset to it).
 - `long`: 200 downloads of 5,000 packets each, all under way at once, each frame cut to 96 bytes
   as `tcpdump -s 96` does; 1 in 10 cut half-way by a forged burst.
-- `mix`: half the packets of each, interleaved.
+- `mix`: half the packets of each, interleaved, cut to 96 bytes too.
 - `old`: `analyze_speed.py`'s capture (short exchanges, downloads, closed ports, DNS, ...).
 
 `--json` adds `probe analyze --json` to each run. Nothing is sent anywhere: it only writes files.
@@ -185,7 +185,7 @@ def write_shape(shape: str, path: Path, packets: int, seed: int = 17) -> int:
     if shape == "old":
         return generate(path, packets, seed)
     rng = random.Random(seed)
-    writer = Writer(path, SNAPLEN if shape == "long" else 262144)
+    writer = Writer(path, SNAPLEN if shape in ("long", "mix") else 262144)
     if shape == "short":
         events = short_packets(rng, packets)
     elif shape == "long":
