@@ -94,5 +94,5 @@ def test_check_locates_the_box_on_its_own(lab, box, name):
 
 def test_trace_refuses_a_control_host_equal_to_the_target(lab):
     run = run_probe(lab, trace_args(lab, "--control-host", TRIGGER_HOST.upper()))
-    assert run.returncode == 2 and run.stdout == ""
-    assert run.stderr.strip().startswith("probe: --control-host must differ")
+    assert run.returncode == 2 and run.stderr.strip().startswith("probe: --control-host must differ")
+    assert run.document["error"].startswith("--control-host must differ")  # --json: the error document
