@@ -394,6 +394,14 @@ class Lab:
         _ip_batch(self.server_ns, [f"addr add {addr}/24 dev s0"])
         self.server_addresses.append(addr)
 
+    def restore_client_link(self) -> None:
+        """Bring the client's link and both its default routes back, after a test took the link
+        down (which drops its IPv6 address and routes) or deleted a route."""
+        _ip_batch(self.client_ns, ["link set c0 up",
+                                   f"route replace default via {CLIENT_GATEWAY} dev c0",
+                                   f"addr replace {CLIENT_ADDR6}/64 dev c0 nodad",
+                                   f"route replace ::/0 via {CLIENT_GATEWAY6} dev c0"])
+
     def take_server_down(self) -> None:
         """The server's host is dead: its addresses leave s0, so nobody on its network answers
         the last router's ARP for them any more, and the last router answers what it cannot

@@ -100,7 +100,7 @@ def test_history_prom_and_a_quiet_second_run(lab, fleet_run):
     # the same verdicts again: --alert-on-change has nothing to say
     again = batch(lab, str(work / "targets.txt"), "--history", str(work / "history.sqlite"), "--alert-on-change",
                   "--concurrency", str(CONCURRENCY))
-    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", ""), again.stdout + again.stderr
     timeline = subprocess.run([sys.executable, "-m", "probe", "history", str(work / "history.sqlite"),
                                "blocked.example"], capture_output=True, text=True, timeout=60)
     assert timeline.returncode == 0, timeline.stderr

@@ -185,8 +185,7 @@ def test_signals_at_random_moments_leave_no_table_once_the_next_run_has_its_guar
 
 
 def restore_client_link(lab) -> None:
-    lab.exec(lab.client_ns, ["ip", "link", "set", "c0", "up"])
-    lab.exec(lab.client_ns, ["ip", "route", "replace", "default", "via", CLIENT_GATEWAY, "dev", "c0"])
+    lab.restore_client_link()  # both families: a link taken down loses its IPv6 address and routes
 
 
 @pytest.mark.parametrize("breakage", ["route-removed", "interface-down"])
