@@ -86,7 +86,7 @@ class TlsExchange:
         self.verify_name, self.cafile = verify_name, cafile
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_name or None)
-        self.facts = TlsFacts(sni=server_name or None)
+        self.facts = TlsFacts(sni=server_name if server_name and not _is_address(server_name) else None)
         self._closing = False
 
     # -- the application interface (probe.http) -------------------------------------------------
@@ -198,6 +198,16 @@ class TlsExchange:
 
     def report(self) -> dict:
         return self.facts.as_json()
+
+
+def _is_address(name: str) -> bool:
+    """An IP address goes in no SNI (RFC 6066 3: "Literal IPv4 and IPv6 addresses are not
+    permitted"); OpenSSL, and so Python and curl, leave the extension out for one."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _reason(error: Exception) -> str:

@@ -54,6 +54,11 @@ def test_no_sni_is_sent_when_asked_for_none(tmp_path, ca):
     assert client.facts.sni is None
 
 
+def test_an_address_as_host_sends_no_sni_and_the_report_says_none(tmp_path, ca):
+    client = exchange(name="198.51.100.80")
+    assert client_hello_sni(client.first_flight()[5:]) is None and client.facts.sni is None
+
+
 def test_another_sni_than_the_host_is_sent_and_the_certificate_still_judged_for_the_host(tmp_path, ca):
     client = exchange(sni="innocent.example", cafile=write_pem(tmp_path, "ca.pem", ca))
     assert client_hello_sni(client.first_flight()[5:]) == "innocent.example"
