@@ -318,7 +318,7 @@ class ClientConnection:
     @property
     def request_outstanding(self) -> bool:
         """Part of the first flight (the request) is not acknowledged yet."""
-        return seq_diff(seq_add(self.isn, 1 + len(self.request)), self.snd_una) > 0
+        return self._stream_offset(self.snd_una) < len(self.request)
 
     @property
     def data_outstanding(self) -> bool:
