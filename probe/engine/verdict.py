@@ -293,7 +293,6 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
                  f"({attributions[forged_data[0]].evidence[0]})."])
     if forged_resets or toward_server:
         direction = "both" if forged_resets and toward_server else "to-client" if forged_resets else "to-server"
-        hop = None  # a forger's TTL is no location (it may copy a TTL): locating is `probe trace`'s job
         sentences = []
         if forged_resets:
             sentences.append(f"{len(forged_resets)} reset(s) toward us were forged by a device in between "
@@ -305,7 +304,8 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
         if toward_server:
             sentences.append("A device in between reset the connection toward the server in our name: "
                              + "; ".join(toward_server) + ".")
-        return "middlebox-reset", direction, hop, "ttl" if hop else None, sentences
+        # no hop: a forger's TTL is no location (it may copy a TTL): locating is `probe trace`'s job
+        return "middlebox-reset", direction, None, None, sentences
     if icmp_errors:
         hop, sentence = judge_unreachable(packets[icmp_errors[0]], flow, baseline)
         return "unreachable", None, hop, "icmp" if hop else None, [sentence]
