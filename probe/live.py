@@ -73,9 +73,10 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
         with ExitStack() as stack:
             loop = Loop.opened(network, stack, [flow.server])
             exchange = new_exchange(target, flow, options, network.crafter)
+            loop.admit([exchange])
             if on_start is not None:
                 on_start(flow)
-            loop.add([exchange])
+            loop.start([exchange])
             loop.run_until(lambda: exchange.done)
     finally:
         reservation.close()

@@ -154,8 +154,13 @@ class Loop:
     # -- starting --------------------------------------------------------------------------------
 
     def add(self, exchanges: list) -> None:
-        """Start exchanges: their servers watched, their flows guarded (one nft call for all),
-        then each one's first packets sent."""
+        """Admit exchanges, then start them."""
+        self.admit(exchanges)
+        self.start(exchanges)
+
+    def admit(self, exchanges: list) -> None:
+        """Make room for exchanges: their servers watched, their flows guarded (one nft call for
+        all) and in the flow table, before any of their packets leaves."""
         if not exchanges:
             return
         new_addresses = {exchange.flow.server for exchange in exchanges} - self.watched
@@ -163,10 +168,13 @@ class Loop:
             self.watched |= new_addresses
             self.capture.watch(sorted(self.watched))
         self.guard.add_flows([exchange.key for exchange in exchanges])
-        now = self.clock()
         for exchange in exchanges:
             self.late.pop(exchange.key, None)
             self.table[exchange.key] = exchange
+
+    def start(self, exchanges: list) -> None:
+        """Send each admitted exchange's first packets."""
+        now = self.clock()
         for exchange in exchanges:
             self._send(exchange, exchange.start(now))
             self._after(exchange)
