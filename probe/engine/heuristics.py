@@ -645,6 +645,43 @@ def _payload_clashes(packets: list[PacketRecord], flow: Flow, baseline: Baseline
     return result
 
 
+def acknowledgement_taken_back(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline
+                               ) -> list[Signal]:
+    """Data in the server's name acknowledging more than the server itself, afterwards, shows it
+    ever received.
+
+    Why: an acknowledgement is cumulative and a stack never takes it back (RFC 9293 3.4: RCV.NXT
+    only advances, and every segment carries it). If a packet says "I have your request" (ACK at
+    the request's end) and the server's own packets, sent after it, acknowledge less, both cannot
+    come from the server's stack: the one without the server's fingerprint was made by someone
+    else, who saw the request and answered in the server's name (a block-page injector that drops
+    the request, as Yadav et al., IMC 2018, describe, whose page the server never knew of; the
+    server's duplicate ACKs to our next segments still acknowledge only up to the request's
+    start). Unlike the timing signal (`too_early`), it holds however slowly the box answers.
+    "Sent after": the server's packet arrived more than one round trip after this one, longer
+    than any one-way trip of the path takes, so it left the server after this one arrived here.
+    Only a packet that is not among the server's own (`Baseline.members`: its fingerprint) is
+    judged, against one that is. False positives: reordering of the server's own packets (an ACK
+    sent before the data arriving after it): ruled out by the round-trip bound; two packets both
+    with the server's fingerprint disagreeing (a box copying the server's TTL): not judged."""
+    packet = packets[index]
+    if index in baseline.members or not packet.length or "A" not in packet.flags or "R" in packet.flags \
+            or baseline.rtt is None:
+        return []
+    for j in range(index + 1, len(packets)):
+        later = packets[j]
+        if j not in baseline.members or "A" not in later.flags or "R" in later.flags \
+                or later.t - packet.t <= baseline.rtt:
+            continue
+        behind = seq_diff(packet.ack, later.ack)
+        if behind > 0:
+            return [Signal(2, f"it acknowledges {behind} byte(s) more than the server's own ACK "
+                              f"{(later.t - packet.t) * 1000:.0f} ms later does: a stack never takes back an "
+                              f"acknowledgement, so the server never received what this packet answered")]
+        return []  # the server's own acknowledgement caught up: no contradiction
+    return []
+
+
 def ack_short_of_request(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
     """A RST/ACK in the server's name, a full round trip after our request, that does not
     acknowledge it.

@@ -113,6 +113,7 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
                + h.answers_expired_request(packets, index, flow, baseline)
                + h.overlapping_payload(packets, index, flow, baseline)
                + h.ack_short_of_request(packets, index, flow, baseline)
+               + h.acknowledgement_taken_back(packets, index, flow, baseline)
                + h.published_fingerprint(packets, index, flow, baseline)
                + h.reset_of_a_fresh_connection(packets, index, flow, baseline))
     return weigh(signals)

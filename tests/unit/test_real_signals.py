@@ -418,3 +418,55 @@ def test_a_bare_reset_guessing_ahead_is_still_off_by_its_offset():
     """The known false positive the exemption must not open: an injector's +1460 guess."""
     packets = closing_race(reset_seq_from_our_ack=False)
     assert "sequence number +1460 from where the server's next byte belongs" in evidence_of(packets, len(packets) - 1)
+
+
+# --- an acknowledgement the server's own packets later take back (a slow block-page box) ---------
+
+BLOCK_PAGE = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def slow_block_page(page_at: float, page_ttl: int = 63):
+    """The lab's block-page box when it answers late (seen in a batch of 500, 8 times: the
+    box's NFQUEUE loop was slow): it dropped the request and sent its page 1.7 round trips
+    after it, so no timing proves it (the timing even speaks for the server); our FIN went out after the page, beyond what the server had, and the
+    server answered each copy of it with its duplicate ACK at the request's start."""
+    packets = exchange()
+    packets += [
+        from_server(page_at, "FPA", IRS + 1, END, ttl=page_ttl, ip_id=8295, df=page_ttl == 60, payload=BLOCK_PAGE),
+        from_client(page_at + 0.001, "FA", END, IRS + 2 + len(BLOCK_PAGE), ip_id=103),
+    ]
+    for k, at in enumerate((0.08, 0.3, 0.7)):  # the server's dup ACKs to our FIN and its retransmissions
+        packets.append(from_server(page_at + 0.001 + RTT + at, "A", IRS + 1, ISN + 1, ip_id=7001 + k))
+    return packets
+
+
+def test_a_late_page_whose_ack_the_server_takes_back_is_forged():
+    packets = slow_block_page(page_at=RTT + 1.7 * RTT)
+    page = next(i for i, p in enumerate(packets) if p.length and FLOW.toward_client(p))
+    baseline = build_baseline(packets, FLOW)
+    [signal] = h.acknowledgement_taken_back(packets, page, FLOW, baseline)
+    assert signal.weight == 2 and f"{len(REQUEST)} byte(s) more" in signal.sentence
+    analysis, origins = judged(packets)
+    assert analysis.verdict == "middlebox-response" and origins[1] == "middlebox"
+
+
+def test_the_servers_own_ack_reordered_behind_its_data_takes_nothing_back():
+    """False positive: the server's ACK of our handshake (sent before its answer) arrives just
+    after its answer, less than a round trip later: no contradiction is read from it."""
+    packets = exchange()
+    answer = from_server(2 * RTT + 0.001, "PA", IRS + 1, END, ttl=59, ip_id=7001, payload=PAGE)
+    reordered = from_server(2 * RTT + 0.010, "A", IRS + 1, ISN + 1, ip_id=7000)
+    packets += [answer, reordered]
+    baseline = build_baseline(packets, FLOW)
+    assert h.acknowledgement_taken_back(packets, len(packets) - 2, FLOW, baseline) == []
+
+
+def test_two_packets_with_the_servers_fingerprint_are_not_judged_against_each_other():
+    """False positive: a box that copies the server's TTL and DF makes its page look like the
+    server's own (a member of the baseline); two 'server' packets disagreeing is not evidence
+    of which one is the server's, so this signal stays silent."""
+    packets = slow_block_page(page_at=RTT + 1.7 * RTT, page_ttl=60)
+    page = next(i for i, p in enumerate(packets) if p.length and FLOW.toward_client(p))
+    baseline = build_baseline(packets, FLOW)
+    assert page in baseline.members
+    assert h.acknowledgement_taken_back(packets, page, FLOW, baseline) == []
