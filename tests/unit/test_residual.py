@@ -111,3 +111,27 @@ def test_the_sentence_and_the_json_carry_the_numbers():
 def test_an_unknown_outcome_is_refused():
     with pytest.raises(ValueError):
         Try(1.0, "blocked")
+
+
+def test_the_section_validates_against_the_schema_and_a_broken_one_does_not():
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from probe.engine.multipath import multipath_json, multipath_of
+    from probe.engine.trace import Fate
+    from probe.schema import schema_path
+
+    schema = json.loads(schema_path().read_text())
+    residual = Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/residual_blocking"})
+    for finding in (watch_against(20.0).finding(), watch_against(None).finding(),
+                    judge([Try(0.5, RESET)], open_before=False)):
+        residual.validate(residual_json(finding))
+    residual.validate(None)
+    broken = residual_json(watch_against(20.0).finding())
+    del broken["first_passed_s"]
+    assert not residual.is_valid(broken)
+    multipath = Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/multipath"})
+    multipath.validate(multipath_json(multipath_of([(2, "control", Fate("time-exceeded", "a")),
+                                                    (2, "trigger", Fate("time-exceeded", "b"))])))
+    assert not multipath.is_valid({"seen": True})
