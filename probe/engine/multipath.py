@@ -94,6 +94,15 @@ def multipath_of(copies: Iterable[tuple[int, str, Fate]]) -> Multipath:
     return Multipath(True, tuple(hops), evidence)
 
 
+def path_changed(earlier: Iterable[tuple[int, str, Fate]], ttl: int, fate: Fate) -> bool:
+    """Whether a copy with this TTL and fate expired at another router than a copy of the same TTL
+    sent before it (`earlier`: (ttl, role, fate) in sending order): the trace's cue to repeat the
+    TTL's pair, as it does when the fates disagree."""
+    if not fate.expired or fate.router is None:
+        return False
+    return any(seen.ttl == ttl and seen.router != fate.router for seen in expiries(earlier))
+
+
 def multipath_from_rows(rows: Iterable[HopRow]) -> Multipath:
     """The same from hop rows alone (the first trigger and control copy of each TTL)."""
     return multipath_of((copy for row in rows for copy in ((row.ttl, "control", row.control),

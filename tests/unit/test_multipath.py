@@ -3,7 +3,7 @@ when the copies of one TTL came back from two routers (a box on one branch of an
 
 from __future__ import annotations
 
-from probe.engine.multipath import NOT_SEEN, multipath_from_rows, multipath_json, multipath_of
+from probe.engine.multipath import NOT_SEEN, multipath_from_rows, multipath_json, multipath_of, path_changed
 from probe.engine.trace import Fate, HopRow, locate_box
 
 
@@ -59,3 +59,11 @@ def test_locate_box_names_the_branch_hop_when_the_copies_of_one_ttl_came_from_tw
     assert locate_box(rejected).hop == 2
     for rows in (tap, swallowed, rejected):
         assert multipath_from_rows(rows).varied_ttls == (2,)
+
+
+def test_a_copy_that_expired_elsewhere_than_an_earlier_one_of_its_ttl_is_a_cue_to_repeat():
+    earlier = [(1, "control", te("r1")), (2, "control", te("r2a")), (2, "trigger", Fate("silent"))]
+    assert path_changed(earlier, 2, te("r2b"))
+    assert not path_changed(earlier, 2, te("r2a"))
+    assert not path_changed(earlier, 3, te("r3"))  # nothing seen at TTL 3 before
+    assert not path_changed(earlier, 2, Fate("silent"))  # a vanished copy names no router
