@@ -2,7 +2,9 @@
 connections: before the trigger an innocuous request passes; right after it the same client,
 server and port are blocked (reset or dropped) while another client address is not; once the
 configured duration has passed, innocuous requests pass again. The end is waited for with a
-bounded poll, never a fixed sleep."""
+bounded poll, never a fixed sleep. Then probe.engine.residual's watch, fed with real tries on its
+own schedule, reads the block's length within two seconds, and does not call a closed port a
+block."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import time
 
 import pytest
 from boxlab import CONTROL_HOST, TRIGGER_HOST
+
+from probe.engine.residual import PASSED, RESET, SILENT, ResidualWatch, Try, judge
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
@@ -59,3 +63,45 @@ def test_the_three_tuple_is_blocked_after_a_trigger_for_the_configured_duration(
         # blocked for the whole duration, and not much longer (one poll and one curl)
         assert DURATION <= first_passed + 0.1 and first_passed <= DURATION + 2.0, outcomes
         assert innocuous(boxlab) == 0  # and it stays open
+
+
+def real_try(boxlab, port: int = 80) -> str:
+    """One fresh connection with an innocuous request, as probe.engine.residual reads it."""
+    rc = innocuous(boxlab) if port == 80 else boxlab.curl(
+        CONTROL_HOST, f"http://203.0.113.80:{port}/", "--connect-timeout", "1", max_time=1.5)[0]
+    return PASSED if rc == 0 else SILENT if rc == CURL_TIMEOUT else RESET
+
+
+def watch(boxlab, triggered_at: float, open_before: bool, port: int = 80, max_time_s: float = 30.0) -> ResidualWatch:
+    """Drive a ResidualWatch with real tries on its schedule, seconds after `triggered_at`."""
+    residual = ResidualWatch(open_before=open_before, max_time_s=max_time_s)
+    while (after_s := residual.next_try()) is not None:
+        time.sleep(max(0.0, triggered_at + after_s - time.monotonic()))  # the watch's schedule, not a wait for a state
+        residual.record(round(time.monotonic() - triggered_at, 3), real_try(boxlab, port))
+    return residual
+
+
+@pytest.mark.parametrize("mode", ["reset", "drop"])
+def test_the_watch_reads_the_real_block_within_two_seconds_of_its_duration(boxlab, mode):
+    with boxlab.box("r1", "residual", "--duration", str(DURATION), "--mode", mode):
+        open_before = real_try(boxlab) == PASSED
+        triggered_at = time.monotonic()
+        boxlab.curl(TRIGGER_HOST, max_time=1.5)
+        finding = watch(boxlab, triggered_at, open_before).finding()
+    assert finding.seen and finding.began_after_trigger, finding
+    assert finding.blocked_by == {"reset": "reset", "drop": "silence"}[mode]
+    assert finding.last_blocked_s < DURATION <= finding.first_passed_s + 0.1
+    assert abs(finding.first_passed_s - DURATION) <= 2.0, finding
+
+
+def test_a_closed_port_is_not_read_as_residual_blocking(boxlab):
+    """The false positive: port 81 refuses everything, before any trigger and after it."""
+    with boxlab.box("r1", "residual", "--duration", str(DURATION)):
+        open_before = real_try(boxlab, 81) == PASSED
+        triggered_at = time.monotonic()
+        boxlab.curl(TRIGGER_HOST, max_time=1.5)  # a trigger on port 80; port 81 is not its 3-tuple
+        tries = [Try(round(time.monotonic() - triggered_at, 3), real_try(boxlab, 81)) for _ in range(3)]
+    assert not open_before and [t.outcome for t in tries] == [RESET] * 3
+    assert ResidualWatch(open_before=open_before).next_try() is None
+    finding = judge(tries, open_before)
+    assert not finding.seen and finding.began_after_trigger is False
