@@ -24,8 +24,8 @@ reads the same way, and is as much a reason to distrust a comparison of those co
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from probe.engine.trace import Fate, HopRow
 

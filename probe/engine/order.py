@@ -23,8 +23,8 @@ hop: the I/O must let that block end first (`ResidualWatch` says when it did).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from probe.engine.residual import MIN_BLOCKED
 from probe.engine.trace import NOT_PROBED, Fate, HopRow, TraceResult, differs, locate_box
