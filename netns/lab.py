@@ -46,6 +46,24 @@ The delay sits in the server namespace, so every router (and any box on it) is c
 client and the server's answers reach a box `delay_ms` after the request passed it: an
 injected reset wins the race against the real answer, as it does on a long real path.
 
+ECMP (`Lab(ecmp_hop=k)`, 2 <= k <= N - 1): a twin of r_k, namespace {prefix}-r{k}b, stands
+beside it, and r_{k-1} balances over the two with a multipath default route hashed on the
+5-tuple (both families, as equal-cost multipath routers do, RFC 2992: Linux's hash policy 3
+over the five fields, see ECMP_HASH for why not policy 1), so connections that differ only in the source port take either branch and one
+5-tuple always the same::
+
+    r_{k-1}  dn2 198.51.100.129/30  2001:db8:200:1::1/64   default: nexthop r_k + nexthop twin
+    twin     up  198.51.100.130/30  2001:db8:200:1::2/64   (`twin_addr`: its time-exceeded)
+             dn  198.51.100.133/30  2001:db8:200:2::1/64   default via r_{k+1}.up2
+    r_{k+1}  up2 198.51.100.134/30  2001:db8:200:2::2/64   client side via the twin
+
+Branch a is r_k, branch b the twin (`branch_ns`); everything back toward the client goes
+through the twin, so a box on the twin sees every server packet and the client packets of the
+flows hashed onto it (a real ECMP path is asymmetric as well). The hop numbering is unchanged.
+
+Random loss: `add_loss(k, percent)` has router k drop that share of what arrives on any of its
+interfaces (nftables `numgen random`; there is no netem here), `remove_loss(k)` ends it.
+
 Every namespace, process and file the lab makes is removed by `down()`; `cleanup_stale()`
 removes what a lab whose owner process died left behind (see the marker files in MARKER_DIR).
 """
@@ -102,6 +120,20 @@ TLS_CLOSED_PORT = 444
 DELAY_QUEUE = 4242  # NFQUEUE number of the delay line, in the server namespace only
 INDEX_BODY = b"<!doctype html>\n<title>probe lab</title>\n<p>hello from the probe lab server</p>\n"
 BIG_SIZE = 100 * 1024  # bytes served at /big
+
+# ECMP: the twin of r_k and its links, in the top half of 198.51.100.0/24 (the chain's /30s stay
+# below .128 with at most 32 routers) and in 2001:db8:200::/48
+ECMP_MAX_ROUTERS = 32
+ECMP_BEFORE_DN, ECMP_TWIN_UP = "198.51.100.129", "198.51.100.130"
+ECMP_TWIN_DN, ECMP_AFTER_UP = "198.51.100.133", "198.51.100.134"
+ECMP_BEFORE_DN6, ECMP_TWIN_UP6 = "2001:db8:200:1::1", "2001:db8:200:1::2"
+ECMP_TWIN_DN6, ECMP_AFTER_UP6 = "2001:db8:200:2::1", "2001:db8:200:2::2"
+# Policy 1 (L4) would first take an L4 hash the packet already carries: over a veth that is the
+# sending socket's random txhash (a new one per connection, and again after a timeout), so one
+# 5-tuple could take either branch. Policy 3 hashes exactly the fields named, always from the
+# headers, as a router does: source and destination address, protocol, source and destination port.
+ECMP_HASH = ("fib_multipath_hash_policy=3", "fib_multipath_hash_fields=0x0037")
+LOSS_TABLE = "plab_loss"
 
 STOP_TIMEOUT = 3.0  # seconds between SIGTERM and SIGKILL
 COMMAND_TIMEOUT = 30.0
@@ -162,12 +194,17 @@ class Lab:
 
     def __init__(self, routers: int = 4, *, delay_ms: float = 50.0, loss: float = 0.0,
                  jitter_ms: float = 0.0, seed: int | None = None, prefix: str | None = None,
-                 servers: bool = True) -> None:
+                 servers: bool = True, ecmp_hop: int | None = None) -> None:
         """`delay_ms` and `jitter_ms` are round-trip figures (half is applied each way);
         `loss` is the probability that the delay line drops a packet, in each direction.
-        `servers=False` skips nginx and the abort server."""
+        `servers=False` skips nginx and the abort server. `ecmp_hop=k` puts a twin router beside
+        r_k (see "ECMP" in the module doc)."""
         if not 1 <= routers <= MAX_ROUTERS:
             raise ValueError(f"routers must be in 1..{MAX_ROUTERS}")
+        if ecmp_hop is not None and not (2 <= ecmp_hop <= routers - 1 and routers <= ECMP_MAX_ROUTERS):
+            raise ValueError(f"ecmp_hop must be in 2..routers-1 (a router before the pair hashes, one after joins "
+                             f"it), with at most {ECMP_MAX_ROUTERS} routers")
+        self.ecmp_hop = ecmp_hop
         if delay_ms < 0 or jitter_ms < 0 or not 0.0 <= loss <= 1.0:
             raise ValueError("delay_ms and jitter_ms must be >= 0 and loss in [0, 1]")
         self.routers = routers
@@ -202,10 +239,43 @@ class Lab:
         return f"{self.prefix}-r{k}"
 
     @property
+    def twin_ns(self) -> str:
+        """The ECMP twin of r_{ecmp_hop} (branch b; r_{ecmp_hop} itself is branch a)."""
+        if self.ecmp_hop is None:
+            raise ValueError("this lab has no ECMP stage")
+        return f"{self.prefix}-r{self.ecmp_hop}b"
+
+    @property
+    def twin_addr(self) -> str:
+        """The twin's address toward the client: the source of its ICMP time-exceeded."""
+        self.twin_ns  # noqa: B018  (raises without an ECMP stage)
+        return ECMP_TWIN_UP
+
+    @property
+    def rejoin_addr(self) -> str:
+        """r_{k+1}'s address toward the twin: its time-exceeded for a copy that came through the
+        twin leaves from there (routers answer from the interface a packet came in on)."""
+        self.twin_ns  # noqa: B018
+        return ECMP_AFTER_UP
+
+    @property
+    def twin_addr6(self) -> str:
+        self.twin_ns  # noqa: B018
+        return ECMP_TWIN_UP6
+
+    def branch_ns(self, branch: str) -> str:
+        """The router namespace of ECMP branch "a" (r_k) or "b" (the twin)."""
+        if branch not in ("a", "b"):
+            raise ValueError('branch must be "a" or "b"')
+        return self.twin_ns if branch == "b" else self.router_ns(self.ecmp_hop or 0)
+
+    @property
     def namespaces(self) -> list[str]:
-        """All namespace names, client first, server last."""
-        return [self.client_ns, *(self.router_ns(k) for k in range(1, self.routers + 1)),
-                self.server_ns]
+        """All namespace names, client first, server last (the ECMP twin after its router)."""
+        routers = [self.router_ns(k) for k in range(1, self.routers + 1)]
+        if self.ecmp_hop is not None:
+            routers.insert(self.ecmp_hop, self.twin_ns)
+        return [self.client_ns, *routers, self.server_ns]
 
     @property
     def client_addr(self) -> str:
@@ -327,14 +397,20 @@ class Lab:
         for k, ns in enumerate(routers, start=1):
             downstream, peer = ((routers[k], "up") if k < self.routers else (self.server_ns, "s0"))
             _ip_batch(ns, [f"link add dn type veth peer name {peer} netns {downstream}"])
+        if self.ecmp_hop is not None:
+            k = self.ecmp_hop
+            _ip_batch(routers[k - 2], [f"link add dn2 type veth peer name up netns {self.twin_ns}"])
+            _ip_batch(self.twin_ns, [f"link add dn type veth peer name up2 netns {routers[k]}"])
         # sysctls before any link is up, so no router solicitation, autoconfigured address or
         # duplicate address detection appears
         for ns in self.namespaces:
-            ifaces = {self.client_ns: ["c0"], self.server_ns: ["s0"]}.get(ns, ["up", "dn"])
+            ifaces = self._interfaces(ns)
             settings = _COMMON_SYSCTLS + [f"net.ipv4.conf.{i}.rp_filter=0" for i in ifaces]
             settings += [f"net.ipv6.conf.{i}.{key}" for i in ifaces for key in _IPV6_IFACE_SYSCTLS]
-            if ns in routers:
+            if ns in routers or (self.ecmp_hop is not None and ns == self.twin_ns):
                 settings += ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
+            if "dn2" in ifaces:  # the router in front of the ECMP pair hashes the 5-tuple
+                settings += [f"net.{family}.{key}" for family in ("ipv4", "ipv6") for key in ECMP_HASH]
             self.exec(ns, ["sysctl", "-q", "-w", *settings])
         _ip_batch(self.client_ns, [
             "link set dev lo up",
@@ -371,6 +447,8 @@ class Lab:
                 cmds.append(f"route add default via {router_up_addr(k + 1)} dev dn")
                 cmds.append(f"route add ::/0 via {router_up_addr6(k + 1)} dev dn")
             _ip_batch(ns, cmds)
+        if self.ecmp_hop is not None:
+            self._build_ecmp()
         _ip_batch(self.server_ns, [
             "link set dev lo up",
             f"addr add {SERVER_ADDR}/24 dev s0",
@@ -379,6 +457,63 @@ class Lab:
             f"route add default via {SERVER_GATEWAY} dev s0",
             f"route add ::/0 via {SERVER_GATEWAY6} dev s0",
         ])
+
+    def _interfaces(self, ns: str) -> list[str]:
+        if ns in (self.client_ns, self.server_ns):
+            return ["c0"] if ns == self.client_ns else ["s0"]
+        k = self.ecmp_hop
+        if k is not None and ns == self.router_ns(k - 1):
+            return ["up", "dn", "dn2"]
+        if k is not None and ns == self.router_ns(k + 1):
+            return ["up", "up2", "dn"]
+        return ["up", "dn"]
+
+    def _build_ecmp(self) -> None:
+        """The twin of r_k, its two links, the multipath default route of r_{k-1} and the return
+        path through the twin (see "ECMP" in the module doc)."""
+        k = self.ecmp_hop
+        assert k is not None
+        before, after = self.router_ns(k - 1), self.router_ns(k + 1)
+        hashed = f"nexthop via {router_up_addr(k)} dev dn nexthop via {ECMP_TWIN_UP} dev dn2"
+        hashed6 = f"nexthop via {router_up_addr6(k)} dev dn nexthop via {ECMP_TWIN_UP6} dev dn2"
+        _ip_batch(before, [f"addr add {ECMP_BEFORE_DN}/30 dev dn2", f"addr add {ECMP_BEFORE_DN6}/64 dev dn2 nodad",
+                           "link set dev dn2 up", f"route replace default {hashed}", f"route replace ::/0 {hashed6}"])
+        behind = [ipaddress.ip_network(f"{router_dn_addr(j, self.routers)}/30", strict=False) for j in range(1, k)]
+        behind6 = [f"2001:db8:100:{j:x}::/64" for j in range(1, k)]
+        _ip_batch(self.twin_ns, [
+            "link set dev lo up",
+            f"addr add {ECMP_TWIN_UP}/30 dev up", f"addr add {ECMP_TWIN_DN}/30 dev dn",
+            f"addr add {ECMP_TWIN_UP6}/64 dev up nodad", f"addr add {ECMP_TWIN_DN6}/64 dev dn nodad",
+            "link set dev up up", "link set dev dn up",
+            f"route add {CLIENT_NET} via {ECMP_BEFORE_DN} dev up",
+            f"route add {CLIENT_NET6} via {ECMP_BEFORE_DN6} dev up",
+            *(f"route add {net} via {ECMP_BEFORE_DN} dev up" for net in behind),
+            *(f"route add {net} via {ECMP_BEFORE_DN6} dev up" for net in behind6),
+            f"route add default via {ECMP_AFTER_UP} dev dn", f"route add ::/0 via {ECMP_AFTER_UP6} dev dn"])
+        # everything back toward the client leaves r_{k+1} through the twin, so a box on the twin
+        # sees the server's packets of every flow and half the client's (an asymmetric path)
+        _ip_batch(after, [
+            f"addr add {ECMP_AFTER_UP}/30 dev up2", f"addr add {ECMP_AFTER_UP6}/64 dev up2 nodad", "link set dev up2 up",
+            f"route replace {CLIENT_NET} via {ECMP_TWIN_DN} dev up2",
+            f"route replace {CLIENT_NET6} via {ECMP_TWIN_DN6} dev up2",
+            *(f"route replace {net} via {ECMP_TWIN_DN} dev up2" for net in behind),
+            *(f"route replace {net} via {ECMP_TWIN_DN6} dev up2" for net in behind6)])
+
+    def add_loss(self, k: int, percent: int) -> None:
+        """Router k drops `percent`% of the packets that arrive on any of its interfaces, before
+        anything else there sees them (nftables `numgen random`, a prerouting hook at priority
+        -300, ahead of the boxes' mangle hooks): random loss on the path, both directions, for
+        traffic crossing router k and for what ends there (a copy that would expire at router k)."""
+        if not 0 <= percent <= 100:
+            raise ValueError("percent must be in 0..100")
+        ruleset = (f"table inet {LOSS_TABLE} {{\n chain prerouting {{\n  type filter hook prerouting priority -300;\n"
+                   f"  icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept\n"  # the link's own
+                   f"  numgen random mod 100 < {percent} counter drop\n }}\n}}\n")
+        self.exec(self.router_ns(k), ["nft", "-f", "-"], input=f"add table inet {LOSS_TABLE}\ndelete table inet {LOSS_TABLE}\n" + ruleset)
+        # (add, then delete: a table left by an earlier call goes, and nft 1.0.6 has no `destroy`)
+
+    def remove_loss(self, k: int) -> None:
+        self.exec(self.router_ns(k), ["nft", "delete", "table", "inet", LOSS_TABLE], check=False)
 
     def add_server_address(self, addr: str) -> None:
         """Give the server one more address in 203.0.113.0/24 (nginx and the abort server

@@ -192,7 +192,7 @@ def error_document(line: Line, target: Target | None, error: str) -> dict:
     target_json = target.as_json() if target is not None else {"url": line.url}
     return {"schema": SCHEMA, "command": "check", "line": line.number, "target": target_json, "verdict": None,
             "direction": None, "hop": None, "rtt_ms": None, "packets": [], "error": error,
-            "explanation": f"not measured: {error}"}
+            "explanation": f"not measured: {error}", "residual_blocking": None, "multipath": None}
 
 
 def _finish(line: Line, measurement, analysis, extra: dict) -> Judged:

@@ -77,7 +77,9 @@ def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, a
                 "verdict": analysis.verdict, "direction": analysis.direction, "hop": analysis.hop,
                 "hop_basis": analysis.hop_basis or None, "rtt_ms": analysis.rtt_ms,
                 "client": {"address": flow.client, "port": flow.client_port},
-                "packets": packets_json(packets, flow, analysis), "explanation": analysis.explanation}
+                "packets": packets_json(packets, flow, analysis), "explanation": analysis.explanation,
+                # issue 16: null until a residual watch or a trace fills them in (`extra`)
+                "residual_blocking": None, "multipath": None}
     document.update(extra or {})
     return document
 

@@ -3,4 +3,4 @@ real device (`python3 -m netns.boxes.NAME --help`). Shared plumbing is in `_comm
 
 BOXES = ("firewall", "tap", "swallow", "blockpage", "silentdrop", "icmp", "ttlcopy", "copycat",
          "ttlprobe", "proxy", "lb", "lossy",
-         "gfwdup", "henan", "quantum", "mimicpage", "preempt", "intercept")
+         "gfwdup", "henan", "quantum", "mimicpage", "preempt", "intercept", "residual")

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""How often does `probe trace` name the right hop? The accuracy matrix of issue 16.
+
+For each box kind x hop of the box x path condition, builds a lab (client - 4 routers - server,
+50 ms), starts the box at that hop, runs `python3 -m probe trace http://blocked.example/ --json`
+in the client namespace RUNS times (as the scenario runner runs the probe) and counts two
+figures per cell: how often the document's `hop` is the box's hop, and how often its `bracket`
+contains it (`passed <= hop < not_reached`). The lab knows where the box is, so this is
+accuracy against ground truth, which no published tool reports.
+
+Conditions:
+- `none`: the plain chain;
+- `loss3`: r1 drops 3% of what arrives on either side (nftables `numgen`, `Lab.add_loss`), so
+  every packet past the client's first router crosses it, both ways;
+- `ecmp`: a twin router beside the box's router (`Lab(ecmp_hop=...)`), the box on the twin only,
+  r_{k-1} balancing on the 5-tuple; for the box at hop 1 (no router before it to hash) the
+  pair stands at hop 2, behind the box; with the box at hop 4 the lab has 5 routers (a router
+  after the pair joins it).
+
+The residual blocker blocks the 3-tuple for RESIDUAL_S after a trigger; between its runs the
+bench waits (bounded) until an innocuous request passes again, as CenTrace waits between runs.
+
+Run by hand, as root, from the repository root, under the lab lock:
+    flock /tmp/probe-lab.lock python3 bench/locate_accuracy.py [--runs 20] [--kinds tap,swallow]
+        [--hops 1,2,3,4] [--conditions none,loss3,ecmp] [--readme README.md]
+Everything runs inside lab namespaces (documentation addresses only) and is torn down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from netns.lab import Lab, exit_on_signals  # noqa: E402
+
+KINDS = {  # name in the table -> (box module, its arguments)
+    "tap": ("tap", ()),
+    "swallow": ("swallow", ()),
+    "block page": ("blockpage", ()),
+    "silent drop": ("silentdrop", ()),
+    "SYN firewall": ("firewall", ()),
+    "TTL-copier": ("ttlcopy", ()),
+    "residual blocker": ("residual", ("--duration", "20")),
+}
+KIND_KEYS = {re.sub(r"[^a-z]", "", name.lower()): name for name in KINDS}  # "blockpage" -> "block page"
+CONDITIONS = ("none", "loss3", "ecmp")
+LOSS_PERCENT = 3
+ROUTERS = 4
+RESIDUAL_S = 20.0
+TRIGGER_HOST, CONTROL_HOST = "blocked.example", "example.com"
+MARKERS = ("<!-- accuracy-table:start -->", "<!-- accuracy-table:end -->")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One run: the hop named, the bracket, the exit status (hop None: nothing located)."""
+
+    hop: int | None
+    bracket: tuple[int, int] | None
+    exit_code: int
+
+    def hop_right(self, truth: int) -> bool:
+        return self.hop == truth
+
+    def bracket_holds(self, truth: int) -> bool:
+        return self.bracket is not None and self.bracket[0] <= truth < self.bracket[1]
+
+
+def outcome_of(stdout: str, exit_code: int) -> Outcome:
+    """The figures of one `probe trace --json` run (no document: nothing right)."""
+    try:
+        document = json.loads(stdout)
+    except json.JSONDecodeError:
+        return Outcome(None, None, exit_code)
+    bracket = document.get("bracket")
+    return Outcome(document.get("hop"), (bracket["passed"], bracket["not_reached"]) if bracket else None, exit_code)
+
+
+def cell(outcomes: list[Outcome], truth: int) -> str:
+    """`hop right / bracket holds`, as counts of the runs."""
+    if not outcomes:
+        return "-"
+    hop = sum(o.hop_right(truth) for o in outcomes)
+    bracket = sum(o.bracket_holds(truth) for o in outcomes)
+    return f"{hop}/{len(outcomes)} · {bracket}/{len(outcomes)}"
+
+
+def table(results: dict[tuple[str, str, int], list[Outcome]], kinds: list[str], conditions: list[str],
+          hops: list[int]) -> str:
+    """The markdown table: one row per box kind and condition, one column per hop."""
+    from tabulate import tabulate
+
+    rows = [[kind, condition, *(cell(results.get((kind, condition, hop), []), hop) for hop in hops)]
+            for kind in kinds for condition in conditions]
+    return tabulate(rows, headers=["box", "condition", *(f"hop {hop}" for hop in hops)], tablefmt="github")
+
+
+def write_readme(path: Path, text: str) -> None:
+    content = path.read_text()
+    start, end = content.index(MARKERS[0]), content.index(MARKERS[1])
+    path.write_text(content[:start + len(MARKERS[0])] + "\n" + text + "\n" + content[end:])
+
+
+def lab_for(condition: str, hop: int) -> tuple[Lab, str]:
+    """The lab of one (condition, hop) and the namespace the box goes in."""
+    if condition == "ecmp":
+        routers = max(ROUTERS, hop + 1)
+        lab = Lab(routers=routers, delay_ms=50, ecmp_hop=max(hop, 2)).up()
+        return lab, (lab.twin_ns if hop >= 2 else lab.router_ns(hop))
+    lab = Lab(routers=ROUTERS, delay_ms=50).up()
+    if condition == "loss3":
+        lab.add_loss(1, LOSS_PERCENT)
+    return lab, lab.router_ns(hop)
+
+
+def wait_until_open(lab: Lab, limit: float) -> bool:
+    """Poll an innocuous request until it passes (a residual block ended), bounded by `limit`."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        done = lab.exec(lab.client_ns, ["curl", "-s", "-o", "/dev/null", "-m", "1", "-w", "%{http_code}",
+                                        "-H", f"Host: {CONTROL_HOST}", f"http://{lab.server_addr}/"], check=False)
+        if done.stdout.strip() == "200":
+            return True
+        time.sleep(0.5)  # pacing between polls, bounded by the deadline
+    return False
+
+
+def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float) -> list[Outcome]:
+    module, args = KINDS[kind]
+    proc = lab.spawn(box_ns, [sys.executable, "-m", f"netns.boxes.{module}", *args], name=module)
+    argv = [sys.executable, "-m", "probe", "trace", f"http://{TRIGGER_HOST}/", "--resolve",
+            f"{TRIGGER_HOST}:80:{lab.server_addr}", "--json"]
+    outcomes = []
+    try:
+        for _ in range(runs):
+            if module == "residual" and not wait_until_open(lab, RESIDUAL_S + 15):
+                print(f"  {kind}: still blocked {RESIDUAL_S + 15:g} s after the last run", file=sys.stderr)
+            done = lab.exec(lab.client_ns, argv, check=False, timeout=timeout)
+            outcomes.append(outcome_of(done.stdout, done.returncode))
+    finally:
+        lab.stop(proc)
+    return outcomes
+
+
+def parse_list(text: str, allowed, what: str) -> list:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(f"unknown {what}: {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(map(str, allowed))}")
+    return items
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--kinds", default=",".join(KIND_KEYS),
+                        type=lambda text: [KIND_KEYS[k] for k in parse_list(text, KIND_KEYS, "box kind")],
+                        help=f"comma-separated, from {', '.join(KIND_KEYS)}")
+    parser.add_argument("--hops", default="1,2,3,4", type=lambda text: [int(h) for h in parse_list(
+        text, [str(h) for h in range(1, ROUTERS + 1)], "hop")])
+    parser.add_argument("--conditions", default=",".join(CONDITIONS),
+                        type=lambda text: parse_list(text, CONDITIONS, "condition"))
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds one trace may take")
+    parser.add_argument("--readme", type=Path, help="also write the table between the README's accuracy markers")
+    args = parser.parse_args()
+    if not 1 <= args.runs <= 1000:
+        parser.error("--runs must be from 1 to 1000")
+    command = " ".join(["python3 bench/locate_accuracy.py", *sys.argv[1:]])
+    results: dict[tuple[str, str, int], list[Outcome]] = collections.defaultdict(list)
+    started = time.monotonic()
+    with exit_on_signals():
+        for condition in args.conditions:
+            for hop in args.hops:
+                lab, box_ns = lab_for(condition, hop)
+                try:
+                    for kind in args.kinds:
+                        results[(kind, condition, hop)] = run_cell(lab, box_ns, kind, args.runs, args.timeout)
+                        print(f"{kind:16s} {condition:5s} hop {hop}: {cell(results[(kind, condition, hop)], hop)}",
+                              file=sys.stderr, flush=True)
+                finally:
+                    lab.down()
+    text = (f"_Made by `{command}` on {datetime.date.today().isoformat()} "
+            f"({time.monotonic() - started:.0f} s); each cell: `hop` right · `bracket` holds the box, of the runs._\n\n"
+            + table(results, args.kinds, args.conditions, args.hops))
+    print(text)
+    if args.readme is not None:
+        write_readme(args.readme, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

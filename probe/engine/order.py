@@ -1,0 +1,120 @@
+"""The copies of a trace in the order they were sent, and why that order decides.
+
+Theory of operation. A box that blocks the (client, server, port) 3-tuple after a trigger
+(residual blocking, `probe.engine.residual`) answers only the first trigger that reaches it:
+every connection after that, trigger or control, cannot even be opened until the block ends.
+So the order of the copies is part of the measurement:
+
+1. TTL ascending: a copy with TTL t reaches only the boxes before hop t, so the first trigger
+   that reaches the box is the one with the lowest TTL that does; a higher TTL sent first would
+   set the block off and contaminate every lower one.
+2. At each TTL the control goes before the trigger: a control sent after a trigger that set the
+   block off fails for that reason alone, and a failing control hides the difference.
+3. The first trigger copy (in sending order) whose fate differs from the control sent before it
+   at its TTL decides. Copies sent after it confirm it either as now (a fresh pair at the same
+   TTL differs again) or, against a residual blocker, because they could not connect at all:
+   at least MIN_BLOCKED of them, a control among them (an innocuous request that cannot connect
+   right after a trigger went through is the block itself, not noise).
+
+Known limit: a trace that starts while a block from an earlier trigger (the full-TTL exchange
+before it, `check`) is still on finds every copy blocked from the first one and can name no
+hop: the I/O must let that block end first (`ResidualWatch` says when it did).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from probe.engine.residual import MIN_BLOCKED
+from probe.engine.trace import NOT_PROBED, Fate, HopRow, TraceResult, differs, locate_box
+
+BLOCKED_WORD = "no-handshake"  # the fate of a copy whose connection could not be opened
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One TTL-limited copy: its TTL, "trigger" or "control", and its fate."""
+
+    ttl: int
+    role: str
+    fate: Fate
+
+
+def sending_order(max_ttl: int) -> list[tuple[int, str]]:
+    """The order of the first pass: TTL ascending, the control before the trigger at each TTL
+    (rules 1 and 2 of the module doc). A confirming pair keeps the same order."""
+    return [(ttl, role) for ttl in range(1, max_ttl + 1) for role in ("control", "trigger")]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which copy decided, and what confirmed it."""
+
+    index: int | None  # of the deciding trigger copy in sending order; None: no trigger differed
+    ttl: int | None
+    confirmed_by: str | None  # "repeat", "residual" or None
+    blocked_after: int  # copies after the decider that could not connect
+
+
+def decide(copies: Sequence[Copy]) -> Decision:
+    """Rule 3: the first trigger copy that differs from the control sent before it at its TTL, and
+    whether a repeat or the residual block confirmed it."""
+    for index, copy in enumerate(copies):
+        if copy.role != "trigger":
+            continue
+        control = _control_before(copies, index)
+        if control is None or not differs(copy.fate, control.fate):
+            continue
+        later = copies[index + 1:]
+        blocked = [c for c in later if c.fate.word == BLOCKED_WORD]
+        repeat = any(c.role == "trigger" and c.ttl == copy.ttl and (before := _control_before(copies, j)) is not None
+                     and before is not control and differs(c.fate, before.fate)
+                     for j, c in enumerate(copies) if j > index)
+        residual = (len(later) >= MIN_BLOCKED and len(blocked) == len(later)
+                    and any(c.role == "control" for c in later))
+        return Decision(index, copy.ttl, "repeat" if repeat else "residual" if residual else None, len(blocked))
+    return Decision(None, None, None, 0)
+
+
+def _control_before(copies: Sequence[Copy], index: int) -> Copy | None:
+    """The last control copy with the same TTL sent before copies[index]."""
+    ttl = copies[index].ttl
+    return next((c for c in reversed(copies[:index]) if c.role == "control" and c.ttl == ttl), None)
+
+
+def rows_in_order(copies: Sequence[Copy]) -> list[HopRow]:
+    """Hop rows from copies in sending order: at each TTL the first trigger copy and the control
+    sent before it; the deciding TTL's row holds the decider and is confirmed when `decide` says."""
+    decision = decide(copies)
+    rows = []
+    for ttl in sorted({c.ttl for c in copies}):
+        indexes = [i for i, c in enumerate(copies) if c.ttl == ttl and c.role == "trigger"]
+        index = decision.index if ttl == decision.ttl else (indexes[0] if indexes else None)
+        trigger = copies[index].fate if index is not None else NOT_PROBED
+        control_copy = _control_before(copies, index) if index is not None else None
+        if control_copy is None:
+            control_copy = next((c for c in copies if c.ttl == ttl and c.role == "control"), None)
+        control = control_copy.fate if control_copy is not None else NOT_PROBED
+        address = control.router if control.expired else trigger.router if trigger.expired else None
+        rtt = control.rtt_ms if control.expired else trigger.rtt_ms if trigger.expired else None
+        rows.append(HopRow(ttl, address, rtt, trigger, control, confirmed=ttl == decision.ttl
+                           and decision.confirmed_by is not None))
+    return rows
+
+
+def locate_in_order(copies: Sequence[Copy]) -> TraceResult:
+    """`locate_box` over the rows of copies in sending order (rules 1-3), with a sentence on what
+    confirmed the deciding copy, or on a trace that was blocked from its first copy."""
+    decision = decide(copies)
+    result = locate_box(rows_in_order(copies))
+    if decision.confirmed_by == "residual":
+        result = replace(result, evidence=result.evidence + (
+            f"the first trigger that reached the box decides (TTL {decision.ttl}); the {decision.blocked_after} "
+            f"connection(s) opened after it, controls among them, could not even connect: the box blocks the "
+            f"address and port after a trigger (residual blocking), which confirms it",))
+    elif copies and all(c.fate.word == BLOCKED_WORD for c in copies):
+        result = replace(result, evidence=result.evidence + (
+            "no copy could connect, from the first one on: the trace began while the address and port were "
+            "blocked (an earlier trigger's residual block?), so it cannot place the box",))
+    return result

@@ -1,0 +1,58 @@
+"""The accuracy matrix's figures (bench/locate_accuracy.py): what counts as the hop right and as
+the bracket holding the box, read from `probe trace --json` documents."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "locate_accuracy.py"
+spec = importlib.util.spec_from_file_location("locate_accuracy", BENCH)
+bench = importlib.util.module_from_spec(spec)
+sys.modules["locate_accuracy"] = bench  # dataclasses look their module up there
+spec.loader.exec_module(bench)
+
+
+def document(hop, bracket):
+    return json.dumps({"hop": hop, "bracket": None if bracket is None else
+                       {"passed": bracket[0], "not_reached": bracket[1]}})
+
+
+def test_the_bracket_holds_the_box_after_passed_and_before_not_reached():
+    in_path = bench.outcome_of(document(2, (2, 3)), 3)
+    assert in_path.hop_right(2) and in_path.bracket_holds(2) and not in_path.bracket_holds(3)
+    on_path = bench.outcome_of(document(2, (1, 3)), 3)
+    assert on_path.bracket_holds(2) and not on_path.bracket_holds(3)
+    wrong = bench.outcome_of(document(3, (2, 4)), 3)
+    assert not wrong.hop_right(2) and wrong.bracket_holds(2)
+
+
+def test_no_document_or_no_location_counts_as_wrong():
+    for outcome in (bench.outcome_of("Traceback ...", 1), bench.outcome_of(document(None, None), 0)):
+        assert not outcome.hop_right(2) and not outcome.bracket_holds(2)
+
+
+def test_a_cell_counts_both_figures_over_the_runs():
+    outcomes = [bench.outcome_of(document(2, (2, 3)), 3), bench.outcome_of(document(3, (2, 4)), 3),
+                bench.outcome_of(document(None, None), 0)]
+    assert bench.cell(outcomes, 2) == "1/3 · 2/3"
+    assert bench.cell([], 2) == "-"
+    text = bench.table({("tap", "none", 2): outcomes}, ["tap"], ["none", "ecmp"], [2])
+    assert "1/3 · 2/3" in text and "| ecmp" in text
+
+
+def test_the_readme_table_goes_between_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{bench.MARKERS[0]}\nold\n{bench.MARKERS[1]}\nafter\n")
+    bench.write_readme(readme, "new table")
+    assert readme.read_text() == f"before\n{bench.MARKERS[0]}\nnew table\n{bench.MARKERS[1]}\nafter\n"
+
+
+def test_kinds_and_lists_are_checked():
+    assert bench.KIND_KEYS["blockpage"] == "block page" and len(bench.KINDS) == 7
+    with pytest.raises(Exception, match="unknown hop"):
+        bench.parse_list("1,9", ["1", "2"], "hop")

@@ -1,0 +1,107 @@
+"""The copies of a trace in sending order (probe.engine.order): the first trigger that reaches
+the box decides, and a box that blocks everything after it (residual blocking) still gets its
+hop. Synthetic copies: routers r1.. answer at their TTL, the server is hop 5."""
+
+from __future__ import annotations
+
+from probe.engine.order import Copy, decide, locate_in_order, rows_in_order, sending_order
+from probe.engine.trace import Fate, HopRow, locate_box
+
+BLOCKED = Fate("no-handshake")
+SERVER = Fate("server", "203.0.113.80")
+
+
+def te(ttl: int) -> Fate:
+    return Fate("time-exceeded", f"r{ttl}")
+
+
+def clean_pairs(up_to: int) -> list[Copy]:
+    return [Copy(ttl, role, te(ttl)) for ttl in range(1, up_to + 1) for role in ("control", "trigger")]
+
+
+def blocked(*ttl_roles) -> list[Copy]:
+    return [Copy(ttl, role, BLOCKED) for ttl, role in ttl_roles]
+
+
+def test_the_order_is_ttl_ascending_control_first():
+    assert sending_order(2) == [(1, "control"), (1, "trigger"), (2, "control"), (2, "trigger")]
+
+
+def residual_in_path_at_hop_2() -> list[Copy]:
+    """A residual blocker in hop 2's forwarding path: the trigger with TTL 3 is the first to reach
+    it and is reset; every connection after it cannot even be opened."""
+    return (clean_pairs(2) + [Copy(3, "control", te(3)), Copy(3, "trigger", Fate("reset", reply_ttl=63))]
+            + blocked((3, "control"), (3, "trigger"), (4, "control"), (4, "trigger")))
+
+
+def test_a_residual_blocker_is_named_though_everything_after_the_first_trigger_is_blocked():
+    copies = residual_in_path_at_hop_2()
+    decision = decide(copies)
+    assert (decision.index, decision.ttl, decision.confirmed_by, decision.blocked_after) == (5, 3, "residual", 4)
+    result = locate_in_order(copies)
+    assert (result.interference, result.hop, result.bracket, result.kind) == (True, 2, (2, 3), "in-path")
+    assert "residual blocking" in result.evidence[-1]
+
+
+def test_without_the_rule_the_same_trace_names_nothing():
+    """What the rows of one pair per TTL say when the repeat could not connect: nothing confirmed,
+    nothing found. The residual rule is what names the hop."""
+    rows = [HopRow(1, "r1", None, te(1), te(1)), HopRow(2, "r2", None, te(2), te(2)),
+            HopRow(3, "r3", None, Fate("reset", reply_ttl=63), te(3), confirmed=False),
+            HopRow(4, None, None, BLOCKED, BLOCKED)]
+    assert not locate_box(rows).interference
+
+
+def test_a_residual_tap_is_named_at_its_own_hop():
+    copies = (clean_pairs(1) + [Copy(2, "control", te(2)), Copy(2, "trigger", Fate("time-exceeded+reset", "r2", reply_ttl=63))]
+              + blocked((2, "control"), (2, "trigger")))
+    result = locate_in_order(copies)
+    assert (result.hop, result.kind, result.bracket) == (2, "on-path", (1, 3))
+
+
+def test_a_control_sent_after_the_trigger_hides_the_difference():
+    """Rule 2: at the deciding TTL the control went second and was blocked by the trigger's block:
+    nothing differs, so nothing decides. This is why the control goes first."""
+    copies = clean_pairs(2) + [Copy(3, "trigger", Fate("reset", reply_ttl=63)), Copy(3, "control", BLOCKED)] + \
+        blocked((4, "control"), (4, "trigger"))
+    assert decide(copies).index is None
+    assert not locate_in_order(copies).interference
+
+
+def test_one_blocked_copy_after_the_trigger_is_not_a_residual_block():
+    copies = clean_pairs(2) + [Copy(3, "control", te(3)), Copy(3, "trigger", Fate("silent"))] + blocked((3, "control"))
+    assert decide(copies).confirmed_by is None
+    assert not locate_in_order(copies).interference
+
+
+def test_later_copies_that_connect_refute_the_residual_reading():
+    copies = clean_pairs(2) + [Copy(3, "control", te(3)), Copy(3, "trigger", Fate("silent")),
+                               Copy(3, "control", BLOCKED), Copy(3, "trigger", BLOCKED), Copy(4, "control", te(4))]
+    assert decide(copies).confirmed_by is None
+
+
+def test_blocked_triggers_alone_do_not_confirm():
+    """A trigger that cannot connect says nothing new about the block: a control must be among them."""
+    copies = clean_pairs(2) + [Copy(3, "control", te(3)), Copy(3, "trigger", Fate("silent"))] + \
+        blocked((3, "trigger"), (4, "trigger"))
+    assert decide(copies).confirmed_by is None
+
+
+def test_a_repeat_confirms_as_before():
+    copies = clean_pairs(2) + [Copy(3, "control", te(3)), Copy(3, "trigger", Fate("silent")),
+                               Copy(3, "control", te(3)), Copy(3, "trigger", Fate("silent"))]
+    assert decide(copies).confirmed_by == "repeat"
+    assert locate_in_order(copies).hop == 2
+
+
+def test_a_trace_blocked_from_its_first_copy_says_why_it_cannot_place_the_box():
+    copies = blocked((1, "control"), (1, "trigger"), (2, "control"), (2, "trigger"))
+    result = locate_in_order(copies)
+    assert not result.interference and "began while the address and port were blocked" in result.evidence[-1]
+
+
+def test_rows_hold_the_decider_and_the_control_sent_before_it():
+    rows = rows_in_order(residual_in_path_at_hop_2())
+    assert [row.ttl for row in rows] == [1, 2, 3, 4]
+    assert rows[2].trigger.word == "reset" and rows[2].control == te(3) and rows[2].confirmed
+    assert rows[2].address == "r3" and not rows[3].confirmed
