@@ -110,6 +110,12 @@ def judge(scenario: Scenario, document: dict | None, exit_code: int) -> list[str
             expected = scenario.expect.get(key)
             if document.get(key) != expected:
                 problems.append(f"{key}: expected {expected!r}, got {document.get(key)!r}")
+    if "residual_seconds" in scenario.expect:  # the block's end, measured from the trigger, within 2 s
+        residual = document.get("residual_blocking") or {}
+        seconds, passed = scenario.expect["residual_seconds"], residual.get("first_passed_s")
+        if not residual.get("seen") or passed is None or abs(passed - seconds) > 2:
+            problems.append(f"residual blocking: expected seen, passing again at +{seconds} s (within 2 s), got "
+                            f"seen={residual.get('seen')!r}, first_passed_s={passed!r}")
     if "exit" in scenario.expect and exit_code != scenario.expect["exit"]:
         problems.append(f"exit status: expected {scenario.expect['exit']}, got {exit_code}")
     if scenario.trap and any(p.get("origin") == "middlebox" for p in document.get("packets", [])):

@@ -56,7 +56,8 @@ class Network:
     port: Callable  # client address -> object with .port and .close()
     route: Callable  # (address, port) -> our source address toward it
     local_addresses: Callable  # () -> this host's addresses
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = time.monotonic  # what timers run on
+    wall: Callable[[], float] = time.time  # what captured frames are stamped with (the kernel's clock)
 
     @classmethod
     def real(cls) -> "Network":

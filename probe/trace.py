@@ -25,6 +25,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from probe.engine.baseline import hop_distance
+from probe.engine.multipath import Multipath, multipath_json, multipath_of, path_changed
+from probe.engine.order import Copy, decide
+from probe.engine.residual import PASSED, RESET, SILENT, ResidualFinding, ResidualWatch, residual_json, sentence
 from probe.engine.trace import Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box
 from probe.errors import ProbeError
 from probe.exchange import Exchange, Plan
@@ -49,6 +52,7 @@ class TraceOptions:
     window: float | None = None  # seconds to wait after each request; None: max(0.3 s, 3 round trips)
     max_time: float = 120.0  # the whole trace stops starting new TTLs after this long
     tls: TlsOptions = TlsOptions()  # for https://: the trigger's SNI and the trust store
+    residual_time: float | None = None  # seconds the residual watch may run; None: max_time
 
 
 @dataclass
@@ -65,6 +69,7 @@ class TraceMeasurement:
     rows: list[HopRow] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     result: TraceResult | None = None
+    multipath: Multipath | None = None
     stopped: str | None = None  # why the trace ended before an answer, if it did
     interrupt: BaseException | None = None  # Ctrl-C or SIGTERM: the caller reports what was found, then exits
 
@@ -144,8 +149,17 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
                 except (KeyboardInterrupt, SystemExit) as stop:  # the TTL under way is left out
                     measurement.interrupt, measurement.stopped = stop, f"interrupted at TTL {ttl}"
                     break
+                earlier = [(a.ttl, a.role, a.fate) for a in measurement.attempts]
                 measurement.attempts += [control, trigger]
                 confirmed = False
+                if path_changed(earlier, ttl, control.fate) or path_changed(earlier, ttl, trigger.fate):
+                    # another router than before at this TTL (multipath): one more pair, so that
+                    # the hop is read from copies that took the same path at least twice
+                    try:
+                        measurement.attempts += [tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")]
+                    except (KeyboardInterrupt, SystemExit) as stop:
+                        measurement.interrupt, measurement.stopped = stop, f"interrupted at TTL {ttl}"
+                        break
                 if differs(trigger.fate, control.fate):
                     try:
                         again = tracer.attempt(ttl, "control"), tracer.attempt(ttl, "trigger")
@@ -159,6 +173,10 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
                         # pair for a while: that confirms rather than refutes
                         confirmed = differs(again[1].fate, again[0].fate) or (
                             again[1].fate.word == trigger.fate.word and again[0].fate.word == "no-handshake")
+                        if not confirmed:  # a box blocking the address and port after the trigger:
+                            # neither copy of the pair could connect (probe.engine.order, rule 3)
+                            decision = decide([Copy(a.ttl, a.role, a.fate) for a in measurement.attempts])
+                            confirmed = decision.ttl == ttl and decision.confirmed_by == "residual"
                 address = control.fate.router if control.fate.expired else trigger.fate.router
                 rtt_ms = control.fate.rtt_ms if control.fate.expired else trigger.fate.rtt_ms
                 measurement.rows.append(HopRow(ttl, address, rtt_ms, trigger.fate, control.fate, confirmed))
@@ -176,6 +194,7 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
         finally:
             tracer.finish()
     result = locate_box(measurement.rows)
+    measurement.multipath = multipath_of((a.ttl, a.role, a.fate) for a in measurement.attempts)
     if measurement.stopped and not result.interference:
         result = replace(result, evidence=result.evidence + (f"the trace stopped early: {measurement.stopped}",))
     measurement.result = result
@@ -252,13 +271,79 @@ def by_trace(analysis, traced: TraceMeasurement, words: tuple[str, str]) -> Loca
     from probe.report import trace_json
 
     extra = trace_json(traced.rows, traced.result, trigger=words[0], control=words[1])
+    extra["trace"]["flow_identity"] = FLOW_IDENTITY
     if traced.stopped:
         extra["trace"]["stopped"] = traced.stopped
+    extra["multipath"] = multipath_json(traced.multipath)
     return Localization(apply_trace(analysis, traced.result), extra, traced.frames, traced.interrupt)
 
 
+# What each copy of a trace keeps of the flow's identity (said in the JSON's trace section): the
+# addresses, protocol and server port are those of the exchange; each copy opens a connection of
+# its own with a fresh source port, so an ECMP router hashing the 5-tuple may send two copies down
+# two paths (the `multipath` section says when that was seen).
+FLOW_IDENTITY = "fresh source port per copy"
+RESIDUAL_TRY_BOUND = 3.5  # seconds for one try: a SYN and its one retransmission (1 s, then 2 s)
+RESIDUAL_SETTINGS = Settings(syn_retries=1, data_retries=1)
+
+
+def residual_outcome(packets, flow) -> str:
+    """What a fresh try met: the server's data (passed, whatever came after it), else a reset (to
+    the SYN or to the request), else nothing (no SYN-ACK, or the request unanswered)."""
+    received = [p for p in packets if flow.toward_client(p)]
+    if any(p.length and "R" not in p.flags for p in received):
+        return PASSED
+    if any("R" in p.flags for p in received):
+        return RESET
+    return SILENT
+
+
+def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
+                   network: Network | None = None) -> tuple[ResidualFinding | None, list[Frame]]:
+    """After interference: are fresh connections to the same address and port, carrying the
+    control's innocuous request, blocked too, and until when? Tries on `ResidualWatch`'s schedule
+    (counted from when the trigger left), one connection at a time, each closed with resets; the
+    reasoning is in `probe.engine.residual`. None when the exchange sent no request."""
+    flow = measurement.flow
+    request = next((p for p in measurement.packets if flow.sent_by_client(p) and p.length), None)
+    if request is None:
+        return None, []
+    bound = options.residual_time if options.residual_time is not None else options.max_time
+    watch = ResidualWatch(open_before=server_ttl_of(measurement) is not None, max_time_s=bound)
+    if watch.next_try() is None:
+        return watch.finding(), []
+    network = network or Network.real()
+    trigger_at = network.clock() - (network.wall() - request.t)  # the request's kernel time on our clock
+    check = CheckOptions(request=options.request, settings=RESIDUAL_SETTINGS, tls=options.tls)
+    frames: list[Frame] = []
+    flows = Flows(network)
+    with ExitStack() as stack:
+        loop = Loop.opened(network, stack, [target.address], keep_late=True)
+        while (at := watch.next_try()) is not None:
+            while (remaining := trigger_at + at - network.clock()) > 0:
+                loop.take(remaining)  # late packets of earlier tries are still recorded meanwhile
+            flow, reservation = flows.open(target.address, target.port)
+            try:
+                exchange = new_exchange(target, flow, check, network.crafter, host=options.control_host,
+                                        plan=Plan(max_time=RESIDUAL_TRY_BOUND, linger=0.0))
+                started = network.clock()
+                loop.add([exchange])
+                loop.run_until(lambda: exchange.done)
+            finally:
+                reservation.close()
+            if exchange.error is not None:
+                raise ProbeError(exchange.error)
+            outcome = residual_outcome(exchange.measurement.packets, flow)
+            watch.record(round(started - trigger_at, 3), outcome)
+            frames += exchange.measurement.frames
+            if say is not None:
+                say(f"  residual try at +{started - trigger_at:.1f} s: {outcome}")
+        loop.finish()
+    return watch.finding(), frames
+
+
 def localize(target: Target, measurement, analysis, options: TraceOptions, always: bool = False,
-             on_progress=None, on_hop=None) -> Localization | None:
+             on_progress=None, on_hop=None, network: Network | None = None) -> Localization | None:
     """Run whichever TTL sweep can place the box this exchange points at (`locating_step`);
     None when there is no reason to. `on_hop` gets each hop of a request trace as it is learned."""
     say = on_progress or (lambda line: None)
@@ -273,8 +358,26 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
                             wait=wait, on_progress=say)
         return by_sweeps(measurement, sweeps, locate(sweeps.tcp, sweeps.echo, target.address))
     if step == "trace":
+        residual, frames = None, []
+        if needs_trace(analysis):
+            say(f"trying fresh connections to {target.address} port {target.port} with an innocuous request "
+                f"(residual blocking?) ...")
+            residual, frames = watch_residual(target, measurement, options, say, network)
+            analysis = with_residual(analysis, residual, target)
+            if residual is not None and residual.seen and residual.first_passed_s is None:
+                # every copy would meet the block, not the box: nothing to trace
+                return Localization(analysis, {"residual_blocking": residual_json(residual)}, frames)
         say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
         traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement), on_progress=say,
-                           on_hop=on_hop)
-        return by_trace(analysis, traced, trigger_words(target, options))
+                           on_hop=on_hop, network=network)
+        found = by_trace(analysis, traced, trigger_words(target, options))
+        found.extra["residual_blocking"] = residual_json(residual)
+        found.frames[:0] = frames
+        return found
     return None
+
+
+def with_residual(analysis, residual: ResidualFinding | None, target: Target):
+    """The analysis with residual blocking's sentence added to its explanation, when it was seen."""
+    said = sentence(residual, target.address, target.port) if residual is not None else None
+    return replace(analysis, explanation=f"{analysis.explanation} {said}") if said else analysis

@@ -58,7 +58,8 @@ def check(
         from probe.trace import TraceOptions, localize
 
         found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
-                                                                     control_host=control_host, tls=options.tls),
+                                                                     control_host=control_host, tls=options.tls,
+                                                                     residual_time=max_time),
                          on_progress=say)
         if found is not None:
             analysis, extra, frames = found.analysis, found.extra, frames + found.frames

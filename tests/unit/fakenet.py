@@ -12,7 +12,9 @@ with TTL 64 - (distance - 1)), router k is 198.51.100.k and answers a packet who
 out there with ICMP time exceeded quoting it, and the server answers ICMP echo. A box may sit
 at hop `box_at`: "tap" answers a request for `BOX_HOST` that reaches it with a forged RST/ACK
 in the server's name (arriving with the box's own TTL) and lets the request go on; "syn-firewall"
-answers every SYN that reaches it with a RST/ACK and lets none pass.
+answers every SYN that reaches it with a RST/ACK and lets none pass; "residual" answers a
+request for `BOX_HOST` as the tap does, then resets every SYN toward the same address and port
+for `residual_for` seconds (a GFW-style block of the 3-tuple).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class FakeNet:
 
     def __init__(self, icmp_for: set[str] = frozenset(), dead: set[str] = frozenset(),
                  forged_unreachable: set[str] = frozenset(), distance: int | None = None,
-                 box_at: int | None = None, box: str = "tap"):
+                 box_at: int | None = None, box: str = "tap", residual_for: float = 20.0):
         self.now = 1000.0
         self.queue: list = []  # (arrival, n, Frame)
         self.n = itertools.count()
@@ -54,6 +56,7 @@ class FakeNet:
         self.server_ids = itertools.count(1)
         self.max_in_flight = 0
         self.distance, self.box_at, self.box = distance, box_at, box
+        self.residual_for, self.blocked_until = residual_for, None
 
     def clock(self) -> float:
         return self.now
@@ -105,7 +108,13 @@ class FakeNet:
             if self.box == "syn-firewall" and record.flags == "S":
                 self.deliver(box.build(Segment("RA", 0, record.seq + 1, 0)), 2 * hop_time * self.box_at, False)
                 return False
-            if self.box == "tap" and BOX_HOST in record.payload:
+            if self.box == "residual" and record.flags == "S" and self.blocked_until is not None \
+                    and self.now < self.blocked_until:
+                self.deliver(box.build(Segment("RA", 0, record.seq + 1, 0)), 2 * hop_time * self.box_at, False)
+                return False
+            if self.box == "residual" and BOX_HOST in record.payload:
+                self.blocked_until = self.now + self.residual_for
+            if self.box in ("tap", "residual") and BOX_HOST in record.payload:
                 self.deliver(box.build(Segment("RA", 7001, record.seq + record.length, 0)),
                              2 * hop_time * self.box_at, False)
         if record.ttl < self.distance:
@@ -182,7 +191,7 @@ class FakeNet:
 
         capture, default_sender, guard = self.classes()
         return Network(capture, sender or default_sender, guard, StructCrafter, FakePort,
-                       lambda address, port: client, set, self.clock)
+                       lambda address, port: client, set, self.clock, self.clock)
 
 
 class FailingSender:

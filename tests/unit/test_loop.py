@@ -163,3 +163,51 @@ def test_a_refused_sweep_probe_is_an_error():
     with pytest.raises(ProbeError, match="refused"):
         run_sweeps(CLIENT, "203.0.113.80", 80, max_ttl=8, wait=0.5,
                    network=net.network(FailingSender(net, 2, REFUSED)))
+
+
+# --- residual blocking: fresh tries after the trigger, through the same loop -----------------------
+
+
+def checked(net: FakeNet):
+    """The full-TTL exchange of `probe check` against the fake path, and its analysis."""
+    measurement = run_check(target("203.0.113.80", 80), network=net.network())
+    return measurement, analyze_flow(measurement.packets, measurement.flow)
+
+
+@pytest.mark.parametrize("duration", [5.0, 12.0])
+def test_residual_blocking_is_seen_with_its_duration(duration):
+    from probe.trace import watch_residual
+
+    net = FakeNet(distance=4, box_at=2, box="residual", residual_for=duration)
+    measurement, analysis = checked(net)
+    assert analysis.verdict == "middlebox-reset"
+    finding, frames = watch_residual(target("203.0.113.80", 80), measurement, TraceOptions(max_time=30),
+                                     network=net.network())
+    assert finding.seen and finding.began_after_trigger and finding.blocked_by == "reset"
+    request = next(p for p in measurement.packets if measurement.flow.sent_by_client(p) and p.length)
+    block_ends = request.t + duration - request.t  # the box blocks from the request it saw
+    assert finding.last_blocked_s < block_ends <= finding.first_passed_s <= block_ends + 1.1
+    assert frames  # the tries' packets go to the pcap
+
+
+def test_a_box_without_residual_blocking_lets_the_tries_pass():
+    from probe.trace import watch_residual
+
+    net = FakeNet(distance=4, box_at=2, box="tap")
+    measurement, analysis = checked(net)
+    assert analysis.verdict == "middlebox-reset"
+    finding, _ = watch_residual(target("203.0.113.80", 80), measurement, TraceOptions(max_time=30),
+                                network=net.network())
+    assert not finding.seen and [t.outcome for t in finding.tries] == ["passed", "passed"]
+
+
+def test_the_trace_after_a_residual_block_names_the_hop():
+    from probe.trace import localize
+
+    net = FakeNet(distance=4, box_at=2, box="residual", residual_for=6.0)
+    measurement, analysis = checked(net)
+    found = localize(target("203.0.113.80", 80), measurement, analysis, TraceOptions(max_time=60),
+                     network=net.network())
+    assert found.extra["residual_blocking"]["seen"]
+    assert found.analysis.hop == 2 and "residual blocking" in found.analysis.explanation
+    assert found.extra["trace"]["flow_identity"] == "fresh source port per copy"
