@@ -98,13 +98,7 @@ class OpenFlow:
     @property
     def records(self) -> list[PacketRecord]:
         """The kept packets as the engine's records, in the order they came."""
-        records, raw, position = [], self.raw, 0
-        while position < len(raw):
-            t, length = _KEPT.unpack_from(raw, position)
-            position += _KEPT.size
-            records.append(parse_ip(bytes(raw[position:position + length]), t))
-            position += length
-        return records
+        return records_of(self.raw)
 
     def elide(self, t: float, source: bytes, ttl: int, flags: int) -> bool:
         """Past KEEP_ALL packets, skip (and count) plain segments that arrive as the last one from
@@ -186,6 +180,17 @@ class OpenFlow:
             self.fins_acked.add(other)
             if len(self.fins_acked) == 2:
                 self.closed_at = self.closed_at or t
+
+
+def records_of(raw: bytearray) -> list[PacketRecord]:
+    """A flow's kept packets (`OpenFlow.raw`) as the engine's records, in the order they came."""
+    records, position = [], 0
+    while position < len(raw):
+        t, length = _KEPT.unpack_from(raw, position)
+        position += _KEPT.size
+        records.append(parse_ip(bytes(raw[position:position + length]), t))
+        position += length
+    return records
 
 
 def _flag_bits(letters: str) -> int:
@@ -598,13 +603,33 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
     engine (`judge`); `progress(bytes read, file size)` is called as the file is read."""
-    from probe.pcapfile import ip_packets
+    fast = fast_path()
+    if fast is not None:
+        table = fast.FastFlowTable(wanted)
+        flows = fast.flows_of_file(path, table, table.totals.warnings, progress)
+    else:
+        from probe.pcapfile import ip_packets
 
-    table = FlowTable(wanted)
+        table = FlowTable(wanted)
+        flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
     with _fewer_collections():
-        for open_flow in stream_flows(ip_packets(path, table.totals.warnings, progress), table):
+        for open_flow in flows:
             on_result(judge(open_flow, summarise))
     return table.totals
+
+
+def fast_path():
+    """The compiled flow table and pcap reader (`probe._fastscan`), or None: not built (no C
+    compiler when installed), or `PROBE_PURE=1` in the environment (the pure code, the reference)."""
+    import os
+
+    if os.environ.get("PROBE_PURE") == "1":
+        return None
+    try:
+        from probe import _fastscan
+    except ImportError:
+        return None
+    return _fastscan
 
 
 @contextmanager
