@@ -151,6 +151,10 @@ cdef class FastOrdinary:
         ordinary.client_count = 1
         return ordinary
 
+    def holds(self):
+        """`Ordinary.holds`."""
+        return self.still and self.has_answer
+
     def verdict(self):
         """`Ordinary.verdict`, by the pure class (one place for its sentences)."""
         if not self.still or not self.has_answer:
@@ -176,7 +180,9 @@ cdef class FastFlow:
     cdef public bytearray raw
     cdef public Py_ssize_t count, elided
     cdef public double last_t, wait
-    cdef bint closed, has_fin[2], fin_acked[2]
+    cdef bint closed
+    cdef bint has_fin[2]
+    cdef bint fin_acked[2]
     cdef double closed_t
     cdef uint32_t fin_end[2]
     cdef int last_ttl[2]  # the TTL of the last packet of each side (-1: none yet); by address in the pure code
@@ -537,7 +543,7 @@ cdef class FastFlowTable:
             complete += 1
             t = seconds + fraction / 1e6
             if marker >= 0:
-                if length >= marker + 2:
+                if <Py_ssize_t>length >= marker + 2:
                     kind = data + start + marker
                     if (kind[0] == 0x08 and kind[1] == 0x00) or (kind[0] == 0x86 and kind[1] == 0xdd):
                         # `buffer[start + fixed:end]`: empty when the record is shorter than the link header

@@ -247,6 +247,7 @@ class FlowResult:
     summarised: bool = False
     count: int = 0
     first_t: float = 0.0
+    prepared: object = field(default=None, compare=False)  # what `analyze_stream`'s `prepare` made of it
 
     @property
     def start(self) -> float:
@@ -583,7 +584,7 @@ def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
             evidence, rtt_ms, note = found
             notes = (note,) if note else ()
             analysis = Analysis("clean", None, None, rtt_ms, (), " ".join((CLEAN,) + notes), None, notes)
-            return FlowResult(replace(flow, vantage="client"), [], analysis, Vantage("client", evidence),
+            return FlowResult(flow, [], analysis, Vantage("client", evidence),  # Flow's vantage is "client"
                               open_flow.elided, True, open_flow.count, open_flow.ordinary.syn_t)
     records = open_flow.records
     vantage = find_vantage(records, flow)
@@ -599,10 +600,14 @@ def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
 
 
 def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None],
-                   summarise: bool = False, progress: Callable[[int, int], None] | None = None) -> Totals:
+                   summarise: bool = False, progress: Callable[[int, int], None] | None = None,
+                   workers: int = 0, prepare: Callable[[FlowResult], object] | None = None) -> Totals:
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
-    engine (`judge`); `progress(bytes read, file size)` is called as the file is read."""
+    engine (`judge`); `progress(bytes read, file size)` is called as the file is read. `workers`:
+    processes that run the engine beside the reader (`Judges`); `prepare(result)`, when given, is
+    run in the worker that judged a flow and its answer kept in `result.prepared` (the caller's
+    rendering, done in parallel too)."""
     fast = fast_path()
     if fast is not None:
         table = fast.FastFlowTable(wanted)
@@ -612,10 +617,110 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
 
         table = FlowTable(wanted)
         flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
-    with _fewer_collections():
+    with _fewer_collections(), Judges(on_result, summarise, workers, prepare) as judges:
         for open_flow in flows:
-            on_result(judge(open_flow, summarise))
+            judges.add(open_flow)
     return table.totals
+
+
+_WORKER_PREPARE: list = [None]  # `prepare` for the worker processes (inherited by fork, not pickled)
+
+
+def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
+    """In a worker: judge flows sent as (client, client port, server, server port, kept bytes, elided)."""
+    results = []
+    for client, client_port, server, server_port, raw, elided in batch:
+        open_flow = OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
+        result = judge(open_flow)
+        prepare = _WORKER_PREPARE[0]
+        results.append(result if prepare is None else replace(result, prepared=prepare(result)))
+    return results
+
+
+class Judges:
+    """Judge finished flows and hand the results on in the order the flows finished, as `judge`
+    one by one would. With `workers`, a flow that needs the engine is sent (its kept bytes, in
+    batches) to a pool of forked processes while the reader goes on; an ordinary flow is
+    summarised here at once, and waits in line behind the flows sent before it. At most
+    `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
+
+    BATCH_PACKETS = 4_000  # a batch is sent when its flows hold this many packets (or BATCH_FLOWS flows)
+    BATCH_FLOWS = 64
+    IN_FLIGHT = 3
+
+    def __init__(self, on_result: Callable[[FlowResult], None], summarise: bool, workers: int,
+                 prepare: Callable[[FlowResult], object] | None):
+        self.on_result, self.summarise, self.workers, self.prepare = on_result, summarise, workers, prepare
+        self.pool = None
+        self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
+        self.head = 0
+        self.batch: list[tuple] = []
+        self.sent: list = []  # the future of the batch being filled, once it is sent
+        self.batch_packets = 0
+        self.in_flight: list = []
+
+    def __enter__(self) -> "Judges":
+        if self.workers > 0:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            _WORKER_PREPARE[0] = self.prepare
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+        return self
+
+    def __exit__(self, kind, _value, _traceback) -> None:
+        try:
+            if kind is None and self.pool is not None:
+                self._send()
+                self._hand_on(wait=True)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+            _WORKER_PREPARE[0] = None
+
+    def add(self, open_flow) -> None:
+        if self.pool is None:
+            return self.on_result(judge(open_flow, self.summarise))
+        if self.summarise and open_flow.ordinary is not None and open_flow.ordinary.holds():
+            self.line.append(judge(open_flow, True))  # `prepare` is for the engine's flows
+        else:
+            self.line.append((self.sent, len(self.batch)))  # its batch's future (once sent), its place there
+            self.batch.append((open_flow.client, open_flow.client_port, open_flow.server, open_flow.server_port,
+                               bytes(open_flow.raw), open_flow.elided))
+            self.batch_packets += open_flow.count
+            if self.batch_packets >= self.BATCH_PACKETS or len(self.batch) >= self.BATCH_FLOWS:
+                self._send()
+        self._hand_on(wait=False)
+
+    def _send(self) -> None:
+        if not self.batch:
+            return
+        future = self.pool.submit(_judge_batch, self.batch)
+        self.in_flight.append(future)
+        self.sent.append(future)
+        self.batch, self.sent, self.batch_packets = [], [], 0
+        while len(self.in_flight) > self.IN_FLIGHT * self.workers:
+            self.in_flight.pop(0).result()  # wait for the oldest: the reader is ahead enough
+
+    def _hand_on(self, wait: bool) -> None:
+        """Hand on every result at the head of the line that is ready (with `wait`, all of them)."""
+        line = self.line
+        while self.head < len(line):
+            item = line[self.head]
+            if type(item) is tuple:
+                sent, index = item
+                if not sent:
+                    break  # in the batch not yet sent
+                if not wait and not sent[0].done():
+                    break
+                item = sent[0].result()[index]
+            line[self.head] = None
+            self.head += 1
+            self.on_result(item)
+        if self.head > 4096 and self.head * 2 > len(line):
+            del line[:self.head]
+            self.head = 0
+        self.in_flight = [future for future in self.in_flight if not future.done()]
 
 
 def fast_path():

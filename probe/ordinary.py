@@ -120,10 +120,14 @@ class Ordinary:
         if flags & _FIN:
             self.server_next = (self.server_next + 1) % MOD32
 
+    def holds(self) -> bool:
+        """Ordinary to the end so far: `verdict` will not be None."""
+        return self.still and self.answer_t is not None
+
     def verdict(self) -> tuple[str, float, str | None] | None:
         """(vantage evidence, handshake round trip in ms, the engine's note or None) of a flow the
         engine would call clean, or None when the flow is not ordinary to its end."""
-        if not self.still or self.answer_t is None:
+        if not self.holds():
             return None
         evidence = (f"the client's SYN has TTL {self.syn_ttl}, the server's SYN-ACK TTL {self.synack_ttl}: "
                     f"the client's packets had not yet crossed a router")

@@ -116,27 +116,38 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
 
     spool, rows, codes = _Spool(), [], []
 
+    def text_of(result) -> str | None:
+        """What the flow prints besides its row: its JSON, or its packet table (not clean, or --verbose)."""
+        if json_output:
+            return json.dumps(analyzed_flow_json(result), indent=2)
+        if verbose or result.analysis.verdict != "clean":
+            row = flow_row(result)
+            return (f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: {result.vantage.evidence})\n"
+                    f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
+                    f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
+                    f"{result.analysis.explanation}\n")
+        return None
+
+    def prepare(result) -> str | None:
+        """`text_of`, in the worker that judged the flow; not for a trace's flows (judged again at the end)."""
+        return None if is_trace_probe(result) else text_of(result)
+
     def render(result) -> None:
         start = result.start
         codes.append(exit_code_for(result.analysis.verdict, result.analysis.hop))
         rows.append((start, flow_row(result)))
-        if json_output:
-            spool.add(start, json.dumps(analyzed_flow_json(result), indent=2))
-        elif verbose or result.analysis.verdict != "clean":
-            row = flow_row(result)
-            spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
-                             f"{result.vantage.evidence})\n"
-                             f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
-                             f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
-                             f"{result.analysis.explanation}\n")
+        text = result.prepared if result.prepared is not None else text_of(result)
+        if text is not None:
+            spool.add(start, text)
 
-    from probe.analyze_trace import TraceCollector, control_fates
+    from probe.analyze_trace import TraceCollector, control_fates, is_trace_probe
 
     control_traces = control_fates(control) if control is not None else None
     collector = TraceCollector(render)
     with _progress_bar(path) as progress:
         # the table and the exit code need no more of an ordinary flow than its verdict (`probe.ordinary`)
-        totals = analyze_stream(path, wanted, collector.add, summarise=not (json_output or verbose), progress=progress)
+        totals = analyze_stream(path, wanted, collector.add, summarise=not (json_output or verbose), progress=progress,
+                                workers=_workers(path), prepare=prepare)
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
@@ -160,6 +171,23 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
 
 
 PROGRESS_FROM = 64 << 20  # bytes: a capture read in a few seconds needs no progress bar
+PARALLEL_FROM = 8 << 20  # bytes: below, starting worker processes costs more than they save
+
+
+def _workers(path: str) -> int:
+    """Processes that run the engine beside the reader (`analyze.Judges`): one per core for a big
+    capture, none for a small one or on one core; `PROBE_WORKERS=N` sets it."""
+    import os
+
+    chosen = os.environ.get("PROBE_WORKERS", "")
+    if chosen.isdigit():
+        return int(chosen)
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if size >= PARALLEL_FROM and cores > 1 else 0
 
 
 @contextmanager
