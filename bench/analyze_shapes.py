@@ -4,8 +4,9 @@
 
 Writes each capture reproducibly (a fixed seed), then times the two tools on it interleaved
 (probe, tshark, probe, tshark, ...; a fresh process each, so that a neighbour's load falls on both)
-and prints the median wall time, the median CPU time (user and system: steadier than the wall
-clock on a shared machine), the median peak RSS (ru_maxrss of the child) and the ratios:
+and prints the median wall time, the median CPU time (user and system, the workers' included:
+steadier than the wall clock on a shared machine), the median peak memory (the child's ru_maxrss,
+or the summed resident memory of it and its workers if larger) and the ratios:
 
 - `short`: short HTTP flows of 8 packets (handshake, request, one answer segment, FIN both ways,
   the last ACK), overlapping as on a busy link; 1 in 50 reset by a forged burst of three resets
@@ -30,6 +31,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,15 +42,47 @@ from analyze_speed import ETH, MSS, ROOT, generate, ip4, tcp_packet  # noqa: E40
 SNAPLEN = 96
 
 
+def _tree_rss(pid: int) -> int:
+    """The resident memory (bytes) of a process and all its descendants, summed (from /proc: shared
+    pages of forked workers are counted in each, so this is an upper bound)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/statm") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    pending += [int(child) for child in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def timed(argv: list[str]) -> tuple[float, float, int, float]:
-    """Run argv in a child; (wall seconds, peak RSS of that child in MB, exit status, CPU seconds
-    (user and system) of that child: on a shared machine the steadier of the two times)."""
+    """Run argv in a child; (wall seconds, peak memory in MB, exit status, CPU seconds (user and
+    system) of the child and its own children: on a shared machine the steadier of the two times).
+    The peak memory is the larger of the child's ru_maxrss and the sum of the resident memory of it
+    and its descendants (sampled every 20 ms): `probe analyze` forks workers for big captures."""
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # cwd: `-m` looks there first
+    peak = [0]
+
+    def sample() -> None:
+        while child.returncode is None:
+            peak[0] = max(peak[0], _tree_rss(child.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _pid, status, usage = os.wait4(child.pid, 0)
-    return (time.perf_counter() - started, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status),
+    child.returncode = os.waitstatus_to_exitcode(status)
+    sampler.join()
+    return (time.perf_counter() - started, max(usage.ru_maxrss * 1024, peak[0]) / 2**20, child.returncode,
             usage.ru_utime + usage.ru_stime)
+
+
 START = 1_700_000_000.0
 
 

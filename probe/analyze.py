@@ -699,6 +699,7 @@ class Judges:
         self.in_flight.append(future)
         self.sent.append(future)
         self.batch, self.sent, self.batch_packets = [], [], 0
+        self.in_flight = [future for future in self.in_flight if not future.done()]
         while len(self.in_flight) > self.IN_FLIGHT * self.workers:
             self.in_flight.pop(0).result()  # wait for the oldest: the reader is ahead enough
 
@@ -720,7 +721,6 @@ class Judges:
         if self.head > 4096 and self.head * 2 > len(line):
             del line[:self.head]
             self.head = 0
-        self.in_flight = [future for future in self.in_flight if not future.done()]
 
 
 def fast_path():
