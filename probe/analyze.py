@@ -237,7 +237,8 @@ class Vantage:
 class FlowResult:
     """One judged flow: the engine's analysis of its records, seen from where it was captured. A
     flow summarised by the pre-judgement (`summarised`) has no records and no attributions: its
-    `count` packets, from the first at `first_t`, are all their senders' own."""
+    `count` packets, from the first at `first_t`, are all their senders' own. A flow judged in a
+    worker whose `prepared` rendering is there comes back without them too (`count`, `first_t`)."""
 
     flow: Flow
     packets: list[PacketRecord]
@@ -257,7 +258,7 @@ class FlowResult:
     @property
     def packet_count(self) -> int:
         """The flow's packets, those elided included."""
-        return (self.count if self.summarised else len(self.packets)) + self.elided
+        return (len(self.packets) if self.packets else self.count) + self.elided
 
 
 @dataclass
@@ -606,8 +607,8 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
     engine (`judge`); `progress(bytes read, file size)` is called as the file is read. `workers`:
     processes that run the engine beside the reader (`Judges`); `prepare(result)`, when given, is
-    run in the worker that judged a flow and its answer kept in `result.prepared` (the caller's
-    rendering, done in parallel too)."""
+    run in the worker that judged a flow and its answer, unless None, kept in `result.prepared` (the
+    caller's rendering, done in parallel too), the packets and attributions then left behind."""
     fast = fast_path()
     if fast is not None:
         table = fast.FastFlowTable(wanted)
@@ -633,7 +634,11 @@ def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
         open_flow = OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
         result = judge(open_flow)
         prepare = _WORKER_PREPARE[0]
-        results.append(result if prepare is None else replace(result, prepared=prepare(result)))
+        prepared = None if prepare is None else prepare(result)
+        if prepared is not None:  # what the caller needs of the packets is in `prepared`: not sent back
+            result = replace(result, packets=[], count=len(result.packets), first_t=result.start, prepared=prepared,
+                             analysis=replace(result.analysis, attributions=()))
+        results.append(result)
     return results
 
 
