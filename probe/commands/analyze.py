@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import struct
+import tempfile
 from contextlib import contextmanager
 from typing import List, Optional
 
@@ -48,23 +51,52 @@ def worst_exit_code(codes: list[int]) -> int:
 
 
 class _Spool:
-    """Rendered flows on disk, not in memory: a capture may hold a million flows. Printed in the
-    order the flows started, whatever order they finished in."""
+    """Rendered flows on disk, not in memory: a capture may hold ten million flows. Read back in the
+    order the flows started, whatever order they finished in (flows that started at the same time
+    in the order they came). The index is sorted in runs of `RUN` entries, each written to disk as
+    it fills, and the runs are merged on the way out, so memory does not grow with the flows."""
+
+    RUN = 1 << 16
+    _ENTRY = struct.Struct("=dqqq")  # start, arrival, offset, length
 
     def __init__(self):
-        import tempfile
-
         self.file = tempfile.TemporaryFile()
-        self.entries: list[tuple[float, int, int]] = []
+        self.index = tempfile.TemporaryFile()
+        self.entries: list[tuple[float, int, int, int]] = []
+        self.runs: list[tuple[int, int]] = []  # (where in `index`, entries)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
 
     def add(self, start: float, text: str) -> None:
         data = text.encode()
-        self.entries.append((start, self.file.tell(), len(data)))
+        self.entries.append((start, self.count, self.file.tell(), len(data)))
         self.file.write(data)
+        self.count += 1
+        if len(self.entries) >= self.RUN:
+            self._write_run()
+
+    def _write_run(self) -> None:
+        self.entries.sort()
+        self.index.seek(0, 2)
+        self.runs.append((self.index.tell(), len(self.entries)))
+        self.index.write(b"".join(self._ENTRY.pack(*entry) for entry in self.entries))
+        self.entries = []
+
+    def _run(self, where: int, count: int):
+        entry, chunk = self._ENTRY, 4096
+        for first in range(0, count, chunk):
+            self.index.seek(where + first * entry.size)
+            data = self.index.read(min(chunk, count - first) * entry.size)
+            yield from entry.iter_unpack(data)
 
     def texts(self):
         self.file.flush()
-        for _start, offset, length in sorted(self.entries):
+        self.index.flush()
+        self.entries.sort()
+        runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
+        for _start, _arrival, offset, length in heapq.merge(*runs):
             self.file.seek(offset)
             yield self.file.read(length).decode()
         self.file.seek(0, 2)
@@ -110,11 +142,10 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     import sys
 
     from probe.analyze import analyze_stream
-    from probe.analyze_report import (analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row,
-                                      flows_table)
+    from probe.analyze_report import FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row
     from probe.report import SCHEMA, packet_table
 
-    spool, rows, codes = _Spool(), [], []
+    spool, table, codes = _Spool(), FlowsTable(_Spool()), set()
 
     def text_of(result) -> str | None:
         """What the flow prints besides its row: its JSON, or its packet table (not clean, or --verbose)."""
@@ -134,8 +165,8 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
 
     def render(result) -> None:
         start = result.start
-        codes.append(exit_code_for(result.analysis.verdict, result.analysis.hop))
-        rows.append((start, flow_row(result)))
+        codes.add(exit_code_for(result.analysis.verdict, result.analysis.hop))  # the worst is all that counts
+        table.add(start, flow_row(result))
         text = result.prepared if result.prepared is not None else text_of(result)
         if text is not None:
             spool.add(start, text)
@@ -162,7 +193,8 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     else:
         for text in spool.texts():
             print(text)
-        print(flows_table([row for _start, row in sorted(rows, key=lambda item: item[0])]))
+        for line in table.lines():  # line by line: ten million flows make a big table
+            print(line)
         for trace in traces:
             print("\n" + capture_trace_text(trace))
         _say_warnings(totals.warnings)
