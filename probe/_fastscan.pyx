@@ -24,6 +24,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
 import os
+import struct
 
 from probe import analyze as _az
 from probe import ordinary as _ord
@@ -189,6 +190,7 @@ cdef class FastFlow:
     cdef public FastOrdinary ordinary_state
     cdef bytes client_end
     cdef bint same_address  # both ends one address: `last_ttl` is then one entry, as the pure dict is
+    cdef public str source  # the classic pcap file the packets kept by place are read back from
 
     def __init__(self, str client, int client_port, str server, int server_port, isn, bytes client_end,
                  bint same_address):
@@ -203,6 +205,7 @@ cdef class FastFlow:
         self.ordinary_state = None
         self.client_end = client_end
         self.same_address = same_address
+        self.source = None
 
     @property
     def ordinary(self):
@@ -222,7 +225,14 @@ cdef class FastFlow:
 
     @property
     def records(self):
-        return _records_of(self.raw)
+        """The kept packets as records (`analyze.records_of`); those kept by place read back from the file."""
+        return records_of_file(self.raw, self.source)
+
+    def detach(self):
+        """What a worker process needs to judge the flow (`analyze.Judges`): no copy of the packets
+        kept by place, only where they are."""
+        return (self.client, self.client_port, self.server, self.server_port, bytes(self.raw), self.elided,
+                self.source)
 
     cdef inline void note_ttl(self, int side, int ttl):
         self.last_ttl[side] = ttl
@@ -239,17 +249,24 @@ cdef class FastFlow:
         self.elided += 1
         return True
 
-    cdef void keep(self, double t, const unsigned char* packet, Py_ssize_t n):
-        """`OpenFlow._keep`: the time and length (`analyze._KEPT`, native order), then the bytes."""
+    cdef void keep(self, double t, const unsigned char* packet, Py_ssize_t n, long long at):
+        """`OpenFlow._keep`: the time and length (`analyze._KEPT`, native order), then the bytes; or,
+        for a packet at offset `at` (not -1) of the file, the length with its top bit set and the
+        offset: read back only if the flow goes to the engine (most never do)."""
         cdef Py_ssize_t old = PyByteArray_GET_SIZE(self.raw)
         cdef uint32_t length = <uint32_t>n
         cdef char* to
-        if self.closed:
-            if 2 * (t - self.last_t) > self.wait:
-                self.wait = 2 * (t - self.last_t)
-            if self.wait > LATE_MAX:
-                self.wait = LATE_MAX
-        self.last_t = t
+        if at >= 0:
+            self.note_time(t)
+            length |= 0x80000000u
+            PyByteArray_Resize(self.raw, old + 20)
+            to = PyByteArray_AS_STRING(self.raw) + old
+            memcpy(to, &t, 8)
+            memcpy(to + 8, &length, 4)
+            memcpy(to + 12, &at, 8)
+            self.count += 1
+            return
+        self.note_time(t)
         PyByteArray_Resize(self.raw, old + 12 + n)
         to = PyByteArray_AS_STRING(self.raw) + old
         memcpy(to, &t, 8)
@@ -257,16 +274,24 @@ cdef class FastFlow:
         memcpy(to + 12, packet, n)
         self.count += 1
 
-    cdef void add_other(self, double t, const unsigned char* packet, Py_ssize_t n):
+    cdef inline void note_time(self, double t):
+        if self.closed:
+            if 2 * (t - self.last_t) > self.wait:
+                self.wait = 2 * (t - self.last_t)
+            if self.wait > LATE_MAX:
+                self.wait = LATE_MAX
+        self.last_t = t
+
+    cdef void add_other(self, double t, const unsigned char* packet, Py_ssize_t n, long long at):
         """`OpenFlow.add_other`."""
-        self.keep(t, packet, n)
+        self.keep(t, packet, n, at)
         if self.ordinary_state is not None:
             self.ordinary_state.still = False
         else:
             self.ordinary_state = NOT_ORDINARY
 
     cdef void add_tcp(self, double t, const unsigned char* packet, Py_ssize_t n, Py_ssize_t l4, bint from_client,
-                      int ttl, int flags):
+                      int ttl, int flags, long long at):
         """`OpenFlow.add_tcp`."""
         cdef Py_ssize_t ip_len = (packet[2] << 8) | packet[3]
         cdef Py_ssize_t end, offset, length
@@ -279,14 +304,14 @@ cdef class FastFlow:
             end = n
         offset = (packet[l4 + 12] >> 4) << 2
         if offset < 20 or offset > end - l4:
-            self.add_other(t, packet, n)
+            self.add_other(t, packet, n, at)
             return
         length = end - l4 - offset + (ip_len - end if ip_len > end else 0)
         seq = (<uint32_t>packet[l4 + 4] << 24) | (<uint32_t>packet[l4 + 5] << 16) | (<uint32_t>packet[l4 + 6] << 8) \
             | packet[l4 + 7]
         ack = (<uint32_t>packet[l4 + 8] << 24) | (<uint32_t>packet[l4 + 9] << 16) | (<uint32_t>packet[l4 + 10] << 8) \
             | packet[l4 + 11]
-        self.keep(t, packet, n)
+        self.keep(t, packet, n, at)
         ordinary = self.ordinary_state
         if ordinary is None:
             self.ordinary_state = FastOrdinary(t, ttl, flags, seq, ip_id, 4) if from_client else NOT_ORDINARY
@@ -298,12 +323,12 @@ cdef class FastFlow:
         if flags & (RST | FIN) or self.has_fin[0] or self.has_fin[1]:
             self.follow_close(t, from_client, flags, seq, ack, <uint32_t>length)
 
-    cdef void add_record(self, double t, const unsigned char* packet, Py_ssize_t n, record):
+    cdef void add_record(self, double t, const unsigned char* packet, Py_ssize_t n, record, long long at):
         """`OpenFlow.add_record` (IPv6)."""
         if record.proto != "tcp":
-            self.add_other(t, packet, n)
+            self.add_other(t, packet, n, at)
             return
-        self.keep(t, packet, n)
+        self.keep(t, packet, n, at)
         self.ordinary_state = NOT_ORDINARY
         self.follow_close(t, record.src == self.client and record.sport == self.client_port,
                           _flag_bits(record.flags), record.seq % 2**32, record.ack % 2**32, record.length % 2**32)
@@ -352,6 +377,7 @@ cdef class FastFlowTable:
     """`analyze.FlowTable`, compiled: feed packets in capture order, get finished flows back."""
 
     cdef public object wanted, totals
+    cdef public str source  # set by `flows_of_file` while it reads a classic pcap: packets are kept by place
     cdef public dict open
     cdef set _unwanted
     cdef object _finished
@@ -372,6 +398,7 @@ cdef class FastFlowTable:
         self.packets = self.ipv6_packets = self.tcp_packets = self.without_handshake = self.late = 0
         self.filtered_out = self.flows = 0
         self.done = []
+        self.source = None
 
     def sync(self):
         """Write the counters into `totals` (the pure table counts there directly)."""
@@ -384,13 +411,14 @@ cdef class FastFlowTable:
 
     def feed(self, double t, bytes packet):
         """`FlowTable.feed`: one IPv4 or IPv6 packet; the flows finished as of its time."""
-        self.feed_at(t, packet, len(packet), packet)
+        self.feed_at(t, packet, len(packet), packet, -1)
         done, self.done = self.done, []
         return done
 
-    cdef void feed_at(self, double t, const unsigned char* packet, Py_ssize_t n, object as_bytes):
+    cdef void feed_at(self, double t, const unsigned char* packet, Py_ssize_t n, object as_bytes, long long at):
         """`FlowTable.feed` over bytes at a pointer (`as_bytes`: the same bytes as an object, or None
-        to make them only if a Python helper needs them). Finished flows go to `self.done`."""
+        to make them only if a Python helper needs them; `at`: their offset in `source`, or -1).
+        Finished flows go to `self.done`."""
         cdef int version, proto, ttl, flags, width
         cdef Py_ssize_t l4
         cdef const unsigned char* source
@@ -452,11 +480,11 @@ cdef class FastFlowTable:
                 return
             if version == 4:
                 if l4 >= 20:
-                    flow.add_tcp(t, packet, n, l4, from_client, ttl, flags)
+                    flow.add_tcp(t, packet, n, l4, from_client, ttl, flags, at)
             else:
                 record = parse_ip(as_bytes, t)
                 if record is not None:
-                    flow.add_record(t, packet, n, record)
+                    flow.add_record(t, packet, n, record, at)
         elif proto == (1 if version == 4 else 58) and n >= l4 + 8 \
                 and packet[l4] in (ICMP_ERROR_TYPES if version == 4 else ICMP6_ERROR_TYPES):
             if as_bytes is None:
@@ -466,7 +494,7 @@ cdef class FastFlowTable:
             if found_flow is not None:
                 record = parse_ip(as_bytes, t)
                 if record is not None and record.quoted is not None:
-                    (<FastFlow>found_flow).add_other(t, packet, n)
+                    (<FastFlow>found_flow).add_other(t, packet, n, at)
 
     cdef FastFlow start(self, bytes key, const unsigned char* source, const unsigned char* destination,
                         const unsigned char* ports, int width, uint32_t isn):
@@ -482,6 +510,7 @@ cdef class FastFlowTable:
         flow = FastFlow(client, client_port, server, server_port, isn,
                         source_bytes + PyBytes_FromStringAndSize(<const char*>ports, 2),
                         source_bytes == destination_bytes)
+        flow.source = self.source
         self.open[key] = flow
         return flow
 
@@ -520,10 +549,11 @@ cdef class FastFlowTable:
         self.sync()
         return flows
 
-    def scan(self, bytes buffer, Py_ssize_t position, int marker, int fixed, bint ethernet, object linktype):
+    def scan(self, bytes buffer, Py_ssize_t position, int marker, int fixed, bint ethernet, object linktype,
+             long long base):
         """Feed every complete record of a classic pcap (little-endian, microseconds) in `buffer`
-        from `position`; return (position of the first incomplete record, records read, the
-        length a record claims past MAX_RECORD or 0)."""
+        (which starts at offset `base` of the file) from `position`; return (position of the first
+        incomplete record, records read, the length a record claims past MAX_RECORD or 0)."""
         cdef const unsigned char* data = buffer
         cdef Py_ssize_t size = len(buffer), start, end, complete = 0
         cdef uint32_t seconds, fraction, length
@@ -548,16 +578,16 @@ cdef class FastFlowTable:
                     if (kind[0] == 0x08 and kind[1] == 0x00) or (kind[0] == 0x86 and kind[1] == 0xdd):
                         # `buffer[start + fixed:end]`: empty when the record is shorter than the link header
                         self.feed_at(t, data + start + fixed, end - start - fixed if end - start > fixed else 0,
-                                     None)
+                                     None, base + start + fixed if end - start > fixed else -1)
                         continue
                 if not ethernet:
                     continue
             elif fixed == 0:
-                self.feed_at(t, data + start, end - start, None)
+                self.feed_at(t, data + start, end - start, None, base + start)
                 continue
             packet = _pf.ip_payload(linktype, buffer[start:end])
             if packet is not None:
-                self.feed_at(t, packet, len(packet), packet)
+                self.feed_at(t, packet, len(packet), packet, -1)
         return position, complete, 0
 
     def take_done(self):
@@ -593,9 +623,10 @@ def flows_of_file(str path, table, warnings, progress=None):
                  _pf.LINK_LOOP: 4}.get(linktype, 0)
         marker = {_pf.LINK_ETHERNET: 12, _pf.LINK_SLL: 14, _pf.LINK_SLL2: 0}.get(linktype, -1)
         ethernet = linktype == _pf.LINK_ETHERNET
-        buffer, position, complete = b"", 0, 0
+        table.source = path
+        buffer, position, complete, base = b"", 0, 0, 24  # base: where `buffer` starts in the file
         while True:
-            position, read, too_long = table.scan(buffer, position, marker, fixed, ethernet, linktype)
+            position, read, too_long = table.scan(buffer, position, marker, fixed, ethernet, linktype, base)
             complete += read
             yield from table.take_done()
             if too_long:
@@ -603,6 +634,7 @@ def flows_of_file(str path, table, warnings, progress=None):
                                              f"make sense)", note)
                 break
             if len(buffer) - position < 16:  # the next record header is not all here
+                base += position
                 buffer = buffer[position:] + handle.read(CHUNK)
                 position = 0
                 if progress is not None:
@@ -614,6 +646,7 @@ def flows_of_file(str path, table, warnings, progress=None):
                     break
             else:  # a record longer than what is left: read at least all of it
                 claimed = int.from_bytes(buffer[position + 8:position + 12], "little")
+                base += position
                 buffer = buffer[position:] + handle.read(max(CHUNK, claimed + 16))
                 position = 0
                 if progress is not None:
@@ -622,3 +655,35 @@ def flows_of_file(str path, table, warnings, progress=None):
                     _pf._damaged(path, complete, "is truncated (the last record is cut short)", note)
                     break
         yield from table.drain()
+
+
+_KEPT_AT = struct.Struct("=dIq")
+
+
+def records_of_file(raw, source):
+    """`analyze.records_of` for a flow whose packets may be kept by place (`FastFlow.keep`): those
+    are read back from `source`, the capture file."""
+    if source is None:
+        return _records_of(raw)
+    records, position, kept, kept_at = [], 0, _az._KEPT, _KEPT_AT
+    with open(source, "rb") as handle:
+        descriptor = handle.fileno()
+        while position < len(raw):
+            t, length = kept.unpack_from(raw, position)
+            if length & 0x80000000:
+                _t, _length, at = kept_at.unpack_from(raw, position)
+                position += kept_at.size
+                packet = os.pread(descriptor, length & 0x7FFFFFFF, at)
+            else:
+                position += kept.size
+                packet = bytes(raw[position:position + length])
+                position += length
+            records.append(parse_ip(packet, t))
+    return records
+
+
+def revive(client, client_port, server, server_port, raw, elided, source):
+    """A flow from `FastFlow.detach`, in a worker process, for `analyze.judge`."""
+    flow = FastFlow(client, client_port, server, server_port, 0, b"", False)
+    flow.raw, flow.elided, flow.source = bytearray(raw), elided, source
+    return flow

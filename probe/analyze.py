@@ -100,6 +100,10 @@ class OpenFlow:
         """The kept packets as the engine's records, in the order they came."""
         return records_of(self.raw)
 
+    def detach(self) -> tuple:
+        """What a worker process needs to judge the flow (`Judges`; `_judge_batch` revives it)."""
+        return self.client, self.client_port, self.server, self.server_port, bytes(self.raw), self.elided, None
+
     def elide(self, t: float, source: bytes, ttl: int, flags: int) -> bool:
         """Past KEEP_ALL packets, skip (and count) plain segments that arrive as the last one from
         the same side did: SYN, FIN and RST segments, any change of TTL, and everything after a FIN
@@ -628,10 +632,14 @@ _WORKER_PREPARE: list = [None]  # `prepare` for the worker processes (inherited 
 
 
 def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
-    """In a worker: judge flows sent as (client, client port, server, server port, kept bytes, elided)."""
+    """In a worker: judge flows sent as `detach` gives them (the compiled table's with the file they
+    were read from: their packets are read back from it here)."""
     results = []
-    for client, client_port, server, server_port, raw, elided in batch:
-        open_flow = OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
+    for client, client_port, server, server_port, raw, elided, source in batch:
+        if source is None:
+            open_flow = OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
+        else:
+            open_flow = fast_path().revive(client, client_port, server, server_port, raw, elided, source)
         result = judge(open_flow)
         prepare = _WORKER_PREPARE[0]
         prepared = None if prepare is None else prepare(result)
@@ -690,8 +698,7 @@ class Judges:
             self.line.append(judge(open_flow, True))  # `prepare` is for the engine's flows
         else:
             self.line.append((self.sent, len(self.batch)))  # its batch's future (once sent), its place there
-            self.batch.append((open_flow.client, open_flow.client_port, open_flow.server, open_flow.server_port,
-                               bytes(open_flow.raw), open_flow.elided))
+            self.batch.append(open_flow.detach())
             self.batch_packets += open_flow.count
             if self.batch_packets >= self.BATCH_PACKETS or len(self.batch) >= self.BATCH_FLOWS:
                 self._send()

@@ -1,6 +1,6 @@
 """The compiled flow table and pcap reader (`probe/_fastscan.pyx`) against the pure code it
 mirrors (`analyze.FlowTable`, `ordinary.Ordinary`, `pcapfile.ip_packets`), and the parallel judging
-(`analyze.Judges`) against judging one flow at a time: the same flows (kept bytes, counts, close,
+(`analyze.Judges`) against judging one flow at a time: the same flows (kept packets, counts, close,
 pre-judgement), the same totals and warnings, and the same verdicts, explanations and origins,
 over every golden capture, every real capture of ../shared/realworld, the shapes of
 `bench/analyze_shapes.py` (small), damaged files and property-generated exchanges.
@@ -39,9 +39,10 @@ def test_the_extension_is_built():
 
 
 def flow_state(flow) -> tuple:
-    """Everything a finished flow carries to `analyze.judge`, and how it stood."""
+    """Everything a finished flow carries to `analyze.judge`, and how it stood (its kept packets as
+    the records they make: the compiled table keeps a classic pcap's packets by place, not bytes)."""
     ordinary = flow.ordinary
-    return (flow.client, flow.client_port, flow.server, flow.server_port, flow.client_isn, bytes(flow.raw),
+    return (flow.client, flow.client_port, flow.server, flow.server_port, flow.client_isn, flow.records,
             flow.count, flow.elided, flow.last_t, flow.closed_at, flow.wait, flow.fin_ends, flow.fins_acked,
             None if ordinary is None else (ordinary.still, ordinary.holds(), ordinary.verdict(), ordinary.syn_t))
 
