@@ -679,6 +679,7 @@ class Judges:
 
             _WORKER_PREPARE[0] = self.prepare
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            self.pool.submit(int).result()  # fork the workers now, while this process holds little
         return self
 
     def __exit__(self, kind, _value, _traceback) -> None:
