@@ -189,3 +189,19 @@ def test_workers_hand_on_the_same_results_in_the_same_order(tmp_path_factory, su
             (one.flow, one.vantage, one.start, one.packet_count, one.elided)
         assert other.analysis == replace(one.analysis, attributions=())
     assert sent
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_progress_reaches_the_files_size(tmp_path_factory, monkeypatch, pure):
+    """The progress bar's callback (bytes read, file size): it climbs to the whole file, either way."""
+    if pure:
+        monkeypatch.setenv("PROBE_PURE", "1")
+    elif _fastscan is None:
+        pytest.skip("probe._fastscan is not built")
+    path = shape(tmp_path_factory, "short", 20_000)
+    seen = []
+    az.analyze_stream(str(path), None, lambda result: None, progress=lambda done, size: seen.append((done, size)))
+    size = path.stat().st_size
+    assert size > 2 * (1 << 20) and len(seen) >= 3  # a megabyte at a time
+    assert all(total == size for _done, total in seen) and seen[-1][0] == size
+    assert [done for done, _size in seen] == sorted(done for done, _size in seen)
