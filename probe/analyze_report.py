@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from probe.layout import MIN_PADDING, _column_type, _plain
+from probe.layout import MIN_PADDING
 from probe.report import packets_json
 
 
@@ -60,23 +60,26 @@ class FlowsTable:
         self.plain = True
 
     def add(self, start: float, row: list) -> None:
-        simple = len(row) == len(FLOWS_HEADERS) and all(
-            type(cell) is int if kind is int else type(cell) is str and self.SEPARATOR not in cell
-            for cell, kind in zip(row, self.KINDS))
-        self.spool.add(start, "P" + self.SEPARATOR.join(map(str, row)) if simple else "J" + json.dumps(row))
+        simple = len(row) == len(FLOWS_HEADERS) and type(row[2]) is int and all(
+            type(cell) is str for cell in (row[0], row[1], row[3], row[4], row[5]))
+        text = self.SEPARATOR.join((row[0], row[1], str(row[2]), row[3], row[4], row[5])) if simple else ""
+        if simple and text.isascii() and not any(mark in text for mark in ("\x1b", "\r", "\t", "\n")) \
+                and text.count(self.SEPARATOR) == len(FLOWS_HEADERS) - 1:
+            self.spool.add(start, "P" + text)
+        else:  # kept whole, and laid out by `flows_table` at the end
+            self.spool.add(start, "J" + json.dumps(row))
+            self.plain = False
         if not self.plain:
             return
-        if not simple or not _plain([row]) or any("\n" in cell for cell in row if type(cell) is str):
-            self.plain = False
-            return
-        tab = self.tab
+        kinds, widths = self.kinds, self.widths
         for column, cell in enumerate(row):
-            if self.kinds[column] is not str:
-                self.kinds[column] = tab._more_generic(self.kinds[column],
-                                                       int if type(cell) is int else tab._type(cell, False, True))
+            kind = kinds[column]
+            if kind is not str and not (kind is int and type(cell) is int):  # `layout._column_type`'s way
+                kinds[column] = self.tab._more_generic(kind, int if type(cell) is int else
+                                                       self.tab._type(cell, False, True))
             width = len(str(cell) if type(cell) is int else cell.strip())
-            if width > self.widths[column]:
-                self.widths[column] = width
+            if width > widths[column]:
+                widths[column] = width
 
     def _rows(self):
         for text in self.spool.texts():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import ipaddress
+import os
 import struct
 import tempfile
 from contextlib import contextmanager
@@ -64,15 +66,16 @@ class _Spool:
         self.index = tempfile.TemporaryFile()
         self.entries: list[tuple[float, int, int, int]] = []
         self.runs: list[tuple[int, int]] = []  # (where in `index`, entries)
-        self.count = 0
+        self.count = self.size = 0
 
     def __len__(self) -> int:
         return self.count
 
     def add(self, start: float, text: str) -> None:
         data = text.encode()
-        self.entries.append((start, self.count, self.file.tell(), len(data)))
+        self.entries.append((start, self.count, self.size, len(data)))
         self.file.write(data)
+        self.size += len(data)
         self.count += 1
         if len(self.entries) >= self.RUN:
             self._write_run()
@@ -96,10 +99,12 @@ class _Spool:
         self.index.flush()
         self.entries.sort()
         runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
+        descriptor, window_start, window = self.file.fileno(), 0, b""
         for _start, _arrival, offset, length in heapq.merge(*runs):
-            self.file.seek(offset)
-            yield self.file.read(length).decode()
-        self.file.seek(0, 2)
+            at = offset - window_start
+            if at < 0 or at + length > len(window):  # mostly in the order written: read ahead a megabyte
+                window_start, window, at = offset, os.pread(descriptor, max(1 << 20, length), offset), 0
+            yield window[at:at + length].decode()
 
 
 def analyze(
@@ -193,8 +198,9 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     else:
         for text in spool.texts():
             print(text)
-        for line in table.lines():  # line by line: ten million flows make a big table
-            print(line)
+        lines = table.lines()  # a few thousand lines at a time: ten million flows make a big table
+        while chunk := list(itertools.islice(lines, 4096)):
+            sys.stdout.write("\n".join(chunk) + "\n")
         for trace in traces:
             print("\n" + capture_trace_text(trace))
         _say_warnings(totals.warnings)
