@@ -6,7 +6,7 @@ Writes each capture reproducibly (a fixed seed), then times the two tools on it 
 (probe, tshark, probe, tshark, ...; a fresh process each, so that a neighbour's load falls on both)
 and prints the median wall time, the median CPU time (user and system, the workers' included:
 steadier than the wall clock on a shared machine), the median peak memory (the child's ru_maxrss,
-or the summed resident memory of it and its workers if larger) and the ratios:
+or the summed proportional memory of it and its workers if larger) and the ratios:
 
 - `short`: short HTTP flows of 8 packets (handshake, request, one answer segment, FIN both ways,
   the last ACK), overlapping as on a busy link; 1 in 50 reset by a forged burst of three resets
@@ -42,15 +42,20 @@ from analyze_speed import ETH, MSS, ROOT, generate, ip4, tcp_packet  # noqa: E40
 SNAPLEN = 96
 
 
-def _tree_rss(pid: int) -> int:
-    """The resident memory (bytes) of a process and all its descendants, summed (from /proc: shared
-    pages of forked workers are counted in each, so this is an upper bound)."""
+def _tree_memory(pid: int) -> int:
+    """The memory (bytes) of a process and all its descendants: the sum of their proportional set
+    sizes (Pss, /proc/PID/smaps_rollup: a page shared by n processes, as forked workers share
+    their parent's, counts 1/n in each), else of their resident sizes."""
     total, pending = 0, [pid]
     while pending:
         current = pending.pop()
         try:
-            with open(f"/proc/{current}/statm") as handle:
-                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            try:
+                with open(f"/proc/{current}/smaps_rollup") as handle:
+                    total += next(int(line.split()[1]) * 1024 for line in handle if line.startswith("Pss:"))
+            except (OSError, StopIteration):
+                with open(f"/proc/{current}/statm") as handle:
+                    total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as handle:
                     pending += [int(child) for child in handle.read().split()]
@@ -62,8 +67,9 @@ def _tree_rss(pid: int) -> int:
 def timed(argv: list[str]) -> tuple[float, float, int, float]:
     """Run argv in a child; (wall seconds, peak memory in MB, exit status, CPU seconds (user and
     system) of the child and its own children: on a shared machine the steadier of the two times).
-    The peak memory is the larger of the child's ru_maxrss and the sum of the resident memory of it
-    and its descendants (sampled every 20 ms): `probe analyze` forks workers for big captures."""
+    The peak memory is the larger of the child's ru_maxrss (its largest process) and the memory of
+    it and its descendants together (`_tree_memory`, sampled every 20 ms): `probe analyze` forks
+    workers for big captures."""
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # cwd: `-m` looks there first
@@ -71,7 +77,7 @@ def timed(argv: list[str]) -> tuple[float, float, int, float]:
 
     def sample() -> None:
         while child.returncode is None:
-            peak[0] = max(peak[0], _tree_rss(child.pid))
+            peak[0] = max(peak[0], _tree_memory(child.pid))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
