@@ -1,6 +1,7 @@
 """`probe analyze` beside `tshark -r F -q -z conv,tcp` on the shapes of issue 17, in one run.
 
     python3 bench/analyze_shapes.py [--packets 1000000] [--runs 3] [--shapes short,long,mix,old] [--keep DIR]
+        [--json] [--no-tshark]
 
 Writes each capture reproducibly (a fixed seed), then times the two tools on it interleaved
 (probe, tshark, probe, tshark, ...; a fresh process each, so that a neighbour's load falls on both)
@@ -257,10 +258,12 @@ def main() -> int:
     parser.add_argument("--shapes", default="short,long,mix,old")
     parser.add_argument("--json", action="store_true", help="time `probe analyze --json` too")
     parser.add_argument("--keep", help="a folder for the captures, reused when they are there")
+    parser.add_argument("--no-tshark", action="store_true",
+                        help="time probe alone (at ten million packets tshark needs gigabytes)")
     args = parser.parse_args()
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="probe-shapes-"))
     folder.mkdir(parents=True, exist_ok=True)
-    have_tshark = shutil.which("tshark") is not None
+    have_tshark = shutil.which("tshark") is not None and not args.no_tshark
     print("| capture | packets | `probe analyze` | `tshark -q -z conv,tcp` | tshark / probe, wall (CPU) | "
           "probe / tshark, memory |" + (" `probe analyze --json` |" if args.json else ""))
     print("|---|---|---|---|---|---|" + ("---|" if args.json else ""))
@@ -291,7 +294,7 @@ def main() -> int:
                                       f"({median['tshark'][2] / median['probe'][2]:.2f})",
                       f"{median['probe'][1] / median['tshark'][1]:.2f}"]
         else:
-            cells += ["not installed", "-", "-"]
+            cells += ["not run" if args.no_tshark else "not installed", "-", "-"]
         if args.json:
             cells.append(cell("json") + f" ({median['json'][0] / median['probe'][0]:.2f}x the table's time)")
         print("| " + " | ".join(cells) + " |", flush=True)
