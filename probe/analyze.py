@@ -19,8 +19,10 @@ at most `LATE_MAX`), and never more than `IDLE` after the close. The keys of the
 `FINISHED_KEYS` judged flows are remembered, so that a packet coming later still is counted as a
 late packet of a finished flow, not as one whose handshake is not in the file.
 
-Memory is therefore what the open flows hold: each keeps all its packets, so the engine judges what
-the live probe would have recorded, up to `KEEP_ALL` (10,000) packets; past that, only those that
+Memory is therefore what the open flows hold: each keeps all its packets (the compiled table,
+`probe/_fastscan.pyx`, keeps those of a classic pcap by their place in the file, and reads them
+back only for the engine), so the engine judges what the live probe would have recorded, up to
+`KEEP_ALL` (10,000) packets; past that, only those that
 open, close or reset, come after a FIN, or whose TTL differs from the previous packet of the same
 side, so that one endless transfer cannot hold a whole file in memory. The engine's cost grows as n
 log n with a flow's length (`engine.baseline.FlowTables`): the cap is for memory, not time. Bulk
