@@ -24,6 +24,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyBy
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
 import os
+import stat
 import struct
 
 from probe import analyze as _az
@@ -550,8 +551,9 @@ cdef class FastFlowTable:
         return flows
 
     def scan(self, bytes buffer, Py_ssize_t position, int marker, int fixed, bint ethernet, object linktype,
-             long long base):
-        """Feed every complete record of a classic pcap (little-endian, microseconds) in `buffer`
+             long long base, bint nano):
+        """Feed every complete record of a classic little-endian pcap (`nano`: its fractions are
+        nanoseconds, else microseconds) in `buffer`
         (which starts at offset `base` of the file) from `position`; return (position of the first
         incomplete record, records read, the length a record claims past MAX_RECORD or 0)."""
         cdef const unsigned char* data = buffer
@@ -571,7 +573,7 @@ cdef class FastFlowTable:
                 break
             position = end
             complete += 1
-            t = seconds + fraction / 1e6
+            t = _nano_time(seconds, fraction) if nano else seconds + fraction / 1e6
             if marker >= 0:
                 if <Py_ssize_t>length >= marker + 2:
                     kind = data + start + marker
@@ -595,21 +597,30 @@ cdef class FastFlowTable:
         return done
 
 
+def _nano_time(seconds, fraction):
+    """A nanosecond timestamp as `pcapfile` makes it: Python's exact integer division."""
+    return (seconds * 1_000_000_000 + fraction) / 1_000_000_000
+
+
 def flows_of_file(str path, table, warnings, progress=None):
     """Every flow of a capture file under analysis by `table` (a `FastFlowTable`), as soon as it is
-    over: `analyze.stream_flows(pcapfile.ip_packets(...))`, with classic little-endian microsecond
-    pcap read here, in C, and anything else by `pcapfile.ip_packets`."""
+    over: `analyze.stream_flows(pcapfile.ip_packets(...))`, with classic little-endian pcap read
+    here, in C, and anything else (big-endian, pcapng, text, a pipe) by `pcapfile.ip_packets`."""
     note = warnings.append if warnings is not None else _pf._ignore
     try:
         handle = open(path, "rb")
     except OSError:
         handle = None
-    if handle is None:
+    if handle is None or not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        # unreadable (`ip_packets` says why), or a pipe: read once, as it comes, and kept as bytes
+        if handle is not None:
+            handle.close()
         yield from _az.stream_flows(_pf.ip_packets(path, warnings, progress), table)
         return
     with handle:
         magic = handle.read(4)
-        if magic != b"\xd4\xc3\xb2\xa1":
+        nano = magic == b"\x4d\x3c\xb2\xa1"
+        if magic != b"\xd4\xc3\xb2\xa1" and not nano:
             handle.close()
             yield from _az.stream_flows(_pf.ip_packets(path, warnings, progress), table)
             return
@@ -626,7 +637,7 @@ def flows_of_file(str path, table, warnings, progress=None):
         table.source = path
         buffer, position, complete, base = b"", 0, 0, 24  # base: where `buffer` starts in the file
         while True:
-            position, read, too_long = table.scan(buffer, position, marker, fixed, ethernet, linktype, base)
+            position, read, too_long = table.scan(buffer, position, marker, fixed, ethernet, linktype, base, nano)
             complete += read
             yield from table.take_done()
             if too_long:

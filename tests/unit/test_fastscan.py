@@ -10,6 +10,7 @@ a checkout where it is not built fails here rather than passing on the pure code
 
 from __future__ import annotations
 
+import struct
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,24 @@ except ImportError:  # pragma: no cover - reported by test_the_extension_is_buil
 
 needs_fast = pytest.mark.skipif(_fastscan is None, reason="probe._fastscan is not built")
 TWO_ENDED = sorted((ROOT / "tests" / "golden" / "two-ended").rglob("*.pcap"))
+
+
+@needs_fast
+def test_pipes_read_as_they_come(tmp_path):
+    """A pipe cannot be read twice or at an offset: its packets are kept as bytes."""
+    import os
+    import threading
+
+    fifo = tmp_path / "capture"
+    os.mkfifo(fifo)
+    source = ROOT / "tests" / "golden" / "captures" / "05-tap-rst-burst.pcap"
+    writer = threading.Thread(target=lambda: fifo.write_bytes(source.read_bytes()))
+    writer.start()
+    table = _fastscan.FastFlowTable()
+    flows = list(_fastscan.flows_of_file(str(fifo), table, table.totals.warnings))
+    writer.join()
+    assert [flow_state(f) for f in flows] == [flow_state(f) for f in pure_flows(source)[0]]
+    assert flows and all(f.source is None for f in flows)
 
 
 def test_the_extension_is_built():
@@ -101,12 +120,27 @@ def test_benchmark_shapes_alike(tmp_path_factory, name):
     assert assert_alike(shape(tmp_path_factory, name, 20_000 if name == "long" else 4_000)) > 0
 
 
+def microseconds(nano: bytes) -> bytes:
+    """A nanosecond pcap (little-endian) as the same capture with microsecond timestamps."""
+    out, position = bytearray(b"\xd4\xc3\xb2\xa1" + nano[4:24]), 24
+    while position + 16 <= len(nano):
+        seconds, fraction, length, original = struct.unpack_from("<IIII", nano, position)
+        out += struct.pack("<IIII", seconds, fraction // 1000, length, original)
+        out += nano[position + 16:position + 16 + length]
+        position += 16 + length
+    return bytes(out)
+
+
 @needs_fast
+@pytest.mark.parametrize("unit", ["ns", "us"])
 @pytest.mark.parametrize("cut", [1, 10, 24, 30, 100, 1000, -3])
-def test_damaged_files_alike(tmp_path, cut):
+def test_damaged_files_alike(tmp_path, cut, unit):
     """Cut short anywhere (file header, record header, record), or corrupt (a record claiming 1 GB):
-    the same flows, the same warning, or the same error."""
+    the same flows, the same warning, or the same error (both timestamp units: both read in C)."""
     whole = (ROOT / "tests" / "golden" / "captures" / "05-tap-rst-burst.pcap").read_bytes()
+    assert whole[:4] == b"\x4d\x3c\xb2\xa1"
+    if unit == "us":
+        whole = microseconds(whole)
     path = tmp_path / "damaged.pcap"
     path.write_bytes(whole[:cut])
     outcomes = []
