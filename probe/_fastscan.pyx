@@ -43,6 +43,7 @@ _records_of = _az.records_of
 _flag_bits = _az._flag_bits
 _quoted_key = _az._quoted_key
 _Ordinary = _ord.Ordinary
+_ordinary_verdict = _ord.ordinary_verdict
 _OpenFlow = _az.OpenFlow
 
 
@@ -158,10 +159,11 @@ cdef class FastOrdinary:
         return self.still and self.has_answer
 
     def verdict(self):
-        """`Ordinary.verdict`, by the pure class (one place for its sentences)."""
+        """`Ordinary.verdict`, by the pure module's `ordinary_verdict` (one place for its sentences)."""
         if not self.still or not self.has_answer:
             return None
-        return self.pure().verdict()
+        return _ordinary_verdict(self.syn_ttl, self.synack_ttl, self.syn_t, self.synack_t,
+                                 self.request_t if self.has_request else None, self.answer_t)
 
 
 cdef FastOrdinary _not_ordinary():
@@ -381,6 +383,7 @@ cdef class FastFlowTable:
     cdef public str source  # set by `flows_of_file` while it reads a classic pcap: packets are kept by place
     cdef public dict open
     cdef set _unwanted
+    cdef dict names
     cdef object _finished
     cdef bint has_sweep, filtering
     cdef double next_sweep
@@ -393,6 +396,7 @@ cdef class FastFlowTable:
         self.open = {}
         self.totals = _az.Totals()
         self._unwanted = set()
+        self.names = {}
         from collections import OrderedDict
         self._finished = OrderedDict()
         self.has_sweep = False
@@ -502,7 +506,7 @@ cdef class FastFlowTable:
         """`FlowTable._start`."""
         source_bytes = PyBytes_FromStringAndSize(<const char*>source, width)
         destination_bytes = PyBytes_FromStringAndSize(<const char*>destination, width)
-        client, server = address_text(source_bytes), address_text(destination_bytes)
+        client, server = self.address_text(source_bytes), self.address_text(destination_bytes)
         client_port, server_port = (ports[0] << 8) | ports[1], (ports[2] << 8) | ports[3]
         if self.filtering and not self.wanted.wants(client, client_port, server, server_port):
             self._unwanted.add(key)
@@ -514,6 +518,15 @@ cdef class FastFlowTable:
         flow.source = self.source
         self.open[key] = flow
         return flow
+
+    cdef str address_text(self, bytes address):
+        """`record.address_text`, remembered (a capture's flows share few addresses); bounded."""
+        text = self.names.get(address)
+        if text is None:
+            if len(self.names) >= 65536:
+                self.names.clear()
+            text = self.names[address] = address_text(address)
+        return text
 
     cdef void sweep_into(self, double now):
         """`FlowTable.sweep`, the finished flows appended to `self.done`."""
