@@ -9,7 +9,7 @@ pointer into the file's bytes, each flow's state is C fields, and a kept packet 
 into its flow's buffer (the same layout as `analyze.OpenFlow.raw`). What is rare stays in Python,
 called from here: IPv6 (`record.ipv6_transport`, `record.parse_ip`), ICMP errors, VLAN tags and
 loopback links (`pcapfile.ip_payload`), pcapng and text captures (`pcapfile.ip_packets`), the
-filters, and every sentence (`Ordinary.verdict`, `pcapfile._damaged`).
+filters, and every sentence (`ordinary.ordinary_verdict`, `pcapfile._damaged`).
 
 It must judge exactly as the pure code does: `FastFlowTable.feed` follows `FlowTable.feed`
 statement by statement, and `tests/unit/test_fastscan.py` holds the two to the same flows (kept
@@ -42,7 +42,6 @@ cdef Py_ssize_t CHUNK = _pf.CHUNK
 _records_of = _az.records_of
 _flag_bits = _az._flag_bits
 _quoted_key = _az._quoted_key
-_Ordinary = _ord.Ordinary
 _ordinary_verdict = _ord.ordinary_verdict
 _OpenFlow = _az.OpenFlow
 
@@ -69,7 +68,7 @@ cdef inline int hop_distance(int ttl):
 
 
 cdef class FastOrdinary:
-    """`ordinary.Ordinary` in C fields; `verdict` hands the state to the pure class for its sentences."""
+    """`ordinary.Ordinary` in C fields; `verdict` hands its times and TTLs to the pure module's sentences."""
 
     cdef public bint still
     cdef public double syn_t
@@ -137,22 +136,6 @@ cdef class FastOrdinary:
                 self.has_answer, self.answer_t = True, t
         if flags & FIN:
             self.server_next = self.server_next + 1
-
-    def pure(self):
-        """The same state as the pure `Ordinary`."""
-        ordinary = _Ordinary.__new__(_Ordinary)
-        ordinary.still, ordinary.syn_t, ordinary.syn_ttl, ordinary.syn_seq = self.still, self.syn_t, self.syn_ttl, \
-            self.syn_seq
-        ordinary.synack_t = self.synack_t if self.has_synack else None
-        ordinary.synack_ttl = self.synack_ttl if self.has_synack else None
-        ordinary.synack_df = self.synack_df if self.has_synack else None
-        ordinary.server_next = self.server_next if self.has_synack else None
-        ordinary.client_end, ordinary.by_end, ordinary.client_ids = self.client_end, self.by_end, self.client_ids
-        ordinary.last_ours_t, ordinary.half_rtt = self.last_ours_t, self.half_rtt
-        ordinary.request_t = self.request_t if self.has_request else None
-        ordinary.answer_t = self.answer_t if self.has_answer else None
-        ordinary.client_count = 1
-        return ordinary
 
     def holds(self):
         """`Ordinary.holds`."""
