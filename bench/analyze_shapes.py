@@ -1,11 +1,13 @@
 """`probe analyze` beside `tshark -r F -q -z conv,tcp` on the shapes of issue 17, in one run.
 
     python3 bench/analyze_shapes.py [--packets 1000000] [--runs 3] [--shapes short,long,mix,old] [--keep DIR]
+        [--json] [--no-tshark]
 
 Writes each capture reproducibly (a fixed seed), then times the two tools on it interleaved
 (probe, tshark, probe, tshark, ...; a fresh process each, so that a neighbour's load falls on both)
-and prints the median wall time, the median CPU time (user and system: steadier than the wall
-clock on a shared machine), the median peak RSS (ru_maxrss of the child) and the ratios:
+and prints the median wall time, the median CPU time (user and system, the workers' included:
+steadier than the wall clock on a shared machine), the median peak memory (the child's ru_maxrss,
+or the summed proportional memory of it and its workers if larger) and the ratios:
 
 - `short`: short HTTP flows of 8 packets (handshake, request, one answer segment, FIN both ways,
   the last ACK), overlapping as on a busy link; 1 in 50 reset by a forged burst of three resets
@@ -30,6 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,15 +43,53 @@ from analyze_speed import ETH, MSS, ROOT, generate, ip4, tcp_packet  # noqa: E40
 SNAPLEN = 96
 
 
+def _tree_memory(pid: int) -> int:
+    """The memory (bytes) of a process and all its descendants: the sum of their proportional set
+    sizes (Pss, /proc/PID/smaps_rollup: a page shared by n processes, as forked workers share
+    their parent's, counts 1/n in each), else of their resident sizes."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            try:
+                with open(f"/proc/{current}/smaps_rollup") as handle:
+                    total += next(int(line.split()[1]) * 1024 for line in handle if line.startswith("Pss:"))
+            except (OSError, StopIteration):
+                with open(f"/proc/{current}/statm") as handle:
+                    total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    pending += [int(child) for child in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def timed(argv: list[str]) -> tuple[float, float, int, float]:
-    """Run argv in a child; (wall seconds, peak RSS of that child in MB, exit status, CPU seconds
-    (user and system) of that child: on a shared machine the steadier of the two times)."""
+    """Run argv in a child; (wall seconds, peak memory in MB, exit status, CPU seconds (user and
+    system) of the child and its own children: on a shared machine the steadier of the two times).
+    The peak memory is the larger of the child's ru_maxrss (its largest process) and the memory of
+    it and its descendants together (`_tree_memory`, sampled every 20 ms): `probe analyze` forks
+    workers for big captures."""
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # cwd: `-m` looks there first
+    peak = [0]
+
+    def sample() -> None:
+        while child.returncode is None:
+            peak[0] = max(peak[0], _tree_memory(child.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _pid, status, usage = os.wait4(child.pid, 0)
-    return (time.perf_counter() - started, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status),
+    child.returncode = os.waitstatus_to_exitcode(status)
+    sampler.join()
+    return (time.perf_counter() - started, max(usage.ru_maxrss * 1024, peak[0]) / 2**20, child.returncode,
             usage.ru_utime + usage.ru_stime)
+
+
 START = 1_700_000_000.0
 
 
@@ -217,10 +258,12 @@ def main() -> int:
     parser.add_argument("--shapes", default="short,long,mix,old")
     parser.add_argument("--json", action="store_true", help="time `probe analyze --json` too")
     parser.add_argument("--keep", help="a folder for the captures, reused when they are there")
+    parser.add_argument("--no-tshark", action="store_true",
+                        help="time probe alone (at ten million packets tshark needs gigabytes)")
     args = parser.parse_args()
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="probe-shapes-"))
     folder.mkdir(parents=True, exist_ok=True)
-    have_tshark = shutil.which("tshark") is not None
+    have_tshark = shutil.which("tshark") is not None and not args.no_tshark
     print("| capture | packets | `probe analyze` | `tshark -q -z conv,tcp` | tshark / probe, wall (CPU) | "
           "probe / tshark, memory |" + (" `probe analyze --json` |" if args.json else ""))
     print("|---|---|---|---|---|---|" + ("---|" if args.json else ""))
@@ -251,7 +294,7 @@ def main() -> int:
                                       f"({median['tshark'][2] / median['probe'][2]:.2f})",
                       f"{median['probe'][1] / median['tshark'][1]:.2f}"]
         else:
-            cells += ["not installed", "-", "-"]
+            cells += ["not run" if args.no_tshark else "not installed", "-", "-"]
         if args.json:
             cells.append(cell("json") + f" ({median['json'][0] / median['probe'][0]:.2f}x the table's time)")
         print("| " + " | ".join(cells) + " |", flush=True)

@@ -19,8 +19,10 @@ at most `LATE_MAX`), and never more than `IDLE` after the close. The keys of the
 `FINISHED_KEYS` judged flows are remembered, so that a packet coming later still is counted as a
 late packet of a finished flow, not as one whose handshake is not in the file.
 
-Memory is therefore what the open flows hold: each keeps all its packets, so the engine judges what
-the live probe would have recorded, up to `KEEP_ALL` (10,000) packets; past that, only those that
+Memory is therefore what the open flows hold: each keeps all its packets (the compiled table,
+`probe/_fastscan.pyx`, keeps those of a classic pcap by their place in the file, and reads them
+back only for the engine), so the engine judges what the live probe would have recorded, up to
+`KEEP_ALL` (10,000) packets; past that, only those that
 open, close or reset, come after a FIN, or whose TTL differs from the previous packet of the same
 side, so that one endless transfer cannot hold a whole file in memory. The engine's cost grows as n
 log n with a flow's length (`engine.baseline.FlowTables`): the cap is for memory, not time. Bulk
@@ -98,13 +100,11 @@ class OpenFlow:
     @property
     def records(self) -> list[PacketRecord]:
         """The kept packets as the engine's records, in the order they came."""
-        records, raw, position = [], self.raw, 0
-        while position < len(raw):
-            t, length = _KEPT.unpack_from(raw, position)
-            position += _KEPT.size
-            records.append(parse_ip(bytes(raw[position:position + length]), t))
-            position += length
-        return records
+        return records_of(self.raw)
+
+    def detach(self) -> tuple:
+        """What a worker process needs to judge the flow (`Judges`; `_judge_batch` revives it)."""
+        return self.client, self.client_port, self.server, self.server_port, bytes(self.raw), self.elided, None
 
     def elide(self, t: float, source: bytes, ttl: int, flags: int) -> bool:
         """Past KEEP_ALL packets, skip (and count) plain segments that arrive as the last one from
@@ -188,6 +188,17 @@ class OpenFlow:
                 self.closed_at = self.closed_at or t
 
 
+def records_of(raw: bytearray) -> list[PacketRecord]:
+    """A flow's kept packets (`OpenFlow.raw`) as the engine's records, in the order they came."""
+    records, position = [], 0
+    while position < len(raw):
+        t, length = _KEPT.unpack_from(raw, position)
+        position += _KEPT.size
+        records.append(parse_ip(bytes(raw[position:position + length]), t))
+        position += length
+    return records
+
+
 def _flag_bits(letters: str) -> int:
     return sum(1 << TCP_FLAG_LETTERS.index(letter) for letter in letters)
 
@@ -232,7 +243,8 @@ class Vantage:
 class FlowResult:
     """One judged flow: the engine's analysis of its records, seen from where it was captured. A
     flow summarised by the pre-judgement (`summarised`) has no records and no attributions: its
-    `count` packets, from the first at `first_t`, are all their senders' own."""
+    `count` packets, from the first at `first_t`, are all their senders' own. A flow judged in a
+    worker whose `prepared` rendering is there comes back without them too (`count`, `first_t`)."""
 
     flow: Flow
     packets: list[PacketRecord]
@@ -242,6 +254,7 @@ class FlowResult:
     summarised: bool = False
     count: int = 0
     first_t: float = 0.0
+    prepared: object = field(default=None, compare=False)  # what `analyze_stream`'s `prepare` made of it
 
     @property
     def start(self) -> float:
@@ -251,7 +264,7 @@ class FlowResult:
     @property
     def packet_count(self) -> int:
         """The flow's packets, those elided included."""
-        return (self.count if self.summarised else len(self.packets)) + self.elided
+        return (len(self.packets) if self.packets else self.count) + self.elided
 
 
 @dataclass
@@ -578,7 +591,7 @@ def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
             evidence, rtt_ms, note = found
             notes = (note,) if note else ()
             analysis = Analysis("clean", None, None, rtt_ms, (), " ".join((CLEAN,) + notes), None, notes)
-            return FlowResult(replace(flow, vantage="client"), [], analysis, Vantage("client", evidence),
+            return FlowResult(flow, [], analysis, Vantage("client", evidence),  # Flow's vantage is "client"
                               open_flow.elided, True, open_flow.count, open_flow.ordinary.syn_t)
     records = open_flow.records
     vantage = find_vantage(records, flow)
@@ -594,17 +607,149 @@ def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
 
 
 def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None],
-                   summarise: bool = False, progress: Callable[[int, int], None] | None = None) -> Totals:
+                   summarise: bool = False, progress: Callable[[int, int], None] | None = None,
+                   workers: int = 0, prepare: Callable[[FlowResult], object] | None = None) -> Totals:
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
-    engine (`judge`); `progress(bytes read, file size)` is called as the file is read."""
-    from probe.pcapfile import ip_packets
+    engine (`judge`); `progress(bytes read, file size)` is called as the file is read. `workers`:
+    processes that run the engine beside the reader (`Judges`); `prepare(result)`, when given, is
+    run in the worker that judged a flow and its answer, unless None, kept in `result.prepared` (the
+    caller's rendering, done in parallel too), the packets and attributions then left behind."""
+    fast = fast_path()
+    if fast is not None:
+        table = fast.FastFlowTable(wanted)
+        flows = fast.flows_of_file(path, table, table.totals.warnings, progress)
+    else:
+        from probe.pcapfile import ip_packets
 
-    table = FlowTable(wanted)
-    with _fewer_collections():
-        for open_flow in stream_flows(ip_packets(path, table.totals.warnings, progress), table):
-            on_result(judge(open_flow, summarise))
+        table = FlowTable(wanted)
+        flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
+    with _fewer_collections(), Judges(on_result, summarise, workers, prepare) as judges:
+        for open_flow in flows:
+            judges.add(open_flow)
     return table.totals
+
+
+_WORKER_PREPARE: list = [None]  # `prepare` for the worker processes (inherited by fork, not pickled)
+
+
+def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
+    """In a worker: judge flows sent as `detach` gives them (the compiled table's with the file they
+    were read from: their packets are read back from it here)."""
+    results = []
+    for client, client_port, server, server_port, raw, elided, source in batch:
+        if source is None:
+            open_flow = OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
+        else:
+            open_flow = fast_path().revive(client, client_port, server, server_port, raw, elided, source)
+        result = judge(open_flow)
+        prepare = _WORKER_PREPARE[0]
+        prepared = None if prepare is None else prepare(result)
+        if prepared is not None:  # what the caller needs of the packets is in `prepared`: not sent back
+            result = replace(result, packets=[], count=len(result.packets), first_t=result.start, prepared=prepared,
+                             analysis=replace(result.analysis, attributions=()))
+        results.append(result)
+    return results
+
+
+class Judges:
+    """Judge finished flows and hand the results on in the order the flows finished, as `judge`
+    one by one would. With `workers`, a flow that needs the engine is sent (its kept bytes, in
+    batches) to a pool of forked processes while the reader goes on; an ordinary flow is
+    summarised here at once, and waits in line behind the flows sent before it. At most
+    `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
+
+    BATCH_PACKETS = 4_000  # a batch is sent when its flows hold this many packets (or BATCH_FLOWS flows)
+    BATCH_FLOWS = 64
+    IN_FLIGHT = 3
+
+    def __init__(self, on_result: Callable[[FlowResult], None], summarise: bool, workers: int,
+                 prepare: Callable[[FlowResult], object] | None):
+        self.on_result, self.summarise, self.workers, self.prepare = on_result, summarise, workers, prepare
+        self.pool = None
+        self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
+        self.head = 0
+        self.batch: list[tuple] = []
+        self.sent: list = []  # the future of the batch being filled, once it is sent
+        self.batch_packets = 0
+        self.in_flight: list = []
+
+    def __enter__(self) -> "Judges":
+        if self.workers > 0:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            _WORKER_PREPARE[0] = self.prepare
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            self.pool.submit(int).result()  # fork the workers now, while this process holds little
+        return self
+
+    def __exit__(self, kind, _value, _traceback) -> None:
+        try:
+            if kind is None and self.pool is not None:
+                self._send()
+                self._hand_on(wait=True)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+            _WORKER_PREPARE[0] = None
+
+    def add(self, open_flow) -> None:
+        if self.pool is None:
+            return self.on_result(judge(open_flow, self.summarise))
+        if self.summarise and open_flow.ordinary is not None and open_flow.ordinary.holds():
+            self.line.append(judge(open_flow, True))  # `prepare` is for the engine's flows
+        else:
+            self.line.append((self.sent, len(self.batch)))  # its batch's future (once sent), its place there
+            self.batch.append(open_flow.detach())
+            self.batch_packets += open_flow.count
+            if self.batch_packets >= self.BATCH_PACKETS or len(self.batch) >= self.BATCH_FLOWS:
+                self._send()
+        self._hand_on(wait=False)
+
+    def _send(self) -> None:
+        if not self.batch:
+            return
+        future = self.pool.submit(_judge_batch, self.batch)
+        self.in_flight.append(future)
+        self.sent.append(future)
+        self.batch, self.sent, self.batch_packets = [], [], 0
+        self.in_flight = [future for future in self.in_flight if not future.done()]
+        while len(self.in_flight) > self.IN_FLIGHT * self.workers:
+            self.in_flight.pop(0).result()  # wait for the oldest: the reader is ahead enough
+
+    def _hand_on(self, wait: bool) -> None:
+        """Hand on every result at the head of the line that is ready (with `wait`, all of them)."""
+        line = self.line
+        while self.head < len(line):
+            item = line[self.head]
+            if type(item) is tuple:
+                sent, index = item
+                if not sent:
+                    break  # in the batch not yet sent
+                if not wait and not sent[0].done():
+                    break
+                item = sent[0].result()[index]
+            line[self.head] = None
+            self.head += 1
+            self.on_result(item)
+        if self.head > 4096 and self.head * 2 > len(line):
+            del line[:self.head]
+            self.head = 0
+
+
+def fast_path():
+    """The compiled flow table and pcap reader (`probe._fastscan`), or None: not built (no C
+    compiler when installed), or `PROBE_PURE=1` in the environment (the pure code, the reference)."""
+    import os
+
+    if os.environ.get("PROBE_PURE") == "1":
+        return None
+    try:
+        from probe import _fastscan
+    except ImportError:
+        return None
+    return _fastscan
 
 
 @contextmanager

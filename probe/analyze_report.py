@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from probe.layout import MIN_PADDING
 from probe.report import packets_json
 
 
@@ -34,6 +37,71 @@ def flows_table(rows: list[list]) -> str:
     from probe.layout import simple_table  # tabulate's layout, fast enough for a million flows
 
     return simple_table(rows, FLOWS_HEADERS)
+
+
+class FlowsTable:
+    """`flows_table` of rows that come one by one, in any order: the same text, rows in the order
+    of their start times (ties in the order they came), without holding the rows in memory. Each
+    row waits in `spool` (`add(start, text)`, then `texts()` in that order: the command's spool on
+    disk) while the widths and tabulate's column types are followed as they come, as
+    `layout.simple_table` works them out; rows `simple_table` would hand to tabulate (not
+    `layout._plain`, or a cell of many lines), or columns of other types than the flows table's,
+    fall back to `flows_table` over all the rows at the end."""
+
+    KINDS = (str, str, int, str, str, str)
+    SEPARATOR = "\x1f"
+
+    def __init__(self, spool):
+        import tabulate
+
+        self.tab, self.spool = tabulate, spool
+        self.widths = [len(header) + MIN_PADDING for header in FLOWS_HEADERS]
+        self.kinds: list[type] = [bool] * len(FLOWS_HEADERS)
+        self.plain = True
+
+    def add(self, start: float, row: list) -> None:
+        simple = len(row) == len(FLOWS_HEADERS) and type(row[2]) is int and all(
+            type(cell) is str for cell in (row[0], row[1], row[3], row[4], row[5]))
+        text = self.SEPARATOR.join((row[0], row[1], str(row[2]), row[3], row[4], row[5])) if simple else ""
+        if simple and text.isascii() and not any(mark in text for mark in ("\x1b", "\r", "\t", "\n")) \
+                and text.count(self.SEPARATOR) == len(FLOWS_HEADERS) - 1:
+            self.spool.add(start, "P" + text)
+        else:  # kept whole, and laid out by `flows_table` at the end
+            self.spool.add(start, "J" + json.dumps(row))
+            self.plain = False
+        if not self.plain:
+            return
+        kinds, widths = self.kinds, self.widths
+        for column, cell in enumerate(row):
+            kind = kinds[column]
+            if kind is not str and not (kind is int and type(cell) is int):  # `layout._column_type`'s way
+                kinds[column] = self.tab._more_generic(kind, int if type(cell) is int else
+                                                       self.tab._type(cell, False, True))
+            width = len(str(cell) if type(cell) is int else cell.strip())
+            if width > widths[column]:
+                widths[column] = width
+
+    def _rows(self):
+        for text in self.spool.texts():
+            if text[0] == "J":
+                yield json.loads(text[1:])
+            else:
+                row = text[1:].split(self.SEPARATOR)
+                row[2] = int(row[2])
+                yield row
+
+    def lines(self):
+        """The table's lines, in the order the flows started."""
+        if not self.plain or tuple(self.kinds) != self.KINDS:
+            yield from flows_table(list(self._rows())).split("\n")
+            return
+        right = [kind is int for kind in self.KINDS]
+        yield "  ".join(header.rjust(width) if at_right else header.ljust(width)
+                        for header, width, at_right in zip(FLOWS_HEADERS, self.widths, right)).rstrip()
+        yield "  ".join("-" * width for width in self.widths)
+        layout = "  ".join(("{:>%d}" if at_right else "{:<%d}") % width for width, at_right in zip(self.widths, right))
+        for text in self.spool.texts():
+            yield layout.format(*(cell.strip() for cell in text[1:].split(self.SEPARATOR))).rstrip()
 
 
 def _missing_json(missing) -> dict:

@@ -28,7 +28,12 @@ def simple_table(rows: list[list], headers: list[str]) -> str:
     multiline = any(isinstance(cell, str) and "\n" in cell for column in columns for cell in column)
     texts, widths, right = [], [], []
     for column, kind, header in zip(columns, types, headers):
-        cells = [_format(cell, kind, tab) for cell in column]
+        if kind is str:  # `_format`'s common cases, inline: a million-row table spends its time here
+            cells = [cell if type(cell) is str else str(cell) for cell in column]
+        elif kind is int and all(type(cell) is int for cell in column):
+            cells = [str(cell) for cell in column]
+        else:
+            cells = [_format(cell, kind, tab) for cell in column]
         numeric = kind is int or kind is float
         if numeric:
             decimals = [tab._afterpoint(cell) for cell in cells] if kind is float else None
@@ -45,11 +50,11 @@ def simple_table(rows: list[list], headers: list[str]) -> str:
     lines = ["  ".join(header.rjust(width) if at_right else header.ljust(width)
                        for header, width, at_right in zip(headers, widths, right)).rstrip(),
              "  ".join("-" * width for width in widths)]
+    if not multiline:  # str.format pads as ljust/rjust do
+        layout = "  ".join(("{:>%d}" if at_right else "{:<%d}") % width for width, at_right in zip(widths, right))
+        lines.extend(layout.format(*row).rstrip() for row in zip(*texts))
+        return "\n".join(lines)
     for row in zip(*texts):
-        if not multiline:
-            lines.append("  ".join(cell.rjust(width) if at_right else cell.ljust(width)
-                                   for cell, width, at_right in zip(row, widths, right)).rstrip())
-            continue
         cells_lines = [cell.splitlines() for cell in row]
         height = max(map(len, cells_lines))
         for n in range(height):

@@ -45,6 +45,8 @@ runs both on every golden capture, lab recording, real capture and property-gene
 
 from __future__ import annotations
 
+import functools
+
 from probe.engine.baseline import COMMON_INITIAL_TTLS, hop_distance
 
 MOD32 = 1 << 32
@@ -120,19 +122,34 @@ class Ordinary:
         if flags & _FIN:
             self.server_next = (self.server_next + 1) % MOD32
 
+    def holds(self) -> bool:
+        """Ordinary to the end so far: `verdict` will not be None."""
+        return self.still and self.answer_t is not None
+
     def verdict(self) -> tuple[str, float, str | None] | None:
         """(vantage evidence, handshake round trip in ms, the engine's note or None) of a flow the
         engine would call clean, or None when the flow is not ordinary to its end."""
-        if not self.still or self.answer_t is None:
+        if not self.holds():
             return None
-        evidence = (f"the client's SYN has TTL {self.syn_ttl}, the server's SYN-ACK TTL {self.synack_ttl}: "
-                    f"the client's packets had not yet crossed a router")
-        handshake = self.synack_t - self.syn_t
-        note = None
-        if self.request_t is not None:  # `engine.verdict.slow_answer_after_fast_handshake`, from the same times
-            latency = self.answer_t - self.request_t
-            if latency > 10 * max(handshake, 0.0005) and latency - handshake > 0.020:
-                note = (f"Note: the answer took {latency * 1000:.1f} ms but the handshake only "
-                        f"{handshake * 1000:.1f} ms; a transparent proxy near you may have answered the "
-                        f"handshake (or the application is slow). `probe trace` can tell.")
-        return evidence, round(max(handshake, 0.0) * 1000, 3), note
+        return ordinary_verdict(self.syn_ttl, self.synack_ttl, self.syn_t, self.synack_t, self.request_t,
+                                self.answer_t)
+
+
+@functools.lru_cache(maxsize=1024)
+def _vantage_evidence(syn_ttl: int, synack_ttl: int) -> str:
+    return (f"the client's SYN has TTL {syn_ttl}, the server's SYN-ACK TTL {synack_ttl}: "
+            f"the client's packets had not yet crossed a router")
+
+
+def ordinary_verdict(syn_ttl: int, synack_ttl: int, syn_t: float, synack_t: float, request_t: float | None,
+                     answer_t: float) -> tuple[str, float, str | None]:
+    """`Ordinary.verdict` of a flow that holds, from its times and TTLs (the compiled twin's too)."""
+    handshake = synack_t - syn_t
+    note = None
+    if request_t is not None:  # `engine.verdict.slow_answer_after_fast_handshake`, from the same times
+        latency = answer_t - request_t
+        if latency > 10 * max(handshake, 0.0005) and latency - handshake > 0.020:
+            note = (f"Note: the answer took {latency * 1000:.1f} ms but the handshake only "
+                    f"{handshake * 1000:.1f} ms; a transparent proxy near you may have answered the "
+                    f"handshake (or the application is slow). `probe trace` can tell.")
+    return _vantage_evidence(syn_ttl, synack_ttl), round(max(handshake, 0.0) * 1000, 3), note

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import ipaddress
+import os
+import struct
+import tempfile
 from contextlib import contextmanager
 from typing import List, Optional
 
@@ -43,26 +48,58 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
 
 
 class _Spool:
-    """Rendered flows on disk, not in memory: a capture may hold a million flows. Printed in the
-    order the flows started, whatever order they finished in."""
+    """Rendered flows on disk, not in memory: a capture may hold ten million flows. Read back in the
+    order the flows started, whatever order they finished in (flows that started at the same time
+    in the order they came). The index is sorted in runs of `RUN` entries, each written to disk as
+    it fills, and the runs are merged on the way out, so memory does not grow with the flows."""
+
+    RUN = 1 << 16
+    _ENTRY = struct.Struct("=dqqq")  # start, arrival, offset, length
 
     def __init__(self):
-        import tempfile
-
         self.file = tempfile.TemporaryFile()
-        self.entries: list[tuple[float, int, int]] = []
+        self.index = tempfile.TemporaryFile()
+        self.entries: list[tuple[float, int, int, int]] = []
+        self.runs: list[tuple[int, int]] = []  # (where in `index`, entries)
+        self.count = self.size = 0
+
+    def __len__(self) -> int:
+        return self.count
 
     def add(self, start: float, text: str) -> None:
         data = text.encode()
-        self.entries.append((start, self.file.tell(), len(data)))
+        self.entries.append((start, self.count, self.size, len(data)))
         self.file.write(data)
+        self.size += len(data)
+        self.count += 1
+        if len(self.entries) >= self.RUN:
+            self._write_run()
+
+    def _write_run(self) -> None:
+        self.entries.sort()
+        self.index.seek(0, 2)
+        self.runs.append((self.index.tell(), len(self.entries)))
+        self.index.write(b"".join(self._ENTRY.pack(*entry) for entry in self.entries))
+        self.entries = []
+
+    def _run(self, where: int, count: int):
+        entry, chunk = self._ENTRY, 4096
+        for first in range(0, count, chunk):
+            self.index.seek(where + first * entry.size)
+            data = self.index.read(min(chunk, count - first) * entry.size)
+            yield from entry.iter_unpack(data)
 
     def texts(self):
         self.file.flush()
-        for _start, offset, length in sorted(self.entries):
-            self.file.seek(offset)
-            yield self.file.read(length).decode()
-        self.file.seek(0, 2)
+        self.index.flush()
+        self.entries.sort()
+        runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
+        descriptor, window_start, window = self.file.fileno(), 0, b""
+        for _start, _arrival, offset, length in heapq.merge(*runs):
+            at = offset - window_start
+            if at < 0 or at + length > len(window):  # mostly in the order written: read ahead a megabyte
+                window_start, window, at = offset, os.pread(descriptor, max(1 << 20, length), offset), 0
+            yield window[at:at + length].decode()
 
 
 def analyze(
@@ -105,33 +142,43 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     import sys
 
     from probe.analyze import analyze_stream
-    from probe.analyze_report import (analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row,
-                                      flows_table)
+    from probe.analyze_report import FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row
     from probe.report import SCHEMA, packet_table
 
-    spool, rows, codes = _Spool(), [], []
+    spool, table, codes = _Spool(), FlowsTable(_Spool()), set()
+
+    def text_of(result) -> str | None:
+        """What the flow prints besides its row: its JSON, or its packet table (not clean, or --verbose)."""
+        if json_output:
+            return json.dumps(analyzed_flow_json(result), indent=2)
+        if verbose or result.analysis.verdict != "clean":
+            row = flow_row(result)
+            return (f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: {result.vantage.evidence})\n"
+                    f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
+                    f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
+                    f"{result.analysis.explanation}\n")
+        return None
+
+    def prepare(result) -> str | None:
+        """`text_of`, in the worker that judged the flow; not for a trace's flows (judged again at the end)."""
+        return None if is_trace_probe(result) else text_of(result)
 
     def render(result) -> None:
         start = result.start
-        codes.append(exit_code_for(result.analysis.verdict, result.analysis.hop))
-        rows.append((start, flow_row(result)))
-        if json_output:
-            spool.add(start, json.dumps(analyzed_flow_json(result), indent=2))
-        elif verbose or result.analysis.verdict != "clean":
-            row = flow_row(result)
-            spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
-                             f"{result.vantage.evidence})\n"
-                             f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
-                             f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
-                             f"{result.analysis.explanation}\n")
+        codes.add(exit_code_for(result.analysis.verdict, result.analysis.hop))  # the worst is all that counts
+        table.add(start, flow_row(result))
+        text = result.prepared if result.prepared is not None else text_of(result)
+        if text is not None:
+            spool.add(start, text)
 
-    from probe.analyze_trace import TraceCollector, control_fates
+    from probe.analyze_trace import TraceCollector, control_fates, is_trace_probe
 
     control_traces = control_fates(control) if control is not None else None
     collector = TraceCollector(render)
     with _progress_bar(path) as progress:
         # the table and the exit code need no more of an ordinary flow than its verdict (`probe.ordinary`)
-        totals = analyze_stream(path, wanted, collector.add, summarise=not (json_output or verbose), progress=progress)
+        totals = analyze_stream(path, wanted, collector.add, summarise=not (json_output or verbose), progress=progress,
+                                workers=_workers(path), prepare=prepare)
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
@@ -146,7 +193,9 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     else:
         for text in spool.texts():
             print(text)
-        print(flows_table([row for _start, row in sorted(rows, key=lambda item: item[0])]))
+        lines = table.lines()  # a few thousand lines at a time: ten million flows make a big table
+        while chunk := list(itertools.islice(lines, 4096)):
+            sys.stdout.write("\n".join(chunk) + "\n")
         for trace in traces:
             print("\n" + capture_trace_text(trace))
         _say_warnings(totals.warnings)
@@ -155,6 +204,23 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
 
 
 PROGRESS_FROM = 64 << 20  # bytes: a capture read in a few seconds needs no progress bar
+PARALLEL_FROM = 8 << 20  # bytes: below, starting worker processes costs more than they save
+
+
+def _workers(path: str) -> int:
+    """Processes that run the engine beside the reader (`analyze.Judges`): one per core for a big
+    capture, none for a small one or on one core; `PROBE_WORKERS=N` sets it."""
+    import os
+
+    chosen = os.environ.get("PROBE_WORKERS", "")
+    if chosen.isdigit():
+        return int(chosen)
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if size >= PARALLEL_FROM and cores > 1 else 0
 
 
 @contextmanager

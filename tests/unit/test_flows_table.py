@@ -1,0 +1,61 @@
+"""The flows table of `probe analyze` laid out as its rows come (`analyze_report.FlowsTable`, through
+the command's sorted spool on disk) against `flows_table` over all the rows sorted by start time."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from probe.analyze_report import FlowsTable, flows_table
+from probe.commands.analyze import _Spool
+from tests.properties.exchanges import property_settings
+
+ADDRESSES = st.sampled_from(["10.1.2.3", "198.51.100.80", "2001:db8::1", "fe80::1", "192.0.2.255"])
+VERDICTS = st.sampled_from(["clean", "middlebox-reset", "server-reset", "dropped", "no-answer", "unreachable"])
+CELL_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+
+
+def rows(cell=None):
+    endpoint = st.builds(lambda address, port: f"{address}:{port}", ADDRESSES, st.integers(1, 65535))
+    return st.lists(st.tuples(st.sampled_from([0.0, 1.5, 2.0, 7.25, 1e9]),  # starts that tie often
+                              st.builds(list, st.tuples(endpoint, endpoint if cell is None else cell,
+                                                        st.integers(0, 10**7), VERDICTS,
+                                                        st.sampled_from(["-", "to-client", "to-server", "both"]),
+                                                        st.sampled_from(["client", "server"])))),
+                    min_size=1, max_size=60)
+
+
+@pytest.fixture(autouse=True)
+def small_runs(monkeypatch):
+    monkeypatch.setattr(_Spool, "RUN", 7)  # several sorted runs on disk, merged
+
+
+def check(items) -> None:
+    table = FlowsTable(_Spool())
+    for start, row in items:
+        table.add(start, row)
+    expected = flows_table([row for _start, row in sorted(items, key=lambda item: item[0])])
+    assert "\n".join(table.lines()) == expected
+
+
+@given(rows())
+@property_settings(200)
+def test_the_same_table_as_flows_table(items):
+    check(items)
+
+
+@given(rows(CELL_TEXT))
+@property_settings(200)
+def test_any_text_in_a_cell_the_same_table(items):
+    """Non-ASCII, tabs, new lines, the spool's separator, numbers as text: the fallback's cases."""
+    check(items)
+
+
+def test_the_spool_gives_texts_in_start_order_ties_as_they_came():
+    spool = _Spool()
+    _Spool.RUN = 3
+    starts = [5.0, 1.0, 5.0, 0.5, 1.0, 9.0, 0.5, 5.0, 2.0, 1.0]
+    for n, start in enumerate(starts):
+        spool.add(start, f"{n}")
+    assert list(spool.texts()) == [str(n) for n, _start in sorted(enumerate(starts), key=lambda item: item[1])]
+    assert len(spool) == len(starts) and len(spool.runs) == 3
