@@ -52,6 +52,7 @@ def paired_flow_json(pair, client_side, server_side, verdict, direction, explana
                  "one_way_ms": None if pair.one_way is None else round(pair.one_way * 1000, 3),
                  "forged": [_missing_json(m) for m in pair.missing if m.kind == "forged"],
                  "never_arrived": [_missing_json(m) for m in pair.missing if m.kind == "never-arrived"],
+                 "matched": [[client + 1, server + 1] for client, server in pair.matched],
                  "server_side": analyzed_flow_json(server_side)})
     for key in ("verdict", "direction", "explanation"):
         item["server_side"][f"{key}_alone"] = item["server_side"].pop(key)

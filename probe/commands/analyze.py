@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from probe.commands.common import exit_code_for, say
+from probe.commands.common import REPORT, exit_code_for, open_output, say, write_report
 from probe.outcome import worst
 from probe.errors import ProbeError, UsageError
 
@@ -87,6 +87,7 @@ def analyze(
     control: Optional[str] = typer.Option(None, "--control", metavar="CONTROL",
                                           help="a capture of the same trace with an innocuous request (CenTrace's "
                                                "control run): compared TTL by TTL with FILE's"),
+    report: Optional[str] = REPORT,
 ):
     """Analyse every TCP flow of a capture (and pair it with a capture of the other end)."""
     from probe.analyze import FlowFilter
@@ -101,11 +102,37 @@ def analyze(
     if file2 is not None:
         if control is not None:
             raise UsageError("--control compares a trace with its control: give FILE alone")
-        raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose))
-    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose, control))
+        report_handle = open_output(report)
+        raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose, report_handle))
+    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose, control, open_output(report)))
 
 
-def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: str | None = None) -> int:
+class _ReportFlows:
+    """The flows a `--report` draws: the first MAX_FLOWS that are not clean (every flow with -v),
+    or, when all are clean, the first MAX_FLOWS of them; the flows table lists up to MAX_ROWS."""
+
+    MAX_ROWS = 1000
+
+    def __init__(self, verbose: bool):
+        from probe.html_report import MAX_FLOWS
+
+        self.verbose, self.limit = verbose, MAX_FLOWS
+        self.shown: list[tuple[float, dict]] = []
+        self.clean: list[tuple[float, dict]] = []
+
+    def add(self, start: float, verdict: str, make) -> None:
+        chosen = self.shown if self.verbose or verdict != "clean" else self.clean
+        if len(chosen) < self.limit:
+            chosen.append((start, make()))
+
+    def document(self, head: dict, rows: list, traces: list) -> dict:
+        flows = sorted(self.shown or self.clean, key=lambda item: item[0])
+        return {**head, "flows": [flow for _start, flow in flows], "traces": traces,
+                "flow_rows": [row for _start, row in sorted(rows, key=lambda item: item[0])][:self.MAX_ROWS]}
+
+
+def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: str | None = None,
+                 report_handle=None) -> int:
     import json
     import sys
 
@@ -115,11 +142,14 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     from probe.report import SCHEMA, packet_table
 
     spool, rows, codes = _Spool(), [], []
+    reported = _ReportFlows(verbose) if report_handle is not None else None
 
     def render(result) -> None:
         start = result.start
         codes.append(exit_code_for(result.analysis.verdict, result.analysis.hop))
         rows.append((start, flow_row(result)))
+        if reported is not None:
+            reported.add(start, result.analysis.verdict, lambda: analyzed_flow_json(result))
         if json_output:
             spool.add(start, json.dumps(analyzed_flow_json(result), indent=2))
         elif verbose or result.analysis.verdict != "clean":
@@ -136,10 +166,14 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     collector = TraceCollector(render)
     with _progress_bar(path) as progress:
         # the table and the exit code need no more of an ordinary flow than its verdict (`probe.ordinary`)
-        totals = analyze_stream(path, wanted, collector.add, summarise=not (json_output or verbose), progress=progress)
+        totals = analyze_stream(path, wanted, collector.add, progress=progress,
+                                summarise=not (json_output or verbose or reported is not None))
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
+    if reported is not None:
+        write_report(report_handle, reported.document({"schema": SCHEMA, "command": "analyze", "file": path}, rows,
+                                                      [capture_trace_json(t) for t in traces]))
     if json_output:
         write = sys.stdout.write  # flow by flow: the whole document may not fit in memory
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
@@ -183,7 +217,7 @@ def _progress_bar(path: str):
         yield lambda done, _size: bar.update(done - bar.n)
 
 
-def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool) -> int:
+def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool, report_handle=None) -> int:
     """FILE and FILE2 hold the two ends of the same traffic (either order): pair and compare. Each
     file's judged flows wait on disk; pairs are loaded one at a time (`probe.analyze_pair`)."""
     import sys
@@ -222,10 +256,15 @@ def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bo
 
     paired = {i for i, _j, _how in matches}
     alone = (n for n in range(len(client)) if n not in paired)
+    head = {"schema": SCHEMA, "command": "analyze", "files": {"client": client_file, "server": server_file}}
+    if report_handle is not None:
+        reported = _ReportFlows(verbose)
+        for item in judged():
+            reported.add(item[1].start, item[3], lambda: paired_flow_json(*item))
+        write_report(report_handle, reported.document(head, [], []))
+        codes.clear()  # judged again below, for the output
     if json_output:
-        _write_json_document({"schema": SCHEMA, "command": "analyze", "files": {"client": client_file,
-                                                                               "server": server_file}},
-                             {"flows": (paired_flow_json(*item) for item in judged()),
+        _write_json_document(head, {"flows": (paired_flow_json(*item) for item in judged()),
                               "unpaired": (analyzed_flow_json(client.load(n)) for n in alone)})
     else:
         for n, item in enumerate(judged()):

@@ -18,6 +18,7 @@ def check(
     ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
+    report: Optional[str] = common.REPORT,
     method: Optional[str] = common.METHOD,
     header: Optional[List[str]] = common.HEADER,
     user_agent: Optional[str] = common.USER_AGENT,
@@ -45,6 +46,7 @@ def check(
     common.check_control_host(control_host)
     target = common.target_from(url, resolve, ipv4, ipv6)
     pcap_handle = open_output(pcap)
+    report_handle = open_output(report)
 
     from probe.engine import analyze_flow
     from probe.live import run_check
@@ -68,8 +70,10 @@ def check(
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
     code = exit_code_for(analysis.verdict, analysis.hop)
+    finish_document(document, started, code)
+    common.write_report(report_handle, document)
     if json_output:
-        print(dumps(finish_document(document, started, code)))
+        print(dumps(document))
     else:
         print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose))
         print()

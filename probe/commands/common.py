@@ -27,11 +27,23 @@ def open_output(path: str | None):
         raise ProbeError(f"cannot write {path}: {error.strerror}") from None
 
 
+def write_report(handle, document: dict) -> None:
+    """The `--report` page of a finished document, into the file `open_output` opened."""
+    if handle is None:
+        return
+    from probe.html_report import render
+
+    with handle:
+        handle.write(render(document).encode("utf-8"))
+
+
 # Options shared by the probing commands: same spelling, same help, everywhere.
 URL = typer.Argument(..., metavar="URL", help="http[s]://HOST[:PORT][/PATH], or a bare host name or address")
 RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
                        help="connect to ADDR while the request still names HOST")
 JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
+REPORT = typer.Option(None, "--report", metavar="FILE.html",
+                      help="write a self-contained HTML report (ladder diagram, hops, verdict and evidence) to FILE")
 PCAP = typer.Option(None, "--pcap", metavar="FILE", help="write every packet sent and received to FILE (pcap, raw IP)")
 METHOD = typer.Option(None, "--request", "--method", "-X", metavar="METHOD",
                       help="HTTP method, as curl's -X [default: HEAD, or POST with --data]")

@@ -19,6 +19,7 @@ def trace(
     ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
+    report: Optional[str] = common.REPORT,
     method: Optional[str] = common.METHOD,
     header: Optional[List[str]] = common.HEADER,
     user_agent: Optional[str] = common.USER_AGENT,
@@ -48,6 +49,7 @@ def trace(
     if control_host.lower() == target.host.lower():
         raise UsageError("--control-host must differ from the host under test")
     pcap_handle = open_output(pcap)
+    report_handle = open_output(report)
 
     from probe.engine import analyze_flow
     from probe.live import CheckOptions, run_check
@@ -81,8 +83,10 @@ def trace(
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
     code = exit_code_for(analysis.verdict, analysis.hop)
+    finish_document(document, started, code)
+    common.write_report(report_handle, document)
     if json_output:
-        print(dumps(finish_document(document, started, code)))
+        print(dumps(document))
     else:
         if not streamed:  # a SYN sweep, or nothing to trace: the table once, at the end
             print(hops_table(document["hops"]))
