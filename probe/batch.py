@@ -296,17 +296,23 @@ def problem_row(document: dict) -> dict:
             "note": document.get("error") or document.get("change") or ""}
 
 
-def summary_table(tally: Tally, seconds: float, packets_sent: int, frames_dropped: int) -> str:
+def summary_table(tally: Tally, seconds: float, packets_sent: int, frames_dropped: int, paint=None) -> str:
+    """The counts per verdict and the targets that were not clean, for people (verdicts painted
+    with `paint`, `probe.colour`: tabulate leaves escape codes out of its widths)."""
     from tabulate import tabulate
+
+    from probe.colour import PLAIN
+
+    paint = paint or PLAIN
 
     order = ["clean", "expired", "server-reset", "ambiguous-reset", "no-answer", "dropped", "unreachable", "middlebox-reset",
              "middlebox-response", "error"]
-    rows = [[verdict, tally.counts[verdict]] for verdict in order if tally.counts[verdict]]
-    rows += [[verdict, count] for verdict, count in sorted(tally.counts.items()) if verdict not in order]
+    rows = [[paint.verdict(verdict), tally.counts[verdict]] for verdict in order if tally.counts[verdict]]
+    rows += [[paint.verdict(verdict), count] for verdict, count in sorted(tally.counts.items()) if verdict not in order]
     text = tabulate(rows, headers=["verdict", "targets"], tablefmt="simple")
     if tally.problems:
-        problem_rows = [[p["line"], p["url"], p["address"] or "", p["verdict"], p["direction"] or "",
-                         "" if p["hop"] is None else p["hop"], "" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
+        problem_rows = [[p["line"], p["url"], p["address"] or "", paint.verdict(p["verdict"]), p["direction"] or "",
+                         "" if p["hop"] is None else paint(str(p["hop"]), "hop"), "" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
                          p["note"]] for p in sorted(tally.problems, key=lambda p: p["line"] or 0)]
         text += "\n\n" + tabulate(problem_rows, headers=["line", "url", "address", "verdict", "direction", "hop",
                                                          "rtt ms", "note"], tablefmt="simple")

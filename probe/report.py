@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from probe.colour import PLAIN, Paint
 from probe.engine.model import Analysis, Flow
 from probe.record import PacketRecord
 from probe.tls import describe
@@ -145,13 +146,14 @@ def terminal_width() -> int:
 
 
 def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, width: int | None = None,
-                 verbose: bool = False) -> str:
+                 verbose: bool = False, paint: Paint = PLAIN) -> str:
     """A Wireshark-like table: relative sequence numbers, what each packet carries, who sent it.
 
     Laid out for `width` columns (default: the terminal's). From WIDE_TABLE columns on, the
     evidence is a column with one sentence per line; below, each packet is one line (cut at
     the width) and its evidence follows it, indented, as tcpdump -v puts details under a packet:
-    the first SHORT_EVIDENCE sentences (the decisive ones come first), all of them if `verbose`."""
+    the first SHORT_EVIDENCE sentences (the decisive ones come first), all of them if `verbose`.
+    The rows of forged packets are painted (`probe.colour`), evidence included."""
     from probe.layout import simple_table  # tabulate's layout, fast enough for a flow of thousands of packets
 
     width = width or terminal_width()
@@ -191,13 +193,17 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
     if wide:
         headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "info", "origin",
                    "evidence"]
-        return simple_table(rows, headers)
+        forged = {i for i, attribution in enumerate(analysis.attributions) if attribution.origin == "middlebox"}
+        return simple_table(rows, headers, style_row=(lambda i, line: paint(line, "forged") if i in forged else line)
+                            if forged and paint.enabled else None)
     headers = ["#", "ms", "dir", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "origin", "info"]
     lines = _compact(rows, headers, left={"dir", "flags", "origin", "info"})
     out = [_cut(lines[0], width)]
-    for line, evidence in zip(lines[1:], evidence_lines):
-        out.append(_cut(line, width))
-        out.extend(EVIDENCE_INDENT + sentence for sentence in evidence)
+    for line, evidence, attribution in zip(lines[1:], evidence_lines, analysis.attributions):
+        role = "forged" if attribution.origin == "middlebox" else None
+        out.append(paint(_cut(line, width), role) if role else _cut(line, width))
+        out.extend(paint(EVIDENCE_INDENT + sentence, role) if role else EVIDENCE_INDENT + sentence
+                   for sentence in evidence)
     return "\n".join(out)
 
 
@@ -227,13 +233,13 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
-def summary_lines(document: dict) -> str:
+def summary_lines(document: dict, paint: Paint = PLAIN) -> str:
     hop = document.get("hop")
-    parts = [f"verdict: {document['verdict']}"]
+    parts = [f"verdict: {paint.verdict(document['verdict'])}"]
     if document.get("direction"):
         parts.append(f"direction: {document['direction']}")
     if hop is not None:
-        parts.append(f"hop: {hop}")
+        parts.append(paint(f"hop: {hop}", "hop"))
     if document.get("rtt_ms") is not None:
         parts.append(f"rtt: {document['rtt_ms']:.1f} ms")
     if (document.get("http") or {}).get("status") is not None:  # what curl -I shows first
@@ -284,18 +290,21 @@ def trace_json(rows, result, trigger: str, control: str) -> dict:
 HOPS_HEADER = f"{'ttl':>3}  {'router':<39} {'ms':>7}  {'trigger':<20} {'control':<20} notes"
 
 
-def hop_line(hop: dict) -> str:
+def hop_line(hop: dict, paint: Paint = PLAIN, box_hop: int | None = None) -> str:
     """One hop of a trace, in fixed columns (as mtr prints them, so that each line can be printed
-    as soon as its hop is learned, and the lines still align)."""
+    as soon as its hop is learned, and the lines still align); painted as the box's hop when it is
+    `box_hop`, or, while that is not known yet, when the trigger's fate differs from the control's."""
     notes = [*hop["details"]["trigger"].get("rewritten", []), *hop["details"]["control"].get("rewritten", [])]
     if hop.get("confirmed"):
         notes.insert(0, "difference seen twice")
     ms = "" if hop["rtt_ms"] is None else f"{hop['rtt_ms']:.2f}"
-    return (f"{hop['ttl']:>3}  {hop['address'] or '*':<39} {ms:>7}  {hop['trigger']:<20} {hop['control']:<20} "
+    line = (f"{hop['ttl']:>3}  {hop['address'] or '*':<39} {ms:>7}  {hop['trigger']:<20} {hop['control']:<20} "
             f"{'; '.join(notes)}").rstrip()
+    found = hop["ttl"] == box_hop if box_hop is not None else hop["trigger"] != hop["control"]
+    return paint(line, "hop") if found else line
 
 
-def hops_table(hops: list[dict]) -> str:
-    """The hop table of a trace, for people."""
-    return "\n".join([HOPS_HEADER] + [hop_line(hop) for hop in hops])
+def hops_table(hops: list[dict], paint: Paint = PLAIN, box_hop: int | None = None) -> str:
+    """The hop table of a trace, for people (the box's row painted)."""
+    return "\n".join([HOPS_HEADER] + [hop_line(hop, paint, box_hop if box_hop is not None else -1) for hop in hops])
 

@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from probe.commands.common import REPORT, exit_code_for, open_output, say, write_report
+from probe.commands.common import COLOR, REPORT, exit_code_for, open_output, paint_for, say, write_report
+from probe.colour import PLAIN, Paint
 from probe.outcome import worst
 from probe.errors import ProbeError, UsageError
 
@@ -88,6 +89,7 @@ def analyze(
                                           help="a capture of the same trace with an innocuous request (CenTrace's "
                                                "control run): compared TTL by TTL with FILE's"),
     report: Optional[str] = REPORT,
+    color: str = COLOR,
 ):
     """Analyse every TCP flow of a capture (and pair it with a capture of the other end)."""
     from probe.analyze import FlowFilter
@@ -103,8 +105,8 @@ def analyze(
         if control is not None:
             raise UsageError("--control compares a trace with its control: give FILE alone")
         report_handle = open_output(report)
-        raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose, report_handle))
-    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose, control, open_output(report)))
+        raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose, report_handle, paint_for(color)))
+    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose, control, open_output(report), paint_for(color)))
 
 
 class _ReportFlows:
@@ -132,7 +134,7 @@ class _ReportFlows:
 
 
 def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: str | None = None,
-                 report_handle=None) -> int:
+                 report_handle=None, paint: Paint = PLAIN) -> int:
     import json
     import sys
 
@@ -156,8 +158,9 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
             row = flow_row(result)
             spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
                              f"{result.vantage.evidence})\n"
-                             f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
-                             f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
+                             f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose, paint=paint)}"
+                             f"\nverdict: {paint.verdict(result.analysis.verdict)}  "
+                             f"direction: {result.analysis.direction or '-'}\n"
                              f"{result.analysis.explanation}\n")
 
     from probe.analyze_trace import TraceCollector, control_fates
@@ -217,7 +220,8 @@ def _progress_bar(path: str):
         yield lambda done, _size: bar.update(done - bar.n)
 
 
-def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool, report_handle=None) -> int:
+def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool, report_handle=None,
+                 paint: Paint = PLAIN) -> int:
     """FILE and FILE2 hold the two ends of the same traffic (either order): pair and compare. Each
     file's judged flows wait on disk; pairs are loaded one at a time (`probe.analyze_pair`)."""
     import sys
@@ -268,7 +272,7 @@ def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bo
                               "unpaired": (analyzed_flow_json(client.load(n)) for n in alone)})
     else:
         for n, item in enumerate(judged()):
-            sys.stdout.write(("\n\n" if n else "") + _pair_text(*item, client_file, server_file, verbose))
+            sys.stdout.write(("\n\n" if n else "") + _pair_text(*item, client_file, server_file, verbose, paint))
         sys.stdout.write("\n")
         if len(client) > len(matches):
             say(f"{len(client) - len(matches)} flow(s) of {client_file} have no counterpart in {server_file}")
@@ -277,7 +281,7 @@ def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bo
 
 
 def _pair_text(pair, client_side, server_side, verdict, direction, explanation, client_file: str,
-               server_file: str, verbose: bool) -> str:
+               server_file: str, verbose: bool, paint: Paint = PLAIN) -> str:
     """One pair for people: both packet tables, what is missing at either end, the verdict."""
     from probe.report import packet_table
 
@@ -285,15 +289,15 @@ def _pair_text(pair, client_side, server_side, verdict, direction, explanation, 
     head = (f"{client_side.flow.client}:{client_side.flow.client_port} -> {client_side.flow.server}:"
             f"{client_side.flow.server_port}, paired by {pair.matched_by}; server clock {offset}")
     if not (verbose or verdict != "clean" or pair.missing):
-        return head + f"\nverdict: {verdict}"
+        return head + f"\nverdict: {paint.verdict(verdict)}"
     lines = [head,
              f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
-                                                             client_side.analysis, verbose=verbose),
+                                                             client_side.analysis, verbose=verbose, paint=paint),
              f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
-                                                             server_side.analysis, verbose=verbose)]
-    lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
+                                                             server_side.analysis, verbose=verbose, paint=paint)]
+    lines += [paint(f"FORGED: {m.sentence}", "forged") for m in pair.missing if m.kind == "forged"]
     lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
-    lines.append(f"verdict: {verdict}  direction: {direction or '-'}")
+    lines.append(f"verdict: {paint.verdict(verdict)}  direction: {direction or '-'}")
     return "\n".join(lines)
 
 

@@ -51,6 +51,7 @@ def batch(
                                        help="write a node_exporter textfile (per-target verdict and RTT), atomically"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="progress bar on stderr [default: when stderr is a terminal]"),
+    color: str = common.COLOR,
 ):
     """Probe every target of FILE as probe check would, many at once; one JSON line each."""
     request = common.request_options(method, header, user_agent, data)
@@ -74,7 +75,8 @@ def batch(
                          "current one")
     arguments = dict(file=file, out=out, concurrency=concurrency, rate=rate, check_options=check_options,
                      no_locate=no_locate, max_ttl=max_ttl, control_host=control_host, pcap=pcap, history=history,
-                     vantage=vantage, alert_on_change=alert_on_change, nagios=nagios, prom=prom, progress=progress)
+                     vantage=vantage, alert_on_change=alert_on_change, nagios=nagios, prom=prom, progress=progress,
+                     paint=common.paint_for(color, sys.stderr))
     if not nagios:
         raise typer.Exit(_run_batch(**arguments))
     try:  # a plugin that cannot measure says UNKNOWN, on stdout, with the plugin's code
@@ -110,7 +112,7 @@ def _lines(file: str):
 
 
 def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, control_host, pcap, history,
-               vantage, alert_on_change, nagios, prom, progress) -> int:
+               vantage, alert_on_change, nagios, prom, progress, paint=None) -> int:
     import json
     import time
 
@@ -230,7 +232,7 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
         return state
     shown = spoken if alert_on_change else everything
     if shown.total:
-        say(summary_table(shown, seconds, session.packets_sent, session.frames_dropped))
+        say(summary_table(shown, seconds, session.packets_sent, session.frames_dropped, paint))
     if history_failure:  # the results are above; the history did not get them: the tool failed a job
         say(f"probe: {history_failure} (the results are in the JSON lines)")
         return common.EXIT_FAILED

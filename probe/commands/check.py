@@ -36,9 +36,11 @@ def check(
     sni: Optional[str] = common.SNI,
     cacert: Optional[str] = common.CACERT,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="every evidence sentence of every packet"),
+    color: str = common.COLOR,
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
     started = time.monotonic()
+    paint = common.paint_for(color)
     request = common.request_options(method, header, user_agent, data)
     options = common.exchange_options(request, linger, max_time, retries, syn_retries, ttl,
                                       common.tls_options(sni, cacert))
@@ -75,9 +77,9 @@ def check(
     if json_output:
         print(dumps(document))
     else:
-        print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose))
+        print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose, paint=paint))
         print()
-        print(summary_lines(document))
+        print(summary_lines(document, paint))
     if found is not None and found.interrupt is not None:
         raise found.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
     raise typer.Exit(code)

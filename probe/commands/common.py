@@ -37,11 +37,21 @@ def write_report(handle, document: dict) -> None:
         handle.write(render(document).encode("utf-8"))
 
 
+def paint_for(mode: str, stream=None):
+    """The `Paint` of `--color` for what goes to `stream` (standard output by default)."""
+    from probe.colour import paint_for as decide
+
+    return decide(mode, stream if stream is not None else sys.stdout)
+
+
 # Options shared by the probing commands: same spelling, same help, everywhere.
 URL = typer.Argument(..., metavar="URL", help="http[s]://HOST[:PORT][/PATH], or a bare host name or address")
 RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
                        help="connect to ADDR while the request still names HOST")
 JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
+COLOR = typer.Option("auto", "--color", "--colour", metavar="WHEN",
+                     help="colour the verdict, forged packets and the hop: auto (a terminal, unless NO_COLOR is "
+                          "set), always, never")
 REPORT = typer.Option(None, "--report", metavar="FILE.html",
                       help="write a self-contained HTML report (ladder diagram, hops, verdict and evidence) to FILE")
 PCAP = typer.Option(None, "--pcap", metavar="FILE", help="write every packet sent and received to FILE (pcap, raw IP)")

@@ -33,10 +33,12 @@ def trace(
                                    help="stop starting new TTLs after this long"),
     sni: Optional[str] = common.SNI,
     cacert: Optional[str] = common.CACERT,
+    color: str = common.COLOR,
 ):
     """Send the request with growing TTL beside a control request; report the hop where the
     interference first shows."""
     started = time.monotonic()
+    paint = common.paint_for(color)
     request = common.request_options(method, header, user_agent, data)
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
@@ -68,7 +70,7 @@ def trace(
         if not streamed:
             print(HOPS_HEADER, flush=True)
         streamed.append(row)
-        print(hop_line(hop_json(row)), flush=True)
+        print(hop_line(hop_json(row), paint), flush=True)
 
     found = localize(target, measurement, analysis, options, always=True, on_progress=say,
                      on_hop=None if json_output else print_hop)
@@ -89,9 +91,9 @@ def trace(
         print(dumps(document))
     else:
         if not streamed:  # a SYN sweep, or nothing to trace: the table once, at the end
-            print(hops_table(document["hops"]))
+            print(hops_table(document["hops"], paint, document["hop"]))
         print()
-        print(summary_lines(document))
+        print(summary_lines(document, paint))
         for sentence in document.get("trace", {}).get("evidence", []):
             print(f"  - {sentence}")
     if found is not None and found.interrupt is not None:
