@@ -118,7 +118,7 @@ def _end(end: dict) -> str:
 
 def _exchange_section(flow: dict, heading: str | None, files: dict | None = None) -> str:
     """One exchange: the verdict, the ladder, the hop table, the packet table(s)."""
-    parts = [f"<section class=\"exchange\">"]
+    parts = ["<section class=\"exchange\">"]
     if heading:
         parts.append(f"<h2>{escape(heading)}</h2>")
     parts.append(_verdict_box(flow))
@@ -419,7 +419,6 @@ def _two_ended_ladder(flow: dict, server_side: dict) -> str:
             if n in done:
                 continue
             sent_here = (packet["src"] == client_address) == (side == "client")
-            other = "server" if side == "client" else "client"
             if sent_here:
                 events.append((place(packet), None, side, "middle", packet, side))
             else:

@@ -234,6 +234,15 @@ def _wrap(text: str, width: int) -> str:
 
 
 def summary_lines(document: dict, paint: Paint = PLAIN) -> str:
+    """The verdict line, the explanation, and over TLS what the handshake showed."""
+    lines = [verdict_line(document, paint), document["explanation"]]
+    if document.get("tls"):
+        lines.append(tls_sentence(document["tls"]))
+    return "\n".join(lines)
+
+
+def verdict_line(document: dict, paint: Paint = PLAIN) -> str:
+    """`verdict: ...  direction: ...  hop: ...  rtt: ...  http: ...`, what -q prints."""
     hop = document.get("hop")
     parts = [f"verdict: {paint.verdict(document['verdict'])}"]
     if document.get("direction"):
@@ -244,10 +253,7 @@ def summary_lines(document: dict, paint: Paint = PLAIN) -> str:
         parts.append(f"rtt: {document['rtt_ms']:.1f} ms")
     if (document.get("http") or {}).get("status") is not None:  # what curl -I shows first
         parts.append(f"http: {document['http']['status']} {document['http']['reason'] or ''}".rstrip())
-    lines = ["  ".join(parts), document["explanation"]]
-    if document.get("tls"):
-        lines.append(tls_sentence(document["tls"]))
-    return "\n".join(lines)
+    return "  ".join(parts)
 
 
 def write_pcap(path: str, frames) -> None:

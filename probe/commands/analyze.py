@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import List, Optional
 
 import typer
 
-from probe.commands.common import COLOR, REPORT, exit_code_for, open_output, paint_for, say, write_report
+from probe.commands.common import (COLOR, OUTPUT, QUIET, REPORT, exit_code_for, open_output, paint_for, say,
+                                   write_report)
 from probe.colour import PLAIN, Paint
 from probe.outcome import worst
 from probe.errors import ProbeError, UsageError
@@ -89,11 +91,14 @@ def analyze(
                                           help="a capture of the same trace with an innocuous request (CenTrace's "
                                                "control run): compared TTL by TTL with FILE's"),
     report: Optional[str] = REPORT,
+    output: Optional[str] = OUTPUT,
+    quiet: bool = QUIET,
     color: str = COLOR,
 ):
     """Analyse every TCP flow of a capture (and pair it with a capture of the other end)."""
     from probe.analyze import FlowFilter
 
+    paint = paint_for(color)
     wanted = FlowFilter(tuple(parse_endpoint(h)[0] for h in hosts or []), tuple(parse_flow(f) for f in flows or []))
     if write_pcap is not None:
         from probe.commands.write_pcap import write_text_capture
@@ -104,9 +109,10 @@ def analyze(
     if file2 is not None:
         if control is not None:
             raise UsageError("--control compares a trace with its control: give FILE alone")
-        report_handle = open_output(report)
-        raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose, report_handle, paint_for(color)))
-    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose, control, open_output(report), paint_for(color)))
+        raise typer.Exit(_analyze_two(file, file2, wanted, _Outputs.open(json_output, verbose, quiet, output, report,
+                                                                         paint)))
+    raise typer.Exit(_analyze_one(file, wanted, _Outputs.open(json_output, verbose, quiet, output, report, paint),
+                                  control))
 
 
 class _ReportFlows:
@@ -133,18 +139,54 @@ class _ReportFlows:
                 "flow_rows": [row for _start, row in sorted(rows, key=lambda item: item[0])][:self.MAX_ROWS]}
 
 
-def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: str | None = None,
-                 report_handle=None, paint: Paint = PLAIN) -> int:
+@dataclass
+class _Outputs:
+    """Where analyze's results go: the JSON document (`document`: stdout under --json, the -o
+    file, or nowhere), the text on stdout (`text`: not under --json; only verdict lines under -q),
+    the --report page, and the colours."""
+
+    document: object | None
+    text: bool
+    verbose: bool
+    quiet: bool
+    report_handle: object | None
+    paint: Paint = PLAIN
+
+    @classmethod
+    def open(cls, json_output: bool, verbose: bool, quiet: bool, output: str | None, report: str | None,
+             paint: Paint) -> "_Outputs":
+        import io
+        import sys
+
+        document = None
+        if output is not None:
+            handle = open_output(output)
+            document = io.TextIOWrapper(handle, encoding="utf-8")
+        elif json_output:
+            document = sys.stdout
+        return cls(document, not json_output, verbose, quiet, open_output(report), paint)
+
+    def close(self) -> None:
+        import sys
+
+        if self.document is not None and self.document is not sys.stdout:
+            self.document.close()
+
+    def verdict_line(self, client: str, server: str, verdict: str, direction: str | None) -> str:
+        return f"{client} -> {server}  verdict: {self.paint.verdict(verdict)}  direction: {direction or '-'}"
+
+
+def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = None) -> int:
     import json
-    import sys
 
     from probe.analyze import analyze_stream
     from probe.analyze_report import (analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row,
                                       flows_table)
     from probe.report import SCHEMA, packet_table
 
-    spool, rows, codes = _Spool(), [], []
-    reported = _ReportFlows(verbose) if report_handle is not None else None
+    spool, text_spool, rows, codes = _Spool(), _Spool(), [], []
+    verbose, paint = outputs.verbose, outputs.paint
+    reported = _ReportFlows(verbose) if outputs.report_handle is not None else None
 
     def render(result) -> None:
         start = result.start
@@ -152,11 +194,16 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
         rows.append((start, flow_row(result)))
         if reported is not None:
             reported.add(start, result.analysis.verdict, lambda: analyzed_flow_json(result))
-        if json_output:
+        if outputs.document is not None:
             spool.add(start, json.dumps(analyzed_flow_json(result), indent=2))
-        elif verbose or result.analysis.verdict != "clean":
-            row = flow_row(result)
-            spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
+        if not outputs.text or not (verbose or result.analysis.verdict != "clean"):
+            return
+        row = flow_row(result)
+        if outputs.quiet:
+            text_spool.add(start, outputs.verdict_line(row[0], row[1], result.analysis.verdict,
+                                                       result.analysis.direction))
+        else:
+            text_spool.add(start, f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: "
                              f"{result.vantage.evidence})\n"
                              f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose, paint=paint)}"
                              f"\nverdict: {paint.verdict(result.analysis.verdict)}  "
@@ -167,31 +214,33 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
 
     control_traces = control_fates(control) if control is not None else None
     collector = TraceCollector(render)
-    with _progress_bar(path) as progress:
+    with _progress_bar(path, outputs.quiet) as progress:
         # the table and the exit code need no more of an ordinary flow than its verdict (`probe.ordinary`)
         totals = analyze_stream(path, wanted, collector.add, progress=progress,
-                                summarise=not (json_output or verbose or reported is not None))
+                                summarise=not (outputs.document or verbose or reported is not None))
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
     if reported is not None:
-        write_report(report_handle, reported.document({"schema": SCHEMA, "command": "analyze", "file": path}, rows,
+        write_report(outputs.report_handle, reported.document({"schema": SCHEMA, "command": "analyze", "file": path}, rows,
                                                       [capture_trace_json(t) for t in traces]))
-    if json_output:
-        write = sys.stdout.write  # flow by flow: the whole document may not fit in memory
+    if outputs.document is not None:
+        write = outputs.document.write  # flow by flow: the whole document may not fit in memory
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
         for n, text in enumerate(spool.texts()):
             write((",\n" if n else "") + text)
         write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
                                                        json.dumps(vars(totals))))
-        _say_warnings(totals.warnings)
-    else:
-        for text in spool.texts():
+        outputs.close()
+    if outputs.text:
+        for text in text_spool.texts():
             print(text)
-        print(flows_table([row for _start, row in sorted(rows, key=lambda item: item[0])]))
-        for trace in traces:
-            print("\n" + capture_trace_text(trace))
-        _say_warnings(totals.warnings)
+        if not outputs.quiet:
+            print(flows_table([row for _start, row in sorted(rows, key=lambda item: item[0])]))
+            for trace in traces:
+                print("\n" + capture_trace_text(trace))
+    _say_warnings(totals.warnings)
+    if outputs.text and not outputs.quiet:
         _say_totals(totals)
     return worst_exit_code(codes)
 
@@ -200,9 +249,9 @@ PROGRESS_FROM = 64 << 20  # bytes: a capture read in a few seconds needs no prog
 
 
 @contextmanager
-def _progress_bar(path: str):
+def _progress_bar(path: str, quiet: bool = False):
     """A progress bar on stderr (bytes read of the file's size) when stderr is a terminal and the
-    file is large; yields the callback for `analyze_stream`, or None."""
+    file is large (and not -q); yields the callback for `analyze_stream`, or None."""
     import os
     import sys
 
@@ -210,7 +259,7 @@ def _progress_bar(path: str):
         size = os.path.getsize(path)
     except OSError:
         size = 0
-    if size < PROGRESS_FROM or not sys.stderr.isatty():
+    if quiet or size < PROGRESS_FROM or not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
@@ -220,8 +269,7 @@ def _progress_bar(path: str):
         yield lambda done, _size: bar.update(done - bar.n)
 
 
-def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool, report_handle=None,
-                 paint: Paint = PLAIN) -> int:
+def _analyze_two(first: str, second: str, wanted, outputs: _Outputs) -> int:
     """FILE and FILE2 hold the two ends of the same traffic (either order): pair and compare. Each
     file's judged flows wait on disk; pairs are loaded one at a time (`probe.analyze_pair`)."""
     import sys
@@ -261,19 +309,31 @@ def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bo
     paired = {i for i, _j, _how in matches}
     alone = (n for n in range(len(client)) if n not in paired)
     head = {"schema": SCHEMA, "command": "analyze", "files": {"client": client_file, "server": server_file}}
-    if report_handle is not None:
-        reported = _ReportFlows(verbose)
-        for item in judged():
-            reported.add(item[1].start, item[3], lambda: paired_flow_json(*item))
-        write_report(report_handle, reported.document(head, [], []))
-        codes.clear()  # judged again below, for the output
-    if json_output:
-        _write_json_document(head, {"flows": (paired_flow_json(*item) for item in judged()),
-                              "unpaired": (analyzed_flow_json(client.load(n)) for n in alone)})
-    else:
-        for n, item in enumerate(judged()):
-            sys.stdout.write(("\n\n" if n else "") + _pair_text(*item, client_file, server_file, verbose, paint))
-        sys.stdout.write("\n")
+    passes = [name for name, wanted in (("report", outputs.report_handle is not None),
+                                        ("document", outputs.document is not None), ("text", outputs.text)) if wanted]
+    for name in passes:  # each output judges the pairs again: they are loaded one at a time, never all kept
+        codes.clear()
+        if name == "report":
+            reported = _ReportFlows(outputs.verbose)
+            for item in judged():
+                reported.add(item[1].start, item[3], lambda: paired_flow_json(*item))
+            write_report(outputs.report_handle, reported.document(head, [], []))
+        elif name == "document":
+            _write_json_document(head, {"flows": (paired_flow_json(*item) for item in judged()),
+                                        "unpaired": (analyzed_flow_json(client.load(n)) for n in alone)},
+                                 outputs.document)
+            outputs.close()
+        elif outputs.quiet:
+            for item in judged():
+                if outputs.verbose or item[3] != "clean":
+                    print(outputs.verdict_line(f"{item[1].flow.client}:{item[1].flow.client_port}",
+                                               f"{item[1].flow.server}:{item[1].flow.server_port}", item[3], item[4]))
+        else:
+            for n, item in enumerate(judged()):
+                sys.stdout.write(("\n\n" if n else "")
+                                 + _pair_text(*item, client_file, server_file, outputs.verbose, outputs.paint))
+            sys.stdout.write("\n")
+    if outputs.text and not outputs.quiet:
         if len(client) > len(matches):
             say(f"{len(client) - len(matches)} flow(s) of {client_file} have no counterpart in {server_file}")
     _say_warnings(warnings)
@@ -301,23 +361,22 @@ def _pair_text(pair, client_side, server_side, verdict, direction, explanation, 
     return "\n".join(lines)
 
 
-def _write_json_document(head: dict, arrays: dict) -> None:
+def _write_json_document(head: dict, arrays: dict, out) -> None:
     """Print `head` with `arrays` (name -> iterable of dicts) after it, as `json.dumps(..., indent=2)`
     of the whole would, one item at a time: the whole document may not fit in memory."""
     import json
-    import sys
 
     marks = {name: f"\0{name}" for name in arrays}
     rest = json.dumps({**head, **marks}, indent=2)
     for name, items in arrays.items():
         before, rest = rest.split(json.dumps(marks[name]), 1)
-        sys.stdout.write(before)
+        out.write(before)
         n = -1
         for n, item in enumerate(items):
             text = json.dumps(item, indent=2).replace("\n", "\n    ")
-            sys.stdout.write(("[\n    " if n == 0 else ",\n    ") + text)
-        sys.stdout.write("[]" if n < 0 else "\n  ]")
-    sys.stdout.write(rest + "\n")
+            out.write(("[\n    " if n == 0 else ",\n    ") + text)
+        out.write("[]" if n < 0 else "\n  ]")
+    out.write(rest + "\n")
 
 
 def _no_flows(path: str, totals) -> str:

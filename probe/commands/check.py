@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from probe.commands import common
-from probe.commands.common import exit_code_for, open_output, say
+from probe.commands.common import exit_code_for, open_output
 
 
 def check(
@@ -19,6 +19,8 @@ def check(
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
     report: Optional[str] = common.REPORT,
+    output: Optional[str] = common.OUTPUT,
+    quiet: bool = common.QUIET,
     method: Optional[str] = common.METHOD,
     header: Optional[List[str]] = common.HEADER,
     user_agent: Optional[str] = common.USER_AGENT,
@@ -49,13 +51,14 @@ def check(
     target = common.target_from(url, resolve, ipv4, ipv6)
     pcap_handle = open_output(pcap)
     report_handle = open_output(report)
+    output_handle = open_output(output)
 
     from probe.engine import analyze_flow
     from probe.live import run_check
     from probe.report import (application_sections, check_document, dumps, finish_document, packet_table,
-                              summary_lines, write_pcap)
+                              summary_lines, verdict_line, write_pcap)
 
-    measurement = run_check(target, options, on_start=common.announce(target))
+    measurement = run_check(target, options, on_start=None if quiet else common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     extra, frames, found = {}, list(measurement.frames), None
     if not no_locate:
@@ -63,7 +66,7 @@ def check(
 
         found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
                                                                      control_host=control_host, tls=options.tls),
-                         on_progress=say)
+                         on_progress=common.chatter(quiet))
         if found is not None:
             analysis, extra, frames = found.analysis, found.extra, frames + found.frames
     document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis,
@@ -74,8 +77,12 @@ def check(
     code = exit_code_for(analysis.verdict, analysis.hop)
     finish_document(document, started, code)
     common.write_report(report_handle, document)
+    common.write_document(output_handle, document)
     if json_output:
-        print(dumps(document))
+        if output is None:  # -o FILE takes the document instead, as curl's -o takes the body
+            print(dumps(document))
+    elif quiet:
+        print(verdict_line(document, paint))
     else:
         print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose, paint=paint))
         print()

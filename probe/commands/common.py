@@ -44,6 +44,21 @@ def paint_for(mode: str, stream=None):
     return decide(mode, stream if stream is not None else sys.stdout)
 
 
+def write_document(handle, document: dict) -> None:
+    """The `-o FILE` document, into the file `open_output` opened."""
+    if handle is None:
+        return
+    from probe.report import dumps
+
+    with handle:
+        handle.write((dumps(document) + "\n").encode("utf-8"))
+
+
+def chatter(quiet: bool):
+    """Where progress lines go: stderr, or nowhere under -q."""
+    return None if quiet else say
+
+
 # Options shared by the probing commands: same spelling, same help, everywhere.
 URL = typer.Argument(..., metavar="URL", help="http[s]://HOST[:PORT][/PATH], or a bare host name or address")
 RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
@@ -52,6 +67,10 @@ JSON = typer.Option(False, "--json", help="print one JSON document (schema probe
 COLOR = typer.Option("auto", "--color", "--colour", metavar="WHEN",
                      help="colour the verdict, forged packets and the hop: auto (a terminal, unless NO_COLOR is "
                           "set), always, never")
+OUTPUT = typer.Option(None, "--output", "-o", metavar="FILE",
+                      help="write the JSON document (schema probe/1) to FILE; with --json, instead of stdout")
+QUIET = typer.Option(False, "--quiet", "-q",
+                     help="print only the verdict line (the exit code says the rest) and no progress on stderr")
 REPORT = typer.Option(None, "--report", metavar="FILE.html",
                       help="write a self-contained HTML report (ladder diagram, hops, verdict and evidence) to FILE")
 PCAP = typer.Option(None, "--pcap", metavar="FILE", help="write every packet sent and received to FILE (pcap, raw IP)")

@@ -20,6 +20,8 @@ def trace(
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
     report: Optional[str] = common.REPORT,
+    output: Optional[str] = common.OUTPUT,
+    quiet: bool = common.QUIET,
     method: Optional[str] = common.METHOD,
     header: Optional[List[str]] = common.HEADER,
     user_agent: Optional[str] = common.USER_AGENT,
@@ -52,16 +54,18 @@ def trace(
         raise UsageError("--control-host must differ from the host under test")
     pcap_handle = open_output(pcap)
     report_handle = open_output(report)
+    output_handle = open_output(output)
 
     from probe.engine import analyze_flow
     from probe.live import CheckOptions, run_check
     from probe.report import (HOPS_HEADER, application_sections, check_document, dumps, finish_document,
-                              hop_json, hop_line, hops_table, summary_lines, write_pcap)
+                              hop_json, hop_line, hops_table, summary_lines, verdict_line, write_pcap)
     from probe.trace import TraceOptions, localize
 
-    measurement = run_check(target, CheckOptions(request=request, tls=tls), on_start=common.announce(target))
+    measurement = run_check(target, CheckOptions(request=request, tls=tls), on_start=None if quiet else common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
-    say(f"the exchange at full TTL, before locating: {analysis.verdict}")
+    if not quiet:
+        say(f"the exchange at full TTL, before locating: {analysis.verdict}")
     options = TraceOptions(request=request, control_host=control_host, max_ttl=max_ttl, window=wait,
                            max_time=max_time, tls=tls)
     streamed = []  # hops printed as they are learned (mtr's manner), so the table is not printed again
@@ -72,8 +76,8 @@ def trace(
         streamed.append(row)
         print(hop_line(hop_json(row), paint), flush=True)
 
-    found = localize(target, measurement, analysis, options, always=True, on_progress=say,
-                     on_hop=None if json_output else print_hop)
+    found = localize(target, measurement, analysis, options, always=True, on_progress=common.chatter(quiet),
+                     on_hop=None if json_output or quiet else print_hop)
     extra, frames = {}, list(measurement.frames)
     if found is not None:
         analysis, extra, frames = found.analysis, found.extra, frames + found.frames
@@ -87,8 +91,12 @@ def trace(
     code = exit_code_for(analysis.verdict, analysis.hop)
     finish_document(document, started, code)
     common.write_report(report_handle, document)
+    common.write_document(output_handle, document)
     if json_output:
-        print(dumps(document))
+        if output is None:  # -o FILE takes the document instead, as curl's -o takes the body
+            print(dumps(document))
+    elif quiet:
+        print(verdict_line(document, paint))
     else:
         if not streamed:  # a SYN sweep, or nothing to trace: the table once, at the end
             print(hops_table(document["hops"], paint, document["hop"]))
