@@ -242,11 +242,6 @@ def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending 
 
 # -- the tally --------------------------------------------------------------------------------
 
-# Which code wins when targets disagree: probe.outcome.SEVERITY (interference, then "could not
-# measure", then a target that failed on its own, then clean).
-worst_exit = worst
-
-
 @dataclass
 class Tally:
     """What the summary, the exit code and the monitors need, in memory that does not grow
@@ -281,7 +276,7 @@ class Tally:
 
     @property
     def exit_code(self) -> int:
-        return worst_exit(self.codes)
+        return worst(self.codes)  # probe.outcome.SEVERITY decides which code wins
 
     @property
     def rtt_mean(self) -> float | None:

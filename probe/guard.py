@@ -4,8 +4,10 @@ The kernel has no socket for the crafted flow, so it would answer the server's S
 a RST (Linux does so over IPv6 too: tcp_v6_send_reset). The guard is one nftables table per
 run, of the `inet` family so that one table holds both IPv4 (`ip saddr`) and IPv6 (`ip6 saddr`)
 rules, named after the run's PID and start time (and a serial number: a batch and its traces
-each have their own), holding one rule per flow: drop outgoing RSTs of exactly that flow unless
-they carry the probe's mark.
+each have their own), holding one set of flows per family and one rule per family: drop
+outgoing RSTs of a flow in the set unless they carry the probe's mark. Adding a flow is adding
+a set element (one nft call for any number of flows), so the ruleset stays two rules long
+whether a check guards one flow or a batch a thousand.
 No other traffic is touched. The table goes away on every way out (normal end, exception,
 SIGINT, SIGTERM: the CLI turns SIGTERM into an exception), and a table left by a run that
 was killed with SIGKILL is removed by the next run (`sweep_stale`).
@@ -94,30 +96,22 @@ class Guard:
         sweep_stale()
         # installed first: a signal landing while nft runs must still lead to the removal
         self.installed = True
+        script = (f"table inet {self.table} {{\n"
+                  f"  chain output {{ type filter hook output priority -300; policy accept; }}\n"
+                  f"}}\n")
+        for ip, name, kind in (("ip", FLOW_SET, "ipv4_addr"), ("ip6", FLOW_SET6, "ipv6_addr")):
+            # the set counts per flow (`counter`) what its lookup matched; the lookup comes after the
+            # flag and mark tests, so each flow's count is exactly the kernel's RSTs dropped for it
+            script += (f"add set inet {self.table} {name} {{ type {kind} . inet_service . {kind} . inet_service; "
+                       f"counter; }}\n"
+                       f"add rule inet {self.table} output tcp flags & rst == rst meta mark != {PROBE_MARK:#x} "
+                       f"{ip} saddr . tcp sport . {ip} daddr . tcp dport @{name} counter drop\n")
         try:
-            _nft(f"table inet {self.table} {{\n"
-                 f"  chain output {{ type filter hook output priority -300; policy accept; }}\n"
-                 f"}}\n")
+            _nft(script)
         except BaseException:
             self.remove()
             raise
         return self
-
-    def add_flow(self, client: str, client_port: int, server: str, server_port: int) -> None:
-        ip = "ip6" if ":" in server else "ip"
-        _nft(f"add rule inet {self.table} output {ip} saddr {client} {ip} daddr {server} "
-             f"tcp sport {client_port} tcp dport {server_port} tcp flags & rst == rst "
-             f"meta mark != {PROBE_MARK:#x} counter drop\n")
-
-    def use_flow_set(self) -> None:
-        """For many flows (`probe batch`): one set of flows and one rule for all of them, so
-        adding a flow is adding a set element, and the ruleset stays one rule per family long."""
-        script = ""
-        for ip, name, kind in (("ip", FLOW_SET, "ipv4_addr"), ("ip6", FLOW_SET6, "ipv6_addr")):
-            script += (f"add set inet {self.table} {name} {{ type {kind} . inet_service . {kind} . inet_service; }}\n"
-                       f"add rule inet {self.table} output {ip} saddr . tcp sport . {ip} daddr . tcp dport @{name} "
-                       f"tcp flags & rst == rst meta mark != {PROBE_MARK:#x} counter drop\n")
-        _nft(script)
 
     def add_flows(self, flows) -> None:
         """Add (client, client_port, server, server_port) flows to their family's set, in one nft call."""

@@ -8,20 +8,28 @@ ICMPv6 error quotes, each TTL's probe carries its own flow label instead (the qu
 keeps it: RFC 4443 3 quotes as much of the packet as fits).
 A SYN-ACK drawn by a TTL-limited SYN is answered by our kernel's own RST (no guard for this
 port), which clears the half-open connection on the server.
+
+Each TTL's packet and the wait for what it draws is a `_HopProbe` run by the one I/O loop
+(`probe.loop`), which sends through the same send-error policy as every exchange.
 """
 
 from __future__ import annotations
 
-import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from probe.engine.locate import HopReply
-from probe.record import PacketRecord, is_time_exceeded, parse_ip
+from probe.errors import ProbeError
+from probe.exchange import Outgoing
+from probe.fastcraft import echo_request
+from probe.loop import Loop, Network
+from probe.record import PacketRecord, is_time_exceeded
 from probe.tcp import RECEIVE_WINDOW, Segment
-from probe.wire import Capture, Frame, PortReservation, RawSender, random_u32
+from probe.wire import Frame, random_u32
 
 ECHO_REPLY, ECHO_REQUEST = 0, 8
 ECHO6_REQUEST, ECHO6_REPLY = 128, 129
+SYN_OPTIONS = (("MSS", 1460), ("SAckOK", b""), ("NOP", None), ("WScale", 7))
 
 
 def _echo_types(version: int) -> tuple[int, int]:
@@ -41,48 +49,74 @@ class Sweeps:
     frames: list[Frame] = field(default_factory=list)
 
 
-def _wait_for(capture: Capture, deadline: float, match, frames: list[Frame]):
-    """Wait for the reply `match` accepts (True); frames it calls ours (False: our own probe)
-    are kept for the pcap. Returns (reply, kernel time sent, kernel time received) or None."""
-    sent_at = None
-    while (remaining := deadline - time.monotonic()) > 0:
-        for frame in capture.read(remaining):
-            record = parse_ip(frame.data, frame.t)
-            if record is None:
-                continue
-            verdict = match(record, frame)
-            if verdict is not None:
-                frames.append(frame)
-                if verdict is False and sent_at is None:
-                    sent_at = frame.t
-                if verdict:
-                    return record, sent_at, frame.t
-    return None
+class _HopProbe:
+    """One TTL's packet and the wait for its reply, for the loop: `match(record, frame)` says
+    True for the reply, False for our own probe (kept for the pcap, and its kernel time is the
+    send time), None for anything else. Ends at the reply or after `wait` seconds."""
+
+    def __init__(self, packet: bytes, destination: str, wait: float, match, frames: list[Frame]):
+        self.packet, self.destination, self.wait, self.match, self.frames = packet, destination, wait, match, frames
+        self.deadline = 0.0
+        self.sent_at: float | None = None
+        self.found = None  # (reply, kernel time sent, kernel time received)
+        self.error: str | None = None
+        self.done = False
+
+    def start(self, now: float) -> list[Outgoing]:
+        self.deadline = now + self.wait
+        return [Outgoing(self.packet, self.destination, None)]
+
+    def claims(self, frame: Frame, record: PacketRecord) -> bool:
+        return self.match(record, frame) is not None
+
+    def on_packet(self, frame: Frame, record: PacketRecord, now: float) -> list[Outgoing]:
+        verdict = self.match(record, frame)
+        self.frames.append(frame)
+        if verdict is False and self.sent_at is None:
+            self.sent_at = frame.t
+        if verdict:
+            self.found, self.done = (record, self.sent_at, frame.t), True
+        return []
+
+    def on_timer(self, now: float) -> list[Outgoing]:
+        self.done = self.done or now >= self.deadline
+        return []
+
+    def on_send_failed(self, outgoing: Outgoing, error: str | None) -> None:
+        if error is not None:  # refused (no route, a local rule): the sweep cannot go on
+            self.error, self.done = error, True
+
+    def wake_at(self) -> float:
+        return self.deadline
+
+
+def _probe(loop: Loop, probe: _HopProbe):
+    loop.add_claimer(probe)
+    loop.run_until(lambda: probe.done)
+    if probe.error is not None:
+        raise ProbeError(probe.error)
+    return probe.found
 
 
 def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: float = 1.0,
-               on_progress=None) -> Sweeps:
+               on_progress=None, network: Network | None = None) -> Sweeps:
     """TCP sweep up to the first TCP answer, then the echo sweep up to the first echo reply."""
-    from scapy.layers.inet import ICMP, IP
-    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
-
-    from probe.craft import Crafter
-
+    network = network or Network.real()
     version = 6 if ":" in server else 4
-    echo_request, echo_reply = _echo_types(version)
+    echo_request_type, echo_reply = _echo_types(version)
     echo_proto = 58 if version == 6 else 1
     sweeps = Sweeps()
-    reservation = PortReservation(client)
+    reservation = network.port(client)
     try:
-        with Capture([server]) as capture, RawSender() as sender:
-            crafter = Crafter(client, reservation.port, server, port, 0)
+        with ExitStack() as stack:
+            loop = Loop.opened(network, stack, [server], guard=False)
+            crafter = network.crafter(client, reservation.port, server, port, 0)
             isn = random_u32()
             base_id = random_u32() & 0xFF00
-            options = (("MSS", 1460), ("SAckOK", b""), ("NOP", None), ("WScale", 7))
             for ttl in range(1, max_ttl + 1):
                 crafter.next_ip_id = base_id + ttl
                 crafter.flow_label = base_id + ttl if version == 6 else 0
-                sender.send(crafter.build(Segment("S", isn, 0, RECEIVE_WINDOW, options=options), ttl=ttl), server)
+                syn = crafter.build(Segment("S", isn, 0, RECEIVE_WINDOW, options=SYN_OPTIONS), ttl=ttl)
 
                 def match_tcp(record: PacketRecord, frame: Frame, ttl=ttl):
                     if frame.outgoing:
@@ -95,7 +129,7 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
                         return True
                     return None
 
-                found = _wait_for(capture, time.monotonic() + wait, match_tcp, sweeps.frames)
+                found = _probe(loop, _HopProbe(syn, server, wait, match_tcp, sweeps.frames))
                 sweeps.tcp.append(_hop_reply(ttl, found))
                 if on_progress:
                     on_progress(f"  tcp ttl {ttl}: {sweeps.tcp[-1].kind} {sweeps.tcp[-1].source or ''}")
@@ -105,26 +139,20 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
             limit = min(max_ttl, (sweeps.tcp[-1].ttl if sweeps.tcp else max_ttl) + 8)
             silent = 0
             for ttl in range(1, limit + 1):
-                if version == 6:
-                    echo = IPv6(src=client, dst=server, hlim=ttl, fl=base_id + 0x80 + ttl) / \
-                        ICMPv6EchoRequest(id=echo_id, seq=ttl)
-                else:
-                    echo = IP(src=client, dst=server, ttl=ttl, id=base_id + 0x80 + ttl) / \
-                        ICMP(type=ECHO_REQUEST, id=echo_id, seq=ttl)
-                sender.send(bytes(echo), server)
+                echo = echo_request(client, server, ttl, echo_id, ttl, base_id + 0x80 + ttl)
 
                 def match_echo(record: PacketRecord, frame: Frame, ttl=ttl):
                     if record.proto != "icmp":
                         return None
                     if frame.outgoing:
-                        return False if record.icmp_type == echo_request and record.dst == server else None
+                        return False if record.icmp_type == echo_request_type and record.dst == server else None
                     if record.icmp_type == echo_reply and record.src == server:
                         return True
                     quoted = record.quoted
                     return True if quoted and quoted.proto == echo_proto \
                         and _mark(quoted, version) == base_id + 0x80 + ttl else None
 
-                found = _wait_for(capture, time.monotonic() + wait, match_echo, sweeps.frames)
+                found = _probe(loop, _HopProbe(echo, server, wait, match_echo, sweeps.frames))
                 sweeps.echo.append(_hop_reply(ttl, found))
                 if on_progress:
                     on_progress(f"  echo ttl {ttl}: {sweeps.echo[-1].kind} {sweeps.echo[-1].source or ''}")

@@ -3,9 +3,12 @@
 For each TTL, two fresh connections are opened at full TTL (state on a box, a blocked flow or a
 burned port, never carries over from one copy to the next): the control names an innocuous
 host, the trigger the host under test, and each sends its request once with the TTL under test.
-Whatever comes back within the window is recorded (the capture is shared, and late packets still
-find their flow). Each connection is then closed with resets at the sequence numbers the server
-may expect (`live.close_with_reset`), so no half-open connection stays on the server. The reasoning is in `probe.engine.trace`.
+Whatever comes back within the window is recorded (every copy runs through one loop,
+`probe.loop`, whose finished exchanges still record their late packets). Each copy is an
+exchange (`probe.exchange`) with its own plan: the request at the TTL under test, no
+retransmission, a window after the request, then resets at the sequence numbers the server
+may expect, so no half-open connection stays on the server. The reasoning is in
+`probe.engine.trace`.
 
 Polite by construction: at most four connections per TTL (a difference is confirmed once with a
 fresh pair before it counts), a maximum TTL, and the trace stops as soon as the answer is known:
@@ -18,17 +21,19 @@ falls back on TTL-limited SYNs beside ICMP echoes (`probe.locate`).
 
 from __future__ import annotations
 
-import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from probe.engine.baseline import hop_distance
 from probe.engine.trace import Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box
-from probe.guard import Guard
+from probe.errors import ProbeError
+from probe.exchange import Exchange, Plan
 from probe.http import Request
-from probe.live import FlowDriver, TlsOptions, close_with_reset, new_connection, prepare_flow, pump
+from probe.live import CheckOptions, TlsOptions, new_exchange
+from probe.loop import Flows, Loop, Network
 from probe.target import Target
-from probe.tcp import Segment, Settings, State
-from probe.wire import Capture, Frame, RawSender
+from probe.tcp import Settings
+from probe.wire import Frame
 
 CONTROL_HOST = "example.com"  # RFC 2606's own example: no filter anywhere is about it
 ATTEMPT_SETTINGS = Settings(syn_retries=1, data_retries=0)
@@ -50,7 +55,7 @@ class TraceOptions:
 class Attempt:
     ttl: int
     role: str  # "trigger" or "control"
-    driver: FlowDriver
+    exchange: Exchange | None
     sent: SentRequest | None = None
     fate: Fate = Fate("silent")
 
@@ -65,80 +70,73 @@ class TraceMeasurement:
 
     @property
     def frames(self) -> list[Frame]:
-        return [frame for attempt in self.attempts for frame in attempt.driver.frames]
+        return [frame for attempt in self.attempts if attempt.exchange is not None
+                for frame in attempt.exchange.measurement.frames]
 
 
 class _Tracer:
+    """The copies of one trace, one at a time, through one loop. Every copy's port stays held
+    until the trace ends, so no two copies of a trace share a four-tuple."""
+
     def __init__(self, target: Target, options: TraceOptions, rtt: float | None, server_distance: int | None,
-                 capture: Capture, sender: RawSender, guard: Guard):
+                 loop: Loop, flows: Flows):
         self.target, self.options = target, options
         self.server_distance = server_distance
         self.window = options.window if options.window is not None else max(0.3, 3 * (rtt or 0.0))
-        self.capture, self.sender, self.guard = capture, sender, guard
-        self.drivers: list[FlowDriver] = []
+        self.loop, self.flows = loop, flows
+        self.check = CheckOptions(request=options.request, settings=ATTEMPT_SETTINGS, tls=options.tls)
         self.reservations = []
 
     def attempt(self, ttl: int, role: str) -> Attempt:
-        flow, reservation = prepare_flow(self.target)
+        flow, reservation = self.flows.open(self.target.address, self.target.port)
         self.reservations.append(reservation)
-        self.guard.add_flow(flow.client, flow.client_port, flow.server, flow.server_port)
         host = None if role == "trigger" else self.options.control_host  # None: the target's own (and --sni)
-        connection, crafter = new_connection(self.target, flow, self.options.request, ATTEMPT_SETTINGS, host=host,
-                                             tls=self.options.tls)
-        request_ip_id = []
-
-        def ttl_for(segment: Segment):
-            if segment.purpose == "request":
-                request_ip_id.append(crafter.next_ip_id)
-                return ttl
-            return False if segment.purpose == "retransmission" else None
-
-        driver = FlowDriver(flow, connection, crafter, self.sender, ttl_for)
-        self.drivers.append(driver)
-        driver.send(connection.start(time.monotonic()))
-        self._run(driver, time.monotonic() + HANDSHAKE_BOUND, lambda: connection.state is not State.SYN_SENT)
-        if request_ip_id:
-            self._run(driver, time.monotonic() + self.window, lambda: False)
-        close_with_reset(driver)
-        attempt = Attempt(ttl, role, driver)
-        request = next((p for p in driver.packets if flow.sent_by_client(p) and p.length), None)
-        if request is not None and request_ip_id:
-            attempt.sent = SentRequest(ttl, request.seq, request.length, request_ip_id[0], request.tos, request.t)
-        attempt.fate = fate_of(driver.packets, flow, attempt.sent, self.server_distance)
+        plan = Plan(max_time=HANDSHAKE_BOUND, linger=self.window, request_ttl=ttl, until="request",
+                    linger_timers=True)
+        exchange = new_exchange(self.target, flow, self.check, self.loop.network.crafter, plan=plan, host=host)
+        self.loop.add([exchange])
+        self.loop.run_until(lambda: exchange.done)
+        if exchange.error is not None:  # no route, a local rule: the trace cannot go on
+            raise ProbeError(exchange.error)
+        attempt = Attempt(ttl, role, exchange)
+        packets = exchange.measurement.packets
+        request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
+        if request is None and exchange.request_mark is not None:
+            # the handshake was made but the host lost the copy before the wire (a full queue):
+            # nothing was learned at this TTL, which is silence, not a failed handshake
+            attempt.fate = Fate("silent")
+            return attempt
+        if request is not None and exchange.request_mark is not None:
+            attempt.sent = SentRequest(ttl, request.seq, request.length, exchange.request_mark.ip_id, request.tos,
+                                       request.t)
+        attempt.fate = fate_of(packets, flow, attempt.sent, self.server_distance)
         return attempt
 
-    def _run(self, driver: FlowDriver, until: float, finished) -> None:
-        connection = driver.connection
-        while not finished() and (remaining := until - time.monotonic()) > 0:
-            wait = remaining
-            if connection.deadline is not None:
-                wait = min(wait, max(connection.deadline - time.monotonic(), 0.0))
-            pump(self.capture, self.drivers, wait)
-            driver.on_timer()
-
     def finish(self) -> None:
-        pump(self.capture, self.drivers, 0)
+        self.loop.finish()
         for reservation in self.reservations:
             reservation.close()
 
 
 def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_ttl: int | None,
-              on_progress=None, on_hop=None) -> TraceMeasurement:
+              on_progress=None, on_hop=None, network: Network | None = None) -> TraceMeasurement:
     """TTL-limited request copies, trigger beside control, up to the answer (see the module doc).
     Each hop goes to `on_hop(row)` as soon as it is learned (else a line to `on_progress`). Ctrl-C
     or SIGTERM stops it as traceroute and mtr stop: what was found so far is judged and returned,
     with the interrupt in `interrupt` for the caller to raise once it has reported."""
     measurement = TraceMeasurement()
     server_distance = hop_distance(server_ttl) if server_ttl is not None else None
-    with Capture([target.address]) as capture, RawSender() as sender, Guard() as guard:
-        tracer = _Tracer(target, options, rtt, server_distance, capture, sender, guard)
+    network = network or Network.real()
+    with ExitStack() as stack:
+        loop = Loop.opened(network, stack, [target.address], keep_late=True)
+        tracer = _Tracer(target, options, rtt, server_distance, loop, Flows(network))
         try:
             silent = 0
-            deadline = time.monotonic() + options.max_time
+            deadline = network.clock() + options.max_time
             for ttl in range(1, options.max_ttl + 1):
                 if measurement.interrupt is not None:
                     break
-                if time.monotonic() > deadline:
+                if network.clock() > deadline:
                     measurement.stopped = f"--max-time ({options.max_time:g} s) ran out before TTL {ttl}"
                     break
                 try:

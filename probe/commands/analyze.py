@@ -45,11 +45,6 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
     return tuple(parse_endpoint(part) for part in text.split("-", 1))
 
 
-def worst_exit_code(codes: list[int]) -> int:
-    """Every flow clean: 0; any interference: 3; else the target failed: 4 (probe.outcome.worst)."""
-    return worst(codes)
-
-
 class _Spool:
     """Rendered flows on disk, not in memory: a capture may hold a million flows. Printed in the
     order the flows started, whatever order they finished in."""
@@ -242,7 +237,7 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     _say_warnings(totals.warnings)
     if outputs.text and not outputs.quiet:
         _say_totals(totals)
-    return worst_exit_code(codes)
+    return worst(codes)
 
 
 PROGRESS_FROM = 64 << 20  # bytes: a capture read in a few seconds needs no progress bar
@@ -337,7 +332,7 @@ def _analyze_two(first: str, second: str, wanted, outputs: _Outputs) -> int:
         if len(client) > len(matches):
             say(f"{len(client) - len(matches)} flow(s) of {client_file} have no counterpart in {server_file}")
     _say_warnings(warnings)
-    return worst_exit_code(codes)
+    return worst(codes)
 
 
 def _pair_text(pair, client_side, server_side, verdict, direction, explanation, client_file: str,

@@ -293,7 +293,6 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
                  f"({attributions[forged_data[0]].evidence[0]})."])
     if forged_resets or toward_server:
         direction = "both" if forged_resets and toward_server else "to-client" if forged_resets else "to-server"
-        hop = None  # a forger's TTL is no location (it may copy a TTL): locating is `probe trace`'s job
         sentences = []
         if forged_resets:
             sentences.append(f"{len(forged_resets)} reset(s) toward us were forged by a device in between "
@@ -305,7 +304,8 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
         if toward_server:
             sentences.append("A device in between reset the connection toward the server in our name: "
                              + "; ".join(toward_server) + ".")
-        return "middlebox-reset", direction, hop, "ttl" if hop else None, sentences
+        # no hop: a forger's TTL is no location (it may copy a TTL): locating is `probe trace`'s job
+        return "middlebox-reset", direction, None, None, sentences
     if icmp_errors:
         hop, sentence = judge_unreachable(packets[icmp_errors[0]], flow, baseline)
         return "unreachable", None, hop, "icmp" if hop else None, [sentence]
@@ -384,14 +384,16 @@ def slow_answer_after_fast_handshake(packets: list[PacketRecord], flow: Flow, ba
 
 
 def apply_location(packets: list[PacketRecord], flow: Flow, attributions: list[Attribution], baseline: Baseline,
-                   decision: tuple, location: Location | None) -> tuple:
+                   decision: tuple, location: Location | None) -> tuple[tuple, list[Attribution]]:
     """Revise a verdict with the TTL sweeps: a TCP answer from in front of the server's address
     was not the server's. Only two verdicts can hide such a box from the exchange alone: a reset
     answering the SYN (no SYN-ACK to compare with) and a clean exchange whose handshake was
-    answered from nearby (a transparent proxy)."""
+    answered from nearby (a transparent proxy). Returns the decision and the attributions,
+    revised or as they were; the ones given are never changed."""
     verdict, direction, hop, hop_basis, sentences = decision
     if location is None or not location.in_front:
-        return decision
+        return decision, attributions
+    attributions = list(attributions)
     where = (f"the TCP answer comes from hop {location.hop}, while {flow.server} itself is at hop "
              f"{location.address_at} (" + "; ".join(location.evidence) + ")")
     received = [i for i, p in enumerate(packets) if flow.toward_client(p)]
@@ -400,13 +402,15 @@ def apply_location(packets: list[PacketRecord], flow: Flow, attributions: list[A
             if "R" in packets[i].flags:
                 attributions[i] = Attribution("middlebox", "high", (where,) + attributions[i].evidence)
         return ("middlebox-reset", "to-client", location.hop, "ttl-sweep",
-                [f"A device at hop {location.hop} answered our SYN with a reset in the server's name: {where}."])
+                [f"A device at hop {location.hop} answered our SYN with a reset in the server's name: {where}."]), \
+            attributions
     if verdict == "clean":
         for i in received:
             attributions[i] = Attribution("middlebox", "medium", (where,) + attributions[i].evidence)
         return ("middlebox-response", "to-client", location.hop, "ttl-sweep",
-                [f"A device at hop {location.hop} answered in the server's place (a transparent proxy): {where}."])
-    return decision
+                [f"A device at hop {location.hop} answered in the server's place (a transparent proxy): {where}."]), \
+            attributions
+    return decision, attributions
 
 
 def wants_location(analysis: Analysis) -> bool:
@@ -425,7 +429,7 @@ def analyze_flow(packets: list[PacketRecord], flow: Flow, location: Location | N
         baseline = replace(baseline, expires_within=expires_within)
     attributions = attribute(packets, flow, baseline)
     decision = decide(packets, flow, attributions, baseline)
-    decision = apply_location(packets, flow, attributions, baseline, decision, location)
+    decision, attributions = apply_location(packets, flow, attributions, baseline, decision, location)
     verdict, direction, hop, hop_basis, sentences = decision
     handshake_rtt = None
     if baseline.synack is not None:

@@ -138,7 +138,8 @@ def guard_table_of(lab: Lab, pid: int) -> str | None:
 
 @dataclass(frozen=True)
 class GuardRule:
-    """One flow rule of a guard table: the flow it matches and its counter."""
+    """One flow a guard table holds (an element of its flow set) and its counter: the
+    kernel's RSTs of that flow the guard dropped."""
 
     client: str
     client_port: int
@@ -148,31 +149,22 @@ class GuardRule:
 
 
 def guard_rules(lab: Lab, table: str) -> list[GuardRule]:
-    """The rules of one guard table (empty if the table has none yet or is gone)."""
+    """The flows of one guard table (empty if the table has none yet or is gone)."""
     try:
         objects = nft_objects(lab, "table", "inet", table)
     except subprocess.CalledProcessError:
         return []
     rules = []
     for item in objects:
-        if "rule" not in item:
-            continue
-        fields, packets = {}, None
-        for expr in item["rule"]["expr"]:
-            match = expr.get("match")
-            if match and isinstance(match["left"], dict) and "payload" in match["left"]:
-                payload = match["left"]["payload"]
-                fields[(payload["protocol"], payload["field"])] = match["right"]
-            if "counter" in expr:
-                packets = expr["counter"]["packets"]
-        ip = "ip6" if ("ip6", "saddr") in fields else "ip"
-        rules.append(GuardRule(fields[(ip, "saddr")], fields[("tcp", "sport")],
-                               fields[(ip, "daddr")], fields[("tcp", "dport")], packets))
+        for element in item.get("set", {}).get("elem", []):
+            element = element.get("elem", element) if isinstance(element, dict) else element
+            client, client_port, server, server_port = element["val"]["concat"]
+            rules.append(GuardRule(client, client_port, server, server_port, element["counter"]["packets"]))
     return rules
 
 
 def wait_for_guard(lab: Lab, proc: subprocess.Popen, timeout: float = 20.0) -> tuple[str, GuardRule]:
-    """Wait until the running probe `proc` has its table *and* its flow rule installed, i.e.
+    """Wait until the running probe `proc` has its table *and* its flow in it, i.e.
     it is past the guard's set-up and into the exchange; return the table and the rule."""
     def installed():
         if proc.poll() is not None:

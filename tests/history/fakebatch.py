@@ -12,16 +12,13 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(os.path.dirname(HERE)), os.path.dirname(HERE)]
 
-from probe import session  # noqa: E402
-from probe.fastcraft import StructCrafter  # noqa: E402
-from unit.fakenet import CLIENT, FakeNet, FakePort  # noqa: E402
+from probe import loop  # noqa: E402
+from unit.fakenet import FakeNet, FakePort  # noqa: E402
 
 dead = {address for address in os.environ.get("FAKEBATCH_DEAD", "").split(",") if address}
 net = FakeNet(dead=dead)
-capture, sender, guard = net.classes()
 FakePort.free = list(range(40000, 60000))
-session.SessionIO.real = classmethod(lambda cls: cls(capture, sender, guard, StructCrafter, FakePort,
-                                                    lambda address, port: CLIENT, set, net.clock))
+loop.Network.real = classmethod(lambda cls: net.network())
 
 from probe.cli import main  # noqa: E402
 

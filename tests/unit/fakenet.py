@@ -1,4 +1,4 @@
-"""A fake network for the I/O loops (probe.session, probe.live): no sockets, no nft, a fake clock.
+"""A fake network for the one I/O loop (probe.loop): no sockets, no nft, a fake clock.
 
 The fake server answers like the lab's: port 80 a complete HTTP exchange (SYN-ACK, the
 response with FIN, the ACK of our FIN), port 81 a RST/ACK to the SYN, port 82 nothing at
@@ -6,6 +6,13 @@ all, port 83 the handshake and then silence; a router may quote a flow's request
 error, and the last router answers everything sent to a dead address (`dead`) with ICMP host
 unreachable, as after a failed ARP. Every packet is made with the struct crafter, so what the
 loops read is what a capture would hold.
+
+With `distance` set, the path has hops: the server is at hop `distance` (its packets arrive
+with TTL 64 - (distance - 1)), router k is 198.51.100.k and answers a packet whose TTL runs
+out there with ICMP time exceeded quoting it, and the server answers ICMP echo. A box may sit
+at hop `box_at`: "tap" answers a request for `BOX_HOST` that reaches it with a forged RST/ACK
+in the server's name (arriving with the box's own TTL) and lets the request go on; "syn-firewall"
+answers every SYN that reaches it with a RST/ACK and lets none pass.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import itertools
 import socket
 import struct
 
-from probe.fastcraft import StructCrafter
+from probe.fastcraft import StructCrafter, _checksum
 from probe.record import parse_ip
 from probe.target import Target
 from probe.tcp import Segment
@@ -25,6 +32,7 @@ CLIENT = "192.0.2.10"
 RTT = 0.05
 LAST_ROUTER = "198.51.100.14"
 DEAD_HOST_ERROR_AFTER = 0.015  # seconds from a packet to a dead host to the router's error
+BOX_HOST = b"Host: www.example.com"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
 
 
@@ -32,7 +40,8 @@ class FakeNet:
     """The wire, the clock and the far side. `sent` holds every packet the probe sent."""
 
     def __init__(self, icmp_for: set[str] = frozenset(), dead: set[str] = frozenset(),
-                 forged_unreachable: set[str] = frozenset()):
+                 forged_unreachable: set[str] = frozenset(), distance: int | None = None,
+                 box_at: int | None = None, box: str = "tap"):
         self.now = 1000.0
         self.queue: list = []  # (arrival, n, Frame)
         self.n = itertools.count()
@@ -44,6 +53,7 @@ class FakeNet:
         self.forged_unreachable = forged_unreachable  # a box says "host unreachable"; the server answers too
         self.server_ids = itertools.count(1)
         self.max_in_flight = 0
+        self.distance, self.box_at, self.box = distance, box_at, box
 
     def clock(self) -> float:
         return self.now
@@ -56,8 +66,11 @@ class FakeNet:
         self.deliver(raw, 0.0, True)  # the capture sees our own packet at once
         record = parse_ip(raw, self.now)
         self.sent.append(record)
+        if self.distance is not None and not self._along_the_path(raw, record):
+            return
+        server_ttl = 60 if self.distance is None else 64 - (self.distance - 1)
         server = StructCrafter(record.dst, record.dport, record.src, record.sport, next(self.server_ids) * 100,
-                               ttl=60)
+                               ttl=server_ttl)
 
         def answer(flags, seq, ack, payload=b""):
             self.deliver(server.build(Segment(flags, seq, ack, 65160, payload)), RTT, False)
@@ -82,6 +95,32 @@ class FakeNet:
         elif "F" in record.flags:
             answer("A", 7002 + len(RESPONSE), record.seq + 1)
 
+
+    def _along_the_path(self, raw: bytes, record) -> bool:
+        """The hops before the server: the box, then the router where the TTL runs out. True if
+        the packet reaches the server."""
+        hop_time = RTT / 2 / self.distance
+        if self.box_at is not None and record.ttl >= self.box_at and record.proto == "tcp":
+            box = StructCrafter(record.dst, record.dport, record.src, record.sport, 0x4242, ttl=64 - (self.box_at - 1))
+            if self.box == "syn-firewall" and record.flags == "S":
+                self.deliver(box.build(Segment("RA", 0, record.seq + 1, 0)), 2 * hop_time * self.box_at, False)
+                return False
+            if self.box == "tap" and BOX_HOST in record.payload:
+                self.deliver(box.build(Segment("RA", 7001, record.seq + record.length, 0)),
+                             2 * hop_time * self.box_at, False)
+        if record.ttl < self.distance:
+            self.deliver(icmp_quoting(raw, kind=11, code=0, router=f"198.51.100.{record.ttl}"),
+                         2 * hop_time * record.ttl, False)
+            return False
+        if record.proto == "icmp" and record.icmp_type == 8:  # the server answers echo
+            ident_seq = raw[24:28]
+            body = struct.pack("!BBH", 0, 0, 0) + ident_seq
+            body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+            header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64 - (self.distance - 1), 1, 0,
+                                 raw[16:20], raw[12:16])
+            self.deliver(header + body, RTT, False)
+            return False
+        return True
 
     # the I/O classes the session opens -----------------------------------------------------
     def classes(self):
@@ -131,19 +170,52 @@ class FakeNet:
             def __exit__(self, *exc):
                 pass
 
-            def use_flow_set(self):
-                pass
-
             def add_flows(self, flows):
                 net.flows_guarded.extend(flows)
 
         return Capture, Sender, Guard
 
+    def network(self, sender=None, client: str = CLIENT):
+        """The `probe.loop.Network` of this fake: its capture, sender (or `sender`), guard and
+        clock, the struct crafter, fake ports, and every route leaving from `client`."""
+        from probe.loop import Network
 
-def icmp_quoting(raw: bytes, code: int = 13, router: str = "198.51.100.1") -> bytes:
-    """ICMP destination unreachable (administratively prohibited unless `code` says otherwise)
-    from `router`, quoting the first 28 bytes of `raw`."""
-    body = struct.pack("!BBHI", 3, code, 0, 0) + raw[:28]
+        capture, default_sender, guard = self.classes()
+        return Network(capture, sender or default_sender, guard, StructCrafter, FakePort,
+                       lambda address, port: client, set, self.clock)
+
+
+class FailingSender:
+    """A sender that raises `error` for the n-th packet (1-based) among those whose TCP flags
+    are `flags` (any packet when None), and sends everything else to the fake network; the
+    packet it refused is kept in `failed`."""
+
+    def __init__(self, net: FakeNet, nth: int, error: Exception, flags: str | None = None):
+        self.net, self.nth, self.error, self.flags, self.seen = net, nth, error, flags, 0
+        self.failed: bytes | None = None
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def send(self, raw, destination):
+        if self.flags is None or parse_ip(raw, 0.0).flags == self.flags:
+            self.seen += 1
+            if self.seen == self.nth:
+                self.failed = raw
+                raise self.error
+        self.net.on_sent(raw)
+
+
+def icmp_quoting(raw: bytes, code: int = 13, router: str = "198.51.100.1", kind: int = 3) -> bytes:
+    """An ICMP error (destination unreachable, administratively prohibited, unless `kind` and
+    `code` say otherwise) from `router`, quoting the first 28 bytes of `raw`."""
+    body = struct.pack("!BBHI", kind, code, 0, 0) + raw[:28]
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 63, 1, 0,
                          socket.inet_aton(router), raw[12:16])
     return header + body

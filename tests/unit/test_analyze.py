@@ -196,7 +196,7 @@ def test_worst_exit_code_over_several_captures_and_the_table():
     verbose = run("-v", str(GOLDEN / "01-clean.pcap"))
     assert packet_evidence in verbose.stdout
     assert run(str(GOLDEN / "02-closed-port.pcap")).returncode == 4
-    from probe.commands.analyze import worst_exit_code
+    from probe.outcome import worst as worst_exit_code
     assert worst_exit_code([0, 4, 3, 0]) == 3 and worst_exit_code([0, 4]) == 4 and worst_exit_code([0]) == 0
 
 

@@ -21,7 +21,8 @@ from probe.analyze_pair import (FlowKey, Pair, _first_data, _isns, _timelines, c
                                 spool_capture, with_proof)
 from probe.analyze_report import analyzed_flow_json, paired_flow_json
 from probe.colour import PLAIN
-from probe.commands.analyze import _Outputs, _analyze_two, worst_exit_code
+from probe.commands.analyze import _Outputs, _analyze_two
+from probe.outcome import worst as worst_exit_code
 from probe.commands.common import exit_code_for
 from probe.errors import ProbeError
 from probe.pcapfile import ip_packets

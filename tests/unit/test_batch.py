@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from probe.batch import Line, Tally, parse_line, read_lines, worst_exit
+from probe.batch import Line, Tally, parse_line, read_lines
+from probe.outcome import worst as worst_exit
 from probe.errors import UsageError
 from probe.history import History, targets, timeline
 from probe.monitor import CRITICAL, OK, UNKNOWN, WARNING, metric_of, nagios_output, nagios_state, write_prom
@@ -219,11 +220,10 @@ def test_batch_import_stays_light():
 
 
 def test_one_severity_order_for_batch_analyze_and_monitoring():
-    """Issue 12: analyze and batch ordered exit codes two ways; now both read probe.outcome."""
-    from probe.commands.analyze import worst_exit_code
+    """Issue 12: analyze and batch ordered exit codes two ways; now both call probe.outcome.worst."""
     from probe.outcome import SEVERITY, ExitStatus, worst
 
-    assert worst_exit([0, 4, 1]) == worst_exit_code([0, 4, 1]) == worst([4, 1, 0]) == ExitStatus.FAILED
+    assert worst([0, 4, 1]) == worst([4, 1, 0]) == ExitStatus.FAILED
     assert worst([1, 3, 4]) == 3 and worst([]) == 0 and worst([4, 0]) == 4
     assert list(SEVERITY)[-1] is ExitStatus.INTERFERENCE
     assert nagios_state([0, 4]) == WARNING and nagios_state([1, 4]) == WARNING and nagios_state([1, 0]) == UNKNOWN

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from probe.craft import Crafter
+from .scapycraft import Crafter
 from probe.fastcraft import StructCrafter, tcp_options
 from probe.record import parse_ip
 from probe.tcp import RECEIVE_WINDOW, Segment
@@ -84,3 +84,19 @@ def test_ipv6_record_of_the_bytes_says_what_the_segment_said():
         (6, "2001:db8::10", "2001:db8:2::80", "PA", segment.payload, 3)
     assert 0 < first.flow_label == second.flow_label <= 0xFFFFF
     assert IPv6(crafter.build(segment)).fl == first.flow_label  # scapy reads what we wrote
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(ttl=st.integers(1, 255), ident=u16, seq=u16, mark=st.integers(0, 0xFFFFF), v6=st.booleans())
+def test_sweep_echo_is_scapys_echo(ttl, ident, seq, mark, v6):
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+
+    from probe.fastcraft import echo_request
+
+    if v6:
+        slow = IPv6(src="2001:db8::10", dst="2001:db8:1::80", hlim=ttl, fl=mark) / ICMPv6EchoRequest(id=ident, seq=seq)
+        assert echo_request("2001:db8::10", "2001:db8:1::80", ttl, ident, seq, mark) == bytes(slow)
+    else:
+        slow = IP(src="192.0.2.10", dst="203.0.113.80", ttl=ttl, id=mark & 0xFFFF) / ICMP(type=8, id=ident, seq=seq)
+        assert echo_request("192.0.2.10", "203.0.113.80", ttl, ident, seq, mark & 0xFFFF) == bytes(slow)

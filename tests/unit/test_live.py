@@ -1,42 +1,24 @@
-"""The I/O loop of `probe check` (probe.live.run_check) over the fake network of fakenet.py.
-
-run_check opens its capture, raw socket and guard by name; the test puts the fake network's
-classes, a fake port and the fake clock in their place (in probe.live only).
-"""
+"""`probe check` (probe.live.run_check) over the fake network of fakenet.py: the same loop
+batch runs, with one exchange."""
 
 from __future__ import annotations
-
-import types
 
 import pytest
 
 from probe import live
-from probe.engine.model import Flow
 from probe.live import CheckOptions
 
-from .fakenet import CLIENT, DEAD_HOST_ERROR_AFTER, FakeNet, FakePort, target
+from .fakenet import DEAD_HOST_ERROR_AFTER, FakeNet, target
 
 START = 1000.0
 
 
 @pytest.fixture
-def check(monkeypatch):
+def check():
     """check(net, address, port) runs run_check against `net` and returns its Measurement."""
 
     def run(net: FakeNet, address: str, port: int = 80, options: CheckOptions = CheckOptions()):
-        capture, sender, guard = net.classes()
-
-        class Guard(guard):
-            def add_flow(self, *flow):
-                net.flows_guarded.append(flow)
-
-        monkeypatch.setattr(live, "Capture", capture)
-        monkeypatch.setattr(live, "RawSender", sender)
-        monkeypatch.setattr(live, "Guard", Guard)
-        monkeypatch.setattr(live, "time", types.SimpleNamespace(monotonic=net.clock))
-        monkeypatch.setattr(live, "prepare_flow",
-                            lambda t: (Flow(CLIENT, 40999, t.address, t.port), FakePort(CLIENT)))
-        return live.run_check(target(address, port), options)
+        return live.run_check(target(address, port), options, network=net.network())
 
     return run
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given, settings as hsettings, strategies as st
 from scapy.layers.inet import ICMP, IP, TCP
 
-from probe.craft import Crafter
+from .scapycraft import Crafter
 from probe.record import PacketRecord, flag_letters, parse_ip, parse_tcp_options
 from probe.tcp import ClientConnection, Segment
 from probe.http import HttpExchange, ResponseReader

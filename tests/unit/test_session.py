@@ -10,17 +10,15 @@ from probe.engine import analyze_flow
 from probe.fastcraft import StructCrafter
 from probe.live import CheckOptions
 from probe.record import parse_ip
-from probe.session import Session, SessionIO, SessionOptions, TokenBucket
+from probe.session import Session, SessionOptions, TokenBucket
 from probe.tcp import Segment, Settings
 
-from .fakenet import CLIENT, DEAD_HOST_ERROR_AFTER, RTT, FakeNet, FakePort, icmp_quoting, target
+from .fakenet import CLIENT, DEAD_HOST_ERROR_AFTER, RTT, FailingSender, FakeNet, FakePort, icmp_quoting, target
 
 
 def run(net: FakeNet, targets, **options):
-    capture, sender, guard = net.classes()
     check = CheckOptions(settings=Settings(syn_retries=1), max_time=options.pop("max_time", 30.0))
-    io = SessionIO(capture, sender, guard, StructCrafter, FakePort, lambda address, port: CLIENT, set, net.clock)
-    session = Session(SessionOptions(check, **options), io)
+    session = Session(SessionOptions(check, **options), net.network())
     return session, list(session.run(targets))
 
 
@@ -250,35 +248,9 @@ def test_fleet_filter_takes_ipv6_targets_their_icmpv6_errors_and_ipv4_beside_the
     assert not _run_bpf(program, sent, ethertype=0x0806)
 
 
-class FailingSender:
-    """A sender that raises `error` for the n-th packet whose flags are `flags` (1-based), and
-    sends everything else: the closing resets of a batch come in bursts, when ENOBUFS happens."""
-
-    def __init__(self, net: FakeNet, flags: str, error: Exception, nth: int = 1):
-        self.net, self.flags, self.error, self.nth, self.seen = net, flags, error, nth, 0
-
-    def __call__(self):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def send(self, raw, destination):
-        if parse_ip(raw, 0.0).flags == self.flags:
-            self.seen += 1
-            if self.seen == self.nth:
-                raise self.error
-        self.net.on_sent(raw)
-
-
 def run_with_sender(net: FakeNet, targets, sender, **options):
-    capture, _, guard = net.classes()
     check = CheckOptions(settings=Settings(syn_retries=1), max_time=30.0)
-    io = SessionIO(capture, sender, guard, StructCrafter, FakePort, lambda address, port: CLIENT, set, net.clock)
-    session = Session(SessionOptions(check, **options), io)
+    session = Session(SessionOptions(check, **options), net.network(sender))
     return session, list(session.run(targets))
 
 
@@ -286,7 +258,7 @@ def run_with_sender(net: FakeNet, targets, sender, **options):
                                    OSError(errno.EAGAIN, "Resource temporarily unavailable")])
 def test_a_transient_send_error_on_a_closing_reset_does_not_abort_the_batch(net, error):
     targets = [(i, target("203.0.113.80", 83)) for i in range(4)]  # each ends with closing resets
-    _, done = run_with_sender(net, targets, FailingSender(net, "R", error), concurrency=4, rate=10_000)
+    _, done = run_with_sender(net, targets, FailingSender(net, 1, error, flags="R"), concurrency=4, rate=10_000)
     assert sorted(f.tag for f in done) == [0, 1, 2, 3]
     assert all(analyze_flow(f.measurement.packets, f.measurement.flow).verdict == "dropped" for f in done)
 
@@ -295,7 +267,7 @@ def test_resets_sent_before_a_send_error_are_still_recorded(net):
     """The first reset leaves, the second is refused: the pcap must still hold the first."""
     from probe.errors import ProbeError
 
-    sender = FailingSender(net, "R", ProbeError("sending was refused by a local firewall rule"), nth=2)
+    sender = FailingSender(net, 2, ProbeError("sending was refused by a local firewall rule"), flags="R")
     _, [finished] = run_with_sender(net, [(0, target("203.0.113.80", 83))], sender, concurrency=1, rate=10_000)
     flow, packets = finished.measurement.flow, finished.measurement.packets
     recorded_resets = [p for p in packets if flow.sent_by_client(p) and p.flags == "R"]

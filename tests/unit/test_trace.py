@@ -11,7 +11,7 @@ from probe.engine import analyze_flow
 from probe.engine.model import Analysis
 
 from .conftest import FLOW, from_client, from_server, icmp_error
-from .fakenet import target
+from .fakenet import FakeNet, target
 
 ISN, IRS = 1000, 50000
 REQUEST = b"HEAD / HTTP/1.1\r\nHost: blocked.example\r\n\r\n"
@@ -218,28 +218,14 @@ def test_the_boxs_ttl_chooses_within_a_bracket_wider_than_one_hop():
 # --- Ctrl-C during a trace: the hops found so far are kept (traceroute's and mtr's manner) ------------
 
 
-class _Nothing:
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
 def _trace_interrupted_at(monkeypatch, interrupt_at: int, second_pair: bool = False):
-    """run_trace with the capture, sender and guard stubbed out and each attempt's fate scripted:
+    """run_trace over the fake network with each attempt's fate scripted:
     routers answer time-exceeded at TTL 1 and 2; at TTL 3 the trigger is reset (a difference);
     the interrupt (SIGINT's SystemExit(130)) comes in the first attempt at `interrupt_at`, or in the
     confirming pair at TTL 3 when `second_pair`."""
     from probe import trace as tr
     from probe.engine.trace import Fate
 
-    monkeypatch.setattr(tr, "Capture", _Nothing)
-    monkeypatch.setattr(tr, "RawSender", _Nothing)
-    monkeypatch.setattr(tr, "Guard", _Nothing)
     calls = []
 
     def attempt(self, ttl, role):
@@ -250,12 +236,13 @@ def _trace_interrupted_at(monkeypatch, interrupt_at: int, second_pair: bool = Fa
             fate = Fate("time-exceeded", router=f"198.51.100.{ttl}")
         else:
             fate = Fate("reset") if role == "trigger" else Fate("time-exceeded", router="198.51.100.3")
-        return tr.Attempt(ttl, role, driver=None, fate=fate)
+        return tr.Attempt(ttl, role, exchange=None, fate=fate)
 
     monkeypatch.setattr(tr._Tracer, "attempt", attempt)
     monkeypatch.setattr(tr._Tracer, "finish", lambda self: None)
     hops = []
-    traced = tr.run_trace(target("203.0.113.80", 80), tr.TraceOptions(max_ttl=8), 0.05, 60, on_hop=hops.append)
+    traced = tr.run_trace(target("203.0.113.80", 80), tr.TraceOptions(max_ttl=8), 0.05, 60, on_hop=hops.append,
+                          network=FakeNet().network())
     return traced, hops
 
 

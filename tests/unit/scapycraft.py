@@ -1,26 +1,19 @@
-"""Turn `Segment`s into IPv4 or IPv6 packets. Builds bytes; sends nothing."""
+"""The test oracle for the struct crafter (probe.fastcraft): `Segment`s built into IPv4 or IPv6
+packets by scapy. Nothing on the wire is built with it; tests hold the struct crafter's bytes
+to these."""
 
 from __future__ import annotations
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 
-from probe.fastcraft import new_flow_label
+from probe.fastcraft import StructCrafter
 from probe.tcp import Segment
 
 
-class Crafter:
-    """Builds the packets of one flow the way Linux would: over IPv4 DF set and a per-flow
-    IP-ID counter; over IPv6 (`src` holds a colon) one flow label for the flow (RFC 6437; a
-    random one if `flow_label` is None) and the hop limit where IPv4 has the TTL (RFC 8200 3)."""
-
-    def __init__(self, src: str, sport: int, dst: str, dport: int, first_ip_id: int, ttl: int = 64,
-                 flow_label: int | None = None):
-        self.src, self.sport, self.dst, self.dport = src, sport, dst, dport
-        self.next_ip_id = first_ip_id & 0xFFFF
-        self.ttl = ttl
-        self.version = 6 if ":" in src else 4
-        self.flow_label = (new_flow_label() if flow_label is None else flow_label) if self.version == 6 else 0
+class Crafter(StructCrafter):
+    """The struct crafter's flow (its constructor: addresses, ports, IP-ID counter, flow label),
+    with every packet built by scapy instead."""
 
     def _ip(self, ttl: int | None):
         if self.version == 6:

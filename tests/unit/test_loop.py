@@ -1,0 +1,165 @@
+"""check, trace, batch and the sweeps through the one loop (probe.loop) over the fake network of
+fakenet.py, with send errors at every step. No root: the fake clock moves only when the loop
+waits, so a whole trace runs in milliseconds."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from probe.engine import analyze_flow
+from probe.errors import ProbeError
+from probe.live import CheckOptions, run_check
+from probe.locate import run_sweeps
+from probe.engine.locate import locate
+from probe.record import parse_ip
+from probe.session import Session, SessionOptions
+from probe.tcp import Settings
+from probe.trace import TraceOptions, run_trace
+
+from .fakenet import CLIENT, FailingSender, FakeNet, target
+
+ENOBUFS = OSError(errno.ENOBUFS, "No buffer space available")
+REFUSED = ProbeError("sending to 203.0.113.80 was refused by a local firewall rule")
+
+
+def sent_by_us(measurement):
+    return [p for p in measurement.packets if measurement.flow.sent_by_client(p)]
+
+
+def clean_packet_count() -> int:
+    net = FakeNet()
+    run_check(target("203.0.113.80", 80), network=net.network())
+    return len(net.sent)
+
+
+# --- check: a loop of one exchange -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nth", range(1, 5))
+def test_a_packet_lost_by_the_host_at_any_step_is_retransmitted_or_given_up_never_an_error(nth):
+    assert clean_packet_count() == 4  # SYN, ACK, the request, our FIN with the ACK of the answer
+    net = FakeNet()
+    sender = FailingSender(net, nth, ENOBUFS)
+    measurement = run_check(target("203.0.113.80", 80), network=net.network(sender))
+    recorded = sent_by_us(measurement)
+    assert len(recorded) == len(net.sent)  # every packet that left is in the record, and nothing else
+    assert sender.failed not in [frame.data for frame in measurement.frames]
+    assert analyze_flow(measurement.packets, measurement.flow).verdict in ("clean", "dropped")
+
+
+@pytest.mark.parametrize("nth", range(1, 4))
+def test_a_refused_send_ends_check_with_that_error(nth):
+    net = FakeNet()
+    with pytest.raises(ProbeError, match="refused by a local firewall rule"):
+        run_check(target("203.0.113.80", 80), network=net.network(FailingSender(net, nth, REFUSED)))
+    assert len(net.sent) == nth - 1
+
+
+def test_a_refused_closing_reset_is_best_effort_and_the_others_are_recorded():
+    # port 83: the handshake, then silence: the request and 3 retransmissions, then two resets
+    net = FakeNet()
+    options = CheckOptions(settings=Settings(syn_retries=1))
+    measurement = run_check(target("203.0.113.80", 83), options, network=net.network())
+    assert [p.flags for p in sent_by_us(measurement)][-2:] == ["R", "R"]
+    first_reset = len(net.sent) - 1
+    net = FakeNet()
+    measurement = run_check(target("203.0.113.80", 83), options,
+                            network=net.network(FailingSender(net, first_reset, REFUSED)))
+    assert [p.flags for p in sent_by_us(measurement)][-1:] == ["R"]
+    assert len(sent_by_us(measurement)) == len(net.sent)
+
+
+# --- batch: the same loop kept full --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nth", [1, 2, 5, 9, 14])
+def test_a_refused_send_in_a_batch_is_that_targets_error_only(nth):
+    net = FakeNet()
+    session = Session(SessionOptions(CheckOptions(settings=Settings(syn_retries=1)), concurrency=3, rate=10_000),
+                      net.network(FailingSender(net, nth, REFUSED)))
+    done = list(session.run([(i, target("203.0.113.80", 80)) for i in range(3)]))
+    assert sorted(f.tag for f in done) == [0, 1, 2]
+    errors = [f for f in done if f.error]
+    assert len(errors) <= 1
+    for finished in done:
+        if finished.measurement is not None:
+            assert analyze_flow(finished.measurement.packets, finished.measurement.flow).verdict == "clean"
+    recorded = sum(len(sent_by_us(f.measurement)) for f in done if f.measurement is not None)
+    errored_flows = [f for f in done if f.error]
+    if not errored_flows:
+        assert recorded == len(net.sent)  # the failure was a closing packet; every packet is recorded
+    assert session.packets_sent == len(net.sent)
+
+
+# --- trace: one exchange at a time, each with its own plan ----------------------------------------------
+
+
+@pytest.mark.parametrize("box_at", [1, 2, 3])
+def test_trace_through_the_loop_places_a_tap_at_its_hop(box_at):
+    net = FakeNet(distance=4, box_at=box_at)
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 3, network=net.network())
+    assert traced.result.interference and traced.result.hop == box_at
+    # every copy was closed: each SYN-ACK seen is followed by its reset (nothing half-open on the server)
+    for attempt in traced.attempts:
+        packets = attempt.exchange.measurement.packets
+        if any("S" in p.flags and "A" in p.flags for p in packets if p.proto == "tcp"):
+            assert any(p.flags == "R" for p in sent_by_us(attempt.exchange.measurement))
+    # each copy's request left once, at its TTL, and never again
+    for attempt in traced.attempts:
+        requests = [p for p in sent_by_us(attempt.exchange.measurement) if p.length]
+        assert [p.ttl for p in requests] == [attempt.ttl]
+
+
+def test_trace_without_a_box_reaches_the_server_and_blames_nobody():
+    net = FakeNet(distance=4)
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 3, network=net.network())
+    assert not traced.result.interference
+    assert traced.rows[-1].ttl == 4 and traced.rows[-1].trigger.word == "server"
+    assert [row.address for row in traced.rows[:3]] == ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+
+
+def test_a_request_copy_lost_by_the_host_is_a_silent_copy_not_an_error():
+    net = FakeNet(distance=4)
+    sender = FailingSender(net, 3, ENOBUFS)  # the first control's request (S, A, request)
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 3,
+                       network=net.network(sender))
+    assert parse_ip(sender.failed, 0).length  # it was a request
+    assert traced.attempts[0].fate.word == "silent"
+    assert not traced.result.interference
+
+
+def test_a_refused_send_stops_the_trace_with_that_error():
+    net = FakeNet(distance=4)
+    with pytest.raises(ProbeError, match="refused"):
+        run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 3,
+                  network=net.network(FailingSender(net, 1, REFUSED)))
+
+
+# --- the sweeps: one probe at a time, recognised by what it quotes -----------------------------------
+
+
+def test_the_sweeps_through_the_loop_place_a_syn_firewall():
+    net = FakeNet(distance=4, box_at=2, box="syn-firewall")
+    sweeps = run_sweeps(CLIENT, "203.0.113.80", 80, max_ttl=8, wait=0.5, network=net.network())
+    assert [r.kind for r in sweeps.tcp] == ["time-exceeded", "tcp"]
+    assert [r.kind for r in sweeps.echo] == ["time-exceeded"] * 3 + ["echo-reply"]
+    location = locate(sweeps.tcp, sweeps.echo, "203.0.113.80")
+    assert location.hop == 2
+    # every probe and every reply is in the frames, once
+    assert len(sweeps.frames) == 2 * (len(sweeps.tcp) + len(sweeps.echo))
+
+
+def test_a_sweep_probe_lost_by_the_host_is_no_reply_at_that_ttl():
+    net = FakeNet(distance=4, box_at=2, box="syn-firewall")
+    sweeps = run_sweeps(CLIENT, "203.0.113.80", 80, max_ttl=8, wait=0.5,
+                        network=net.network(FailingSender(net, 1, ENOBUFS)))
+    assert [r.kind for r in sweeps.tcp] == ["none", "tcp"]
+
+
+def test_a_refused_sweep_probe_is_an_error():
+    net = FakeNet(distance=4)
+    with pytest.raises(ProbeError, match="refused"):
+        run_sweeps(CLIENT, "203.0.113.80", 80, max_ttl=8, wait=0.5,
+                   network=net.network(FailingSender(net, 2, REFUSED)))
