@@ -167,7 +167,9 @@ def _verdict_box(flow: dict) -> str:
                  + (f": {escape(flow['vantage_evidence'])}" if flow.get("vantage_evidence") else "") + "</div>")
     return (f"<div class=\"verdict {kind}\"><span class=\"word\" id=\"verdict\">{escape(verdict)}</span>"
             f"<span class=\"facts\">{escape(FACT_SEPARATOR.join(facts))}</span>{where}"
-            f"<div class=\"explanation\">{_paragraphs(flow.get('explanation') or '')}</div></div>")
+            f"<div class=\"explanation\">{_paragraphs(flow.get('explanation') or '')}</div>"
+            + (f"<p class=\"next-step\"><strong>{escape(flow['next_step'])}</strong></p>" if flow.get("next_step") else "")
+            + "</div>")
 
 
 def _paragraphs(text: str) -> str:
@@ -263,7 +265,12 @@ def _label(packet: dict, numbers: dict) -> str:
 
 
 def _packet_table(flow: dict) -> str:
+    from probe.report import scaled_window, window_scales
+
     numbers = _relative_numbers(flow)
+    client = flow["client"]["address"]
+    tcp_packets = [p for p in flow.get("packets") or [] if p.get("proto") == "tcp"]
+    scales = window_scales((p["src"] == client, p["flags"], p.get("options") or []) for p in tcp_packets)
     rows, classes = [], []
     for packet in flow.get("packets") or []:
         seq, ack = numbers.get(packet["n"], ("", ""))
@@ -274,7 +281,8 @@ def _packet_table(flow: dict) -> str:
         rows.append([packet["n"], f"{packet['t_ms']:.1f}", "\u2192" if packet.get("dir") == "sent" else "\u2190",
                      packet["src"], packet.get("ttl"), packet.get("ip_id"),
                      packet["flags"] if tcp else f"icmp {packet.get('icmp_type')}/{packet.get('icmp_code')}",
-                     seq, ack, packet.get("win", ""), packet.get("len", ""), _Html(f"<span>{escape(origin)}</span>"),
+                     seq, ack, scaled_window(packet["win"], packet["flags"], packet["src"] == client, scales) if tcp
+                     else "", packet.get("len", ""), _Html(f"<span>{escape(origin)}</span>"),
                      packet.get("info") or "", _Html(_sentences(packet.get("evidence") or []))])
         classes.append("forged" if _forged(packet) else "")
     table = _table(["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "origin", "info",

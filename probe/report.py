@@ -80,7 +80,17 @@ def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, a
                 "client": {"address": flow.client, "port": flow.client_port},
                 "packets": packets_json(packets, flow, analysis), "explanation": analysis.explanation}
     document.update(extra or {})
+    document["next_step"] = next_step_of(document)
     return document
+
+
+def next_step_of(document: dict) -> str | None:
+    """The document's `next_step` (`probe.advice`): who to call, from the verdict and the hop."""
+    from probe.advice import next_step
+
+    address = next((hop["address"] for hop in document.get("hops") or [] if hop["ttl"] == document.get("hop")), None)
+    return next_step(document["verdict"], document.get("direction"), document.get("hop"), address,
+                     document.get("command") or "analyze")
 
 
 def finish_document(document: dict, started: float, exit_code: int) -> dict:
@@ -133,6 +143,29 @@ def _relative(value: int, base: int | None) -> int:
     return (value - base) % (1 << 32) if base is not None else value
 
 
+def window_scales(segments) -> tuple[int, int] | None:
+    """(client's shift, server's shift) when both SYNs carried a window scale option (RFC 7323 2.2:
+    else neither side scales), from (sent by the client, flags, options) of each TCP segment."""
+    scales = {}
+    for from_client, flags, options in segments:
+        if "S" in flags and from_client not in scales:
+            scales[from_client] = next((int(value) for name, value in options if name == "WScale"), None)
+        if len(scales) == 2:
+            break
+    if scales.get(True) is None or scales.get(False) is None:
+        return None
+    return min(scales[True], 14), min(scales[False], 14)  # RFC 7323 2.3: a shift above 14 is taken as 14
+
+
+def scaled_window(win: int, flags: str, from_client: bool, scales: tuple[int, int] | None) -> int:
+    """The window a segment offers, as tshark's "calculated window size". A SYN's is never scaled;
+    nor, here, is a reset's: it offers nothing (RFC 9293 3.10.7), and an injector's raw value (ours
+    copied, a constant) is what the evidence quotes."""
+    if scales is None or "S" in flags or "R" in flags:
+        return win
+    return win << (scales[0] if from_client else scales[1])
+
+
 WIDE_TABLE = 160  # columns from which the packet table keeps evidence in a column of its own
 EVIDENCE_INDENT = " " * 8  # below that, each packet's evidence under its row
 SHORT_EVIDENCE = 3  # sentences of evidence per packet without -v
@@ -161,6 +194,7 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
     our_isn = next((p.seq for p in packets if flow.sent_by_client(p) and "S" in p.flags), None)
     their_isn = next((p.seq for p in packets if flow.toward_client(p) and "S" in p.flags), None)
     t0 = packets[0].t if packets else 0.0
+    scales = window_scales((flow.sent_by_client(p), p.flags, p.options) for p in packets if p.proto == "tcp")
     rows, evidence_lines = [], []
     for n, (packet, attribution) in enumerate(zip(packets, analysis.attributions), 1):
         mine = flow.sent_by_client(packet)
@@ -169,7 +203,7 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
             seq_base, ack_base = (our_isn, their_isn) if mine else (their_isn, our_isn)
             seq = _relative(packet.seq, seq_base)
             ack = _relative(packet.ack, ack_base) if "A" in packet.flags else ""
-            flags, win, length = packet.flags, packet.win, packet.length
+            flags, win, length = packet.flags, scaled_window(packet.win, packet.flags, mine, scales), packet.length
             info = describe(packet.payload) if packet.length else ""
         else:
             seq = ack = win = ""
@@ -238,6 +272,8 @@ def summary_lines(document: dict, paint: Paint = PLAIN) -> str:
     lines = [verdict_line(document, paint), document["explanation"]]
     if document.get("tls"):
         lines.append(tls_sentence(document["tls"]))
+    if document.get("next_step"):
+        lines.append(document["next_step"])
     return "\n".join(lines)
 
 

@@ -203,7 +203,8 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
                              f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose, paint=paint)}"
                              f"\nverdict: {paint.verdict(result.analysis.verdict)}  "
                              f"direction: {result.analysis.direction or '-'}\n"
-                             f"{result.analysis.explanation}\n")
+                             f"{result.analysis.explanation}\n"
+                             + (f"{step}\n" if (step := _next_step(result.analysis)) else ""))
 
     from probe.analyze_trace import TraceCollector, control_fates
 
@@ -353,7 +354,16 @@ def _pair_text(pair, client_side, server_side, verdict, direction, explanation, 
     lines += [paint(f"FORGED: {m.sentence}", "forged") for m in pair.missing if m.kind == "forged"]
     lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
     lines.append(f"verdict: {paint.verdict(verdict)}  direction: {direction or '-'}")
+    step = _next_step(client_side.analysis, verdict, direction)
+    if step:
+        lines.append(step)
     return "\n".join(lines)
+
+
+def _next_step(analysis, verdict: str | None = None, direction: str | None = None) -> str | None:
+    from probe.advice import next_step
+
+    return next_step(verdict or analysis.verdict, direction or analysis.direction, analysis.hop, command="analyze")
 
 
 def _write_json_document(head: dict, arrays: dict, out) -> None:

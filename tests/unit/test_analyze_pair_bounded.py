@@ -20,6 +20,7 @@ from probe.analyze import FlowFilter, analyze_file
 from probe.analyze_pair import (FlowKey, Pair, _first_data, _isns, _timelines, compare, pair_keys,
                                 spool_capture, with_proof)
 from probe.analyze_report import analyzed_flow_json, paired_flow_json
+from probe.advice import next_step
 from probe.colour import PLAIN
 from probe.commands.analyze import _Outputs, _analyze_two
 from probe.outcome import worst as worst_exit_code
@@ -107,6 +108,8 @@ def in_memory_two_ended(first: str, second: str, json_output: bool, verbose: boo
         lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
         lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
         lines.append(f"verdict: {verdict}  direction: {direction or '-'}")
+        step = next_step(verdict, direction, client_side.analysis.hop, command="analyze")
+        lines += [step] if step else []
         if verbose or verdict != "clean" or pair.missing:
             texts.append("\n".join(lines))
         else:
