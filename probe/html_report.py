@@ -333,9 +333,8 @@ def _arrow(x1: float, y1: float, x2: float, y2: float, kind: str, label: str, n:
     width = 2.5 if kind == "middlebox" else 1.5
     dash = " stroke-dasharray=\"5 3\"" if kind == "unknown" or lost else ""
     end = "" if lost else f" marker-end=\"url(#arrow-{kind if kind in COLOURS else 'unknown'})\""
-    anchor = "start" if x2 > x1 else "end"
-    label_x = min(x1, x2) + 6 if x2 > x1 else max(x1, x2) - 6
-    label_y = min(y1, y2) - 3
+    anchor = "middle"  # over the middle of the arrow: clear of the arrowheads at the lanes
+    label_x, label_y = (x1 + x2) / 2, (y1 + y2) / 2 - 5
     cls = f" class=\"packet{' ' + css if css else ''}\""
     parts = [f"<g{cls} data-n=\"{n}\"><line x1=\"{x1}\" y1=\"{y1}\" x2=\"{x2}\" y2=\"{y2}\" stroke=\"{colour}\" "
              f"stroke-width=\"{width}\"{dash}{end}/>"]
