@@ -63,3 +63,17 @@ def _changes(stderr: str) -> dict[str, tuple[str, str]]:
 
 def _counts(stderr: str) -> dict[str, tuple[int, int]]:
     return {row[0]: (int(row[1]), int(row[2])) for row in _section(stderr, "verdict probed changed")}
+
+
+def test_the_summary_is_coloured_only_when_asked(tmp_path):
+    listing = tmp_path / "targets.txt"
+    listing.write_text("http://www.example.com/ www.example.com:80:203.0.113.80\n"
+                       "http://blocked.example/ blocked.example:80:203.0.113.81\n")
+    dead = {"FAKEBATCH_DEAD": "203.0.113.81"}
+    plain = batch(str(listing), env=dead)
+    coloured = batch(str(listing), "--color=always", env={**dead, "NO_COLOR": "1"})  # the flag wins
+    assert "\x1b[" not in plain.stderr  # stderr is a pipe: auto means none
+    assert "\x1b[1;32mclean\x1b[0m" in coloured.stderr and "\x1b[1;33munreachable\x1b[0m" in coloured.stderr
+    strip = re.compile(r"\x1b\[[0-9;]*m")
+    without_times = re.compile(r"probed in [0-9.]+ s")
+    assert without_times.sub("", strip.sub("", coloured.stderr)) == without_times.sub("", plain.stderr)
