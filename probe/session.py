@@ -23,8 +23,10 @@ Pacing. At most `concurrency` exchanges are in flight (lingering counts: the slo
 when the caller has taken the result). A token bucket of `rate` packets per second gates the
 start of new exchanges: every packet sent takes a token, but an exchange already running
 never waits for one (a late ACK would change what the server does), so the bucket may go
-negative and new starts wait until it has refilled. Over a batch, the packets sent per
-second stay at `rate`, give or take one burst (`rate / 10` packets).
+negative and new starts wait until it has refilled. Exchanges are admitted (their flows
+guarded) ahead of their start, so a SYN leaves the moment its token is there, not behind an
+nft call. Over a batch, the packets sent per second stay at `rate`, give or take one burst
+(`rate / 10` packets).
 
 Ports. Each exchange holds its ephemeral port with an unconnected socket, chosen by
 `probe.loop.Flows` as for every command (never one used toward the same server and port in
@@ -33,6 +35,7 @@ the last two minutes).
 
 from __future__ import annotations
 
+import collections
 import resource
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -125,9 +128,7 @@ class Session:
                         continue  # slots were freed: admit again before waiting
                     if admission.exhausted and not loop.busy:
                         break
-                    wake_by = None
-                    if not admission.exhausted and len(loop.table) < self.options.concurrency:
-                        wake_by = clock() + bucket.wait()
+                    wake_by = clock() + bucket.wait() if admission.waiting else None
                     loop.step(wake_by)
                     admission.collect()
             finally:
@@ -138,19 +139,23 @@ class Session:
 
 
 class _Admission:
-    """Starts new exchanges while slots and tokens allow, and turns ended ones into `Finished`."""
+    """Admits new exchanges while slots allow, starts them while tokens allow, and turns ended
+    ones into `Finished`.
+
+    Admitting (the flow guarded, one nft call for the whole group) runs ahead of starting, so
+    that a SYN leaves the moment its token is there and never waits behind an nft call: the
+    wire then sees the rate, not the rate stretched and squeezed by the guard's calls."""
 
     def __init__(self, session: Session, loop: Loop, bucket: TokenBucket, flows: Flows, targets: Iterator[tuple]):
         self.session, self.loop, self.bucket, self.flows, self.targets = session, loop, bucket, flows, targets
         self.options = session.options
         self.finished: list[Finished] = []
+        self.waiting: collections.deque = collections.deque()  # admitted, not started: their SYN waits for a token
         self.exhausted = False
 
     def admit(self) -> None:
-        self.bucket.refill(self.loop.clock())
-        starting = []
-        while (not self.exhausted and len(self.loop.table) + len(starting) < self.options.concurrency
-               and self.bucket.tokens - len(starting) >= 1):  # each SYN's token is taken as it leaves
+        admitted = []
+        while not self.exhausted and len(self.loop.table) + len(admitted) < self.options.concurrency:
             item = next(self.targets, None)
             if item is None:
                 self.exhausted = True
@@ -166,14 +171,19 @@ class _Admission:
                 continue
             exchange = new_exchange(target, flow, self.options.check, self.session.network.crafter, tag=tag)
             exchange.reservation = reservation
-            starting.append(exchange)
+            admitted.append(exchange)
         try:
-            self.loop.add(starting)
+            self.loop.admit(admitted)
         except BaseException:
-            for exchange in starting:
+            for exchange in admitted:
                 exchange.reservation.close()
             raise
-        self.session.peak_in_flight = max(self.session.peak_in_flight, len(self.loop.table))
+        self.waiting.extend(admitted)
+        self.bucket.refill(self.loop.clock())
+        while self.waiting and self.bucket.ready():
+            self.loop.start([self.waiting.popleft()])  # its SYN takes its token as it leaves
+        started = len(self.loop.table) - len(self.waiting)
+        self.session.peak_in_flight = max(self.session.peak_in_flight, started)
         self.collect()
 
     def collect(self) -> None:
