@@ -1,5 +1,6 @@
-"""`python3 -m netns up [--routers N] [--delay-ms D]` builds a lab and keeps it until Ctrl-C
-or SIGTERM; `python3 -m netns run [SCENARIO ...] [--repeat N]` runs scenarios and prints the
+"""`python3 -m netns up [--scenario NAME] [--routers N] [--delay-ms D]` builds a lab (with the
+scenario's box) and keeps it up, in the background, until `python3 -m netns down` (`--foreground`:
+until Ctrl-C); `python3 -m netns run [SCENARIO ...] [--repeat N]` runs scenarios and prints the
 results table; `python3 -m netns demo` shows the field report reproduced; `python3 -m netns
 cleanup` deletes what dead labs left behind."""
 
@@ -7,17 +8,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 
-from netns.lab import Lab, cleanup_stale, exit_on_signals
+from netns.lab import cleanup_stale, exit_on_signals
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m netns", description=__doc__.split(";")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="build a lab and keep it until Ctrl-C / SIGTERM")
+    up = sub.add_parser("up", help="build a lab (with a scenario's box) and keep it up until `down`")
     up.add_argument("--routers", type=int, default=4)
     up.add_argument("--delay-ms", type=float, default=50.0, help="added round-trip time")
+    up.add_argument("--scenario", metavar="NAME", help="a scenario of netns/scenarios (name or number): its lab, "
+                                                       "with its box at its hop")
+    up.add_argument("--family", type=int, choices=(4, 6), default=4, help="the scenario's probe command over IPv4 "
+                                                                         "or IPv6")
+    up.add_argument("--foreground", action="store_true", help="keep the lab in this process until Ctrl-C or SIGTERM")
+    sub.add_parser("down", help="take down every lab `up` keeps")
     sub.add_parser("cleanup", help="delete namespaces of labs whose owner has died")
     run = sub.add_parser("run", help="run scenarios against probe check and print the results table")
     run.add_argument("scenarios", nargs="*", help="names or numbers (default: all)")
@@ -41,16 +47,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deleted {ns}")
         return 0
 
-    with exit_on_signals(), Lab(args.routers, delay_ms=args.delay_ms) as lab:
-        print(f"client  {lab.client_ns}  {lab.client_addr}")
-        for k in range(1, lab.routers + 1):
-            print(f"r{k:<6} {lab.router_ns(k)}  {lab.router_addr(k)}")
-        print(f"server  {lab.server_ns}  {lab.server_addr}  (:80 nginx, :8080 reset, :81 closed; "
-              f":443 nginx TLS, :8443 reset after the ClientHello, :444 closed)")
-        print(f"CA      {lab.ca_file}")
-        print(f"e.g.  ip netns exec {lab.client_ns} curl http://{lab.server_addr}/", flush=True)
-        threading.Event().wait()  # until a signal raises SystemExit
-    return 0
+    from netns import held
+
+    if args.command == "down":
+        return held.down()
+    if args.foreground:
+        return held.hold(args.routers, args.delay_ms, args.scenario, args.family)
+    rest = ["--routers", str(args.routers), "--delay-ms", str(args.delay_ms), "--family", str(args.family)]
+    return held.up(rest + (["--scenario", args.scenario] if args.scenario else []))
 
 
 def _run(args) -> int:

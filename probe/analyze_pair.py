@@ -63,6 +63,7 @@ class Pair:
     offset: float | None = None  # seconds: server clock minus client clock
     one_way: float | None = None  # seconds, the mean of the two smallest one-way delays
     missing: list[Missing] = field(default_factory=list)
+    matched: list[tuple[int, int]] = field(default_factory=list)  # (client index, server index): one packet, both ends
 
     @property
     def forged(self) -> list[Missing]:
@@ -237,7 +238,7 @@ def compare(pair: Pair, offset: float | None, one_way: float | None = None) -> P
     lines = _timelines(pair)
     results = dict(_sides(pair))
     spans = {side: (r.packets[0].t, r.packets[-1].t) for side, r in results.items()}
-    pair.missing = []
+    pair.missing, pair.matched = [], []
     identities = set(lines["client"]) | set(lines["server"])
     for identity in identities:
         sender = "client" if identity[0] else "server"
@@ -261,10 +262,13 @@ def compare(pair: Pair, offset: float | None, one_way: float | None = None) -> P
             else:
                 used.add(match)
                 matched.append(index)
+                ends = (sent[match][1], index) if sender == "client" else (index, sent[match][1])
+                pair.matched.append(ends)
         for k, (t_sent, index) in enumerate(sent):
             if k not in used and _while_running(t_sent, spans[receiver], to_client_clock[receiver]):
                 pair.missing.append(_describe(sender, index, results[sender].packets[index], True, identity[0]))
     pair.missing.sort(key=lambda m: (m.seen_at, m.index))
+    pair.matched.sort()
     return pair
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from probe.layout import MIN_PADDING
-from probe.report import packets_json
+from probe.report import next_step_of, packets_json
 
 
 def analyzed_flow_json(result) -> dict:
@@ -18,6 +18,7 @@ def analyzed_flow_json(result) -> dict:
             "verdict": analysis.verdict, "direction": analysis.direction, "hop": analysis.hop,
             "rtt_ms": analysis.rtt_ms, "packets": packets_json(result.packets, flow, analysis),
             "explanation": analysis.explanation}
+    item["next_step"] = next_step_of({**item, "command": "analyze"})
     if result.elided:
         item["elided_packets"] = result.elided
     return item
@@ -120,9 +121,12 @@ def paired_flow_json(pair, client_side, server_side, verdict, direction, explana
                  "one_way_ms": None if pair.one_way is None else round(pair.one_way * 1000, 3),
                  "forged": [_missing_json(m) for m in pair.missing if m.kind == "forged"],
                  "never_arrived": [_missing_json(m) for m in pair.missing if m.kind == "never-arrived"],
+                 "matched": [[client + 1, server + 1] for client, server in pair.matched],
                  "server_side": analyzed_flow_json(server_side)})
+    item["next_step"] = next_step_of({**item, "command": "analyze"})
     for key in ("verdict", "direction", "explanation"):
         item["server_side"][f"{key}_alone"] = item["server_side"].pop(key)
+    item["server_side"].pop("next_step")
     return item
 
 

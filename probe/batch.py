@@ -139,6 +139,10 @@ class Locator:
         key = (measurement.flow.client, target.address, target.port, target.scheme, target.host, target.path)
         self.traces.setdefault(key, []).append((line, measurement, analysis))
 
+    def waiting(self) -> tuple[int, int]:
+        """(paths to trace, targets waiting for them)."""
+        return len(self.traces), sum(len(waiting) for waiting in self.traces.values())
+
     def run_traces(self) -> Iterator["Judged"]:
         """After the exchanges: one trace per key, applied to each of its exchanges."""
         from probe.trace import TraceOptions, by_trace, run_trace, server_ttl_of, trigger_words
@@ -251,6 +255,9 @@ class Tally:
     codes: collections.Counter = field(default_factory=collections.Counter)
     problems: list[dict] = field(default_factory=list)
     problems_left_out: int = 0
+    changes: list[dict] = field(default_factory=list)  # targets whose state changed (--history): SUMMARY_ROWS of them
+    changes_left_out: int = 0
+    new_left_out: int = 0  # of the changes left out, those seen for the first time
     rtt_max: float | None = None
     rtt_sum: float = 0.0
     rtt_count: int = 0
@@ -264,6 +271,17 @@ class Tally:
             self.rtt_max = rtt if self.rtt_max is None else max(self.rtt_max, rtt)
             self.rtt_sum += rtt
             self.rtt_count += 1
+        change = (document.get("history") or {}).get("change")
+        if change in ("new", "changed"):
+            if len(self.changes) < SUMMARY_ROWS:
+                target = document.get("target", {})
+                self.changes.append({"line": document.get("line"), "url": target.get("url"),
+                                     "address": target.get("address"),
+                                     "was": document["history"].get("previous_verdict") if change == "changed" else None,
+                                     "now": verdict, "direction": document.get("direction"), "hop": document.get("hop")})
+            else:
+                self.changes_left_out += 1
+                self.new_left_out += change == "new"
         if verdict != "clean":
             if len(self.problems) < SUMMARY_ROWS:
                 self.problems.append(problem_row(document))
@@ -291,22 +309,46 @@ def problem_row(document: dict) -> dict:
             "note": document.get("error") or document.get("change") or ""}
 
 
-def summary_table(tally: Tally, seconds: float, packets_sent: int, frames_dropped: int) -> str:
+def summary_table(tally: Tally, seconds: float, packets_sent: int, frames_dropped: int, paint=None,
+                  changed: Tally | None = None) -> str:
+    """The counts per verdict and the targets that were not clean, for people (verdicts painted
+    with `paint`, `probe.colour`: tabulate leaves escape codes out of its widths). With
+    `changed` (--alert-on-change: the results that changed since the previous run), every changed
+    target with what it was and what it is now, first, and the counts of both."""
     from tabulate import tabulate
 
+    from probe.colour import PLAIN
+
+    paint = paint or PLAIN
+    sections = []
+    if changed is not None and changed.changes:
+        change_rows = [[c["line"], c["url"], c["address"] or "", paint.verdict(c["was"]) if c["was"] else "(new)",
+                        paint.verdict(c["now"]), c["direction"] or "", "" if c["hop"] is None else paint(str(c["hop"]), "hop")]
+                       for c in sorted(changed.changes, key=lambda c: c["line"] or 0)]
+        sections.append("changed since the previous run:\n" + tabulate(
+            change_rows, headers=["line", "url", "address", "was", "now", "direction", "hop"], tablefmt="simple")
+            + (f"\n... and {changed.changes_left_out} more (see the JSON lines)" if changed.changes_left_out else ""))
     order = ["clean", "expired", "server-reset", "ambiguous-reset", "no-answer", "dropped", "unreachable", "middlebox-reset",
              "middlebox-response", "error"]
-    rows = [[verdict, tally.counts[verdict]] for verdict in order if tally.counts[verdict]]
-    rows += [[verdict, count] for verdict, count in sorted(tally.counts.items()) if verdict not in order]
-    text = tabulate(rows, headers=["verdict", "targets"], tablefmt="simple")
-    if tally.problems:
-        problem_rows = [[p["line"], p["url"], p["address"] or "", p["verdict"], p["direction"] or "",
-                         "" if p["hop"] is None else p["hop"], "" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
+    verdicts = [v for v in order if tally.counts[v]] + sorted(v for v in tally.counts if v not in order and tally.counts[v])
+    if changed is None:
+        rows = [[paint.verdict(verdict), tally.counts[verdict]] for verdict in verdicts]
+        sections.append(tabulate(rows, headers=["verdict", "targets"], tablefmt="simple"))
+    else:
+        rows = [[paint.verdict(verdict), tally.counts[verdict], changed.counts[verdict]] for verdict in verdicts]
+        sections.append(tabulate(rows, headers=["verdict", "probed", "changed"], tablefmt="simple"))
+    if tally.problems and changed is None:
+        problem_rows = [[p["line"], p["url"], p["address"] or "", paint.verdict(p["verdict"]), p["direction"] or "",
+                         "" if p["hop"] is None else paint(str(p["hop"]), "hop"), "" if p["rtt_ms"] is None else f"{p['rtt_ms']:.1f}",
                          p["note"]] for p in sorted(tally.problems, key=lambda p: p["line"] or 0)]
-        text += "\n\n" + tabulate(problem_rows, headers=["line", "url", "address", "verdict", "direction", "hop",
-                                                         "rtt ms", "note"], tablefmt="simple")
-        if tally.problems_left_out:
-            text += f"\n... and {tally.problems_left_out} more (see the JSON lines)"
-    text += (f"\n\n{tally.total} target(s) in {seconds:.1f} s, {packets_sent} packet(s) sent"
-             + (f"; the capture lost {frames_dropped} frame(s): results may miss packets" if frames_dropped else ""))
-    return text
+        sections.append(tabulate(problem_rows, headers=["line", "url", "address", "verdict", "direction", "hop",
+                                                        "rtt ms", "note"], tablefmt="simple")
+                        + (f"\n... and {tally.problems_left_out} more (see the JSON lines)"
+                           if tally.problems_left_out else ""))
+    counted = f"{tally.total} target(s) probed in {seconds:.1f} s"
+    if changed is not None:
+        new = sum(1 for c in changed.changes if c["was"] is None) + changed.new_left_out
+        counted += f", {changed.total} changed since the previous run ({new} of them new)"
+    sections.append(counted + f", {packets_sent} packet(s) sent"
+                    + (f"; the capture lost {frames_dropped} frame(s): results may miss packets" if frames_dropped else ""))
+    return "\n\n".join(sections)

@@ -17,8 +17,10 @@ from __future__ import annotations
 MIN_PADDING = 2  # tabulate's: a column is at least as wide as its header and two spaces
 
 
-def simple_table(rows: list[list], headers: list[str]) -> str:
-    """`tabulate(rows, headers=headers, tablefmt="simple")`, the same text."""
+def simple_table(rows: list[list], headers: list[str], style_row=None) -> str:
+    """`tabulate(rows, headers=headers, tablefmt="simple")`, the same text; `style_row(i, line)`
+    (colour, `probe.colour`) is given every line of row `i` once laid out, so that its escape
+    codes never count in a width (on tabulate's own path, for rows it lays out, there is none)."""
     import tabulate as tab
 
     if not rows or not _plain(rows):
@@ -50,18 +52,27 @@ def simple_table(rows: list[list], headers: list[str]) -> str:
     lines = ["  ".join(header.rjust(width) if at_right else header.ljust(width)
                        for header, width, at_right in zip(headers, widths, right)).rstrip(),
              "  ".join("-" * width for width in widths)]
+    style = style_row or _unstyled
     if not multiline:  # str.format pads as ljust/rjust do
         layout = "  ".join(("{:>%d}" if at_right else "{:<%d}") % width for width, at_right in zip(widths, right))
-        lines.extend(layout.format(*row).rstrip() for row in zip(*texts))
+        if style_row is None:
+            lines.extend(layout.format(*row).rstrip() for row in zip(*texts))
+        else:
+            lines.extend(style(i, layout.format(*row).rstrip()) for i, row in enumerate(zip(*texts)))
         return "\n".join(lines)
-    for row in zip(*texts):
+    for i, row in enumerate(zip(*texts)):
         cells_lines = [cell.splitlines() for cell in row]
         height = max(map(len, cells_lines))
         for n in range(height):
-            lines.append("  ".join((cell_lines[n].rjust(width) if at_right else cell_lines[n].ljust(width))
-                                   if n < len(cell_lines) else " " * width
-                                   for cell_lines, width, at_right in zip(cells_lines, widths, right)).rstrip())
+            lines.append(style(i, "  ".join((cell_lines[n].rjust(width) if at_right else cell_lines[n].ljust(width))
+                                            if n < len(cell_lines) else " " * width
+                                            for cell_lines, width, at_right in zip(cells_lines, widths, right))
+                               .rstrip()))
     return "\n".join(lines)
+
+
+def _unstyled(_row: int, line: str) -> str:
+    return line
 
 
 def _plain(rows: list[list]) -> bool:

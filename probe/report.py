@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from probe.colour import PLAIN, Paint
 from probe.engine.model import Analysis, Flow
 from probe.record import PacketRecord
 from probe.tls import describe
@@ -81,7 +82,17 @@ def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, a
                 # issue 16: null until a residual watch or a trace fills them in (`extra`)
                 "residual_blocking": None, "multipath": None}
     document.update(extra or {})
+    document["next_step"] = next_step_of(document)
     return document
+
+
+def next_step_of(document: dict) -> str | None:
+    """The document's `next_step` (`probe.advice`): who to call, from the verdict and the hop."""
+    from probe.advice import next_step
+
+    address = next((hop["address"] for hop in document.get("hops") or [] if hop["ttl"] == document.get("hop")), None)
+    return next_step(document["verdict"], document.get("direction"), document.get("hop"), address,
+                     document.get("command") or "analyze")
 
 
 def finish_document(document: dict, started: float, exit_code: int) -> dict:
@@ -134,6 +145,29 @@ def _relative(value: int, base: int | None) -> int:
     return (value - base) % (1 << 32) if base is not None else value
 
 
+def window_scales(segments) -> tuple[int, int] | None:
+    """(client's shift, server's shift) when both SYNs carried a window scale option (RFC 7323 2.2:
+    else neither side scales), from (sent by the client, flags, options) of each TCP segment."""
+    scales = {}
+    for from_client, flags, options in segments:
+        if "S" in flags and from_client not in scales:
+            scales[from_client] = next((int(value) for name, value in options if name == "WScale"), None)
+        if len(scales) == 2:
+            break
+    if scales.get(True) is None or scales.get(False) is None:
+        return None
+    return min(scales[True], 14), min(scales[False], 14)  # RFC 7323 2.3: a shift above 14 is taken as 14
+
+
+def scaled_window(win: int, flags: str, from_client: bool, scales: tuple[int, int] | None) -> int:
+    """The window a segment offers, as tshark's "calculated window size". A SYN's is never scaled;
+    nor, here, is a reset's: it offers nothing (RFC 9293 3.10.7), and an injector's raw value (ours
+    copied, a constant) is what the evidence quotes."""
+    if scales is None or "S" in flags or "R" in flags:
+        return win
+    return win << (scales[0] if from_client else scales[1])
+
+
 WIDE_TABLE = 160  # columns from which the packet table keeps evidence in a column of its own
 EVIDENCE_INDENT = " " * 8  # below that, each packet's evidence under its row
 SHORT_EVIDENCE = 3  # sentences of evidence per packet without -v
@@ -147,13 +181,14 @@ def terminal_width() -> int:
 
 
 def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, width: int | None = None,
-                 verbose: bool = False) -> str:
+                 verbose: bool = False, paint: Paint = PLAIN) -> str:
     """A Wireshark-like table: relative sequence numbers, what each packet carries, who sent it.
 
     Laid out for `width` columns (default: the terminal's). From WIDE_TABLE columns on, the
     evidence is a column with one sentence per line; below, each packet is one line (cut at
     the width) and its evidence follows it, indented, as tcpdump -v puts details under a packet:
-    the first SHORT_EVIDENCE sentences (the decisive ones come first), all of them if `verbose`."""
+    the first SHORT_EVIDENCE sentences (the decisive ones come first), all of them if `verbose`.
+    The rows of forged packets are painted (`probe.colour`), evidence included."""
     from probe.layout import simple_table  # tabulate's layout, fast enough for a flow of thousands of packets
 
     width = width or terminal_width()
@@ -161,6 +196,7 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
     our_isn = next((p.seq for p in packets if flow.sent_by_client(p) and "S" in p.flags), None)
     their_isn = next((p.seq for p in packets if flow.toward_client(p) and "S" in p.flags), None)
     t0 = packets[0].t if packets else 0.0
+    scales = window_scales((flow.sent_by_client(p), p.flags, p.options) for p in packets if p.proto == "tcp")
     rows, evidence_lines = [], []
     for n, (packet, attribution) in enumerate(zip(packets, analysis.attributions), 1):
         mine = flow.sent_by_client(packet)
@@ -169,7 +205,7 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
             seq_base, ack_base = (our_isn, their_isn) if mine else (their_isn, our_isn)
             seq = _relative(packet.seq, seq_base)
             ack = _relative(packet.ack, ack_base) if "A" in packet.flags else ""
-            flags, win, length = packet.flags, packet.win, packet.length
+            flags, win, length = packet.flags, scaled_window(packet.win, packet.flags, mine, scales), packet.length
             info = describe(packet.payload) if packet.length else ""
         else:
             seq = ack = win = ""
@@ -193,13 +229,17 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
     if wide:
         headers = ["#", "ms", "dir", "from", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "info", "origin",
                    "evidence"]
-        return simple_table(rows, headers)
+        forged = {i for i, attribution in enumerate(analysis.attributions) if attribution.origin == "middlebox"}
+        return simple_table(rows, headers, style_row=(lambda i, line: paint(line, "forged") if i in forged else line)
+                            if forged and paint.enabled else None)
     headers = ["#", "ms", "dir", "ttl", "ip-id", "flags", "seq", "ack", "win", "len", "origin", "info"]
     lines = _compact(rows, headers, left={"dir", "flags", "origin", "info"})
     out = [_cut(lines[0], width)]
-    for line, evidence in zip(lines[1:], evidence_lines):
-        out.append(_cut(line, width))
-        out.extend(EVIDENCE_INDENT + sentence for sentence in evidence)
+    for line, evidence, attribution in zip(lines[1:], evidence_lines, analysis.attributions):
+        role = "forged" if attribution.origin == "middlebox" else None
+        out.append(paint(_cut(line, width), role) if role else _cut(line, width))
+        out.extend(paint(EVIDENCE_INDENT + sentence, role) if role else EVIDENCE_INDENT + sentence
+                   for sentence in evidence)
     return "\n".join(out)
 
 
@@ -229,21 +269,29 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
-def summary_lines(document: dict) -> str:
+def summary_lines(document: dict, paint: Paint = PLAIN) -> str:
+    """The verdict line, the explanation, and over TLS what the handshake showed."""
+    lines = [verdict_line(document, paint), document["explanation"]]
+    if document.get("tls"):
+        lines.append(tls_sentence(document["tls"]))
+    if document.get("next_step"):
+        lines.append(document["next_step"])
+    return "\n".join(lines)
+
+
+def verdict_line(document: dict, paint: Paint = PLAIN) -> str:
+    """`verdict: ...  direction: ...  hop: ...  rtt: ...  http: ...`, what -q prints."""
     hop = document.get("hop")
-    parts = [f"verdict: {document['verdict']}"]
+    parts = [f"verdict: {paint.verdict(document['verdict'])}"]
     if document.get("direction"):
         parts.append(f"direction: {document['direction']}")
     if hop is not None:
-        parts.append(f"hop: {hop}")
+        parts.append(paint(f"hop: {hop}", "hop"))
     if document.get("rtt_ms") is not None:
         parts.append(f"rtt: {document['rtt_ms']:.1f} ms")
     if (document.get("http") or {}).get("status") is not None:  # what curl -I shows first
         parts.append(f"http: {document['http']['status']} {document['http']['reason'] or ''}".rstrip())
-    lines = ["  ".join(parts), document["explanation"]]
-    if document.get("tls"):
-        lines.append(tls_sentence(document["tls"]))
-    return "\n".join(lines)
+    return "  ".join(parts)
 
 
 def write_pcap(path: str, frames) -> None:
@@ -286,18 +334,21 @@ def trace_json(rows, result, trigger: str, control: str) -> dict:
 HOPS_HEADER = f"{'ttl':>3}  {'router':<39} {'ms':>7}  {'trigger':<20} {'control':<20} notes"
 
 
-def hop_line(hop: dict) -> str:
+def hop_line(hop: dict, paint: Paint = PLAIN, box_hop: int | None = None) -> str:
     """One hop of a trace, in fixed columns (as mtr prints them, so that each line can be printed
-    as soon as its hop is learned, and the lines still align)."""
+    as soon as its hop is learned, and the lines still align); painted as the box's hop when it is
+    `box_hop`, or, while that is not known yet, when the trigger's fate differs from the control's."""
     notes = [*hop["details"]["trigger"].get("rewritten", []), *hop["details"]["control"].get("rewritten", [])]
     if hop.get("confirmed"):
         notes.insert(0, "difference seen twice")
     ms = "" if hop["rtt_ms"] is None else f"{hop['rtt_ms']:.2f}"
-    return (f"{hop['ttl']:>3}  {hop['address'] or '*':<39} {ms:>7}  {hop['trigger']:<20} {hop['control']:<20} "
+    line = (f"{hop['ttl']:>3}  {hop['address'] or '*':<39} {ms:>7}  {hop['trigger']:<20} {hop['control']:<20} "
             f"{'; '.join(notes)}").rstrip()
+    found = hop["ttl"] == box_hop if box_hop is not None else hop["trigger"] != hop["control"]
+    return paint(line, "hop") if found else line
 
 
-def hops_table(hops: list[dict]) -> str:
-    """The hop table of a trace, for people."""
-    return "\n".join([HOPS_HEADER] + [hop_line(hop) for hop in hops])
+def hops_table(hops: list[dict], paint: Paint = PLAIN, box_hop: int | None = None) -> str:
+    """The hop table of a trace, for people (the box's row painted)."""
+    return "\n".join([HOPS_HEADER] + [hop_line(hop, paint, box_hop if box_hop is not None else -1) for hop in hops])
 

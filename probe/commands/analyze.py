@@ -9,11 +9,14 @@ import os
 import struct
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import List, Optional
 
 import typer
 
-from probe.commands.common import exit_code_for, say
+from probe.commands.common import (COLOR, OUTPUT, QUIET, REPORT, exit_code_for, open_output, paint_for, say,
+                                   write_report)
+from probe.colour import PLAIN, Paint
 from probe.outcome import worst
 from probe.errors import ProbeError, UsageError
 
@@ -119,10 +122,15 @@ def analyze(
     control: Optional[str] = typer.Option(None, "--control", metavar="CONTROL",
                                           help="a capture of the same trace with an innocuous request (CenTrace's "
                                                "control run): compared TTL by TTL with FILE's"),
+    report: Optional[str] = REPORT,
+    output: Optional[str] = OUTPUT,
+    quiet: bool = QUIET,
+    color: str = COLOR,
 ):
     """Analyse every TCP flow of a capture (and pair it with a capture of the other end)."""
     from probe.analyze import FlowFilter
 
+    paint = paint_for(color)
     wanted = FlowFilter(tuple(parse_endpoint(h)[0] for h in hosts or []), tuple(parse_flow(f) for f in flows or []))
     if write_pcap is not None:
         from probe.commands.write_pcap import write_text_capture
@@ -133,11 +141,74 @@ def analyze(
     if file2 is not None:
         if control is not None:
             raise UsageError("--control compares a trace with its control: give FILE alone")
-        raise typer.Exit(_analyze_two(file, file2, wanted, json_output, verbose))
-    raise typer.Exit(_analyze_one(file, wanted, json_output, verbose, control))
+        raise typer.Exit(_analyze_two(file, file2, wanted, _Outputs.open(json_output, verbose, quiet, output, report,
+                                                                         paint)))
+    raise typer.Exit(_analyze_one(file, wanted, _Outputs.open(json_output, verbose, quiet, output, report, paint),
+                                  control))
 
 
-def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: str | None = None) -> int:
+class _ReportFlows:
+    """The flows a `--report` draws: the first MAX_FLOWS that are not clean (every flow with -v),
+    or, when all are clean, the first MAX_FLOWS of them; the flows table lists up to MAX_ROWS."""
+
+    MAX_ROWS = 1000
+
+    def __init__(self, verbose: bool):
+        from probe.html_report import MAX_FLOWS
+
+        self.verbose, self.limit = verbose, MAX_FLOWS
+        self.shown: list[tuple[float, dict]] = []
+        self.clean: list[tuple[float, dict]] = []
+
+    def add(self, start: float, verdict: str, make) -> None:
+        chosen = self.shown if self.verbose or verdict != "clean" else self.clean
+        if len(chosen) < self.limit:
+            chosen.append((start, make()))
+
+    def document(self, head: dict, rows: list, traces: list) -> dict:
+        flows = sorted(self.shown or self.clean, key=lambda item: item[0])
+        return {**head, "flows": [flow for _start, flow in flows], "traces": traces,
+                "flow_rows": [row for _start, row in sorted(rows, key=lambda item: item[0])][:self.MAX_ROWS]}
+
+
+@dataclass
+class _Outputs:
+    """Where analyze's results go: the JSON document (`document`: stdout under --json, the -o
+    file, or nowhere), the text on stdout (`text`: not under --json; only verdict lines under -q),
+    the --report page, and the colours."""
+
+    document: object | None
+    text: bool
+    verbose: bool
+    quiet: bool
+    report_handle: object | None
+    paint: Paint = PLAIN
+
+    @classmethod
+    def open(cls, json_output: bool, verbose: bool, quiet: bool, output: str | None, report: str | None,
+             paint: Paint) -> "_Outputs":
+        import io
+        import sys
+
+        document = None
+        if output is not None:
+            handle = open_output(output)
+            document = io.TextIOWrapper(handle, encoding="utf-8")
+        elif json_output:
+            document = sys.stdout
+        return cls(document, not json_output, verbose, quiet, open_output(report), paint)
+
+    def close(self) -> None:
+        import sys
+
+        if self.document is not None and self.document is not sys.stdout:
+            self.document.close()
+
+    def verdict_line(self, client: str, server: str, verdict: str, direction: str | None) -> str:
+        return f"{client} -> {server}  verdict: {self.paint.verdict(verdict)}  direction: {direction or '-'}"
+
+
+def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = None) -> int:
     import json
     import sys
 
@@ -145,60 +216,78 @@ def _analyze_one(path: str, wanted, json_output: bool, verbose: bool, control: s
     from probe.analyze_report import FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row
     from probe.report import SCHEMA, packet_table
 
-    spool, table, codes = _Spool(), FlowsTable(_Spool()), set()
+    spool, text_spool, table, codes = _Spool(), _Spool(), FlowsTable(_Spool()), set()
+    verbose, paint = outputs.verbose, outputs.paint
+    reported = _ReportFlows(verbose) if outputs.report_handle is not None else None
+    rows = []  # the report's flows table (only with --report)
 
-    def text_of(result) -> str | None:
-        """What the flow prints besides its row: its JSON, or its packet table (not clean, or --verbose)."""
-        if json_output:
-            return json.dumps(analyzed_flow_json(result), indent=2)
-        if verbose or result.analysis.verdict != "clean":
-            row = flow_row(result)
-            return (f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: {result.vantage.evidence})\n"
-                    f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose)}"
-                    f"\nverdict: {result.analysis.verdict}  direction: {result.analysis.direction or '-'}\n"
-                    f"{result.analysis.explanation}\n")
-        return None
+    def texts_of(result) -> tuple[str | None, str | None]:
+        """What the flow adds besides its row: its JSON for the document, and its text (not clean, or -v)."""
+        document = json.dumps(analyzed_flow_json(result), indent=2) if outputs.document is not None else None
+        if not outputs.text or not (verbose or result.analysis.verdict != "clean"):
+            return document, None
+        row = flow_row(result)
+        if outputs.quiet:
+            return document, outputs.verdict_line(row[0], row[1], result.analysis.verdict, result.analysis.direction)
+        return document, (f"{row[0]} -> {row[1]} (captured at the {result.flow.vantage}: {result.vantage.evidence})\n"
+                          f"{packet_table(result.packets, result.flow, result.analysis, verbose=verbose, paint=paint)}"
+                          f"\nverdict: {paint.verdict(result.analysis.verdict)}  "
+                          f"direction: {result.analysis.direction or '-'}\n"
+                          f"{result.analysis.explanation}\n"
+                          + (f"{step}\n" if (step := _next_step(result.analysis)) else ""))
 
-    def prepare(result) -> str | None:
-        """`text_of`, in the worker that judged the flow; not for a trace's flows (judged again at the end)."""
-        return None if is_trace_probe(result) else text_of(result)
+    def prepare(result):
+        """`texts_of`, in the worker that judged the flow; not for a trace's flows (judged again at the end)."""
+        return None if is_trace_probe(result) else texts_of(result)
 
     def render(result) -> None:
         start = result.start
         codes.add(exit_code_for(result.analysis.verdict, result.analysis.hop))  # the worst is all that counts
-        table.add(start, flow_row(result))
-        text = result.prepared if result.prepared is not None else text_of(result)
+        row = flow_row(result)
+        table.add(start, row)
+        if reported is not None:
+            rows.append((start, row))
+            reported.add(start, result.analysis.verdict, lambda: analyzed_flow_json(result))
+        document, text = result.prepared if result.prepared is not None else texts_of(result)
+        if document is not None:
+            spool.add(start, document)
         if text is not None:
-            spool.add(start, text)
+            text_spool.add(start, text)
 
     from probe.analyze_trace import TraceCollector, control_fates, is_trace_probe
 
     control_traces = control_fates(control) if control is not None else None
     collector = TraceCollector(render)
-    with _progress_bar(path) as progress:
+    with _progress_bar(path, outputs.quiet) as progress:
         # the table and the exit code need no more of an ordinary flow than its verdict (`probe.ordinary`)
-        totals = analyze_stream(path, wanted, collector.add, summarise=not (json_output or verbose), progress=progress,
-                                workers=_workers(path), prepare=prepare)
+        totals = analyze_stream(path, wanted, collector.add, progress=progress,
+                                summarise=not (outputs.document or verbose or reported is not None),
+                                workers=_workers(path), prepare=prepare if reported is None else None)
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
-    if json_output:
-        write = sys.stdout.write  # flow by flow: the whole document may not fit in memory
+    if reported is not None:
+        write_report(outputs.report_handle, reported.document({"schema": SCHEMA, "command": "analyze", "file": path}, rows,
+                                                      [capture_trace_json(t) for t in traces]))
+    if outputs.document is not None:
+        write = outputs.document.write  # flow by flow: the whole document may not fit in memory
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
         for n, text in enumerate(spool.texts()):
             write((",\n" if n else "") + text)
         write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
                                                        json.dumps(vars(totals))))
-        _say_warnings(totals.warnings)
-    else:
-        for text in spool.texts():
+        outputs.close()
+    if outputs.text:
+        for text in text_spool.texts():
             print(text)
-        lines = table.lines()  # a few thousand lines at a time: ten million flows make a big table
-        while chunk := list(itertools.islice(lines, 4096)):
-            sys.stdout.write("\n".join(chunk) + "\n")
-        for trace in traces:
-            print("\n" + capture_trace_text(trace))
-        _say_warnings(totals.warnings)
+        if not outputs.quiet:
+            lines = table.lines()  # a few thousand lines at a time: ten million flows make a big table
+            while chunk := list(itertools.islice(lines, 4096)):
+                sys.stdout.write("\n".join(chunk) + "\n")
+            for trace in traces:
+                print("\n" + capture_trace_text(trace))
+    _say_warnings(totals.warnings)
+    if outputs.text and not outputs.quiet:
         _say_totals(totals)
     return worst(codes)
 
@@ -224,9 +313,9 @@ def _workers(path: str) -> int:
 
 
 @contextmanager
-def _progress_bar(path: str):
+def _progress_bar(path: str, quiet: bool = False):
     """A progress bar on stderr (bytes read of the file's size) when stderr is a terminal and the
-    file is large; yields the callback for `analyze_stream`, or None."""
+    file is large (and not -q); yields the callback for `analyze_stream`, or None."""
     import os
     import sys
 
@@ -234,7 +323,7 @@ def _progress_bar(path: str):
         size = os.path.getsize(path)
     except OSError:
         size = 0
-    if size < PROGRESS_FROM or not sys.stderr.isatty():
+    if quiet or size < PROGRESS_FROM or not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
@@ -244,7 +333,7 @@ def _progress_bar(path: str):
         yield lambda done, _size: bar.update(done - bar.n)
 
 
-def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bool) -> int:
+def _analyze_two(first: str, second: str, wanted, outputs: _Outputs) -> int:
     """FILE and FILE2 hold the two ends of the same traffic (either order): pair and compare. Each
     file's judged flows wait on disk; pairs are loaded one at a time (`probe.analyze_pair`)."""
     import sys
@@ -283,15 +372,32 @@ def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bo
 
     paired = {i for i, _j, _how in matches}
     alone = (n for n in range(len(client)) if n not in paired)
-    if json_output:
-        _write_json_document({"schema": SCHEMA, "command": "analyze", "files": {"client": client_file,
-                                                                               "server": server_file}},
-                             {"flows": (paired_flow_json(*item) for item in judged()),
-                              "unpaired": (analyzed_flow_json(client.load(n)) for n in alone)})
-    else:
-        for n, item in enumerate(judged()):
-            sys.stdout.write(("\n\n" if n else "") + _pair_text(*item, client_file, server_file, verbose))
-        sys.stdout.write("\n")
+    head = {"schema": SCHEMA, "command": "analyze", "files": {"client": client_file, "server": server_file}}
+    passes = [name for name, wanted in (("report", outputs.report_handle is not None),
+                                        ("document", outputs.document is not None), ("text", outputs.text)) if wanted]
+    for name in passes:  # each output judges the pairs again: they are loaded one at a time, never all kept
+        codes.clear()
+        if name == "report":
+            reported = _ReportFlows(outputs.verbose)
+            for item in judged():
+                reported.add(item[1].start, item[3], lambda: paired_flow_json(*item))
+            write_report(outputs.report_handle, reported.document(head, [], []))
+        elif name == "document":
+            _write_json_document(head, {"flows": (paired_flow_json(*item) for item in judged()),
+                                        "unpaired": (analyzed_flow_json(client.load(n)) for n in alone)},
+                                 outputs.document)
+            outputs.close()
+        elif outputs.quiet:
+            for item in judged():
+                if outputs.verbose or item[3] != "clean":
+                    print(outputs.verdict_line(f"{item[1].flow.client}:{item[1].flow.client_port}",
+                                               f"{item[1].flow.server}:{item[1].flow.server_port}", item[3], item[4]))
+        else:
+            for n, item in enumerate(judged()):
+                sys.stdout.write(("\n\n" if n else "")
+                                 + _pair_text(*item, client_file, server_file, outputs.verbose, outputs.paint))
+            sys.stdout.write("\n")
+    if outputs.text and not outputs.quiet:
         if len(client) > len(matches):
             say(f"{len(client) - len(matches)} flow(s) of {client_file} have no counterpart in {server_file}")
     _say_warnings(warnings)
@@ -299,7 +405,7 @@ def _analyze_two(first: str, second: str, wanted, json_output: bool, verbose: bo
 
 
 def _pair_text(pair, client_side, server_side, verdict, direction, explanation, client_file: str,
-               server_file: str, verbose: bool) -> str:
+               server_file: str, verbose: bool, paint: Paint = PLAIN) -> str:
     """One pair for people: both packet tables, what is missing at either end, the verdict."""
     from probe.report import packet_table
 
@@ -307,35 +413,43 @@ def _pair_text(pair, client_side, server_side, verdict, direction, explanation, 
     head = (f"{client_side.flow.client}:{client_side.flow.client_port} -> {client_side.flow.server}:"
             f"{client_side.flow.server_port}, paired by {pair.matched_by}; server clock {offset}")
     if not (verbose or verdict != "clean" or pair.missing):
-        return head + f"\nverdict: {verdict}"
+        return head + f"\nverdict: {paint.verdict(verdict)}"
     lines = [head,
              f"at the client ({client_file}):", packet_table(client_side.packets, client_side.flow,
-                                                             client_side.analysis, verbose=verbose),
+                                                             client_side.analysis, verbose=verbose, paint=paint),
              f"at the server ({server_file}):", packet_table(server_side.packets, server_side.flow,
-                                                             server_side.analysis, verbose=verbose)]
-    lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
+                                                             server_side.analysis, verbose=verbose, paint=paint)]
+    lines += [paint(f"FORGED: {m.sentence}", "forged") for m in pair.missing if m.kind == "forged"]
     lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
-    lines.append(f"verdict: {verdict}  direction: {direction or '-'}")
+    lines.append(f"verdict: {paint.verdict(verdict)}  direction: {direction or '-'}")
+    step = _next_step(client_side.analysis, verdict, direction)
+    if step:
+        lines.append(step)
     return "\n".join(lines)
 
 
-def _write_json_document(head: dict, arrays: dict) -> None:
+def _next_step(analysis, verdict: str | None = None, direction: str | None = None) -> str | None:
+    from probe.advice import next_step
+
+    return next_step(verdict or analysis.verdict, direction or analysis.direction, analysis.hop, command="analyze")
+
+
+def _write_json_document(head: dict, arrays: dict, out) -> None:
     """Print `head` with `arrays` (name -> iterable of dicts) after it, as `json.dumps(..., indent=2)`
     of the whole would, one item at a time: the whole document may not fit in memory."""
     import json
-    import sys
 
     marks = {name: f"\0{name}" for name in arrays}
     rest = json.dumps({**head, **marks}, indent=2)
     for name, items in arrays.items():
         before, rest = rest.split(json.dumps(marks[name]), 1)
-        sys.stdout.write(before)
+        out.write(before)
         n = -1
         for n, item in enumerate(items):
             text = json.dumps(item, indent=2).replace("\n", "\n    ")
-            sys.stdout.write(("[\n    " if n == 0 else ",\n    ") + text)
-        sys.stdout.write("[]" if n < 0 else "\n  ]")
-    sys.stdout.write(rest + "\n")
+            out.write(("[\n    " if n == 0 else ",\n    ") + text)
+        out.write("[]" if n < 0 else "\n  ]")
+    out.write(rest + "\n")
 
 
 def _no_flows(path: str, totals) -> str:

@@ -51,6 +51,7 @@ def batch(
                                        help="write a node_exporter textfile (per-target verdict and RTT), atomically"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="progress bar on stderr [default: when stderr is a terminal]"),
+    color: str = common.COLOR,
 ):
     """Probe every target of FILE as probe check would, many at once; one JSON line each."""
     request = common.request_options(method, header, user_agent, data)
@@ -74,7 +75,8 @@ def batch(
                          "current one")
     arguments = dict(file=file, out=out, concurrency=concurrency, rate=rate, check_options=check_options,
                      no_locate=no_locate, max_ttl=max_ttl, control_host=control_host, pcap=pcap, history=history,
-                     vantage=vantage, alert_on_change=alert_on_change, nagios=nagios, prom=prom, progress=progress)
+                     vantage=vantage, alert_on_change=alert_on_change, nagios=nagios, prom=prom, progress=progress,
+                     paint=common.paint_for(color, sys.stderr))
     if not nagios:
         raise typer.Exit(_run_batch(**arguments))
     try:  # a plugin that cannot measure says UNKNOWN, on stdout, with the plugin's code
@@ -110,7 +112,7 @@ def _lines(file: str):
 
 
 def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, control_host, pcap, history,
-               vantage, alert_on_change, nagios, prom, progress) -> int:
+               vantage, alert_on_change, nagios, prom, progress, paint=None) -> int:
     import json
     import time
 
@@ -146,9 +148,7 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
     everything, spoken = Tally(), Tally()
     metrics = [] if prom is not None else None
     show_bar = progress if progress is not None else sys.stderr.isatty()
-    from tqdm import tqdm
-
-    bar = tqdm(total=count, file=sys.stderr, unit="target", disable=not show_bar, leave=False, dynamic_ncols=True)
+    bar = _Progress(count, show_bar)
     started = time.monotonic()
 
     def emit(judged: Judged) -> None:
@@ -187,8 +187,10 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
                 judged = judge(line, finished.measurement, locator)
                 if isinstance(judged, Pending):
                     pending.append(judged)
-                elif judged is not None:  # None: it waits for a trace
+                elif judged is not None:
                     emit(judged)
+                else:  # it waits for a trace: its exchange is over all the same
+                    bar.update(1)
             for item in [p for p in pending if p.done()]:
                 pending.remove(item)
                 emit(item.complete())
@@ -196,6 +198,9 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
             emit(item.complete())
         pending.clear()
         if locator is not None:  # the exchanges are over: now the traces
+            paths, targets = locator.waiting()
+            if targets:
+                bar.phase(f"tracing {paths} path(s)", targets)
             for judged in locator.run_traces():
                 emit(judged)
         seconds = time.monotonic() - started
@@ -228,13 +233,52 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
         if history_failure:
             say(f"probe: {history_failure}")
         return state
-    shown = spoken if alert_on_change else everything
-    if shown.total:
-        say(summary_table(shown, seconds, session.packets_sent, session.frames_dropped))
+    if spoken.total if alert_on_change else everything.total:  # --alert-on-change: silent when nothing changed
+        say(summary_table(everything, seconds, session.packets_sent, session.frames_dropped, paint,
+                          changed=spoken if alert_on_change else None))
     if history_failure:  # the results are above; the history did not get them: the tool failed a job
         say(f"probe: {history_failure} (the results are in the JSON lines)")
         return common.EXIT_FAILED
     return exit_code
+
+
+class _Progress:
+    """The progress bar on stderr, phase by phase: "probing" counts the targets whose exchange is
+    over, then "tracing N path(s)" the targets that waited for a trace, each phase with its own
+    clock, so its rate is that phase's average (tqdm's smoothing=0) and its ETA holds. A thread
+    redraws it twice a second, so the elapsed time moves while nothing finishes."""
+
+    REDRAW = 0.5  # seconds
+
+    def __init__(self, count: int, show: bool):
+        import threading
+
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=count, file=sys.stderr, unit="target", desc="probing", disable=not show, leave=False,
+                        dynamic_ncols=True, smoothing=0)
+        self.stopped = threading.Event()
+        self.thread = None
+        if show:
+            self.thread = threading.Thread(target=self._redraw, name="progress", daemon=True)
+            self.thread.start()
+
+    def _redraw(self) -> None:
+        while not self.stopped.wait(self.REDRAW):
+            self.bar.refresh()
+
+    def phase(self, name: str, total: int) -> None:
+        self.bar.reset(total=total)
+        self.bar.set_description(name)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+        self.bar.close()
 
 
 def _check_writable_dir(path: str) -> None:

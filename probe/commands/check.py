@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from probe.commands import common
-from probe.commands.common import exit_code_for, open_output, say
+from probe.commands.common import exit_code_for, open_output
 
 
 def check(
@@ -18,6 +18,9 @@ def check(
     ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
+    report: Optional[str] = common.REPORT,
+    output: Optional[str] = common.OUTPUT,
+    quiet: bool = common.QUIET,
     method: Optional[str] = common.METHOD,
     header: Optional[List[str]] = common.HEADER,
     user_agent: Optional[str] = common.USER_AGENT,
@@ -35,9 +38,11 @@ def check(
     sni: Optional[str] = common.SNI,
     cacert: Optional[str] = common.CACERT,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="every evidence sentence of every packet"),
+    color: str = common.COLOR,
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
     started = time.monotonic()
+    paint = common.paint_for(color)
     request = common.request_options(method, header, user_agent, data)
     options = common.exchange_options(request, linger, max_time, retries, syn_retries, ttl,
                                       common.tls_options(sni, cacert))
@@ -45,13 +50,15 @@ def check(
     common.check_control_host(control_host)
     target = common.target_from(url, resolve, ipv4, ipv6)
     pcap_handle = open_output(pcap)
+    report_handle = open_output(report)
+    output_handle = open_output(output)
 
     from probe.engine import analyze_flow
     from probe.live import run_check
     from probe.report import (application_sections, check_document, dumps, finish_document, packet_table,
-                              summary_lines, write_pcap)
+                              summary_lines, verdict_line, write_pcap)
 
-    measurement = run_check(target, options, on_start=common.announce(target))
+    measurement = run_check(target, options, on_start=None if quiet else common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     extra, frames, found = {}, list(measurement.frames), None
     if not no_locate:
@@ -60,7 +67,7 @@ def check(
         found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
                                                                      control_host=control_host, tls=options.tls,
                                                                      residual_time=max_time),
-                         on_progress=say)
+                         on_progress=common.chatter(quiet))
         if found is not None:
             analysis, extra, frames = found.analysis, found.extra, frames + found.frames
     document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis,
@@ -69,12 +76,18 @@ def check(
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
     code = exit_code_for(analysis.verdict, analysis.hop)
+    finish_document(document, started, code)
+    common.write_report(report_handle, document)
+    common.write_document(output_handle, document)
     if json_output:
-        print(dumps(finish_document(document, started, code)))
+        if output is None:  # -o FILE takes the document instead, as curl's -o takes the body
+            print(dumps(document))
+    elif quiet:
+        print(verdict_line(document, paint))
     else:
-        print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose))
+        print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose, paint=paint))
         print()
-        print(summary_lines(document))
+        print(summary_lines(document, paint))
     if found is not None and found.interrupt is not None:
         raise found.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
     raise typer.Exit(code)

@@ -27,11 +27,52 @@ def open_output(path: str | None):
         raise ProbeError(f"cannot write {path}: {error.strerror}") from None
 
 
+def write_report(handle, document: dict) -> None:
+    """The `--report` page of a finished document, into the file `open_output` opened."""
+    if handle is None:
+        return
+    from probe.html_report import render
+
+    with handle:
+        handle.write(render(document).encode("utf-8"))
+
+
+def paint_for(mode: str, stream=None):
+    """The `Paint` of `--color` for what goes to `stream` (standard output by default)."""
+    from probe.colour import paint_for as decide
+
+    return decide(mode, stream if stream is not None else sys.stdout)
+
+
+def write_document(handle, document: dict) -> None:
+    """The `-o FILE` document, into the file `open_output` opened."""
+    if handle is None:
+        return
+    from probe.report import dumps
+
+    with handle:
+        handle.write((dumps(document) + "\n").encode("utf-8"))
+
+
+def chatter(quiet: bool):
+    """Where progress lines go: stderr, or nowhere under -q."""
+    return None if quiet else say
+
+
 # Options shared by the probing commands: same spelling, same help, everywhere.
 URL = typer.Argument(..., metavar="URL", help="http[s]://HOST[:PORT][/PATH], or a bare host name or address")
 RESOLVE = typer.Option(None, "--resolve", metavar="HOST:PORT:ADDR",
                        help="connect to ADDR while the request still names HOST")
 JSON = typer.Option(False, "--json", help="print one JSON document (schema probe/1) on stdout")
+COLOR = typer.Option("auto", "--color", "--colour", metavar="WHEN",
+                     help="colour the verdict, forged packets and the hop: auto (a terminal, unless NO_COLOR is "
+                          "set), always, never")
+OUTPUT = typer.Option(None, "--output", "-o", metavar="FILE",
+                      help="write the JSON document (schema probe/1) to FILE; with --json, instead of stdout")
+QUIET = typer.Option(False, "--quiet", "-q",
+                     help="print only the verdict line (the exit code says the rest) and no progress on stderr")
+REPORT = typer.Option(None, "--report", metavar="FILE.html",
+                      help="write a self-contained HTML report (ladder diagram, hops, verdict and evidence) to FILE")
 PCAP = typer.Option(None, "--pcap", metavar="FILE", help="write every packet sent and received to FILE (pcap, raw IP)")
 METHOD = typer.Option(None, "--request", "--method", "-X", metavar="METHOD",
                       help="HTTP method, as curl's -X [default: HEAD, or POST with --data]")

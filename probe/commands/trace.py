@@ -19,6 +19,9 @@ def trace(
     ipv6: bool = common.IPV6,
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
+    report: Optional[str] = common.REPORT,
+    output: Optional[str] = common.OUTPUT,
+    quiet: bool = common.QUIET,
     method: Optional[str] = common.METHOD,
     header: Optional[List[str]] = common.HEADER,
     user_agent: Optional[str] = common.USER_AGENT,
@@ -32,10 +35,12 @@ def trace(
                                    help="stop starting new TTLs after this long"),
     sni: Optional[str] = common.SNI,
     cacert: Optional[str] = common.CACERT,
+    color: str = common.COLOR,
 ):
     """Send the request with growing TTL beside a control request; report the hop where the
     interference first shows."""
     started = time.monotonic()
+    paint = common.paint_for(color)
     request = common.request_options(method, header, user_agent, data)
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
@@ -48,16 +53,19 @@ def trace(
     if control_host.lower() == target.host.lower():
         raise UsageError("--control-host must differ from the host under test")
     pcap_handle = open_output(pcap)
+    report_handle = open_output(report)
+    output_handle = open_output(output)
 
     from probe.engine import analyze_flow
     from probe.live import CheckOptions, run_check
     from probe.report import (HOPS_HEADER, application_sections, check_document, dumps, finish_document,
-                              hop_json, hop_line, hops_table, summary_lines, write_pcap)
+                              hop_json, hop_line, hops_table, summary_lines, verdict_line, write_pcap)
     from probe.trace import TraceOptions, localize
 
-    measurement = run_check(target, CheckOptions(request=request, tls=tls), on_start=common.announce(target))
+    measurement = run_check(target, CheckOptions(request=request, tls=tls), on_start=None if quiet else common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
-    say(f"the exchange at full TTL, before locating: {analysis.verdict}")
+    if not quiet:
+        say(f"the exchange at full TTL, before locating: {analysis.verdict}")
     options = TraceOptions(request=request, control_host=control_host, max_ttl=max_ttl, window=wait,
                            max_time=max_time, tls=tls)
     streamed = []  # hops printed as they are learned (mtr's manner), so the table is not printed again
@@ -66,10 +74,10 @@ def trace(
         if not streamed:
             print(HOPS_HEADER, flush=True)
         streamed.append(row)
-        print(hop_line(hop_json(row)), flush=True)
+        print(hop_line(hop_json(row), paint), flush=True)
 
-    found = localize(target, measurement, analysis, options, always=True, on_progress=say,
-                     on_hop=None if json_output else print_hop)
+    found = localize(target, measurement, analysis, options, always=True, on_progress=common.chatter(quiet),
+                     on_hop=None if json_output or quiet else print_hop)
     extra, frames = {}, list(measurement.frames)
     if found is not None:
         analysis, extra, frames = found.analysis, found.extra, frames + found.frames
@@ -81,13 +89,19 @@ def trace(
         pcap_handle.close()
         write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
     code = exit_code_for(analysis.verdict, analysis.hop)
+    finish_document(document, started, code)
+    common.write_report(report_handle, document)
+    common.write_document(output_handle, document)
     if json_output:
-        print(dumps(finish_document(document, started, code)))
+        if output is None:  # -o FILE takes the document instead, as curl's -o takes the body
+            print(dumps(document))
+    elif quiet:
+        print(verdict_line(document, paint))
     else:
         if not streamed:  # a SYN sweep, or nothing to trace: the table once, at the end
-            print(hops_table(document["hops"]))
+            print(hops_table(document["hops"], paint, document["hop"]))
         print()
-        print(summary_lines(document))
+        print(summary_lines(document, paint))
         for sentence in document.get("trace", {}).get("evidence", []):
             print(f"  - {sentence}")
     if found is not None and found.interrupt is not None:

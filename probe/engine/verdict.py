@@ -241,9 +241,9 @@ def reset_in_our_name(packets: list[PacketRecord], flow: Flow, attributions: lis
                 # else not the signature: a bare reset answering a retransmission of an unanswered request
                 and copies_before >= 2 and not acked
                 and (answering_first is None or answering_first > index)):
-            evidence = [f"the server answered our segment with a bare RST (seq {packet.seq} = our ACK, no ACK flag, "
-                        f"window {packet.win}): it no longer had the connection it had accepted, and we never "
-                        f"sent a reset"]
+            evidence = [f"the server answered our segment with a bare RST (seq "
+                        f"{seq_diff(packet.seq, baseline.synack.seq)} = our ACK, no ACK flag, window {packet.win}): "
+                        f"it no longer had the connection it had accepted, and we never sent a reset"]
             gap = (packets[copies[1]].t - packets[copies[0]].t) * 1000
             evidence.append(f"the request went unacknowledged; its retransmission {gap:.0f} ms later drew the reset")
             return evidence
@@ -289,22 +289,26 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
         toward_server = toward_server or ([backward] if backward is not None else [])
 
     if forged_data:
+        first = packets[forged_data[0]]
+        line = first.payload.split(b"\r\n", 1)[0].split(b"\n", 1)[0][:80].decode("latin-1")
         return ("middlebox-response", "both" if toward_server else "to-client", None, None,
-                [f"{len(forged_data)} packet(s) of data in the server's name came from a device in between "
-                 f"({attributions[forged_data[0]].evidence[0]})."])
+                [f"A device in between answered in the server's place: {len(forged_data)} packet(s) of data in "
+                 f"the server's name are not the server's.",
+                 _sentence(f"the first one: {attributions[forged_data[0]].evidence[0]}")]
+                + ([f"It begins \"{line}\"."] if line.isprintable() and line.strip() else []))
     if forged_resets or toward_server:
         direction = "both" if forged_resets and toward_server else "to-client" if forged_resets else "to-server"
         sentences = []
         if forged_resets:
-            sentences.append(f"{len(forged_resets)} reset(s) toward us were forged by a device in between "
-                             f"({attributions[forged_resets[0]].evidence[0]}).")
+            sentences.append(f"A device in between forged {len(forged_resets)} reset(s) toward us.")
+            sentences.append(_sentence(f"the first one: {attributions[forged_resets[0]].evidence[0]}"))
             if not toward_server:
                 sentences.append("No sign was seen of resets toward the server in our name (its challenge ACK, "
                                  "RFC 5961, or a reset for a connection it lost); a device may still have sent "
                                  "some: servers rate-limit challenge ACKs.")
         if toward_server:
-            sentences.append("A device in between reset the connection toward the server in our name: "
-                             + "; ".join(toward_server) + ".")
+            sentences.append("A device in between reset the connection toward the server, in our name.")
+            sentences.extend(_sentence(evidence) for evidence in toward_server)
         # no hop: a forger's TTL is no location (it may copy a TTL): locating is `probe trace`'s job
         return "middlebox-reset", direction, None, None, sentences
     if icmp_errors:
@@ -361,6 +365,12 @@ def decide(packets: list[PacketRecord], flow: Flow, attributions: list[Attributi
                 [f"The handshake completed, but nothing answered the request or its {copies - 1} "
                  f"retransmission(s)."])
     return "dropped", None, None, None, ["The handshake completed but the request was never sent."]
+
+
+def _sentence(text: str) -> str:
+    """Evidence (lower case, no full stop) as a sentence of an explanation."""
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def slow_answer_after_fast_handshake(packets: list[PacketRecord], flow: Flow, baseline: Baseline) -> str | None:

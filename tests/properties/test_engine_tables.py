@@ -234,9 +234,9 @@ def reference_reset_in_our_name(packets, flow, attributions, baseline):
         if len(copies) < 2 or acked or answered_first:
             continue
         gap = (copies[1].t - copies[0].t) * 1000
-        return [f"the server answered our segment with a bare RST (seq {packet.seq} = our ACK, no ACK flag, "
-                f"window {packet.win}): it no longer had the connection it had accepted, and we never "
-                f"sent a reset",
+        return [f"the server answered our segment with a bare RST (seq {seq_diff(packet.seq, baseline.synack.seq)} "
+                f"= our ACK, no ACK flag, window {packet.win}): it no longer had the connection it had accepted, "
+                f"and we never sent a reset",
                 f"the request went unacknowledged; its retransmission {gap:.0f} ms later drew the reset"]
     return []
 

@@ -20,7 +20,9 @@ from probe.analyze import FlowFilter, analyze_file
 from probe.analyze_pair import (FlowKey, Pair, _first_data, _isns, _timelines, compare, pair_keys,
                                 spool_capture, with_proof)
 from probe.analyze_report import analyzed_flow_json, paired_flow_json
-from probe.commands.analyze import _analyze_two
+from probe.advice import next_step
+from probe.colour import PLAIN
+from probe.commands.analyze import _Outputs, _analyze_two
 from probe.outcome import worst as worst_exit_code
 from probe.commands.common import exit_code_for
 from probe.errors import ProbeError
@@ -106,6 +108,8 @@ def in_memory_two_ended(first: str, second: str, json_output: bool, verbose: boo
         lines += [f"FORGED: {m.sentence}" for m in pair.missing if m.kind == "forged"]
         lines += [f"NEVER ARRIVED: {m.sentence}" for m in pair.missing if m.kind == "never-arrived"]
         lines.append(f"verdict: {verdict}  direction: {direction or '-'}")
+        step = next_step(verdict, direction, client_side.analysis.hop, command="analyze")
+        lines += [step] if step else []
         if verbose or verdict != "clean" or pair.missing:
             texts.append("\n".join(lines))
         else:
@@ -126,7 +130,7 @@ def in_memory_two_ended(first: str, second: str, json_output: bool, verbose: boo
 
 def spooled_two_ended(first: str, second: str, json_output: bool, verbose: bool, capsys) -> tuple[str, int]:
     capsys.readouterr()
-    code = _analyze_two(first, second, FlowFilter(), json_output, verbose)
+    code = _analyze_two(first, second, FlowFilter(), _Outputs.open(json_output, verbose, False, None, None, PLAIN))
     return capsys.readouterr().out, code
 
 
@@ -168,7 +172,7 @@ def test_all_recorded_pairs_merged_print_what_the_in_memory_path_did(tmp_path, j
 def test_no_flow_in_a_file_is_one_clear_error():
     with pytest.raises(ProbeError, match="holds no TCP packets"):
         _analyze_two(str(HERE / "04-firewall-reset.server.pcap"), str(HERE / "04-firewall-reset.pcap"),
-                     FlowFilter(), True, False)
+                     FlowFilter(), _Outputs.open(True, False, False, None, None, PLAIN))
 
 
 def test_spooled_results_come_back_whole_in_start_order():

@@ -69,3 +69,24 @@ def test_the_command_follows_COLUMNS(columns):
     table = [line for line in result.stdout.splitlines() if line.lstrip().startswith("#")]
     assert table, result.stdout + result.stderr
     assert ("evidence" in table[0].split()) == (int(columns) >= WIDE_TABLE)
+
+
+def test_the_window_column_is_scaled_as_tshark_scales_it():
+    """RFC 7323: both SYNs carried a window scale (ours 7, the server's 10 in the lab), so every later
+    segment's window is its field shifted by its sender's scale; SYNs and resets are shown as sent."""
+    packets, flow, analysis = judged(GOLDEN / "05-tap-rst-burst.pcap")
+    lines = packet_table(packets, flow, analysis, width=80).splitlines()
+    header = lines[0].split()
+    column = header.index("win")
+    rows = {int(line.split()[0]): line for line in lines[1:] if not line.startswith(EVIDENCE_INDENT)}
+    syn, synack = packets[0], packets[1]
+    ours = dict(syn.options)["WScale"]
+    theirs = dict(synack.options)["WScale"]
+    assert ours and theirs  # what the test relies on: scaled windows differ from the field
+    for n, packet in enumerate(packets, 1):
+        expected = packet.win if "S" in packet.flags or "R" in packet.flags else \
+            packet.win << (ours if flow.sent_by_client(packet) else theirs)
+        cells = rows[n].split()
+        # rows without an ack have one cell fewer before the window
+        win = cells[column] if "A" in packet.flags else cells[column - 1]
+        assert int(win) == expected, rows[n]
