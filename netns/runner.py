@@ -147,6 +147,7 @@ class ScenarioLab:
                              f"{', '.join(f'ipv{f}' for f in scenario.families)})")
         self.scenario, self.family = scenario, family
         self.lab = Lab(routers=scenario.routers, delay_ms=scenario.delay_ms)
+        self.runs = 0
 
     def __enter__(self) -> "ScenarioLab":
         self.lab.up()
@@ -182,7 +183,24 @@ class ScenarioLab:
                 f"{url.hostname}:{_port(self.scenario.url)}:{address}", *trust, "--json",
                 *self.scenario.probe_args, *extra]
 
+    def wait_until_open(self, timeout: float = 120.0) -> None:
+        """Wait until a plain connection from the client to the server's port succeeds: a box
+        that blocks the address and port after a trigger (residual blocking) must have let go
+        of the previous run's before the next one starts, as CenTrace waits between its runs.
+        Each try is a real connect() with a 2 s bound, until `timeout`."""
+        address = (self.scenario.address6 or self.lab.server_addr6) if self.family == 6 else \
+            (self.scenario.address or self.lab.server_addr)
+        connect = ("import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 2).close()")
+        deadline = time.monotonic() + timeout
+        while self.lab.exec(self.lab.client_ns, [sys.executable, "-c", connect, address, str(_port(self.scenario.url))],
+                            check=False, timeout=10).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.scenario.name}: {address} still refused connections after {timeout:g} s")
+
     def run_probe(self, command: str = "check", extra: tuple[str, ...] = (), timeout: float = 120.0) -> RunResult:
+        if self.runs and "residual_seconds" in self.scenario.expect:
+            self.wait_until_open()  # the previous run's trace set the block off again
+        self.runs += 1
         started = time.monotonic()
         completed = self.lab.exec(self.lab.client_ns, self.probe_argv(command, extra), check=False, timeout=timeout)
         seconds = time.monotonic() - started
