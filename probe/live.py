@@ -12,8 +12,8 @@ from probe.http import HttpExchange, Request
 from probe.record import PacketRecord, parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection, Progress, Segment, Settings, seq_add
-from probe.wire import (Capture, Frame, PortReservation, RawSender, local_addresses, random_u32, send_or_lose,
-                        source_address)
+from probe.wire import (Capture, Frame, PortReservation, RawSender, initial_sequence, local_addresses, random_u32,
+                        send_or_lose, source_address, timestamp_offset)
 
 CLOSE_WAIT = 0.5  # seconds to wait for our closing resets to show in the capture
 
@@ -141,8 +141,9 @@ def new_connection(target: Target, flow: Flow, request: Request, settings: Setti
     from probe.craft import Crafter  # scapy is imported only when a probe really runs
 
     connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
-                                  application_for(target, request, host, tls), isn=random_u32(), settings=settings,
-                                  ts_base=random_u32())
+                                  application_for(target, request, host, tls),
+                                  isn=initial_sequence(flow.client, flow.client_port, flow.server, flow.server_port),
+                                  settings=settings, ts_base=timestamp_offset(flow.client, flow.server))
     crafter = Crafter(flow.client, flow.client_port, flow.server, flow.server_port, random_u32() & 0xFFFF,
                       ttl=ttl)
     return connection, crafter

@@ -49,7 +49,8 @@ from probe.live import CLOSE_WAIT, CheckOptions, Measurement, application_for, c
 from probe.record import parse_ip
 from probe.target import Target
 from probe.tcp import ClientConnection
-from probe.wire import PortReservation, local_addresses, random_u32, send_or_lose, source_address
+from probe.wire import (PortReservation, initial_sequence, local_addresses, random_u32, send_or_lose, source_address,
+                        timestamp_offset)
 
 DEFAULT_CONCURRENCY = 100
 DEFAULT_RATE = 1000.0  # packets per second
@@ -107,7 +108,8 @@ class _Exchange:
         self.measurement = Measurement(target, flow)
         self.connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
                                            application_for(target, options.request, tls=options.tls),
-                                           isn=random_u32(), settings=options.settings, ts_base=random_u32())
+                                           isn=initial_sequence(flow.client, flow.client_port, flow.server, flow.server_port),
+                                           settings=options.settings, ts_base=timestamp_offset(flow.client, flow.server))
         self.crafter = crafter_class(flow.client, flow.client_port, flow.server, flow.server_port,
                                      random_u32() & 0xFFFF, ttl=options.ttl)
         self.hard_deadline = 0.0

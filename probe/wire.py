@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import select
 import socket
 import struct
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from probe.errors import ProbeError, UsageError
 
@@ -366,3 +368,39 @@ class PortReservation:
 
 def random_u32() -> int:
     return struct.unpack("!I", os.urandom(4))[0]
+
+
+def _boot_secret() -> bytes:
+    """A secret that lasts as long as the host's boot, as the kernel's own TCP secrets do, so
+    that successive runs on one host agree; the boot id is random per boot (random(4))."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_bytes().strip()
+    except OSError:
+        return _PROCESS_SECRET
+
+
+_PROCESS_SECRET = os.urandom(16)
+
+
+def _keyed_u32(*parts: object) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), key=_boot_secret()[:64], digest_size=4).digest()
+    return struct.unpack("!I", digest)[0]
+
+
+def initial_sequence(client: str, client_port: int, server: str, server_port: int) -> int:
+    """The ISN of a new connection as RFC 6528 asks and Linux makes it (secure_tcp_seq): a
+    keyed hash of the addresses and ports plus a clock ticking every 64 ns. A purely random ISN
+    sometimes falls behind the last one of the same four-tuple, and a server (or a SYN proxy
+    speaking for us, which replays our ISN and timestamp) still holding that connection in
+    TIME-WAIT then answers the SYN with the old connection's ACK (RFC 9293 3.10.7.4, Linux's
+    tcp_timewait_state_process) instead of a SYN-ACK."""
+    return (_keyed_u32("isn", client, client_port, server, server_port) + (time.time_ns() >> 6)) % (1 << 32)
+
+
+def timestamp_offset(client: str, server: str) -> int:
+    """The TCP timestamp clock's offset for one pair of addresses (RFC 7323 7.1, Linux's
+    secure_tcp_ts_off): random-looking to the server, the same for every connection of the pair,
+    so added to the monotonic clock the timestamps of successive connections (and runs) only go
+    forward, as PAWS and a server's TIME-WAIT check expect (a new SYN with a newer timestamp
+    reopens a TIME-WAIT four-tuple)."""
+    return _keyed_u32("ts", client, server)

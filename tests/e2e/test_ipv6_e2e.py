@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from e2ekit import (BLACKHOLE_ADDR6, ROUTERS, finish, guard_rules, guard_tables, probe_args, reap, run_probe,
-                    start_probe, wait_for_guard)
+                    server_tcp_states, start_probe, wait_for_guard)
 
 from netns.lab import ABORT_PORT, CLOSED_PORT, HTTP_PORT
 
@@ -127,3 +127,29 @@ def test_batch_takes_ipv6_targets_beside_ipv4_ones(lab, tmp_path):
     assert said == [("ipv6", HTTP_PORT, "clean"), ("ipv6", CLOSED_PORT, "server-reset"),
                     ("ipv4", HTTP_PORT, "clean"), ("ipv4", CLOSED_PORT, "server-reset")], run.stderr
     assert guard_tables(lab) == []
+
+
+@pytest.mark.parametrize("via_synproxy", [False, True], ids=["direct", "synproxy"])
+def test_a_reused_port_meets_the_servers_time_wait_and_opens_a_new_connection(lab, box, via_synproxy):
+    """The client's port range is one port, so every run reuses the four-tuple of the one before
+    while the server holds it in TIME-WAIT (nginx closes first under Connection: close). Our
+    ISN and timestamps go forward per four-tuple as Linux's do (probe/wire.py), so the server,
+    or the SYN proxy that replays them for us, opens a new connection every time; with a random
+    ISN and timestamp base about every other run drew the old connection's ACK (trap 13 over
+    IPv6 lost one run in 100 to it)."""
+    address = lab.server_addr6
+    if via_synproxy:
+        box("lb", ROUTERS, "--synproxy")
+        address = "2001:db8:113::100"
+    saved = lab.exec(lab.client_ns, ["sysctl", "-n", "net.ipv4.ip_local_port_range"]).stdout.split()
+    lab.exec(lab.client_ns, ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=40000 40000"])
+    try:
+        ports = []
+        for _ in range(6):
+            run = run_probe(lab, probe_args(address, 80, "/", "--no-locate"))  # one connection, one port
+            assert run.returncode == 0 and run.document["verdict"] == "clean", run.describe()
+            ports.append(run.document["client"]["port"])
+            assert "TIME-WAIT" in server_tcp_states(lab, f"[{lab.client_addr6}]", 40000)
+        assert set(ports) == {40000}
+    finally:
+        lab.exec(lab.client_ns, ["sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={' '.join(saved)}"])
