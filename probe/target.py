@@ -187,7 +187,7 @@ def check_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     return ip
 
 
-def _check_family(address: str, family: int | None, where: str) -> None:
+def check_family(address: str, family: int | None, where: str) -> None:
     version = ipaddress.ip_address(address).version
     if family is not None and version != family:
         raise UsageError(f"{where} {address} is an IPv{version} address, but -{family} asks for IPv{family}")
@@ -202,13 +202,12 @@ def build_target(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = (), f
     address of the other family (in the URL or a --resolve entry) is refused."""
     host, port, path, scheme = parsed = parse_url(url)
     canonical = parsed.canonical
-    for entry in resolves:
-        if entry.host == host.lower() and entry.port == port:
-            _check_family(entry.address, family, "--resolve address")
-            return Target(canonical, host, entry.address, port, path, scheme)
-    if _is_ip_literal(host):
+    entry = pinned_address(resolves, host, port, family)
+    if entry is not None:
+        return Target(canonical, host, entry.address, port, path, scheme)
+    if is_ip_literal(host):
         address = str(check_address(host))
-        _check_family(address, family, "the URL's address")
+        check_family(address, family, "the URL's address")
         return Target(canonical, host, address, port, path, scheme)
     try:
         infos = socket.getaddrinfo(host, port, _LOOKUP_FAMILY[family], socket.SOCK_STREAM, 0,
@@ -225,6 +224,19 @@ def build_target(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = (), f
     return Target(canonical, host, address, port, path, scheme)
 
 
+def pinned_address(resolves, host: str, port: int, family: int | None = None) -> Resolve | None:
+    """The --resolve entry for HOST:PORT (the first one of `family`, when one is asked: a name
+    pinned to an address of each family is probed over the one -4/-6 picks); None when none
+    names HOST:PORT; UsageError when every one that does is of the other family."""
+    entries = [entry for entry in resolves if entry.host == host.lower() and entry.port == port]
+    for entry in entries:
+        if family is None or ipaddress.ip_address(entry.address).version == family:
+            return entry
+    if entries:
+        check_family(entries[0].address, family, "--resolve address")
+    return None
+
+
 def checked_family(ipv4: bool, ipv6: bool) -> int | None:
     """curl's `-4`/`--ipv4` and `-6`/`--ipv6`: 4, 6, or None for whichever the name gives first."""
     if ipv4 and ipv6:
@@ -232,7 +244,7 @@ def checked_family(ipv4: bool, ipv6: bool) -> int | None:
     return 4 if ipv4 else 6 if ipv6 else None
 
 
-def _is_ip_literal(host: str) -> bool:
+def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.split("%")[0])
     except ValueError:

@@ -55,6 +55,7 @@ FILES = {  # name: content (bytes), made in a temporary directory; "dir" is a di
     "cut.pcapng": b"\x0a\x0d\x0d\x0a\x1c\x00\x00\x00",
     "targets-empty.txt": b"# nothing to probe here\n\n   \n",
     "targets-ftp.txt": b"ftp://198.51.100.80/\n",
+    "targets-v6.txt": b"http://www.example.com/\nhttp://a.example/ a.example:80:[2001:db8::7]\n",
     "targets-one.txt": b"http://198.51.100.80/\n",
 }
 
@@ -183,6 +184,9 @@ ROWS = [  # (id, arguments, exit code, first words of the message); {name} is a 
     ("batch-no-targets", ("batch", "{targets-empty.txt}"), 2, "probe: no targets in"),
     ("batch-no-targets-on-stdin", ("batch", "-"), 2, "probe: no targets in standard input"),
     ("batch-bad-line", ("batch", "{targets-ftp.txt}"), 2, "probe: line 1: unsupported scheme 'ftp'"),
+    ("batch-minus-4-ipv6-line", ("batch", "-4", "{targets-v6.txt}"), 2,
+     "probe: line 2: --resolve address 2001:db8::7 is an IPv6 address, but -4 asks for IPv4"),
+    ("batch-minus-4-and-6", ("batch", "-4", "-6", "{targets-v6.txt}"), 2, "probe: -4 and -6 exclude each other"),
     ("batch-concurrency-zero", ("batch", "--concurrency", "0", "{targets-ftp.txt}"), 2,
      "probe: --concurrency must be from 1 to 1000"),
     ("batch-rate-nan", ("batch", "--rate", "nan", "{targets-ftp.txt}"), 2, "probe: --rate must be more than 0"),
