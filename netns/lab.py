@@ -747,15 +747,17 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _listening(pid: int, port: int) -> bool:
-    """Whether the netns of `pid` has a TCP socket in LISTEN on `port` (any address)."""
-    try:
-        table = Path(f"/proc/{pid}/net/tcp").read_text()
-    except OSError:
-        return False
-    for row in table.splitlines()[1:]:
-        fields = row.split()
-        if len(fields) > 3 and fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-            return True
+    """Whether the netns of `pid` has a TCP socket in LISTEN on `port` (any address, either
+    family: a socket bound to :: is in tcp6 only)."""
+    for name in ("tcp", "tcp6"):
+        try:
+            table = Path(f"/proc/{pid}/net/{name}").read_text()
+        except OSError:
+            continue
+        for row in table.splitlines()[1:]:
+            fields = row.split()
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                return True
     return False
 
 

@@ -244,6 +244,22 @@ class FleetCapture(Capture):
         return self.dropped
 
 
+_ZONES: dict[str, int] = {}  # link-local address -> the index of the interface of its link (its zone)
+
+
+def remember_zone(address: str, index: int) -> None:
+    """A link-local address means one host only on one link (RFC 4007): every socket address
+    made for it carries that interface as its scope id. Packets do not carry it, so the flow,
+    the guard and the capture keep the plain address."""
+    _ZONES[address] = index
+
+
+def sockaddr(address: str, port: int) -> tuple:
+    """The socket address of `address`: with its scope id when it is a link-local one we know."""
+    index = _ZONES.get(address)
+    return (address, port) if index is None else (address, port, 0, index)
+
+
 def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -284,7 +300,7 @@ class RawSender:
     def send(self, packet: bytes, destination: str) -> None:
         family = _family(destination)
         try:
-            self._sock(family).sendto(packet, (destination, 0))
+            self._sock(family).sendto(packet, sockaddr(destination, 0))
         except OSError as error:
             if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                 raise ProbeError(f"no route to {destination}: {error.strerror}") from None
@@ -324,13 +340,16 @@ def source_address(destination: str, port: int) -> str:
     """The address the kernel would use to reach `destination` (a route lookup; sends nothing)."""
     with socket.socket(_family(destination), socket.SOCK_DGRAM) as udp:
         try:
-            udp.connect((destination, port))
+            udp.connect(sockaddr(destination, port))
         except OSError as error:
             if error.errno == errno.EACCES:  # the kernel refuses a broadcast destination without SO_BROADCAST
                 raise UsageError(f"{destination} is a broadcast address of this host's network, "
                                  f"not a single server") from None
             raise ProbeError(f"no route to {destination}: {error.strerror}") from None
-        return udp.getsockname()[0]
+        local = udp.getsockname()
+        if destination in _ZONES:  # our end of a link-local path is link-local on the same link
+            remember_zone(local[0], _ZONES[destination])
+        return local[0]
 
 
 def local_addresses() -> set[str]:
@@ -359,7 +378,7 @@ class PortReservation:
 
     def __init__(self, address: str):
         self.sock = socket.socket(_family(address), socket.SOCK_STREAM)
-        self.sock.bind((address, 0))
+        self.sock.bind(sockaddr(address, 0))
         self.port = self.sock.getsockname()[1]
 
     def close(self) -> None:

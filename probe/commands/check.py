@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import List, Optional
 
 import typer
 
 from probe.commands import common
 from probe.commands.common import exit_code_for, open_output, say
+from probe.errors import UsageError
 
 
 def check(
@@ -16,6 +18,9 @@ def check(
     resolve: Optional[List[str]] = common.RESOLVE,
     ipv4: bool = common.IPV4,
     ipv6: bool = common.IPV6,
+    both_families: bool = typer.Option(False, "--both-families", "-46",
+                                       help="probe the name over IPv4 and over IPv6, one after the other, and "
+                                            "say where the two differ (also: -4 -6)"),
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
     method: Optional[str] = common.METHOD,
@@ -43,20 +48,67 @@ def check(
                                       common.tls_options(sni, cacert))
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
+    if both_families and ipv4 != ipv6:
+        raise UsageError(f"--both-families and -{4 if ipv4 else 6} contradict each other: give one of them")
+    locating = None if no_locate else (max_ttl, control_host)
+    if both_families or (ipv4 and ipv6):
+        from probe.target import parse_resolve, targets_by_family
+
+        found = targets_by_family(url, [parse_resolve(entry) for entry in resolve or []])
+        _check_both(found, options, locating, json_output, pcap, verbose, started)
     target = common.target_from(url, resolve, ipv4, ipv6)
     pcap_handle = open_output(pcap)
+    probed = _probe(target, options, locating)
+    if pcap_handle is not None:
+        pcap_handle.close()
+        _write_frames(pcap, probed.frames)
+    if json_output:
+        from probe.report import dumps, finish_document
 
+        print(dumps(finish_document(probed.document, started, probed.code)))
+    else:
+        print(probed.table(verbose))
+    probed.reraise()
+    raise typer.Exit(probed.code)
+
+
+@dataclass
+class _Probed:
+    """One family's exchange, judged and located, as `check` reports it."""
+
+    document: dict
+    code: int
+    frames: list
+    measurement: object = None
+    analysis: object = None
+    interrupt: BaseException | None = None
+
+    def table(self, verbose: bool) -> str:
+        from probe.report import packet_table, summary_lines
+
+        if self.measurement is None:
+            return f"not measured: {self.document['error']}"
+        return (packet_table(self.measurement.packets, self.measurement.flow, self.analysis, verbose=verbose)
+                + "\n\n" + summary_lines(self.document))
+
+    def reraise(self) -> None:
+        if self.interrupt is not None:
+            raise self.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
+
+
+def _probe(target, options, locating) -> _Probed:
+    """The exchange, its judgement and, unless `locating` is None, the search for the box."""
     from probe.engine import analyze_flow
     from probe.live import run_check
-    from probe.report import (application_sections, check_document, dumps, finish_document, packet_table,
-                              summary_lines, write_pcap)
+    from probe.report import application_sections, check_document
 
     measurement = run_check(target, options, on_start=common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     extra, frames, found = {}, list(measurement.frames), None
-    if not no_locate:
+    if locating is not None:
         from probe.trace import TraceOptions, localize
 
+        max_ttl, control_host = locating
         found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
                                                                      control_host=control_host, tls=options.tls),
                          on_progress=say)
@@ -64,16 +116,65 @@ def check(
             analysis, extra, frames = found.analysis, found.extra, frames + found.frames
     document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis,
                               extra={**application_sections(measurement.application), **extra})
+    code = exit_code_for(analysis.verdict, analysis.hop)
+    return _Probed(document, code, frames, measurement, analysis, found.interrupt if found is not None else None)
+
+
+def _write_frames(path: str, frames) -> None:
+    from probe.report import write_pcap
+
+    write_pcap(path, sorted(frames, key=lambda frame: frame.t))
+
+
+def _check_both(found, options, locating, json_output: bool, pcap: str | None, verbose: bool, started: float):
+    """`--both-families`: the same check over IPv4, then over IPv6; one document (or report) that
+    holds both and says where they differ. A family without an address, or that this host cannot
+    reach (no route), is reported as not measured, and the other is still probed."""
+    from probe.errors import ProbeError
+    from probe.outcome import worst
+    from probe.report import both_families_document, both_families_table, dumps, finish_document
+
+    pcap_handle = open_output(pcap)
+    probed: list[_Probed] = []
+    for family, target in found:
+        if isinstance(target, str):
+            probed.append(_unmeasured(url_of(found), family, target))
+            continue
+        try:
+            probed.append(_probe(target, options, locating))
+        except UsageError:
+            raise
+        except ProbeError as error:  # no route over this family here: a result, not the end
+            probed.append(_unmeasured(target, family, str(error)))
+        if probed[-1].interrupt is not None:
+            break
     if pcap_handle is not None:
         pcap_handle.close()
-        write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
-    code = exit_code_for(analysis.verdict, analysis.hop)
+        _write_frames(pcap, [frame for one in probed for frame in one.frames])
+    for one in probed:
+        one.document["exit_code"] = one.code
+    codes = [one.code for one in probed]
+    document = both_families_document([one.document for one in probed], worst(codes))
     if json_output:
-        print(dumps(finish_document(document, started, code)))
+        print(dumps(finish_document(document, started, worst(codes))))
     else:
-        print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose))
-        print()
-        print(summary_lines(document))
-    if found is not None and found.interrupt is not None:
-        raise found.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
-    raise typer.Exit(code)
+        for one in probed:
+            print(f"== over IPv{4 if one.document['target'].get('family') == 'ipv4' else 6} ==")
+            print(one.table(verbose))
+            print()
+        print(both_families_table(document))
+    for one in probed:
+        one.reraise()
+    raise typer.Exit(worst(codes))
+
+
+def url_of(found) -> str:
+    return next(target for _, target in found if not isinstance(target, str))
+
+
+def _unmeasured(target, family: int, error: str) -> _Probed:
+    from probe.report import unmeasured_document
+    from probe.target import FAMILY_NAMES
+
+    say(f"probe: not probed over IPv{family}: {error}")
+    return _Probed(unmeasured_document(target, FAMILY_NAMES[family], error), 1, [])
