@@ -37,6 +37,16 @@ No router advertisement, autoconfiguration or duplicate address detection: every
 usable at once and only the link-local addresses and neighbour discovery join the traffic
 under test.
 
+Ready means every link is operationally up (`up()` and `restore_client_link()` wait for it). A
+veth whose index equals its peer's (both 2 in their own namespaces, as `c0` and r1's `up` are)
+is not an "urgent" link event for the kernel's linkwatch, which then handles its carrier up to
+a second later (net/core/link_watch.c); until then the device transmits through the noop
+qdisc, which drops everything. A lab handed over before that lost r1's first neighbour
+advertisement: the client's first packet waited in the neighbour queue until the next
+solicitation, a second later, and left together with the probe's own retransmission of it
+(the duplicate SYN of the first IPv6 probe of a fresh lab; a fresh lab's first IPv6 ping took
+1020 ms, its first IPv4 ping 0.08 ms: ARP was not caught by it here).
+
 Hop numbering follows traceroute: TTL (hop limit) 1 expires at r1, TTL k at r_k, and the server
 is hop N + 1. Routers answer from their `up` address (`router_addr(k)`, `router_addr6(k)`: for
 ICMPv6 Linux picks the source address of the interface toward the client, RFC 4443 2.2), and
@@ -138,6 +148,7 @@ LOSS_TABLE = "plab_loss"
 STOP_TIMEOUT = 3.0  # seconds between SIGTERM and SIGKILL
 COMMAND_TIMEOUT = 30.0
 SERVER_READY_TIMEOUT = 10.0
+LINKS_READY_TIMEOUT = 5.0  # linkwatch handles a non-urgent event within a second
 POLL_INTERVAL = 0.01
 NEIGHBOUR_GIVE_UP_MS = 10  # take_server_down: one ARP probe, then host unreachable (Linux's floor is 10 ms)
 
@@ -457,6 +468,19 @@ class Lab:
             f"route add default via {SERVER_GATEWAY} dev s0",
             f"route add ::/0 via {SERVER_GATEWAY6} dev s0",
         ])
+        self.wait_links_ready()
+
+    def wait_links_ready(self, timeout: float = LINKS_READY_TIMEOUT) -> None:
+        """Wait until every link of the lab is operationally up and no address is tentative
+        (see the module docstring: before linkwatch has run, a link drops what it sends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [f"{ns}/{name}" for ns in self.namespaces for name in _links_not_ready(ns)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"links not up after {timeout} s: {', '.join(pending)}")
+            time.sleep(POLL_INTERVAL)
 
     def _interfaces(self, ns: str) -> list[str]:
         if ns in (self.client_ns, self.server_ns):
@@ -536,6 +560,7 @@ class Lab:
                                    f"route replace default via {CLIENT_GATEWAY} dev c0",
                                    f"addr replace {CLIENT_ADDR6}/64 dev c0 nodad",
                                    f"route replace ::/0 via {CLIENT_GATEWAY6} dev c0"])
+        self.wait_links_ready()
 
     def take_server_down(self) -> None:
         """The server's host is dead: its addresses leave s0, so nobody on its network answers
@@ -788,6 +813,14 @@ def _ip_batch(ns: str, commands: list[str]) -> None:
     _run(["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n")
 
 
+def _links_not_ready(ns: str) -> list[str]:
+    """The links of `ns` (loopback aside) not yet operationally up, or with a tentative address."""
+    links = json.loads(_run(["ip", "-n", ns, "-j", "addr", "show"]).stdout or "[]")
+    return [link["ifname"] for link in links if link["ifname"] != "lo"
+            and (link.get("operstate") != "UP"
+                 or any(addr.get("tentative") for addr in link.get("addr_info", [])))]
+
+
 def _child_env() -> dict[str, str]:
     """Our environment, with the project importable (`python3 -m netns...`) and unbuffered."""
     env = dict(os.environ)
@@ -849,15 +882,17 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _listening(pid: int, port: int) -> bool:
-    """Whether the netns of `pid` has a TCP socket in LISTEN on `port` (any address)."""
-    try:
-        table = Path(f"/proc/{pid}/net/tcp").read_text()
-    except OSError:
-        return False
-    for row in table.splitlines()[1:]:
-        fields = row.split()
-        if len(fields) > 3 and fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-            return True
+    """Whether the netns of `pid` has a TCP socket in LISTEN on `port` (any address, either
+    family: a socket bound to :: is in tcp6 only)."""
+    for name in ("tcp", "tcp6"):
+        try:
+            table = Path(f"/proc/{pid}/net/{name}").read_text()
+        except OSError:
+            continue
+        for row in table.splitlines()[1:]:
+            fields = row.split()
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                return True
     return False
 
 

@@ -18,7 +18,8 @@ from typing import Iterable, Iterator
 
 from probe.errors import ProbeError, UsageError
 from probe.outcome import worst
-from probe.target import Resolve, Target, build_target, parse_resolve, parse_url
+from probe.target import (Resolve, Target, build_target, check_family, is_ip_literal, parse_resolve, parse_url,
+                          pinned_address)
 
 RESOLVER_THREADS = 8
 LOCATE_THREADS = 4
@@ -32,19 +33,21 @@ class Line:
     number: int
     url: str
     resolves: tuple[Resolve, ...] = ()
+    family: int | None = None  # -4/-6 of the batch: the family a name is looked up in
 
     @property
     def key(self) -> str:
         """The target's name in the history: what the line says, normalised."""
         url = parse_url(self.url)
         host, port, canonical = url.host, url.port, url.canonical
-        pinned = [r.address for r in self.resolves if r.host == host.lower() and r.port == port]
-        return f"{canonical} @{pinned[0]}" if pinned else canonical
+        pinned = pinned_address(self.resolves, host, port, self.family)
+        return f"{canonical} @{pinned.address}" if pinned else canonical
 
 
-def parse_line(text: str, number: int) -> Line | None:
+def parse_line(text: str, number: int, family: int | None = None) -> Line | None:
     """`URL [HOST:PORT:ADDR ...]` (each entry may be spelled `--resolve HOST:PORT:ADDR`);
-    `#` starts a comment; None for a blank or comment line; UsageError naming the line."""
+    `#` starts a comment; None for a blank or comment line; UsageError naming the line (also
+    one whose address, in the URL or pinned, is only of the family -4/-6 excludes)."""
     try:
         words = shlex.split(text, comments=True)
     except ValueError as error:
@@ -53,15 +56,19 @@ def parse_line(text: str, number: int) -> Line | None:
     if not words:
         return None
     try:
-        parse_url(words[0])
-        return Line(number, words[0], tuple(parse_resolve(word) for word in words[1:]))
+        url = parse_url(words[0])
+        line = Line(number, words[0], tuple(parse_resolve(word) for word in words[1:]), family)
+        if family is not None and pinned_address(line.resolves, url.host, url.port, family) is None \
+                and is_ip_literal(url.host):
+            check_family(url.host, family, "the URL's address")
+        return line
     except UsageError as error:
         raise UsageError(f"line {number}: {error}") from None
 
 
-def read_lines(lines: Iterable[str]) -> Iterator[Line]:
+def read_lines(lines: Iterable[str], family: int | None = None) -> Iterator[Line]:
     for number, text in enumerate(lines, 1):
-        line = parse_line(text, number)
+        line = parse_line(text, number, family)
         if line is not None:
             yield line
 
@@ -74,7 +81,7 @@ def resolved(lines: Iterable[Line], lookahead: int) -> Iterator[tuple[Line, Targ
 
     def name(line: Line) -> Target | str:
         try:
-            return build_target(line.url, line.resolves)
+            return build_target(line.url, line.resolves, line.family)
         except ProbeError as error:
             return str(error)
 

@@ -65,6 +65,16 @@ MIGRATIONS: list[list[str]] = [
         " WHERE results.id IN (SELECT MAX(id) FROM results GROUP BY target)",
         "CREATE INDEX results_by_run ON results(run_id)",
     ],
+    [  # 3: the address family each result was probed over (issue 15: a site can fail over one
+        # family and not the other), in the results and each target's latest state; rows from
+        # before get it from their address
+        "ALTER TABLE results ADD COLUMN family TEXT",
+        "UPDATE results SET family = CASE WHEN REPLACE(address, ':', '') <> address THEN 'ipv6'"
+        " WHEN address IS NOT NULL AND address <> '' THEN 'ipv4' END",
+        "ALTER TABLE latest ADD COLUMN family TEXT",
+        "UPDATE latest SET family = (SELECT results.family FROM results WHERE results.run_id = latest.run_id"
+        " AND results.target = latest.target ORDER BY results.id DESC LIMIT 1)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -360,20 +370,23 @@ class Change:
     kind: str | None  # "new", "changed", or None (same as before)
     previous: str | None = None
     previous_at: float | None = None
+    previous_family: str | None = None  # "ipv4", "ipv6", or None (not measured, or kept before families)
 
     def speaks(self, state: str) -> bool:
         """Whether --alert-on-change reports it."""
         return self.kind == "changed" or (self.kind == "new" and state != "clean")
 
     def as_json(self) -> dict:
-        return {"change": self.kind, "previous_verdict": self.previous, "previous_at": self.previous_at}
+        return {"change": self.kind, "previous_verdict": self.previous, "previous_at": self.previous_at,
+                "previous_family": self.previous_family}
 
 
 def state_of(document: dict) -> str:
     return document.get("verdict") or "error"
 
 
-_RESULT_COLUMNS = "run_id, target, at, url, address, port, state, direction, hop, rtt_ms, exit_code, explanation"
+_RESULT_COLUMNS = ("run_id, target, at, url, address, port, state, direction, hop, rtt_ms, exit_code, explanation,"
+                   " family")
 
 
 class History:
@@ -384,10 +397,10 @@ class History:
         self.location, self.clock = check_location(location), clock
         self.vantage = vantage or default_vantage()
         self.started_at = clock()
-        self.rows: list[tuple] = []  # (target, at, url, address, port, state, direction, hop, rtt, code, text)
+        self.rows: list[tuple] = []  # (target, at, url, address, port, state, direction, hop, rtt, code, text, family)
         with _Guarded(location, self.vantage, "read the previous results") as db:
-            self.previous = {target: (state, at) for target, state, at in
-                             db.execute("SELECT target, state, at FROM latest WHERE vantage = ?",
+            self.previous = {target: (state, at, family) for target, state, at, family in
+                             db.execute("SELECT target, state, at, family FROM latest WHERE vantage = ?",
                                         (self.vantage,)).fetchall()}
 
     def record(self, key: str, document: dict, exit_code: int) -> Change:
@@ -395,11 +408,12 @@ class History:
         state, at = state_of(document), self.clock()
         before = self.previous.get(key)
         change = Change("new") if before is None else Change(None if before[0] == state else "changed", *before)
-        self.previous[key] = (state, at)  # a target listed twice compares with its earlier line
         target = document.get("target", {})
+        family = target.get("family")
+        self.previous[key] = (state, at, family)  # a target listed twice compares with its earlier line
         self.rows.append((key, at, target.get("url"), target.get("address"), target.get("port"), state,
                           document.get("direction"), document.get("hop"), document.get("rtt_ms"), exit_code,
-                          document.get("explanation")))
+                          document.get("explanation"), family))
         return change
 
     def close(self, exit_code: int | None = None) -> int:
@@ -409,16 +423,18 @@ class History:
                 run_id = db.execute("INSERT INTO runs (started_at, finished_at, exit_code, vantage) VALUES "
                                     "(?, ?, ?, ?) RETURNING id",
                                     (self.started_at, self.clock(), exit_code, self.vantage)).fetchone()[0]
-                db.executemany(f"INSERT INTO results ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                db.executemany(f"INSERT INTO results ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                [(run_id, *row) for row in self.rows])
                 last = {}
                 for row in self.rows:
                     last[row[0]] = row
                 # in target order, so that two writers of one vantage take the row locks alike
-                db.executemany("INSERT INTO latest (target, vantage, state, at, run_id) VALUES (?, ?, ?, ?, ?) "
-                               "ON CONFLICT (target, vantage) DO UPDATE SET state = excluded.state, "
-                               "at = excluded.at, run_id = excluded.run_id WHERE excluded.at >= latest.at",
-                               [(key, self.vantage, row[5], row[1], run_id) for key, row in sorted(last.items())])
+                db.executemany("INSERT INTO latest (target, vantage, state, at, run_id, family) VALUES "
+                               "(?, ?, ?, ?, ?, ?) ON CONFLICT (target, vantage) DO UPDATE SET state = excluded.state, "
+                               "at = excluded.at, run_id = excluded.run_id, family = excluded.family "
+                               "WHERE excluded.at >= latest.at",
+                               [(key, self.vantage, row[5], row[1], run_id, row[11])
+                                for key, row in sorted(last.items())])
         return len(self.rows)
 
 
@@ -437,6 +453,7 @@ class Entry:
     explanation: str | None
     vantage: str
     changed_from: str | None  # the previous state from the same vantage, when this entry is a change
+    family: str | None = None  # "ipv4" or "ipv6": what the result was probed over
 
 
 def _reading(location: str) -> _Guarded:
@@ -447,7 +464,7 @@ def _reading(location: str) -> _Guarded:
 
 
 _ENTRY_QUERY = ("SELECT results.target, results.at, results.state, results.direction, results.hop, results.rtt_ms,"
-                " results.exit_code, results.address, results.explanation, runs.vantage"
+                " results.exit_code, results.address, results.explanation, runs.vantage, results.family"
                 " FROM results JOIN runs ON runs.id = results.run_id")
 
 
@@ -460,10 +477,11 @@ def _vantage_filter(vantages: list[str] | tuple[str, ...], column: str) -> tuple
 def _entries(rows) -> list[Entry]:
     """Entries of one target, in order, each change computed against the same vantage."""
     entries, previous = [], {}
-    for _target, at, state, direction, hop, rtt, code, address, explanation, vantage in rows:
+    for _target, at, state, direction, hop, rtt, code, address, explanation, vantage, family in rows:
         before = previous.get(vantage)
         entries.append(Entry(at, state, direction, hop, rtt, code, address, explanation, vantage,
-                             changed_from=before if before is not None and before != state else None))
+                             changed_from=before if before is not None and before != state else None,
+                             family=family))
         previous[vantage] = state
     return entries
 
@@ -483,7 +501,7 @@ def targets(location: str, vantages: list[str] | tuple[str, ...] = ()) -> list[d
                 break
             since = entry
         out.append({"target": name, "vantage": vantage, "runs": len(entries), "state": entries[-1].state,
-                    "since": since.at, "last": entries[-1].at,
+                    "family": entries[-1].family, "since": since.at, "last": entries[-1].at,
                     "changes": sum(1 for e in entries if e.changed_from is not None)})
     return out
 

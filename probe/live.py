@@ -13,7 +13,7 @@ from probe.http import HttpExchange, Request
 from probe.loop import Flows, Loop, Network
 from probe.target import Target
 from probe.tcp import ClientConnection, Settings
-from probe.wire import random_u32
+from probe.wire import initial_sequence, random_u32, timestamp_offset
 
 __all__ = ["CheckOptions", "Measurement", "TlsOptions", "application_for", "new_exchange", "run_check"]
 
@@ -55,8 +55,9 @@ def new_exchange(target: Target, flow: Flow, options: CheckOptions, crafter_clas
     """A fresh exchange toward `flow` for `target`, as `options` asks (`plan` replaces the one
     they imply: a trace copy's); `host` replaces the target's name in the request and the SNI."""
     connection = ClientConnection(flow.client, flow.client_port, flow.server, flow.server_port,
-                                  application_for(target, options.request, host, options.tls), isn=random_u32(),
-                                  settings=options.settings, ts_base=random_u32())
+                                  application_for(target, options.request, host, options.tls),
+                                  isn=initial_sequence(flow.client, flow.client_port, flow.server, flow.server_port),
+                                  settings=options.settings, ts_base=timestamp_offset(flow.client, flow.server))
     crafter = crafter_class(flow.client, flow.client_port, flow.server, flow.server_port, random_u32() & 0xFFFF,
                             ttl=options.ttl)
     plan = plan or Plan(max_time=options.max_time, linger=options.linger, ttl=options.ttl)

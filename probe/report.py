@@ -352,3 +352,72 @@ def hops_table(hops: list[dict], paint: Paint = PLAIN, box_hop: int | None = Non
     """The hop table of a trace, for people (the box's row painted)."""
     return "\n".join([HOPS_HEADER] + [hop_line(hop, paint, box_hop if box_hop is not None else -1) for hop in hops])
 
+
+
+# -- check --both-families ---------------------------------------------------------------------------
+
+COMPARED = ("verdict", "direction", "hop")  # what must agree for two families to say the same
+
+
+def unmeasured_document(target, family: str, error: str) -> dict:
+    """One family's entry when it could not be probed (no address of that family, no route)."""
+    return {"schema": SCHEMA, "command": "check",
+            "target": {"url": target.url, "host": target.host, "address": None, "port": target.port,
+                       "family": family},
+            "verdict": None, "direction": None, "hop": None, "rtt_ms": None, "packets": [], "error": error,
+            "explanation": f"not measured over {_family_word(family)}: {error}", "exit_code": 1}
+
+
+def _family_word(family: str | None) -> str:
+    return {"ipv4": "IPv4", "ipv6": "IPv6"}.get(family or "", "?")
+
+
+def _said(document: dict) -> str:
+    if document["verdict"] is None:
+        return "not measured"
+    details = [document["direction"]] if document.get("direction") else []
+    if document.get("hop") is not None:
+        details.append(f"hop {document['hop']}")
+    return document["verdict"] + (f" ({', '.join(details)})" if details else "")
+
+
+def both_families_document(documents: list[dict], exit_code: int) -> dict:
+    """`check --both-families --json`: each family's own check document under `families`, in
+    probing order, and what the two say together: `differ` (verdict, direction or hop not the
+    same), `differences` (which of those), and `verdict`, the verdict of the family whose exit
+    code is the worse (the one a monitor should see)."""
+    first = documents[0]["target"]
+    differences = [key for key in COMPARED if len({json.dumps(d.get(key)) for d in documents}) > 1]
+    from probe.outcome import SEVERITY, exit_status
+
+    def rank(document: dict) -> int:
+        code = 1 if document["verdict"] is None else exit_status(document["verdict"], document.get("hop"))
+        return SEVERITY.index(code)
+
+    worst_document = max(documents, key=rank)
+    said = "; ".join(f"over {_family_word(d['target'].get('family'))} {_said(d)}" for d in documents)
+    if differences:
+        explanation = f"The families differ ({', '.join(differences)}): {said}."
+    else:
+        explanation = f"Both families say the same: {said}."
+    return {"schema": SCHEMA, "command": "check",
+            "target": {"url": first["url"], "host": first["host"], "port": first["port"]},
+            "families": documents, "differ": bool(differences), "differences": differences,
+            "verdict": worst_document["verdict"], "explanation": explanation}
+
+
+def both_families_table(document: dict) -> str:
+    """The comparison that ends `check --both-families`: one row per family, then the sentence."""
+    from tabulate import tabulate
+
+    rows = []
+    for one in document["families"]:
+        http = one.get("http") or {}
+        rows.append([_family_word(one["target"].get("family")), one["target"].get("address") or "-",
+                     one["verdict"] or "not measured", one.get("direction") or "-",
+                     "-" if one.get("hop") is None else one["hop"],
+                     "-" if one.get("rtt_ms") is None else f"{one['rtt_ms']:.1f}",
+                     f"{http['status']} {http.get('reason') or ''}".rstrip() if http.get("status") else "-"])
+    table = tabulate(rows, headers=["family", "address", "verdict", "direction", "hop", "rtt ms", "http"],
+                     tablefmt="simple")
+    return f"{table}\n{document['explanation']}"

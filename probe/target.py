@@ -166,10 +166,9 @@ V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 def check_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """Refuse what cannot be probed over a network path (either family)."""
     if "%" in address:
-        zone = address.split("%", 1)
-        if _is_ipv6_literal(zone[0]) and ipaddress.IPv6Address(zone[0]).is_link_local:
-            raise UsageError(f"{address}: link-local targets with a zone are not supported yet; "
-                             f"probe a global address of the host")
+        plain, zone = address.split("%", 1)
+        if _is_ipv6_literal(plain) and ipaddress.IPv6Address(plain).is_link_local:
+            return ipaddress.IPv6Address(f"{ipaddress.IPv6Address(plain)}%{interface_of(zone, address)}")
         raise UsageError(f"{address!r} is not an IP address (a %zone belongs to link-local IPv6 addresses only)")
     try:
         ip = ipaddress.ip_address(address)
@@ -182,13 +181,41 @@ def check_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     if ip.version == 6 and ip in V4_MAPPED:
         raise UsageError(f"{address} is an IPv4-mapped IPv6 address: probe the IPv4 address {ip.ipv4_mapped} itself")
     if ip.version == 6 and ip.is_link_local:
-        raise UsageError(f"{ip} is link-local: it needs a zone (an interface) to mean one host; "
-                         f"probe a global address of the host")
+        raise UsageError(f"{ip} is link-local: it needs a zone, the interface of its link "
+                         f"(e.g. [{ip}%eth0] in a URL, written [{ip}%25eth0] by RFC 6874)")
     return ip
 
 
-def _check_family(address: str, family: int | None, where: str) -> None:
-    version = ipaddress.ip_address(address).version
+def interface_of(zone: str, address: str) -> str:
+    """The interface a link-local address's zone names (RFC 4007 11: a name or an index; in a
+    URL the % is written %25, RFC 6874), checked to exist on this host."""
+    candidates = [zone] + ([zone[2:]] if zone.startswith("25") and len(zone) > 2 else [])
+    for name in candidates:
+        try:
+            if name.isdigit():
+                return socket.if_indextoname(int(name))
+            socket.if_nametoindex(name)
+            return name
+        except (OSError, OverflowError):
+            continue
+    raise UsageError(f"{address}: this host has no interface {candidates[-1]!r} (the zone names the link the "
+                     f"link-local address is on: see ip link)")
+
+
+def connectable(address: str) -> str:
+    """The address as packets carry it: a link-local address's zone is handed to the sender
+    (probe.wire.remember_zone) and left out, since no packet carries it."""
+    if "%" not in address:
+        return address
+    plain, zone = address.split("%", 1)
+    from probe.wire import remember_zone
+
+    remember_zone(plain, socket.if_nametoindex(zone))
+    return plain
+
+
+def check_family(address: str, family: int | None, where: str) -> None:
+    version = ipaddress.ip_address(address.split("%")[0]).version
     if family is not None and version != family:
         raise UsageError(f"{where} {address} is an IPv{version} address, but -{family} asks for IPv{family}")
 
@@ -202,14 +229,13 @@ def build_target(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = (), f
     address of the other family (in the URL or a --resolve entry) is refused."""
     host, port, path, scheme = parsed = parse_url(url)
     canonical = parsed.canonical
-    for entry in resolves:
-        if entry.host == host.lower() and entry.port == port:
-            _check_family(entry.address, family, "--resolve address")
-            return Target(canonical, host, entry.address, port, path, scheme)
-    if _is_ip_literal(host):
+    entry = pinned_address(resolves, host, port, family)
+    if entry is not None:
+        return Target(canonical, host, connectable(entry.address), port, path, scheme)
+    if is_ip_literal(host):
         address = str(check_address(host))
-        _check_family(address, family, "the URL's address")
-        return Target(canonical, host, address, port, path, scheme)
+        check_family(address, family, "the URL's address")
+        return Target(canonical, host, connectable(address), port, path, scheme)
     try:
         infos = socket.getaddrinfo(host, port, _LOOKUP_FAMILY[family], socket.SOCK_STREAM, 0,
                                    socket.AI_ADDRCONFIG)
@@ -225,14 +251,57 @@ def build_target(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = (), f
     return Target(canonical, host, address, port, path, scheme)
 
 
+def pinned_address(resolves, host: str, port: int, family: int | None = None) -> Resolve | None:
+    """The --resolve entry for HOST:PORT (the first one of `family`, when one is asked: a name
+    pinned to an address of each family is probed over the one -4/-6 picks); None when none
+    names HOST:PORT; UsageError when every one that does is of the other family."""
+    entries = [entry for entry in resolves if entry.host == host.lower() and entry.port == port]
+    for entry in entries:
+        if family is None or ipaddress.ip_address(entry.address.split("%")[0]).version == family:
+            return entry
+    if entries:
+        check_family(entries[0].address, family, "--resolve address")
+    return None
+
+
+def targets_by_family(url: str, resolves: list[Resolve] | tuple[Resolve, ...] = ()) -> list[tuple[int, Target | str]]:
+    """For `check --both-families`: (4, Target or why there is none), (6, ...). A name pinned by
+    --resolve entries is probed at the entry of each family (a family without one has no
+    address: curl's --resolve replaces the lookup); otherwise the name is looked up in each
+    family. A literal address has one family only (UsageError); no address in either family is
+    a ProbeError (exit 1)."""
+    host, port, _path, _scheme = parse_url(url)
+    if is_ip_literal(host):
+        version = ipaddress.ip_address(host.split("%")[0]).version
+        raise UsageError(f"{host} is an IPv{version} address: probing both families needs a host name "
+                         f"(with --resolve {host if ':' not in host else 'HOST'}:{port}:ADDR for each family, if need be)")
+    pinned = [entry for entry in resolves if entry.host == host.lower() and entry.port == port]
+    found: list[tuple[int, Target | str]] = []
+    for family in (4, 6):
+        if pinned and all(ipaddress.ip_address(entry.address.split("%")[0]).version != family for entry in pinned):
+            found.append((family, f"no IPv{family} address: the --resolve entries for {host}:{port} give "
+                                  f"IPv{10 - family} only"))
+            continue
+        try:
+            found.append((family, build_target(url, resolves, family)))
+        except UsageError:
+            raise
+        except ProbeError as error:
+            found.append((family, str(error)))
+    if not any(isinstance(target, Target) for _, target in found):
+        raise ProbeError(f"{host} has no address to probe in either family ({found[0][1]}; {found[1][1]})")
+    return found
+
+
 def checked_family(ipv4: bool, ipv6: bool) -> int | None:
     """curl's `-4`/`--ipv4` and `-6`/`--ipv6`: 4, 6, or None for whichever the name gives first."""
     if ipv4 and ipv6:
-        raise UsageError("-4 and -6 exclude each other: give one, or neither for either family")
+        raise UsageError("-4 and -6 exclude each other here: give one, or neither for either family "
+                         "(probe check -4 -6 probes both families)")
     return 4 if ipv4 else 6 if ipv6 else None
 
 
-def _is_ip_literal(host: str) -> bool:
+def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.split("%")[0])
     except ValueError:

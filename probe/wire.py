@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import select
 import socket
 import struct
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from probe.errors import ProbeError, UsageError
 
@@ -242,6 +244,22 @@ class FleetCapture(Capture):
         return self.dropped
 
 
+_ZONES: dict[str, int] = {}  # link-local address -> the index of the interface of its link (its zone)
+
+
+def remember_zone(address: str, index: int) -> None:
+    """A link-local address means one host only on one link (RFC 4007): every socket address
+    made for it carries that interface as its scope id. Packets do not carry it, so the flow,
+    the guard and the capture keep the plain address."""
+    _ZONES[address] = index
+
+
+def sockaddr(address: str, port: int) -> tuple:
+    """The socket address of `address`: with its scope id when it is a link-local one we know."""
+    index = _ZONES.get(address)
+    return (address, port) if index is None else (address, port, 0, index)
+
+
 def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -282,7 +300,7 @@ class RawSender:
     def send(self, packet: bytes, destination: str) -> None:
         family = _family(destination)
         try:
-            self._sock(family).sendto(packet, (destination, 0))
+            self._sock(family).sendto(packet, sockaddr(destination, 0))
         except OSError as error:
             if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
                 raise ProbeError(f"no route to {destination}: {error.strerror}") from None
@@ -322,13 +340,16 @@ def source_address(destination: str, port: int) -> str:
     """The address the kernel would use to reach `destination` (a route lookup; sends nothing)."""
     with socket.socket(_family(destination), socket.SOCK_DGRAM) as udp:
         try:
-            udp.connect((destination, port))
+            udp.connect(sockaddr(destination, port))
         except OSError as error:
             if error.errno == errno.EACCES:  # the kernel refuses a broadcast destination without SO_BROADCAST
                 raise UsageError(f"{destination} is a broadcast address of this host's network, "
                                  f"not a single server") from None
             raise ProbeError(f"no route to {destination}: {error.strerror}") from None
-        return udp.getsockname()[0]
+        local = udp.getsockname()
+        if destination in _ZONES:  # our end of a link-local path is link-local on the same link
+            remember_zone(local[0], _ZONES[destination])
+        return local[0]
 
 
 def local_addresses() -> set[str]:
@@ -357,7 +378,7 @@ class PortReservation:
 
     def __init__(self, address: str):
         self.sock = socket.socket(_family(address), socket.SOCK_STREAM)
-        self.sock.bind((address, 0))
+        self.sock.bind(sockaddr(address, 0))
         self.port = self.sock.getsockname()[1]
 
     def close(self) -> None:
@@ -366,3 +387,39 @@ class PortReservation:
 
 def random_u32() -> int:
     return struct.unpack("!I", os.urandom(4))[0]
+
+
+def _boot_secret() -> bytes:
+    """A secret that lasts as long as the host's boot, as the kernel's own TCP secrets do, so
+    that successive runs on one host agree; the boot id is random per boot (random(4))."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_bytes().strip()
+    except OSError:
+        return _PROCESS_SECRET
+
+
+_PROCESS_SECRET = os.urandom(16)
+
+
+def _keyed_u32(*parts: object) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), key=_boot_secret()[:64], digest_size=4).digest()
+    return struct.unpack("!I", digest)[0]
+
+
+def initial_sequence(client: str, client_port: int, server: str, server_port: int) -> int:
+    """The ISN of a new connection as RFC 6528 asks and Linux makes it (secure_tcp_seq): a
+    keyed hash of the addresses and ports plus a clock ticking every 64 ns. A purely random ISN
+    sometimes falls behind the last one of the same four-tuple, and a server (or a SYN proxy
+    speaking for us, which replays our ISN and timestamp) still holding that connection in
+    TIME-WAIT then answers the SYN with the old connection's ACK (RFC 9293 3.10.7.4, Linux's
+    tcp_timewait_state_process) instead of a SYN-ACK."""
+    return (_keyed_u32("isn", client, client_port, server, server_port) + (time.time_ns() >> 6)) % (1 << 32)
+
+
+def timestamp_offset(client: str, server: str) -> int:
+    """The TCP timestamp clock's offset for one pair of addresses (RFC 7323 7.1, Linux's
+    secure_tcp_ts_off): random-looking to the server, the same for every connection of the pair,
+    so added to the monotonic clock the timestamps of successive connections (and runs) only go
+    forward, as PAWS and a server's TIME-WAIT check expect (a new SYN with a newer timestamp
+    reopens a TIME-WAIT four-tuple)."""
+    return _keyed_u32("ts", client, server)

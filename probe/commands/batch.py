@@ -29,6 +29,8 @@ def batch(
     retries: int = common.RETRIES,
     syn_retries: int = common.SYN_RETRIES,
     ttl: int = common.TTL,
+    ipv4: bool = common.IPV4,
+    ipv6: bool = common.IPV6,
     no_locate: bool = typer.Option(False, "--no-locate", help="never run the TTL sweeps"),
     max_ttl: int = common.MAX_TTL,
     control_host: str = common.CONTROL_HOST,
@@ -54,6 +56,9 @@ def batch(
     color: str = common.COLOR,
 ):
     """Probe every target of FILE as probe check would, many at once; one JSON line each."""
+    from probe.target import checked_family
+
+    family = checked_family(ipv4, ipv6)
     request = common.request_options(method, header, user_agent, data)
     check_options = common.exchange_options(request, linger, max_time, retries, syn_retries, ttl,
                                             common.tls_options(None, cacert))
@@ -73,7 +78,7 @@ def batch(
     if alert_on_change and nagios:
         raise UsageError("--nagios and --alert-on-change do not go together: the plugin's state is the "
                          "current one")
-    arguments = dict(file=file, out=out, concurrency=concurrency, rate=rate, check_options=check_options,
+    arguments = dict(file=file, family=family, out=out, concurrency=concurrency, rate=rate, check_options=check_options,
                      no_locate=no_locate, max_ttl=max_ttl, control_host=control_host, pcap=pcap, history=history,
                      vantage=vantage, alert_on_change=alert_on_change, nagios=nagios, prom=prom, progress=progress,
                      paint=common.paint_for(color, sys.stderr))
@@ -91,27 +96,27 @@ def batch(
     raise typer.Exit(code)
 
 
-def _lines(file: str):
+def _lines(file: str, family: int | None = None):
     """The target lines, each checked before anything is sent; then the same lines again."""
     from probe.batch import read_lines
 
     if file == "-":
-        lines = list(read_lines(sys.stdin))
+        lines = list(read_lines(sys.stdin, family))
         return len(lines), lambda: iter(lines)
     try:
         with open(file, encoding="utf-8", errors="replace") as handle:
-            count = sum(1 for _ in read_lines(handle))
+            count = sum(1 for _ in read_lines(handle, family))
     except OSError as error:
         raise ProbeError(f"cannot read {file}: {error.strerror}") from None
 
     def again():
         with open(file, encoding="utf-8", errors="replace") as handle:
-            yield from read_lines(handle)
+            yield from read_lines(handle, family)
 
     return count, again
 
 
-def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, control_host, pcap, history,
+def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, max_ttl, control_host, pcap, history,
                vantage, alert_on_change, nagios, prom, progress, paint=None) -> int:
     import json
     import time
@@ -119,7 +124,7 @@ def _run_batch(file, out, concurrency, rate, check_options, no_locate, max_ttl, 
     from probe.batch import Judged, Locator, Pending, Tally, error_document, judge, resolved, summary_table
     from probe.session import Session, SessionOptions
 
-    count, lines = _lines(file)
+    count, lines = _lines(file, family)
     if not count:  # nothing to probe: say so before a capture, a raw socket or a guard is opened
         raise UsageError(f"no targets in {'standard input' if file == '-' else file}: give one URL a line")
     out_handle = open_output(out)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import List, Optional
 
 import typer
 
 from probe.commands import common
-from probe.commands.common import exit_code_for, open_output
+from probe.commands.common import exit_code_for, open_output, say
+from probe.errors import UsageError
 
 
 def check(
@@ -16,6 +18,9 @@ def check(
     resolve: Optional[List[str]] = common.RESOLVE,
     ipv4: bool = common.IPV4,
     ipv6: bool = common.IPV6,
+    both_families: bool = typer.Option(False, "--both-families", "-46",
+                                       help="probe the name over IPv4 and over IPv6, one after the other, and "
+                                            "say where the two differ (also: -4 -6)"),
     json_output: bool = common.JSON,
     pcap: Optional[str] = common.PCAP,
     report: Optional[str] = common.REPORT,
@@ -48,46 +53,168 @@ def check(
                                       common.tls_options(sni, cacert))
     common.check_max_ttl(max_ttl)
     common.check_control_host(control_host)
+    if both_families and ipv4 != ipv6:
+        raise UsageError(f"--both-families and -{4 if ipv4 else 6} contradict each other: give one of them")
+    locating = None if no_locate else (max_ttl, control_host)
+    outputs = _Outputs(json_output, quiet, verbose, paint, open_output(output))
+    if both_families or (ipv4 and ipv6):
+        from probe.target import parse_resolve, targets_by_family
+
+        if report is not None:
+            raise UsageError("--report draws one exchange: with --both-families, run check once per family (-4, -6)")
+        found = targets_by_family(url, [parse_resolve(entry) for entry in resolve or []])
+        _check_both(found, options, locating, outputs, pcap, started)
     target = common.target_from(url, resolve, ipv4, ipv6)
     pcap_handle = open_output(pcap)
     report_handle = open_output(report)
-    output_handle = open_output(output)
+    probed = _probe(target, options, locating, quiet)
+    if pcap_handle is not None:
+        pcap_handle.close()
+        _write_frames(pcap, probed.frames)
+    from probe.report import finish_document, verdict_line
 
+    finish_document(probed.document, started, probed.code)
+    common.write_report(report_handle, probed.document)
+    outputs.emit(probed.document, lambda: verdict_line(probed.document, paint), lambda: probed.table(verbose, paint))
+    probed.reraise()
+    raise typer.Exit(probed.code)
+
+
+@dataclass
+class _Outputs:
+    """Where check's result goes: the JSON document (stdout under --json, or the -o file, as
+    curl's -o takes the body), or the text: the verdict line alone under -q, else the tables."""
+
+    json_output: bool
+    quiet: bool
+    verbose: bool
+    paint: object
+    output_handle: object | None
+
+    def emit(self, document: dict, verdict_line, tables) -> None:
+        from probe.report import dumps
+
+        common.write_document(self.output_handle, document)
+        if self.json_output:
+            if self.output_handle is None:
+                print(dumps(document))
+        elif self.quiet:
+            print(verdict_line())
+        else:
+            print(tables())
+
+
+@dataclass
+class _Probed:
+    """One family's exchange, judged and located, as `check` reports it."""
+
+    document: dict
+    code: int
+    frames: list
+    measurement: object = None
+    analysis: object = None
+    interrupt: BaseException | None = None
+
+    def table(self, verbose: bool, paint=None) -> str:
+        from probe.colour import PLAIN
+        from probe.report import packet_table, summary_lines
+
+        if self.measurement is None:
+            return f"not measured: {self.document['error']}"
+        paint = paint or PLAIN
+        return (packet_table(self.measurement.packets, self.measurement.flow, self.analysis, verbose=verbose,
+                             paint=paint) + "\n\n" + summary_lines(self.document, paint))
+
+    def reraise(self) -> None:
+        if self.interrupt is not None:
+            raise self.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
+
+
+def _probe(target, options, locating, quiet: bool = False) -> _Probed:
+    """The exchange, its judgement and, unless `locating` is None, the search for the box."""
     from probe.engine import analyze_flow
     from probe.live import run_check
-    from probe.report import (application_sections, check_document, dumps, finish_document, packet_table,
-                              summary_lines, verdict_line, write_pcap)
+    from probe.report import application_sections, check_document
 
     measurement = run_check(target, options, on_start=None if quiet else common.announce(target))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     extra, frames, found = {}, list(measurement.frames), None
-    if not no_locate:
+    if locating is not None:
         from probe.trace import TraceOptions, localize
 
+        max_ttl, control_host = locating
         found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
                                                                      control_host=control_host, tls=options.tls,
-                                                                     residual_time=max_time),
+                                                                     residual_time=options.max_time),
                          on_progress=common.chatter(quiet))
         if found is not None:
             analysis, extra, frames = found.analysis, found.extra, frames + found.frames
     document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis,
                               extra={**application_sections(measurement.application), **extra})
+    code = exit_code_for(analysis.verdict, analysis.hop)
+    return _Probed(document, code, frames, measurement, analysis, found.interrupt if found is not None else None)
+
+
+def _write_frames(path: str, frames) -> None:
+    from probe.report import write_pcap
+
+    write_pcap(path, sorted(frames, key=lambda frame: frame.t))
+
+
+def _check_both(found, options, locating, outputs: "_Outputs", pcap: str | None, started: float):
+    """`--both-families`: the same check over IPv4, then over IPv6; one document (or report) that
+    holds both and says where they differ. A family without an address, or that this host cannot
+    reach (no route), is reported as not measured, and the other is still probed."""
+    from probe.errors import ProbeError
+    from probe.outcome import worst
+    from probe.report import both_families_document, both_families_table, finish_document
+
+    pcap_handle = open_output(pcap)
+    probed: list[_Probed] = []
+    for family, target in found:
+        if isinstance(target, str):
+            probed.append(_unmeasured(url_of(found), family, target))
+            continue
+        try:
+            probed.append(_probe(target, options, locating, outputs.quiet))
+        except UsageError:
+            raise
+        except ProbeError as error:  # no route over this family here: a result, not the end
+            probed.append(_unmeasured(target, family, str(error)))
+        if probed[-1].interrupt is not None:
+            break
     if pcap_handle is not None:
         pcap_handle.close()
-        write_pcap(pcap, sorted(frames, key=lambda frame: frame.t))
-    code = exit_code_for(analysis.verdict, analysis.hop)
-    finish_document(document, started, code)
-    common.write_report(report_handle, document)
-    common.write_document(output_handle, document)
-    if json_output:
-        if output is None:  # -o FILE takes the document instead, as curl's -o takes the body
-            print(dumps(document))
-    elif quiet:
-        print(verdict_line(document, paint))
-    else:
-        print(packet_table(measurement.packets, measurement.flow, analysis, verbose=verbose, paint=paint))
-        print()
-        print(summary_lines(document, paint))
-    if found is not None and found.interrupt is not None:
-        raise found.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
-    raise typer.Exit(code)
+        _write_frames(pcap, [frame for one in probed for frame in one.frames])
+    for one in probed:
+        one.document["exit_code"] = one.code
+    codes = [one.code for one in probed]
+    document = finish_document(both_families_document([one.document for one in probed], worst(codes)), started,
+                               worst(codes))
+
+    def tables() -> str:
+        return "\n".join(f"== over IPv{4 if one.document['target'].get('family') == 'ipv4' else 6} ==\n"
+                         f"{one.table(outputs.verbose, outputs.paint)}\n" for one in probed) + "\n" + \
+            both_families_table(document)
+
+    def verdict_lines() -> str:
+        from probe.report import verdict_line
+
+        return "\n".join(verdict_line(one.document, outputs.paint) for one in probed if one.measurement is not None)
+
+    outputs.emit(document, verdict_lines, tables)
+    for one in probed:
+        one.reraise()
+    raise typer.Exit(worst(codes))
+
+
+def url_of(found) -> str:
+    return next(target for _, target in found if not isinstance(target, str))
+
+
+def _unmeasured(target, family: int, error: str) -> _Probed:
+    from probe.report import unmeasured_document
+    from probe.target import FAMILY_NAMES
+
+    say(f"probe: not probed over IPv{family}: {error}")
+    return _Probed(unmeasured_document(target, FAMILY_NAMES[family], error), 1, [])

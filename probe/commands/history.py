@@ -54,9 +54,9 @@ def history(
         if json_output:
             print(json.dumps({"schema": "probe/1", "command": "history", "targets": rows}, indent=2))
             return
-        print(tabulate([[r["target"], r["vantage"], r["state"], _when(r["since"]), _when(r["last"]), r["runs"],
-                         r["changes"]] for r in rows],
-                       headers=["target", "vantage", "verdict", "since", "last run", "runs", "changes"],
+        print(tabulate([[r["target"], r["vantage"], r["state"], _family(r["family"]), _when(r["since"]),
+                         _when(r["last"]), r["runs"], r["changes"]] for r in rows],
+                       headers=["target", "vantage", "verdict", "over", "since", "last run", "runs", "changes"],
                        tablefmt="simple"))
         return
     name, entries = timeline(location, target, vantages)
@@ -74,9 +74,9 @@ def history(
         return
     print(name)
     print(tabulate([[_when(e.at), e.vantage, e.state, e.direction or "", "" if e.hop is None else e.hop,
-                     "" if e.rtt_ms is None else f"{e.rtt_ms:.1f}", e.address or "",
+                     "" if e.rtt_ms is None else f"{e.rtt_ms:.1f}", e.address or "", _family(e.family),
                      f"changed from {e.changed_from}" if e.changed_from else ""] for e in shown],
-                   headers=["when", "vantage", "verdict", "direction", "hop", "rtt ms", "address", "change"],
+                   headers=["when", "vantage", "verdict", "direction", "hop", "rtt ms", "address", "over", "change"],
                    tablefmt="simple"))
     last = {}
     for entry in entries:
@@ -84,6 +84,10 @@ def history(
     for vantage, entry in sorted(last.items()):
         if entry.explanation:
             print(f"\nlast from {vantage}: {entry.explanation}")
+
+
+def _family(family: str | None) -> str:
+    return {"ipv4": "IPv4", "ipv6": "IPv6"}.get(family or "", "")
 
 
 def _when(at: float) -> str:

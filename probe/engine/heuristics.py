@@ -750,9 +750,11 @@ def flow_label(packets: list[PacketRecord], index: int, flow: Flow, baseline: Ba
     label weighs 1 (measured: scenario 03 over IPv6 drew one ambiguous-reset in 20 runs on a
     loaded machine before this). A label that another packet the baseline takes as the server's
     own also carried (data or an ACK at the server's TTL, in time: `Baseline.members`) is the
-    server's new label, not a signal: the lab's first probe of a fresh path put its SYN on the
-    wire twice, and the server answered the second with a SYN-ACK under a new label that the
-    whole connection then kept."""
+    server's new label, not a signal: a SYN that waits in the neighbour queue while our
+    retransmission of it is sent leaves twice at once (the lab's first probe of a fresh lab
+    did, until the lab waited for its links, netns/lab.py; a lost first neighbour solicitation
+    does it in the field), and the server answered the second with a SYN-ACK under a new label
+    that the whole connection then kept."""
     packet = packets[index]
     synack = baseline.synack
     if packet.version != 6 or synack is None or packet.flow_label == synack.flow_label:
@@ -767,6 +769,53 @@ def flow_label(packets: list[PacketRecord], index: int, flow: Flow, baseline: Ba
     weight = 1 if rehashed or 0 in (packet.flow_label, synack.flow_label) else 2
     return [Signal(weight, f"flow label {packet.flow_label:#07x}, the server's SYN-ACK carried "
                            f"{synack.flow_label:#07x}")]
+
+
+ECN_MASK = 0x03  # the low two bits of the traffic class / TOS byte are ECN's (RFC 3168), not the sender's
+
+
+def traffic_class(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> list[Signal]:
+    """An IPv6 packet whose DSCP (the traffic class's upper six bits) differs from the server's.
+
+    Why: a stack marks every packet of a connection with the socket's traffic class (Linux:
+    np->tclass, IPV6_TCLASS, 0 by default; RFC 2474 makes the DSCP a per-flow or per-class
+    choice of the sender), so the server's SYN-ACK, data and ACKs carry one DSCP; an injector
+    writing its own IPv6 header sets its own (usually 0), and a path that re-marks packets
+    re-marks the server's and a forger's alike only where both pass the re-marking router.
+    So it says something only about a forger between the re-marking point and us, and a
+    server whose DSCP is not 0; weight 1, never decisive, and never enough alone.
+
+    False positives, and what is done about them:
+    - ECN: the two low bits change per packet on a genuine path (ECT(0) on the server's data
+      but not on its SYN-ACK, ACKs or retransmissions, RFC 3168 6.1.1 and 6.1.5; CE set by a
+      congested router, 5): they are masked out, only the DSCP is compared.
+    - A path that re-marks DSCP (providers bleach or rewrite it at their borders, RFC 2474 and
+      RFC 8100) does it to every packet of a direction: the server's packets then all carry the
+      new mark and agree with each other; no signal.
+    - A bare reset (no ACK flag): Linux sends it from its control socket (tcp_v6_send_reset) with
+      the traffic class of the segment that drew it (ipv6_get_dsfield of our packet, as the path
+      delivered it), not the connection's: our segments re-marked on the way make the server's
+      genuine bare reset differ. Exempt, as for the flow label.
+    - A server that changes its socket's traffic class mid-connection (an application calling
+      setsockopt(IPV6_TCLASS) after the handshake, or net.ipv4.tcp_reflect_tos making the SYN-ACK
+      reflect our SYN): a DSCP that another packet the baseline takes as the server's own carried
+      (`Baseline.members`) is the server's, not a signal.
+
+    Not used for IPv4, whose TOS byte is the same field: the IPv4 engine's verdicts were measured
+    (the scenarios, the real captures) without it, and it has not been measured there."""
+    packet = packets[index]
+    synack = baseline.synack
+    if packet.version != 6 or synack is None:
+        return []
+    dscp, server_dscp = packet.tos & ~ECN_MASK & 0xFF, synack.tos & ~ECN_MASK & 0xFF
+    if dscp == server_dscp or "R" in packet.flags and "A" not in packet.flags:
+        return []
+    tables = tables_of(packets, flow, baseline)
+    marks = tables.memo("member-dscps", lambda: Counter(packets[i].tos & ~ECN_MASK & 0xFF for i in baseline.members))
+    if marks[dscp] > (1 if index in baseline.members else 0):
+        return []
+    return [Signal(1, f"traffic class {packet.tos:#04x} (DSCP {dscp >> 2}), the server's SYN-ACK carried "
+                      f"{synack.tos:#04x} (DSCP {server_dscp >> 2})")]
 
 
 def _first_retransmission(packets: list[PacketRecord], flow: Flow) -> int:

@@ -102,7 +102,7 @@ def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline
     if baseline.synack is None:
         return _attribute_without_baseline(packets, index, flow, tables)
     signals = (h.ttl_distance(packet, baseline) + h.initial_ttl_class(packet, baseline) + h.df_bit(packet, baseline)
-               + h.flow_label(packets, index, flow, baseline)
+               + h.flow_label(packets, index, flow, baseline) + h.traffic_class(packets, index, flow, baseline)
                + h.too_early(packets, index, flow, baseline)
                + h.ip_id_habit(packet, baseline) + h.ip_id_copied(packets, index, flow, baseline)
                + h.same_ip_id_burst(packets, index, flow, baseline)

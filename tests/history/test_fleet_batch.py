@@ -14,6 +14,8 @@ import sys
 import time
 
 import pytest
+
+from probe.history import SCHEMA_VERSION
 from pgcluster import PASSWORD, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -85,7 +87,7 @@ def test_vantage_points_writing_at_once_lose_nothing(location, tmp_path):
         assert len(out.splitlines()) == TARGETS
     assert query(location, "SELECT COUNT(*), COUNT(DISTINCT target) FROM results") == [(WRITERS * TARGETS, TARGETS)]
     assert query(location, "SELECT COUNT(*), COUNT(DISTINCT vantage) FROM runs") == [(WRITERS, WRITERS)]
-    assert query(location, "SELECT version FROM schema_version") == [(2,)]
+    assert query(location, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     assert query(location, "SELECT COUNT(*) FROM latest") == [(WRITERS * TARGETS,)]
     per_run = query(location, "SELECT runs.vantage, COUNT(*) FROM results JOIN runs ON runs.id = results.run_id "
                               "GROUP BY runs.vantage ORDER BY runs.vantage")
@@ -206,7 +208,7 @@ def test_alert_on_change_and_the_history_across_vantage_points(location, tmp_pat
     [line] = first.stdout.splitlines()  # the new problem, and only it
     assert first.returncode == 4 and valid(line)["verdict"] == "unreachable"
     assert json.loads(line)["history"] == {"change": "new", "previous_verdict": None, "previous_at": None,
-                                           "vantage": "office"}
+                                           "previous_family": None, "vantage": "office"}
     for vantage, env in (("dc", None), ("dc", None), ("office", office)):  # new and clean; then the same
         quiet = alert(vantage, env)
         assert (quiet.returncode, quiet.stdout) == (0, ""), (vantage, quiet.stderr)

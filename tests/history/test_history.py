@@ -18,7 +18,8 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
 def document(verdict, url="http://a.example/", address="198.51.100.80") -> dict:
-    return {"target": {"url": url, "address": address, "port": 80}, "verdict": verdict,
+    return {"target": {"url": url, "address": address, "port": 80, "family": "ipv6" if ":" in address else "ipv4"},
+            "verdict": verdict,
             "direction": "to-client" if verdict == "middlebox-reset" else None,
             "hop": 2 if verdict == "middlebox-reset" else None, "rtt_ms": 50.25, "explanation": f"said {verdict}"}
 
@@ -71,7 +72,7 @@ def test_timeline_and_targets_per_vantage(location):
     assert {e.vantage for e in dc_only} == {"dc"} and len(dc_only) == 2
     rows = {(r["target"], r["vantage"]): r for r in targets(location)}
     assert rows[("b", "office")]["state"] == "middlebox-reset" and rows[("b", "office")]["changes"] == 1
-    assert rows[("b", "dc")] == {"target": "b", "vantage": "dc", "runs": 2, "state": "clean",
+    assert rows[("b", "dc")] == {"target": "b", "vantage": "dc", "runs": 2, "state": "clean", "family": "ipv4",
                                  "since": rows[("b", "dc")]["since"], "last": rows[("b", "dc")]["last"],
                                  "changes": 0}
     assert rows[("b", "dc")]["since"] < rows[("b", "dc")]["last"]
@@ -157,7 +158,9 @@ def test_a_version_1_file_is_upgraded_in_place_and_keeps_every_row(tmp_path):
     history.close(0)
     with sqlite3.connect(path) as db:
         after = db.execute("SELECT * FROM results ORDER BY id").fetchall()
-        assert after[:len(before)] == before and len(after) == len(before) + 2
+        width = len(before[0])  # migration 3 added the family column: every old row keeps the rest
+        assert [row[:width] for row in after[:len(before)]] == before and len(after) == len(before) + 2
+        assert {row[width] for row in after} == {"ipv4"}
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         assert {row[0] for row in db.execute("SELECT vantage FROM runs")} == {"branch-7"}
     # what the old release said about every target and every entry, said again
@@ -168,8 +171,9 @@ def test_a_version_1_file_is_upgraded_in_place_and_keeps_every_row(tmp_path):
         old_entries = old_said["timelines"][name[7]]
         assert len(entries) == len(old_entries) + (name != "http://a.example/")
         for new, old in zip(entries, old_entries):
-            assert {k: v for k, v in vars(new).items() if k != "vantage"} == old
-    assert new_rows["http://a.example/"] == dict(old_said["targets"][0], vantage="branch-7")
+            assert {k: v for k, v in vars(new).items() if k not in ("vantage", "family")} == old
+            assert new.family == "ipv4"  # migration 3 reads it from the address (198.51.100.80)
+    assert new_rows["http://a.example/"] == dict(old_said["targets"][0], vantage="branch-7", family="ipv4")
 
 
 def test_the_upgrade_of_an_old_file_by_probe_history_names_this_host(tmp_path):
@@ -193,3 +197,51 @@ def test_the_upgrade_of_an_old_file_by_probe_history_names_this_host(tmp_path):
 ])
 def test_urls_are_printed_without_their_password(url, shown):
     assert redact(url) == shown
+
+
+# -- the address family (issue 15) ---------------------------------------------------------------
+
+def test_each_result_keeps_its_family_and_a_change_says_the_previous_one(location):
+    """A name probed over IPv4, then over IPv6 (its AAAA came, or -6): the timeline and the
+    targets say which family each result came over, and the change names the one before."""
+    clock = ticking()
+    history = History(location, "office", clock=clock)
+    assert history.record("http://a.example/", document("clean"), 0).kind == "new"
+    history.close(0)
+    history = History(location, "office", clock=clock)
+    change = history.record("http://a.example/", document("middlebox-reset", address="2001:db8::80"), 3)
+    history.record("http://u.example/", {"target": {"url": "http://u.example/"}, "verdict": None,
+                                         "explanation": "not measured"}, 1)
+    history.close(3)
+    _, entries = timeline(location, "a.example")
+    assert change.as_json() == {"change": "changed", "previous_verdict": "clean", "previous_at": entries[0].at,
+                                "previous_family": "ipv4"}
+    assert [(e.state, e.family, e.address) for e in entries] == [("clean", "ipv4", "198.51.100.80"),
+                                                                  ("middlebox-reset", "ipv6", "2001:db8::80")]
+    rows = {row["target"]: row for row in targets(location)}
+    assert rows["http://a.example/"]["family"] == "ipv6" and rows["http://u.example/"]["family"] is None
+    assert History(location, "office").previous["http://a.example/"][2] == "ipv6"
+
+
+def test_a_version_2_history_gets_each_rows_family_from_its_address(location, monkeypatch):
+    """Migration 3 on a database of the previous release (migrations 1 and 2, rows written as that
+    release wrote them): rows keep everything, and each gets the family of its address."""
+    import probe.history as history_module
+
+    monkeypatch.setattr(history_module, "MIGRATIONS", history_module.MIGRATIONS[:2])
+    monkeypatch.setattr(history_module, "SCHEMA_VERSION", 2)
+    with history_module._Guarded(location, "office", "make a version 2 history") as db:
+        assert db.version() == 2
+        run_id = db.execute("INSERT INTO runs (started_at, finished_at, exit_code, vantage) VALUES (1, 2, 0, 'office')"
+                            " RETURNING id").fetchone()[0]
+        for at, (target, address) in enumerate([("http://a.example/", "198.51.100.80"),
+                                                ("http://b.example/", "2001:db8::80"), ("http://c.example/", None)]):
+            db.execute("INSERT INTO results (run_id, target, at, url, address, port, state, exit_code) VALUES "
+                       "(?, ?, ?, ?, ?, 80, ?, 0)", (run_id, target, at, target, address, "clean" if address else "error"))
+            db.execute("INSERT INTO latest (target, vantage, state, at, run_id) VALUES (?, 'office', ?, ?, ?)",
+                       (target, "clean" if address else "error", at, run_id))
+    monkeypatch.undo()
+    families = {row["target"]: row["family"] for row in targets(location)}  # reading upgrades it
+    assert families == {"http://a.example/": "ipv4", "http://b.example/": "ipv6", "http://c.example/": None}
+    assert History(location, "office").previous["http://b.example/"][2] == "ipv6"
+    assert [e.state for e in timeline(location, "a.example")[1]] == ["clean"]

@@ -273,3 +273,23 @@ def test_a_dead_server_or_a_lost_route_draws_the_last_routers_error_at_once(take
         assert name == error and float(seconds) < 0.5, (name, seconds)
         out = lab.exec(lab.client_ns, ["ping", "-n", "-c", "1", "-W", "2", lab.server_addr], check=False).stdout
         assert f"From {lab.router_addr(lab.routers)} icmp_seq=1 {words}" in out, out
+
+
+@pytest.mark.root
+@needs_root
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_fresh_lab_answers_its_first_packet_without_waiting_for_a_second_solicitation(family):
+    """The lab is handed over only with every link up (see netns/lab.py): the first packet of
+    a fresh lab crosses every hop on each neighbour's first solicitation, so its round trip is
+    far under the one second Linux waits before soliciting again (retrans_time). Without the
+    wait, r1's `up` link (index 2, as its peer's) dropped its first answers for up to a second."""
+    with Lab(routers=ROUTERS, delay_ms=0.0, servers=False) as fresh:
+        for ns in fresh.namespaces:
+            links = json.loads(fresh.exec(ns, ["ip", "-j", "link", "show"]).stdout)
+            assert all(link["operstate"] == "UP" for link in links if link["ifname"] != "lo"), (ns, links)
+        target = fresh.server_addr6 if family == 6 else fresh.server_addr
+        out = fresh.exec(fresh.client_ns, ["ping", f"-{family}", "-n", "-c", "1", "-W", "3", target],
+                         check=False).stdout
+        rtt = re.search(r"time=([\d.]+) ms", out)
+        assert rtt, out
+        assert float(rtt.group(1)) < 500.0, out

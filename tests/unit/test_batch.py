@@ -60,6 +60,20 @@ def test_bad_lines_name_their_number(text, message):
         parse_line(text, 7)
 
 
+def test_minus_4_and_minus_6_pick_a_lines_pinned_address_of_their_family_or_refuse_the_line():
+    text = "http://a.example/ a.example:80:198.51.100.7 a.example:80:[2001:db8::7]"
+    assert parse_line(text, 1, 6).key == "http://a.example/ @2001:db8::7"
+    assert parse_line(text, 1, 4).key == "http://a.example/ @198.51.100.7"
+    assert parse_line(text, 1).key == "http://a.example/ @198.51.100.7"  # the first, as without -4/-6
+    with pytest.raises(UsageError, match=re.escape("line 3: --resolve address 198.51.100.7 is an IPv4 address, "
+                                                   "but -6 asks for IPv6")):
+        parse_line("http://a.example/ a.example:80:198.51.100.7", 3, 6)
+    with pytest.raises(UsageError, match=re.escape("line 4: the URL's address 2001:db8::7 is an IPv6 address, "
+                                                   "but -4 asks for IPv4")):
+        parse_line("http://[2001:db8::7]/", 4, 4)
+    assert parse_line("http://b.example/ a.example:80:198.51.100.7", 5, 6).family == 6  # not this host: DNS decides
+
+
 def test_worst_exit_code():
     assert worst_exit([]) == 0
     assert worst_exit([0, 0]) == 0

@@ -384,6 +384,55 @@ def test_a_new_ipv6_flow_label_the_server_keeps_is_its_own():
     assert h.flow_label(packets + [reset], len(packets), FLOW, baseline) == []
 
 
+AF21, CS1 = 0x48, 0x20  # DSCP 18 and 8 in the traffic-class byte (RFC 2597, RFC 2474)
+
+
+def marked(packets, server_tos, client_tos=0):
+    """The IPv6 exchange with the server's packets carrying `server_tos` and ours `client_tos`."""
+    return [replace(p, tos=server_tos if FLOW.toward_client(p) else client_tos) for p in packets]
+
+
+def test_an_ipv6_reset_with_another_dscp_than_the_servers_counts_one_and_never_alone():
+    packets = marked(v6(exchange()) + v6([from_server(0.2, "A", IRS + 1, END)]), AF21)
+    copycat = replace(packets[-1], t=packets[-1].t + 0.001, flags="RA", tos=0)  # copies all but the DSCP
+    baseline = build_baseline(packets + [copycat], FLOW)
+    signals = h.traffic_class(packets + [copycat], len(packets), FLOW, baseline)
+    assert [s.weight for s in signals] == [1] and not signals[0].decisive
+    assert "DSCP 0" in signals[0].sentence and "DSCP 18" in signals[0].sentence
+    assert judged(packets + [copycat])[1][-1] != "middlebox"  # weight 1 alone blames nothing
+    injected = replace(copycat, ttl=62, flow_label=0x12345)
+    with_dscp = evidence_of(packets + [injected], len(packets))
+    assert judged(packets + [injected])[1][-1] == "middlebox" and "traffic class 0x00" in with_dscp
+    assert h.traffic_class(packets + [injected], len(packets), FLOW, build_baseline(packets + [injected], FLOW))
+
+
+def test_a_path_that_re_marks_dscp_both_ways_or_changes_ecn_draws_no_traffic_class_signal():
+    """The known false positives: a path re-marking every packet (the server's all carry the new
+    mark; its bare reset reflects our segment as re-marked toward it, tcp_v6_send_reset), and ECN
+    bits that differ per packet (ECT(0) on data only, CE from a congested router)."""
+    exchange6 = v6(exchange())
+    data = v6([from_server(0.2, "PA", IRS + 1, END, payload=PAGE)])
+    remarked = marked(exchange6 + data, CS1, client_tos=CS1)
+    reflected = replace(v6([from_server(0.3, "R", IRS + 1 + len(PAGE), 0, win=0)])[0], tos=AF21)
+    cases = [remarked + [replace(remarked[-1], t=0.3, flags="FA", seq=IRS + 1 + len(PAGE), payload=b"")],
+             marked(exchange6 + data, 0, client_tos=AF21) + [reflected]]
+    ecn = marked(exchange6, 0) + [replace(data[0], tos=0x02), replace(data[0], t=0.21, tos=0x03, seq=IRS + 1 + len(PAGE),
+                                                                  payload=b"", flags="FA")]
+    cases.append(ecn)
+    for packets in cases:
+        baseline = build_baseline(packets, FLOW)
+        assert all(h.traffic_class(packets, i, FLOW, baseline) == [] for i, p in enumerate(packets)
+                   if FLOW.toward_client(p)), packets
+        analysis, origins = judged(packets)
+        assert set(origins) == {"server"}, analysis.verdict
+
+
+def test_a_dscp_the_server_keeps_after_changing_it_is_its_own():
+    packets = marked(v6(exchange()), 0) + [replace(v6([from_server(0.2, "A", IRS + 1, END)])[0], tos=AF21)]
+    abort = replace(packets[-1], t=0.25, flags="RA")
+    assert h.traffic_class(packets + [abort], len(packets), FLOW, build_baseline(packets + [abort], FLOW)) == []
+
+
 # --- a reset for a segment that found the connection closed ----------------------------------------
 
 

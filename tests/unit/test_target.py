@@ -213,7 +213,7 @@ def test_parse_url_ipv6(text, expected):
     ("http://[ff02::1]/", "ff02::1 is a multicast"),
     ("http://[ff05::2]/", "ff05::2 is a multicast"),
     ("http://[fe80::1]/", "fe80::1 is link-local: it needs a zone"),
-    ("http://[fe80::1%25eth0]/", "link-local targets with a zone are not supported yet"),
+    ("http://[fe80::1%25nosuch0]/", "this host has no interface 'nosuch0'"),
     ("http://[::ffff:192.0.2.1]/", "::ffff:192.0.2.1 is an IPv4-mapped IPv6 address: probe the IPv4 address 192.0.2.1"),
     ("http://2001:db8::1/", "an IPv6 address goes in brackets"),
     ("http://[2001:db8::1/", "an IPv6 address goes in brackets"),
@@ -287,3 +287,19 @@ def test_minus_4_and_6_together_are_refused():
     with pytest.raises(UsageError, match="-4 and -6 exclude each other"):
         checked_family(True, True)
     assert (checked_family(True, False), checked_family(False, True), checked_family(False, False)) == (4, 6, None)
+
+
+def test_a_link_local_address_with_a_zone_is_taken_and_its_zone_goes_to_the_sender():
+    """RFC 6874's %25 in a URL, RFC 4007's bare % in --resolve, a name or an index; the target's
+    address is the plain one (packets carry no zone), the sender gets the interface."""
+    import socket
+
+    from probe.wire import sockaddr
+
+    index = socket.if_nametoindex("lo")
+    for url, resolves in [("http://[fe80::1%25lo]/", []), ("http://[fe80::1%25" + str(index) + "]/", []),
+                          ("http://a.example/", [parse_resolve("a.example:80:[fe80::1%lo]")])]:
+        target = build_target(url, resolves)
+        assert (target.address, target.family) == ("fe80::1", 6)
+        assert sockaddr("fe80::1", 80) == ("fe80::1", 80, 0, index)
+    assert sockaddr("2001:db8::1", 80) == ("2001:db8::1", 80)
