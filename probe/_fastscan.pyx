@@ -603,14 +603,15 @@ def flows_of_file(str path, table, warnings, progress=None):
     over: `analyze.stream_flows(pcapfile.ip_packets(...))`, with classic little-endian pcap read
     here, in C, and anything else (big-endian, pcapng, text, a pipe) by `pcapfile.ip_packets`."""
     note = warnings.append if warnings is not None else _pf._ignore
+    # the file's type from its name, never by opening it: a pipe opened and closed here would
+    # lose what its writer sent (or leave the writer gone) before `ip_packets` opens it again
     try:
-        handle = open(path, "rb")
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+        handle = open(path, "rb") if regular else None
     except OSError:
         handle = None
-    if handle is None or not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+    if handle is None:
         # unreadable (`ip_packets` says why), or a pipe: read once, as it comes, and kept as bytes
-        if handle is not None:
-            handle.close()
         yield from _az.stream_flows(_pf.ip_packets(path, warnings, progress), table)
         return
     with handle:

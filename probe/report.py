@@ -365,7 +365,8 @@ def unmeasured_document(target, family: str, error: str) -> dict:
             "target": {"url": target.url, "host": target.host, "address": None, "port": target.port,
                        "family": family},
             "verdict": None, "direction": None, "hop": None, "rtt_ms": None, "packets": [], "error": error,
-            "explanation": f"not measured over {_family_word(family)}: {error}", "exit_code": 1}
+            "explanation": f"not measured over {_family_word(family)}: {error}", "exit_code": 1,
+            "next_step": None, "residual_blocking": None, "multipath": None}
 
 
 def _family_word(family: str | None) -> str:

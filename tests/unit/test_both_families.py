@@ -46,7 +46,8 @@ def exchange(family: str, address: str, verdict: str, direction=None, hop=None, 
             "target": {"url": URL, "host": "www.example.com", "address": address, "port": 80, "family": family},
             "verdict": verdict, "direction": direction, "hop": hop, "rtt_ms": 50.2, "packets": [],
             "explanation": "x", "exit_code": code, "http": {"status": 200, "reason": "OK", "complete": True,
-                                                              "malformed": None}}
+                                                              "malformed": None},
+            "next_step": None, "residual_blocking": None, "multipath": None}  # keys every exchange has
 
 
 def test_families_that_disagree_are_said_to_and_the_worse_verdict_leads():
