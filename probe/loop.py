@@ -60,12 +60,19 @@ class Network:
     wall: Callable[[], float] = time.time  # what captured frames are stamped with (the kernel's clock)
 
     @classmethod
-    def real(cls) -> "Network":
+    def real(cls, interface: str | None = None, source_port: int | None = None) -> "Network":
+        """This machine's network; `interface` (-i): packets leave through it and routes are
+        looked up through it; `source_port` (--source-port): every flow's port (one flow at a
+        time: check)."""
+        from functools import partial
+
         from probe.fastcraft import StructCrafter
         from probe.guard import Guard
         from probe.wire import FleetCapture, RawSender
 
-        return cls(FleetCapture, RawSender, Guard, StructCrafter, PortReservation, source_address, local_addresses)
+        return cls(FleetCapture, partial(RawSender, interface=interface), Guard, StructCrafter,
+                   partial(PortReservation, port=source_port or 0), partial(source_address, interface=interface),
+                   local_addresses)
 
 
 class Flows:

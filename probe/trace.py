@@ -355,7 +355,7 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
         say("sweeping TTL-limited SYNs and ICMP echoes to find where the TCP answer comes from ...")
         wait = options.window if options.window is not None else sweep_wait(analysis)
         sweeps = run_sweeps(measurement.flow.client, target.address, target.port, max_ttl=options.max_ttl,
-                            wait=wait, on_progress=say)
+                            wait=wait, on_progress=say, network=network)
         return by_sweeps(measurement, sweeps, locate(sweeps.tcp, sweeps.echo, target.address))
     if step == "trace":
         residual, frames = None, []

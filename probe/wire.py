@@ -273,8 +273,9 @@ class RawSender:
     the crafters write them. The socket of a family opens on its first packet (an IPv4-only
     run never needs IPv6), the IPv4 one at once, so missing privileges show before anything."""
 
-    def __init__(self, families: tuple[int, ...] = (4,)):
+    def __init__(self, families: tuple[int, ...] = (4,), interface: str | None = None):
         self.socks: dict[int, socket.socket] = {}
+        self.interface = interface
         try:
             for family in families:
                 self._sock(socket.AF_INET6 if family == 6 else socket.AF_INET)
@@ -291,6 +292,8 @@ class RawSender:
             except OSError as error:  # EAFNOSUPPORT: IPv6 is disabled in this kernel
                 raise ProbeError(f"cannot open a raw IPv6 socket: {error.strerror}") from None
             self.socks[family] = sock
+            if self.interface is not None:
+                bind_to_device(sock, self.interface)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_MARK, PROBE_MARK)
             except PermissionError:
@@ -336,9 +339,23 @@ def send_or_lose(sender, packet: bytes, destination: str) -> bool:
     return True
 
 
-def source_address(destination: str, port: int) -> str:
-    """The address the kernel would use to reach `destination` (a route lookup; sends nothing)."""
+def bind_to_device(sock: socket.socket, interface: str) -> None:
+    """Make `sock` send through `interface` only (SO_BINDTODEVICE, socket(7)), as ping -I and
+    curl --interface do; an interface this host does not have is a usage error."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    except OSError as error:
+        if error.errno == errno.ENODEV:
+            raise UsageError(f"-i {interface}: this host has no such interface") from None
+        raise
+
+
+def source_address(destination: str, port: int, interface: str | None = None) -> str:
+    """The address the kernel would use to reach `destination` (a route lookup; sends nothing),
+    through `interface` when one is given."""
     with socket.socket(_family(destination), socket.SOCK_DGRAM) as udp:
+        if interface is not None:
+            bind_to_device(udp, interface)
         try:
             udp.connect(sockaddr(destination, port))
         except OSError as error:
@@ -374,11 +391,18 @@ def local_addresses() -> set[str]:
 
 
 class PortReservation:
-    """Holds a kernel-chosen ephemeral port so no other connection of this host takes it."""
+    """Holds a port so no other connection of this host takes it: a kernel-chosen ephemeral one,
+    or `port` (--source-port), refused in one line when something of this host already has it."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, port: int = 0):
         self.sock = socket.socket(_family(address), socket.SOCK_STREAM)
-        self.sock.bind(sockaddr(address, 0))
+        try:
+            self.sock.bind(sockaddr(address, port))
+        except OSError as error:
+            self.sock.close()
+            if port and error.errno == errno.EADDRINUSE:
+                raise ProbeError(f"source port {port} is already in use on this host") from None
+            raise
         self.port = self.sock.getsockname()[1]
 
     def close(self) -> None:

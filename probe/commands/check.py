@@ -44,6 +44,8 @@ def check(
     cacert: Optional[str] = common.CACERT,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="every evidence sentence of every packet"),
     color: str = common.COLOR,
+    interface: Optional[str] = common.INTERFACE,
+    source_port: Optional[int] = common.SOURCE_PORT,
 ):
     """Probe URL with a hand-made TCP handshake and request; say who answered and who reset."""
     started = time.monotonic()
@@ -56,6 +58,7 @@ def check(
     if both_families and ipv4 != ipv6:
         raise UsageError(f"--both-families and -{4 if ipv4 else 6} contradict each other: give one of them")
     locating = None if no_locate else (max_ttl, control_host)
+    where = (interface, source_port)
     outputs = _Outputs(json_output, quiet, verbose, paint, open_output(output))
     if both_families or (ipv4 and ipv6):
         from probe.target import parse_resolve, targets_by_family
@@ -63,11 +66,11 @@ def check(
         if report is not None:
             raise UsageError("--report draws one exchange: with --both-families, run check once per family (-4, -6)")
         found = targets_by_family(url, [parse_resolve(entry) for entry in resolve or []])
-        _check_both(found, options, locating, outputs, pcap, started)
+        _check_both(found, options, locating, outputs, pcap, started, where)
     target = common.target_from(url, resolve, ipv4, ipv6)
     pcap_handle = open_output(pcap)
     report_handle = open_output(report)
-    probed = _probe(target, options, locating, quiet)
+    probed = _probe(target, options, locating, quiet, where)
     if pcap_handle is not None:
         pcap_handle.close()
         _write_frames(pcap, probed.frames)
@@ -130,13 +133,16 @@ class _Probed:
             raise self.interrupt  # Ctrl-C during the trace: exit 130 after reporting what was found
 
 
-def _probe(target, options, locating, quiet: bool = False) -> _Probed:
-    """The exchange, its judgement and, unless `locating` is None, the search for the box."""
+def _probe(target, options, locating, quiet: bool = False, where: tuple = (None, None)) -> _Probed:
+    """The exchange, its judgement and, unless `locating` is None, the search for the box;
+    `where`: (-i, --source-port); the search's own connections take ephemeral ports."""
     from probe.engine import analyze_flow
     from probe.live import run_check
     from probe.report import application_sections, check_document
 
-    measurement = run_check(target, options, on_start=None if quiet else common.announce(target))
+    interface, source_port = where
+    measurement = run_check(target, options, on_start=None if quiet else common.announce(target),
+                            network=common.network(interface, source_port))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     extra, frames, found = {}, list(measurement.frames), None
     if locating is not None:
@@ -146,7 +152,7 @@ def _probe(target, options, locating, quiet: bool = False) -> _Probed:
         found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
                                                                      control_host=control_host, tls=options.tls,
                                                                      residual_time=options.max_time),
-                         on_progress=common.chatter(quiet))
+                         on_progress=common.chatter(quiet), network=common.network(interface))
         if found is not None:
             analysis, extra, frames = found.analysis, found.extra, frames + found.frames
     document = check_document(target.as_json(), measurement.packets, measurement.flow, analysis,
@@ -161,7 +167,8 @@ def _write_frames(path: str, frames) -> None:
     write_pcap(path, sorted(frames, key=lambda frame: frame.t))
 
 
-def _check_both(found, options, locating, outputs: "_Outputs", pcap: str | None, started: float):
+def _check_both(found, options, locating, outputs: "_Outputs", pcap: str | None, started: float,
+                where: tuple = (None, None)):
     """`--both-families`: the same check over IPv4, then over IPv6; one document (or report) that
     holds both and says where they differ. A family without an address, or that this host cannot
     reach (no route), is reported as not measured, and the other is still probed."""
@@ -176,7 +183,7 @@ def _check_both(found, options, locating, outputs: "_Outputs", pcap: str | None,
             probed.append(_unmeasured(url_of(found), family, target))
             continue
         try:
-            probed.append(_probe(target, options, locating, outputs.quiet))
+            probed.append(_probe(target, options, locating, outputs.quiet, where))
         except UsageError:
             raise
         except ProbeError as error:  # no route over this family here: a result, not the end

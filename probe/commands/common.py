@@ -90,6 +90,10 @@ RETRIES = typer.Option(3, "--retries", help="retransmissions of the request (at 
 SYN_RETRIES = typer.Option(2, "--syn-retries", help="retransmissions of the SYN")
 TTL = typer.Option(64, "--ttl", help="IP TTL (IPv6 hop limit) of the probe's packets")
 MAX_TTL = typer.Option(16, "--max-ttl", help="highest TTL the sweeps try")
+INTERFACE = typer.Option(None, "--interface", "-i", metavar="IFACE",
+                         help="send through IFACE only (as ping -I and curl --interface do)")
+SOURCE_PORT = typer.Option(None, "--source-port", min=1, max=65535, metavar="PORT",
+                           help="the exchange's source port, instead of an ephemeral one")
 IPV4 = typer.Option(False, "--ipv4", "-4", help="resolve names to IPv4 addresses only (curl's -4)")
 IPV6 = typer.Option(False, "--ipv6", "-6", help="resolve names to IPv6 addresses only (curl's -6)")
 SNI = typer.Option(None, "--sni", metavar="NAME",
@@ -193,3 +197,10 @@ def check_max_ttl(max_ttl: int) -> None:
 def check_control_host(host: str) -> None:
     if not host or any(c.isspace() or c in "/:@" for c in host) or len(host) > 253:
         raise UsageError(f"--control-host {host!r} is not a host name")
+
+
+def network(interface: str | None = None, source_port: int | None = None):
+    """The machine's network as -i and --source-port ask (`probe.loop.Network`)."""
+    from probe.loop import Network
+
+    return Network.real(interface, source_port)

@@ -36,6 +36,7 @@ def trace(
     sni: Optional[str] = common.SNI,
     cacert: Optional[str] = common.CACERT,
     color: str = common.COLOR,
+    interface: Optional[str] = common.INTERFACE,
 ):
     """Send the request with growing TTL beside a control request; report the hop where the
     interference first shows."""
@@ -62,7 +63,8 @@ def trace(
                               hop_json, hop_line, hops_table, summary_lines, verdict_line, write_pcap)
     from probe.trace import TraceOptions, localize
 
-    measurement = run_check(target, CheckOptions(request=request, tls=tls), on_start=None if quiet else common.announce(target))
+    measurement = run_check(target, CheckOptions(request=request, tls=tls),
+                            on_start=None if quiet else common.announce(target), network=common.network(interface))
     analysis = analyze_flow(measurement.packets, measurement.flow)
     if not quiet:
         say(f"the exchange at full TTL, before locating: {analysis.verdict}")
@@ -77,7 +79,7 @@ def trace(
         print(hop_line(hop_json(row), paint), flush=True)
 
     found = localize(target, measurement, analysis, options, always=True, on_progress=common.chatter(quiet),
-                     on_hop=None if json_output or quiet else print_hop)
+                     on_hop=None if json_output or quiet else print_hop, network=common.network(interface))
     extra, frames = {}, list(measurement.frames)
     if found is not None:
         analysis, extra, frames = found.analysis, found.extra, frames + found.frames

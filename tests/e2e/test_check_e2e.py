@@ -197,3 +197,16 @@ def test_no_half_open_connection_is_left_on_the_server(lab, clean_run):
     wait_for(lambda: set(states()) <= SETTLED_STATES, CLOSE_TIMEOUT,
              f"the server's socket toward port {client['port']} is in TIME-WAIT or gone "
              f"(now: {states()})")
+
+
+def test_source_port_and_interface_are_the_exchanges(lab):
+    """--source-port: every packet of ours leaves from that port; -i: through that interface
+    (the lab client's only one, c0), and an interface this host lacks is one line, exit 2."""
+    run = run_probe(lab, probe_args(lab.server_addr, HTTP_PORT, "/", "--source-port", "47123", "-i", "c0",
+                                    "--no-locate"))
+    assert run.returncode == CLEAN_EXIT, run.stderr
+    document = run.document
+    assert document["verdict"] == "clean"
+    assert {p["sport"] for p in sent(document)} == {47123}
+    missing = run_probe(lab, probe_args(lab.server_addr, HTTP_PORT, "/", "-i", "nosuch0", "--no-locate"))
+    assert missing.returncode == 2 and missing.stderr.strip() == "probe: -i nosuch0: this host has no such interface"
