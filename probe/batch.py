@@ -152,7 +152,8 @@ class Locator:
 
     def run_traces(self) -> Iterator["Judged"]:
         """After the exchanges: one trace per key, applied to each of its exchanges."""
-        from probe.trace import TraceOptions, by_trace, run_trace, server_ttl_of, trigger_words
+        from probe.engine.trace import server_ttl_of
+        from probe.trace import TraceOptions, by_trace, run_trace, trigger_words
 
         options = TraceOptions(request=self.request, max_ttl=self.max_ttl, control_host=self.control_host,
                                **({"tls": self.tls} if self.tls is not None else {}))
@@ -160,7 +161,8 @@ class Locator:
             _key, waiting = self.traces.popitem()
             first_line, first, first_analysis = waiting[0]
             try:
-                traced = run_trace(first.target, options, first_analysis.rtt_ms / 1000, server_ttl_of(first))
+                traced = run_trace(first.target, options, first_analysis.rtt_ms / 1000,
+                                   server_ttl_of(first.packets, first.flow))
             except ProbeError as error:
                 for line, measurement, analysis in waiting:
                     yield _finish(line, measurement, analysis, {"locate_error": str(error)})
@@ -222,7 +224,7 @@ def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending 
     sweeps or the trace (`Locator`), and the same document. Returns the Judged; a Pending
     while a sweep runs; None when the flow waits for a trace (`Locator.run_traces`)."""
     from probe.engine import analyze_flow
-    from probe.trace import locating_step, sweep_wait
+    from probe.engine.trace import locating_step, sweep_wait
 
     analysis = analyze_flow(measurement.packets, measurement.flow)
     step = None if locator is None else locating_step(analysis)

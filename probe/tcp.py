@@ -44,8 +44,8 @@ import enum
 from dataclasses import dataclass, field
 
 from probe.record import PacketRecord, is_icmp_error, is_packet_too_big, is_time_exceeded, is_unreachable
+from probe.seq import MOD32, seq_add, seq_diff  # noqa: F401 (MOD32 for this module's readers)
 
-MOD32 = 1 << 32
 ICMP_PARAMETER_PROBLEM = 12
 ICMP_UNREACHABLE_CODES = 16  # codes 0-15 (RFC 792, 1122, 1812); Linux ignores the others
 RTO_MIN = 0.2
@@ -53,15 +53,6 @@ RTO_MAX = 60.0
 RECEIVE_WINDOW = 64240
 WINDOW_SCALE = 7
 
-
-def seq_add(a: int, b: int) -> int:
-    return (a + b) % MOD32
-
-
-def seq_diff(a: int, b: int) -> int:
-    """a - b in sequence space, as a signed number."""
-    d = (a - b) % MOD32
-    return d - MOD32 if d >= MOD32 // 2 else d
 
 
 class State(enum.Enum):

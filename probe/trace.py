@@ -28,7 +28,8 @@ from probe.engine.baseline import hop_distance
 from probe.engine.multipath import Multipath, multipath_json, multipath_of, path_changed
 from probe.engine.order import Copy, decide
 from probe.engine.residual import PASSED, RESET, SILENT, ResidualFinding, ResidualWatch, residual_json, sentence
-from probe.engine.trace import Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box
+from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, locating_step,
+                                needs_trace, server_ttl_of, sweep_wait)
 from probe.errors import ProbeError
 from probe.exchange import Exchange, Plan
 from probe.http import Request
@@ -212,37 +213,6 @@ class Localization:
     interrupt: BaseException | None = None  # raise it once the partial result is reported
 
 
-def needs_trace(analysis) -> bool:
-    """Interference, or a reset nobody can vouch for: worth finding where it comes from."""
-    ambiguous_reset = any(a.origin == "unknown" for a in analysis.attributions) and analysis.verdict != "clean"
-    return analysis.verdict in ("middlebox-reset", "middlebox-response", "dropped") or ambiguous_reset
-
-
-def locating_step(analysis, always: bool = False) -> str | None:
-    """Which TTL sweep can place the box this exchange points at: "sweeps" (TTL-limited SYNs
-    beside ICMP echoes: no handshake to build on, or one answered from suspiciously near, a
-    transparent proxy), "trace" (TTL-limited copies of the request beside a control: interference
-    after the handshake), or None. `always`: `probe trace`, which locates whatever happened."""
-    from probe.engine.verdict import wants_location
-
-    if wants_location(analysis) or (always and analysis.rtt_ms is None):
-        return "sweeps"
-    if (always or needs_trace(analysis)) and analysis.rtt_ms is not None:
-        return "trace"
-    return None
-
-
-def sweep_wait(analysis) -> float:
-    """How long each TTL-limited SYN or echo is waited for: 0.5 s, or 3 round trips if longer."""
-    return max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
-
-
-def server_ttl_of(measurement) -> int | None:
-    """The TTL the handshake's SYN-ACK arrived with (the trace's yardstick for the server)."""
-    return next((p.ttl for p in measurement.packets if measurement.flow.toward_client(p)
-                 and "S" in p.flags and "A" in p.flags), None)
-
-
 def by_sweeps(measurement, sweeps, location) -> Localization:
     """The exchange judged again with the sweeps' location, and their JSON sections."""
     from probe.engine import analyze_flow
@@ -309,7 +279,8 @@ def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
     if request is None:
         return None, []
     bound = options.residual_time if options.residual_time is not None else options.max_time
-    watch = ResidualWatch(open_before=server_ttl_of(measurement) is not None, max_time_s=bound)
+    accepted = server_ttl_of(measurement.packets, measurement.flow) is not None  # the server took the handshake
+    watch = ResidualWatch(open_before=accepted, max_time_s=bound)
     if watch.next_try() is None:
         return watch.finding(), []
     network = network or Network.real()
@@ -368,8 +339,8 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
                 # every copy would meet the block, not the box: nothing to trace
                 return Localization(analysis, {"residual_blocking": residual_json(residual)}, frames)
         say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
-        traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement), on_progress=say,
-                           on_hop=on_hop, network=network)
+        traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement.packets, measurement.flow),
+                           on_progress=say, on_hop=on_hop, network=network)
         found = by_trace(analysis, traced, trigger_words(target, options))
         found.extra["residual_blocking"] = residual_json(residual)
         found.frames[:0] = frames

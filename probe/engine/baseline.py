@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from probe.engine.model import Flow
 from probe.record import PacketRecord
-from probe.tcp import MOD32, seq_add, seq_diff
+from probe.seq import MOD32, seq_add, seq_diff
 
 HALF = MOD32 // 2  # seq_diff(a, b) > 0 exactly when (a - b) mod 2**32 is from 1 to HALF - 1
 

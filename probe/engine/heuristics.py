@@ -26,7 +26,7 @@ from probe.engine.baseline import (HALF, MOD32, TIMESTAMP_NOISE, Baseline, FlowT
                                    hop_distance, initial_ttl, seq_end)
 from probe.engine.model import Flow
 from probe.record import PacketRecord, is_time_exceeded
-from probe.tcp import seq_diff
+from probe.seq import seq_diff
 
 BURST_SHARE = 0.1  # resets closer together than this share of the round trip belong to one burst
 

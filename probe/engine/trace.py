@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from probe.engine.baseline import hop_distance
 from probe.engine.model import Analysis, Flow
 from probe.record import PacketRecord, is_time_exceeded
-from probe.tcp import seq_diff
+from probe.seq import seq_diff
 
 INTERFERING = ("reset", "response", "silent", "unreachable", "no-handshake")
 REACHED = ("time-exceeded", "server")
@@ -386,3 +386,36 @@ def capture_rows(trigger: dict[int, Fate], control: dict[int, Fate] | None) -> l
 def address_at(rows: list[HopRow], hop: int | None) -> str | None:
     """The router the rows saw at TTL `hop`."""
     return next((row.address for row in rows if row.ttl == hop), None)
+
+
+# --- when to locate, and how: the policy check, trace and batch share ----------------------------
+
+
+def needs_trace(analysis) -> bool:
+    """Interference, or a reset nobody can vouch for: worth finding where it comes from."""
+    ambiguous_reset = any(a.origin == "unknown" for a in analysis.attributions) and analysis.verdict != "clean"
+    return analysis.verdict in ("middlebox-reset", "middlebox-response", "dropped") or ambiguous_reset
+
+
+def locating_step(analysis, always: bool = False) -> str | None:
+    """Which TTL sweep can place the box this exchange points at: "sweeps" (TTL-limited SYNs
+    beside ICMP echoes: no handshake to build on, or one answered from suspiciously near, a
+    transparent proxy), "trace" (TTL-limited copies of the request beside a control: interference
+    after the handshake), or None. `always`: `probe trace`, which locates whatever happened."""
+    from probe.engine.verdict import wants_location  # verdict imports this module
+
+    if wants_location(analysis) or (always and analysis.rtt_ms is None):
+        return "sweeps"
+    if (always or needs_trace(analysis)) and analysis.rtt_ms is not None:
+        return "trace"
+    return None
+
+
+def sweep_wait(analysis) -> float:
+    """How long each TTL-limited SYN or echo is waited for: 0.5 s, or 3 round trips if longer."""
+    return max(0.5, 3 * (analysis.rtt_ms or 0) / 1000)
+
+
+def server_ttl_of(packets: list[PacketRecord], flow: Flow) -> int | None:
+    """The TTL the handshake's SYN-ACK arrived with (the trace's yardstick for the server)."""
+    return next((p.ttl for p in packets if flow.toward_client(p) and "S" in p.flags and "A" in p.flags), None)

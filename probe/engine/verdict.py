@@ -23,7 +23,7 @@ from probe.engine.baseline import (Baseline, FlowTables, build_baseline, first_r
 from probe.engine.locate import Location
 from probe.engine.model import Analysis, Attribution, Flow
 from probe.record import PacketRecord, is_prohibited, is_time_exceeded, is_unreachable
-from probe.tcp import seq_diff
+from probe.seq import seq_diff
 
 ICMP_UNREACHABLE_CODES = {
     0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
