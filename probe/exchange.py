@@ -96,14 +96,6 @@ class Outgoing:
     segment: Segment | None  # None: not a TCP segment of an exchange (a sweep's ICMP echo)
 
 
-@dataclass(frozen=True)
-class SentRequestMark:
-    """What identifies the request copy on the wire (a trace needs it to read ICMP quotes)."""
-
-    ip_id: int
-    ttl: int
-
-
 def closing_resets(connection: ClientConnection) -> list[Segment]:
     """Resets at every sequence number the server may expect: what it last acknowledged, all we
     sent, or nothing of the request at all when the request never arrived. A reset at the wrong
@@ -132,7 +124,7 @@ class Exchange:
         self.closing_until = 0.0
         self.closing_expected = 0  # packets recorded once every closing reset that left is in
         self.error: str | None = None
-        self.request_mark: SentRequestMark | None = None  # the first request copy, when `request_ttl` is set
+        self.request_ip_id: int | None = None  # the first request copy's IP-ID, when `request_ttl` is set
         self.reservation = None  # what holds its port: the caller's, closed by the caller
 
     @property
@@ -208,7 +200,7 @@ class Exchange:
         if self.phase is not Phase.RUNNING:
             return []
         connection, plan = self.connection, self.plan
-        if plan.until == "request" and self.request_mark is not None:
+        if plan.until == "request" and self.request_ip_id is not None:
             return self._linger(now, plan.linger if plan.linger is not None else default_linger(connection.rtt_estimate))
         if connection.done or now >= self.hard_deadline:
             if not connection.done:
@@ -251,7 +243,7 @@ class Exchange:
                     continue
                 if segment.purpose == "request":
                     ttl = self.plan.request_ttl
-                    if self.request_mark is None:
-                        self.request_mark = SentRequestMark(self.crafter.next_ip_id, ttl)
+                    if self.request_ip_id is None:
+                        self.request_ip_id = self.crafter.next_ip_id
             out.append(Outgoing(self.crafter.build(segment, ttl=ttl), self.flow.server, segment))
         return out

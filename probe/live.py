@@ -7,7 +7,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from probe.engine.model import Flow
-from probe.errors import ProbeError
 from probe.exchange import Exchange, Measurement, Plan
 from probe.http import HttpExchange, Request
 from probe.loop import Flows, Loop, Network
@@ -74,13 +73,7 @@ def run_check(target: Target, options: CheckOptions = CheckOptions(), on_start=N
         with ExitStack() as stack:
             loop = Loop.opened(network, stack, [flow.server])
             exchange = new_exchange(target, flow, options, network.crafter)
-            loop.admit([exchange])
-            if on_start is not None:
-                on_start(flow)
-            loop.start([exchange])
-            loop.run_until(lambda: exchange.done)
+            loop.drive(exchange, (lambda: on_start(flow)) if on_start is not None else None)
     finally:
         reservation.close()
-    if exchange.error is not None:
-        raise ProbeError(exchange.error)
     return exchange.measurement

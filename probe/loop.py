@@ -187,6 +187,19 @@ class Loop:
             self._send(exchange, exchange.start(now))
             self._after(exchange)
 
+    def drive(self, exchange, on_admitted: Callable[[], None] | None = None):
+        """Run one exchange to its end, alone or beside others: admitted, `on_admitted()` (check's
+        progress line, once the flow is guarded), started, waited for. A send the host refused
+        (no route, a local rule) raises ProbeError: one exchange's error is its caller's."""
+        self.admit([exchange])
+        if on_admitted is not None:
+            on_admitted()
+        self.start([exchange])
+        self.run_until(lambda: exchange.done)
+        if exchange.error is not None:
+            raise ProbeError(exchange.error)
+        return exchange
+
     def add_claimer(self, probe) -> None:
         """Start an object that recognises its own frames (`probe.claims(frame, record)`)."""
         if probe.destination not in self.watched:

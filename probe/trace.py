@@ -27,10 +27,9 @@ from dataclasses import dataclass, field, replace
 from probe.engine.baseline import hop_distance
 from probe.engine.multipath import Multipath, multipath_json, multipath_of, path_changed
 from probe.engine.order import Copy, decide
-from probe.engine.residual import PASSED, RESET, SILENT, ResidualFinding, ResidualWatch, residual_json, sentence
+from probe.engine.residual import ResidualFinding, ResidualWatch, residual_json, sentence, try_outcome
 from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, locating_step,
                                 needs_trace, server_ttl_of, sweep_wait)
-from probe.errors import ProbeError
 from probe.exchange import Exchange, Plan
 from probe.http import Request
 from probe.live import CheckOptions, TlsOptions, new_exchange
@@ -100,20 +99,17 @@ class _Tracer:
         plan = Plan(max_time=HANDSHAKE_BOUND, linger=self.window, request_ttl=ttl, until="request",
                     linger_timers=True)
         exchange = new_exchange(self.target, flow, self.check, self.loop.network.crafter, plan=plan, host=host)
-        self.loop.add([exchange])
-        self.loop.run_until(lambda: exchange.done)
-        if exchange.error is not None:  # no route, a local rule: the trace cannot go on
-            raise ProbeError(exchange.error)
+        self.loop.drive(exchange)  # a send refused (no route, a local rule) ends the trace: ProbeError
         attempt = Attempt(ttl, role, exchange)
         packets = exchange.measurement.packets
         request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)
-        if request is None and exchange.request_mark is not None:
+        if request is None and exchange.request_ip_id is not None:
             # the handshake was made but the host lost the copy before the wire (a full queue):
             # nothing was learned at this TTL, which is silence, not a failed handshake
             attempt.fate = Fate("silent")
             return attempt
-        if request is not None and exchange.request_mark is not None:
-            attempt.sent = SentRequest(ttl, request.seq, request.length, exchange.request_mark.ip_id, request.tos,
+        if request is not None and exchange.request_ip_id is not None:
+            attempt.sent = SentRequest(ttl, request.seq, request.length, exchange.request_ip_id, request.tos,
                                        request.t)
         attempt.fate = fate_of(packets, flow, attempt.sent, self.server_distance)
         return attempt
@@ -257,17 +253,6 @@ RESIDUAL_TRY_BOUND = 3.5  # seconds for one try: a SYN and its one retransmissio
 RESIDUAL_SETTINGS = Settings(syn_retries=1, data_retries=1)
 
 
-def residual_outcome(packets, flow) -> str:
-    """What a fresh try met: the server's data (passed, whatever came after it), else a reset (to
-    the SYN or to the request), else nothing (no SYN-ACK, or the request unanswered)."""
-    received = [p for p in packets if flow.toward_client(p)]
-    if any(p.length and "R" not in p.flags for p in received):
-        return PASSED
-    if any("R" in p.flags for p in received):
-        return RESET
-    return SILENT
-
-
 def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
                    network: Network | None = None) -> tuple[ResidualFinding | None, list[Frame]]:
     """After interference: are fresh connections to the same address and port, carrying the
@@ -298,13 +283,10 @@ def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
                 exchange = new_exchange(target, flow, check, network.crafter, host=options.control_host,
                                         plan=Plan(max_time=RESIDUAL_TRY_BOUND, linger=0.0))
                 started = network.clock()
-                loop.add([exchange])
-                loop.run_until(lambda: exchange.done)
+                loop.drive(exchange)
             finally:
                 reservation.close()
-            if exchange.error is not None:
-                raise ProbeError(exchange.error)
-            outcome = residual_outcome(exchange.measurement.packets, flow)
+            outcome = try_outcome(exchange.measurement.packets, flow)
             watch.record(round(started - trigger_at, 3), outcome)
             frames += exchange.measurement.frames
             if say is not None:

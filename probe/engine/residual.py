@@ -62,6 +62,17 @@ class Try:
         return self.outcome != PASSED
 
 
+def try_outcome(packets: list, flow) -> str:
+    """What a fresh try met: the server's data (passed, whatever came after it), else a reset (to
+    the SYN or to the request), else nothing (no SYN-ACK, or the request unanswered)."""
+    received = [p for p in packets if flow.toward_client(p)]
+    if any(p.length and "R" not in p.flags for p in received):
+        return PASSED
+    if any("R" in p.flags for p in received):
+        return RESET
+    return SILENT
+
+
 @dataclass(frozen=True)
 class ResidualFinding:
     seen: bool
