@@ -199,7 +199,7 @@ def two_ended(packets: int, keep: str | None, root: Path) -> int:
     """Time `probe analyze --json CLIENT SERVER` over the two ends of about `packets` packets
     (`keep`: the folder for client.pcap and server.pcap, reused if they are there)."""
     sys.path.insert(0, str(ROOT))
-    from probe.pcapfile import ip_packets
+    from probe.files.pcap import ip_packets
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="probe-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     paths = {side: folder / f"{side}.pcap" for side in ("client", "server")}

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from netns import fleet  # noqa: E402
 from netns.lab import Lab, exit_on_signals  # noqa: E402
-from probe.session import DEFAULT_CONCURRENCY  # noqa: E402
+from probe.network.admission import DEFAULT_CONCURRENCY  # noqa: E402
 
 
 def probe_argv(lab: Lab, *args: str) -> list[str]:

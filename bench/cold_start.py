@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-HEAVY = ("scapy", "dpkt", "h11", "tabulate", "pydantic", "probe.engine", "probe.fastcraft", "probe.live")
+HEAVY = ("scapy", "dpkt", "h11", "tabulate", "pydantic", "probe.engine", "probe.protocol.craft", "probe.network.single")
 
 
 def console_script() -> str | None:

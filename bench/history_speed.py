@@ -32,7 +32,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "history")]
 
 from pgcluster import running  # noqa: E402
 
-from probe.history import History  # noqa: E402
+from probe.jobs.store import History  # noqa: E402
 
 
 def document(n: int, verdict: str) -> dict:

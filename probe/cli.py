@@ -58,7 +58,7 @@ def _as_plugin(args: list[str], message: str) -> None:
     """Under `--nagios`, a run that could not even start is the plugin's UNKNOWN (exit 3, status
     line on stdout): Nagios reads exit 2 as CRITICAL, which a typo in a check's definition is not."""
     if "--nagios" in args:
-        from probe.monitor import UNKNOWN, nagios_unknown
+        from probe.render.monitor import UNKNOWN, nagios_unknown
 
         print(nagios_unknown(message), flush=True)
         say(f"probe: {message}")
@@ -72,7 +72,7 @@ def _as_document(args: list[str], message: str, code: int) -> None:
         import json
 
         from probe import __version__
-        from probe.report import SCHEMA
+        from probe.render.report import SCHEMA
 
         command = next((a for a in args if a in _COMMANDS), None)
         print(json.dumps({"schema": SCHEMA, "command": command, "version": __version__, "error": message,

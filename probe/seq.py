@@ -1,5 +1,5 @@
 """TCP sequence-number arithmetic: 32-bit numbers that wrap (RFC 9293 3.4; serial-number
-arithmetic as RFC 1982 defines it). Shared by the client's state machine (`probe.tcp`) and the
+arithmetic as RFC 1982 defines it). Shared by the client's state machine (`probe.protocol.tcp`) and the
 engine, which must not depend on the client. Pure; imports nothing of the project."""
 
 MOD32 = 1 << 32

@@ -16,7 +16,7 @@ import typer
 
 from probe.commands.common import (COLOR, OUTPUT, QUIET, REPORT, exit_code_for, open_output, paint_for, say,
                                    write_report)
-from probe.colour import PLAIN, Paint
+from probe.render.colour import PLAIN, Paint
 from probe.outcome import worst
 from probe.errors import ProbeError, UsageError
 
@@ -128,7 +128,7 @@ def analyze(
     color: str = COLOR,
 ):
     """Analyse every TCP flow of a capture (and pair it with a capture of the other end)."""
-    from probe.analyze import FlowFilter
+    from probe.files.flows import FlowFilter
 
     paint = paint_for(color)
     wanted = FlowFilter(tuple(parse_endpoint(h)[0] for h in hosts or []), tuple(parse_flow(f) for f in flows or []))
@@ -154,7 +154,7 @@ class _ReportFlows:
     MAX_ROWS = 1000
 
     def __init__(self, verbose: bool):
-        from probe.html_report import MAX_FLOWS
+        from probe.render.html import MAX_FLOWS
 
         self.verbose, self.limit = verbose, MAX_FLOWS
         self.shown: list[tuple[float, dict]] = []
@@ -212,9 +212,9 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     import json
     import sys
 
-    from probe.analyze import analyze_stream
-    from probe.analyze_report import FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row
-    from probe.report import SCHEMA, packet_table
+    from probe.files.flows import analyze_stream
+    from probe.render.flows import FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row
+    from probe.render.report import SCHEMA, packet_table
 
     spool, text_spool, table, codes = _Spool(), _Spool(), FlowsTable(_Spool()), set()
     verbose, paint = outputs.verbose, outputs.paint
@@ -254,12 +254,12 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
         if text is not None:
             text_spool.add(start, text)
 
-    from probe.analyze_trace import TraceCollector, control_fates, is_trace_probe
+    from probe.files.traced import TraceCollector, control_fates, is_trace_probe
 
     control_traces = control_fates(control) if control is not None else None
     collector = TraceCollector(render)
     with _progress_bar(path, outputs.quiet) as progress:
-        # the table and the exit code need no more of an ordinary flow than its verdict (`probe.ordinary`)
+        # the table and the exit code need no more of an ordinary flow than its verdict (`probe.files.ordinary`)
         totals = analyze_stream(path, wanted, collector.add, progress=progress,
                                 summarise=not (outputs.document or verbose or reported is not None),
                                 workers=_workers(path), prepare=prepare if reported is None else None)
@@ -335,12 +335,12 @@ def _progress_bar(path: str, quiet: bool = False):
 
 def _analyze_two(first: str, second: str, wanted, outputs: _Outputs) -> int:
     """FILE and FILE2 hold the two ends of the same traffic (either order): pair and compare. Each
-    file's judged flows wait on disk; pairs are loaded one at a time (`probe.analyze_pair`)."""
+    file's judged flows wait on disk; pairs are loaded one at a time (`probe.files.pair`)."""
     import sys
 
-    from probe.analyze_pair import compare, estimate_clock, load_pairs, pair_keys, spool_capture, with_proof
-    from probe.analyze_report import analyzed_flow_json, paired_flow_json
-    from probe.report import SCHEMA
+    from probe.files.pair import compare, estimate_clock, load_pairs, pair_keys, spool_capture, with_proof
+    from probe.render.flows import analyzed_flow_json, paired_flow_json
+    from probe.render.report import SCHEMA
 
     spooled, warnings = {}, []
     for path in (first, second):
@@ -407,7 +407,7 @@ def _analyze_two(first: str, second: str, wanted, outputs: _Outputs) -> int:
 def _pair_text(pair, client_side, server_side, verdict, direction, explanation, client_file: str,
                server_file: str, verbose: bool, paint: Paint = PLAIN) -> str:
     """One pair for people: both packet tables, what is missing at either end, the verdict."""
-    from probe.report import packet_table
+    from probe.render.report import packet_table
 
     offset = "unknown" if pair.offset is None else f"{pair.offset * 1000:+.1f} ms"
     head = (f"{client_side.flow.client}:{client_side.flow.client_port} -> {client_side.flow.server}:"
@@ -429,7 +429,7 @@ def _pair_text(pair, client_side, server_side, verdict, direction, explanation, 
 
 
 def _next_step(analysis, verdict: str | None = None, direction: str | None = None) -> str | None:
-    from probe.advice import next_step
+    from probe.render.advice import next_step
 
     return next_step(verdict or analysis.verdict, direction or analysis.direction, analysis.hop, command="analyze")
 

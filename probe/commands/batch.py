@@ -56,7 +56,7 @@ def batch(
     color: str = common.COLOR,
 ):
     """Probe every target of FILE as probe check would, many at once; one JSON line each."""
-    from probe.target import checked_family
+    from probe.network.target import checked_family
 
     family = checked_family(ipv4, ipv6)
     request = common.request_options(method, header, user_agent, data)
@@ -71,7 +71,7 @@ def batch(
     if alert_on_change and not history:
         raise UsageError("--alert-on-change needs --history FILE|URL (where the previous verdicts are)")
     if history:
-        from probe.history import check_location, check_vantage, default_vantage
+        from probe.jobs.store import check_location, check_vantage, default_vantage
 
         check_location(history)
         vantage = check_vantage(vantage if vantage is not None else default_vantage())
@@ -89,7 +89,7 @@ def batch(
     except UsageError:
         raise
     except ProbeError as error:
-        from probe.monitor import UNKNOWN, nagios_unknown
+        from probe.render.monitor import UNKNOWN, nagios_unknown
 
         print(nagios_unknown(str(error)))
         raise typer.Exit(UNKNOWN)
@@ -98,7 +98,7 @@ def batch(
 
 def _lines(file: str, family: int | None = None):
     """The target lines, each checked before anything is sent; then the same lines again."""
-    from probe.batch import read_lines
+    from probe.jobs.targets import read_lines
 
     if file == "-":
         lines = list(read_lines(sys.stdin, family))
@@ -121,8 +121,8 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
     import json
     import time
 
-    from probe.batch import Judged, Locator, Pending, Tally, error_document, judge, resolved, summary_table
-    from probe.session import Session, SessionOptions
+    from probe.jobs.targets import Judged, Locator, Pending, Tally, error_document, judge, resolved, summary_table
+    from probe.network.admission import Session, SessionOptions
 
     count, lines = _lines(file, family)
     if not count:  # nothing to probe: say so before a capture, a raw socket or a guard is opened
@@ -131,7 +131,7 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
     pcap_handle = open_output(pcap)
     if prom is not None:
         _check_writable_dir(prom)
-    from probe.history import History, HistoryError, state_of
+    from probe.jobs.store import History, HistoryError, state_of
 
     store, history_failure = None, None
     if history:
@@ -146,7 +146,7 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
     if pcap_handle is not None:
         import dpkt
 
-        from probe.report import LINKTYPE_RAW
+        from probe.render.report import LINKTYPE_RAW
 
         pcap_writer = dpkt.pcap.Writer(pcap_handle, snaplen=65535, linktype=LINKTYPE_RAW, nano=True)
     stream = out_handle if out_handle is not None else sys.stdout.buffer
@@ -167,7 +167,7 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
                 document["change"] = f"was {change.previous}"
         everything.add(document, code)
         if metrics is not None:
-            from probe.monitor import metric_of
+            from probe.render.monitor import metric_of
 
             metrics.append(metric_of(document, code))
         if pcap_writer is not None:
@@ -227,11 +227,11 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
             except HistoryError as error:
                 history_failure = str(error)
     if prom is not None:
-        from probe.monitor import write_prom
+        from probe.render.monitor import write_prom
 
         write_prom(prom, metrics, time.time(), seconds, exit_code)
     if nagios:
-        from probe.monitor import nagios_output
+        from probe.render.monitor import nagios_output
 
         text, state = nagios_output(everything, history_failure and "the history was not written")
         print(text)

@@ -61,7 +61,7 @@ def check(
     where = (interface, source_port)
     outputs = _Outputs(json_output, quiet, verbose, paint, open_output(output))
     if both_families or (ipv4 and ipv6):
-        from probe.target import parse_resolve, targets_by_family
+        from probe.network.target import parse_resolve, targets_by_family
 
         if report is not None:
             raise UsageError("--report draws one exchange: with --both-families, run check once per family (-4, -6)")
@@ -74,7 +74,7 @@ def check(
     if pcap_handle is not None:
         pcap_handle.close()
         _write_frames(pcap, probed.frames)
-    from probe.report import finish_document, verdict_line
+    from probe.render.report import finish_document, verdict_line
 
     finish_document(probed.document, started, probed.code)
     common.write_report(report_handle, probed.document)
@@ -95,7 +95,7 @@ class _Outputs:
     output_handle: object | None
 
     def emit(self, document: dict, verdict_line, tables) -> None:
-        from probe.report import dumps
+        from probe.render.report import dumps
 
         common.write_document(self.output_handle, document)
         if self.json_output:
@@ -119,8 +119,8 @@ class _Probed:
     interrupt: BaseException | None = None
 
     def table(self, verbose: bool, paint=None) -> str:
-        from probe.colour import PLAIN
-        from probe.report import packet_table, summary_lines
+        from probe.render.colour import PLAIN
+        from probe.render.report import packet_table, summary_lines
 
         if self.measurement is None:
             return f"not measured: {self.document['error']}"
@@ -137,8 +137,8 @@ def _probe(target, options, locating, quiet: bool = False, where: tuple = (None,
     """The exchange, its judgement and, unless `locating` is None, the search for the box;
     `where`: (-i, --source-port); the search's own connections take ephemeral ports."""
     from probe.engine import analyze_flow
-    from probe.live import run_check
-    from probe.report import application_sections, check_document
+    from probe.network.single import run_check
+    from probe.render.report import application_sections, check_document
 
     interface, source_port = where
     measurement = run_check(target, options, on_start=None if quiet else common.announce(target),
@@ -146,7 +146,8 @@ def _probe(target, options, locating, quiet: bool = False, where: tuple = (None,
     analysis = analyze_flow(measurement.packets, measurement.flow)
     extra, frames, found = {}, list(measurement.frames), None
     if locating is not None:
-        from probe.trace import TraceOptions, localize
+        from probe.network.tracer import TraceOptions
+        from probe.jobs.locating import localize
 
         max_ttl, control_host = locating
         found = localize(target, measurement, analysis, TraceOptions(request=options.request, max_ttl=max_ttl,
@@ -162,7 +163,7 @@ def _probe(target, options, locating, quiet: bool = False, where: tuple = (None,
 
 
 def _write_frames(path: str, frames) -> None:
-    from probe.report import write_pcap
+    from probe.render.report import write_pcap
 
     write_pcap(path, sorted(frames, key=lambda frame: frame.t))
 
@@ -174,7 +175,7 @@ def _check_both(found, options, locating, outputs: "_Outputs", pcap: str | None,
     reach (no route), is reported as not measured, and the other is still probed."""
     from probe.errors import ProbeError
     from probe.outcome import worst
-    from probe.report import both_families_document, both_families_table, finish_document
+    from probe.render.report import both_families_document, both_families_table, finish_document
 
     pcap_handle = open_output(pcap)
     probed: list[_Probed] = []
@@ -205,7 +206,7 @@ def _check_both(found, options, locating, outputs: "_Outputs", pcap: str | None,
             both_families_table(document)
 
     def verdict_lines() -> str:
-        from probe.report import verdict_line
+        from probe.render.report import verdict_line
 
         return "\n".join(verdict_line(one.document, outputs.paint) for one in probed if one.measurement is not None)
 
@@ -220,8 +221,8 @@ def url_of(found) -> str:
 
 
 def _unmeasured(target, family: int, error: str) -> _Probed:
-    from probe.report import unmeasured_document
-    from probe.target import FAMILY_NAMES
+    from probe.render.report import unmeasured_document
+    from probe.network.target import FAMILY_NAMES
 
     say(f"probe: not probed over IPv{family}: {error}")
     return _Probed(unmeasured_document(target, FAMILY_NAMES[family], error), 1, [])

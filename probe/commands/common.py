@@ -31,7 +31,7 @@ def write_report(handle, document: dict) -> None:
     """The `--report` page of a finished document, into the file `open_output` opened."""
     if handle is None:
         return
-    from probe.html_report import render
+    from probe.render.html import render
 
     with handle:
         handle.write(render(document).encode("utf-8"))
@@ -39,7 +39,7 @@ def write_report(handle, document: dict) -> None:
 
 def paint_for(mode: str, stream=None):
     """The `Paint` of `--color` for what goes to `stream` (standard output by default)."""
-    from probe.colour import paint_for as decide
+    from probe.render.colour import paint_for as decide
 
     return decide(mode, stream if stream is not None else sys.stdout)
 
@@ -48,7 +48,7 @@ def write_document(handle, document: dict) -> None:
     """The `-o FILE` document, into the file `open_output` opened."""
     if handle is None:
         return
-    from probe.report import dumps
+    from probe.render.report import dumps
 
     with handle:
         handle.write((dumps(document) + "\n").encode("utf-8"))
@@ -108,7 +108,7 @@ CONTROL_HOST = typer.Option("example.com", "--control-host", metavar="HOST",
 
 def target_from(url: str, resolve: list[str] | None, ipv4: bool, ipv6: bool):
     """The `Target` of a probing command's URL, --resolve entries and -4/-6."""
-    from probe.target import build_target, checked_family, parse_resolve
+    from probe.network.target import build_target, checked_family, parse_resolve
 
     family = checked_family(ipv4, ipv6)
     return build_target(url, [parse_resolve(entry) for entry in resolve or []], family)
@@ -116,7 +116,7 @@ def target_from(url: str, resolve: list[str] | None, ipv4: bool, ipv6: bool):
 
 def announce(target):
     """The `on_start` of an exchange: one line on stderr naming the address, its family and our end."""
-    from probe.target import url_host
+    from probe.network.target import url_host
 
     def on_start(flow) -> None:
         say(f"probing {target.url} at {url_host(target.address)}:{target.port} (IPv{target.family}) "
@@ -126,9 +126,9 @@ def announce(target):
 
 def request_options(method: str | None, headers: list[str] | None = None, user_agent: str | None = None,
                     data: str | None = None):
-    """`-X`, `-H`, `-A` and `--data`, checked, as `probe.http.Request`. Methods are written in
+    """`-X`, `-H`, `-A` and `--data`, checked, as `probe.protocol.http.Request`. Methods are written in
     capitals (`-X get` sends GET), as the first round did; any RFC 9110 token is taken."""
-    from probe.http import Request
+    from probe.protocol.http import Request
 
     method = (method if method is not None else "POST" if data is not None else "HEAD").upper()
     if not method or not set(method) <= TOKEN:
@@ -153,7 +153,7 @@ def request_options(method: str | None, headers: list[str] | None = None, user_a
 
 def tls_options(sni: str | None, cacert: str | None):
     """`--sni` and `--cacert`, checked, as `TlsOptions`."""
-    from probe.live import TlsOptions
+    from probe.network.single import TlsOptions
 
     if sni and (len(sni) > 253 or any(c.isspace() or c in "/:@" for c in sni) or not sni.isascii()):
         raise UsageError(f"--sni {sni!r} is not a host name")
@@ -181,8 +181,8 @@ def exchange_options(request, linger: float | None, max_time: float, retries: in
         raise UsageError("--max-time must be more than 0 and at most 600 seconds")
     if linger is not None and not 0 <= linger <= 60:  # (a NaN is refused too)
         raise UsageError("--linger must be from 0 to 60 seconds")
-    from probe.live import CheckOptions
-    from probe.tcp import Settings
+    from probe.network.single import CheckOptions
+    from probe.protocol.tcp import Settings
 
     return CheckOptions(request=request, linger=linger, max_time=max_time,
                         settings=Settings(data_retries=retries, syn_retries=syn_retries), ttl=ttl,
@@ -200,7 +200,7 @@ def check_control_host(host: str) -> None:
 
 
 def network(interface: str | None = None, source_port: int | None = None):
-    """The machine's network as -i and --source-port ask (`probe.loop.Network`)."""
-    from probe.loop import Network
+    """The machine's network as -i and --source-port ask (`probe.network.loop.Network`)."""
+    from probe.network.loop import Network
 
     return Network.real(interface, source_port)

@@ -29,7 +29,7 @@ def history(
     from tabulate import tabulate
 
     from probe.errors import UsageError
-    from probe.history import differing, redact, targets, timeline
+    from probe.jobs.store import differing, redact, targets, timeline
 
     vantages = tuple(vantages or ())
     if differ and target is not None:

@@ -58,10 +58,11 @@ def trace(
     output_handle = open_output(output)
 
     from probe.engine import analyze_flow
-    from probe.live import CheckOptions, run_check
-    from probe.report import (HOPS_HEADER, application_sections, check_document, dumps, finish_document,
-                              hop_json, hop_line, hops_table, summary_lines, verdict_line, write_pcap)
-    from probe.trace import TraceOptions, localize
+    from probe.network.single import CheckOptions, run_check
+    from probe.render.report import (HOPS_HEADER, application_sections, check_document, dumps, finish_document,
+                                     hop_json, hop_line, hops_table, summary_lines, verdict_line, write_pcap)
+    from probe.network.tracer import TraceOptions
+    from probe.jobs.locating import localize
 
     measurement = run_check(target, CheckOptions(request=request, tls=tls),
                             on_start=None if quiet else common.announce(target), network=common.network(interface))

@@ -11,8 +11,8 @@ def write_text_capture(path: str, out: str) -> None:
     text mixed them (-x and -xx rows), every frame is written from its IP header on (raw IP)."""
     from scapy.utils import RawPcapWriter
 
-    from probe import textcap
-    from probe.pcapfile import LINK_RAW, ip_payload
+    from probe.files import text as textcap
+    from probe.files.pcap import LINK_RAW, ip_payload
 
     if not textcap.is_text_file(path):
         raise UsageError(f"--write-pcap converts a text capture, and {path} is not text (a pcap or pcapng file is "

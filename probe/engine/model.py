@@ -58,5 +58,5 @@ class Analysis:
     rtt_ms: float | None
     attributions: tuple[Attribution, ...]
     explanation: str
-    hop_basis: str | None = None  # how `hop` was found: "ttl", "icmp", "trace"
+    hop_basis: str | None = None  # how `hop` was found: "icmp", "ttl-sweep" or "trace"
     notes: tuple[str, ...] = field(default=())

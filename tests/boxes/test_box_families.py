@@ -7,8 +7,8 @@ import pytest
 from scapy.layers.inet6 import IPv6
 
 from netns.boxes import _common, _packets
-from probe.fastcraft import StructCrafter
-from probe.tcp import Segment
+from probe.protocol.craft import StructCrafter
+from probe.protocol.tcp import Segment
 
 
 @pytest.mark.parametrize("spec, tools", [

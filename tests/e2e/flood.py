@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))  # the repository
-from probe.fastcraft import _checksum as checksum  # noqa: E402 (the Internet checksum, RFC 1071)
+from probe.protocol.craft import _checksum as checksum  # noqa: E402 (the Internet checksum, RFC 1071)
 
 ETH_P_IP = 0x0800
 SAFE_PORTS = list(range(1, 1024)) + list(range(61001, 65536))  # outside 32768-60999, Linux's default range

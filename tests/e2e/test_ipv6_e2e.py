@@ -134,7 +134,7 @@ def test_batch_takes_ipv6_targets_beside_ipv4_ones(lab, tmp_path):
 def test_a_reused_port_meets_the_servers_time_wait_and_opens_a_new_connection(lab, box, via_synproxy):
     """The client's port range is one port, so every run reuses the four-tuple of the one before
     while the server holds it in TIME-WAIT (nginx closes first under Connection: close). Our
-    ISN and timestamps go forward per four-tuple as Linux's do (probe/wire.py), so the server,
+    ISN and timestamps go forward per four-tuple as Linux's do (probe/network/wire.py), so the server,
     or the SYN proxy that replays them for us, opens a new connection every time; with a random
     ISN and timestamp base about every other run drew the old connection's ACK (trap 13 over
     IPv6 lost one run in 100 to it)."""

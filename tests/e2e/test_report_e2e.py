@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from e2ekit import run_probe
-from probe.report import verdict_line
+from probe.render.report import verdict_line
 from tests.report.browser import CHROMIUM, WHY_ABSENT
 from tests.report.test_report_browser import _elements
 

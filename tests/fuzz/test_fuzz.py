@@ -19,7 +19,7 @@ SECONDS = int(os.environ.get("PROBE_FUZZ_SECONDS", "20"))
 
 
 def test_the_seed_corpus_stands_for_the_golden_captures(tmp_path):
-    from probe.pcapfile import ip_packets
+    from probe.files.pcap import ip_packets
 
     assert fuzz_engine.seed_corpus(tmp_path) >= 14
     capture = next((Path(__file__).parent.parent / "golden" / "captures").glob("06-*.pcap"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from probe.engine import Flow, analyze_flow
-from probe.pcapfile import read_records, split_flows
 from probe.record import PacketRecord
+from tests.golden.own_flow import own_flow
 
 HERE = Path(__file__).parent
 CAPTURES = sorted((HERE / "captures").glob("*.pcap"))
@@ -22,8 +22,7 @@ RECORDS = sorted((HERE / "records").glob("*.json"))
 @pytest.mark.parametrize("capture", CAPTURES, ids=[c.stem for c in CAPTURES])
 def test_capture_gives_the_recorded_verdict(capture):
     expected = json.loads(capture.with_suffix(".json").read_text())
-    (flow, packets), *_sweeps = split_flows(list(read_records(str(capture))))  # the probe's own flow first
-    analysis = analyze_flow(packets, flow)
+    analysis = own_flow(capture).analysis
     assert (analysis.verdict, analysis.direction) == (expected["verdict"], expected["direction"])
     assert [a.origin for a in analysis.attributions] == expected["origins"]
     if not expected.get("known_gap"):

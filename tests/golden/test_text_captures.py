@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from probe import textcap
-from probe.analyze import analyze_file
-from probe.pcapfile import ip_packets
+from probe.files import text as textcap
+from probe.files.flows import analyze_file
+from probe.files.pcap import ip_packets
 
 HERE = Path(__file__).parent
 CAPTURES = sorted((HERE / "captures").glob("*.pcap"))
@@ -140,7 +140,7 @@ def test_text_analyses_as_the_capture(capture, link, flags, shape, tmp_path):
 
 
 def textcap_ip(frame) -> bytes:
-    from probe.pcapfile import ip_payload
+    from probe.files.pcap import ip_payload
 
     return ip_payload(frame.linktype, frame.data)
 

@@ -12,7 +12,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(os.path.dirname(HERE)), os.path.dirname(HERE)]
 
-from probe import loop  # noqa: E402
+from probe.network import loop  # noqa: E402
 from unit.fakenet import FakeNet, FakePort  # noqa: E402
 
 dead = {address for address in os.environ.get("FAKEBATCH_DEAD", "").split(",") if address}

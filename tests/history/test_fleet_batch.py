@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from probe.history import SCHEMA_VERSION
+from probe.jobs.store import SCHEMA_VERSION
 from pgcluster import PASSWORD, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))

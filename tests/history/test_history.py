@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from probe.history import SCHEMA_VERSION, History, HistoryError, differing, redact, targets, timeline
+from probe.jobs.store import SCHEMA_VERSION, History, HistoryError, differing, redact, targets, timeline
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -226,7 +226,7 @@ def test_each_result_keeps_its_family_and_a_change_says_the_previous_one(locatio
 def test_a_version_2_history_gets_each_rows_family_from_its_address(location, monkeypatch):
     """Migration 3 on a database of the previous release (migrations 1 and 2, rows written as that
     release wrote them): rows keep everything, and each gets the family of its address."""
-    import probe.history as history_module
+    import probe.jobs.store as history_module
 
     monkeypatch.setattr(history_module, "MIGRATIONS", history_module.MIGRATIONS[:2])
     monkeypatch.setattr(history_module, "SCHEMA_VERSION", 2)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, assume, settings, strategies as st
 from probe.engine import Flow
 from probe.engine.baseline import TIMESTAMP_NOISE, seq_end
 from probe.record import PacketRecord, Quoted, flag_letters
-from probe.tcp import seq_add, seq_diff
+from probe.protocol.tcp import seq_add, seq_diff
 
 CLIENT, CLIENT_PORT = "192.0.2.10", 40000
 SERVER, SERVER_PORT = "198.51.100.80", 80

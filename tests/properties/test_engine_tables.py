@@ -21,7 +21,7 @@ from probe.engine.baseline import (_farther_responder, build_baseline, causes, c
 from probe.engine.heuristics import Signal
 from probe.engine.model import Attribution
 from probe.engine.verdict import reset_in_our_name
-from probe.tcp import MOD32, seq_add, seq_diff
+from probe.protocol.tcp import MOD32, seq_add, seq_diff
 
 from .exchanges import (
     CLIENT,

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from probe.engine import analyze_flow
-from probe.pcapfile import read_records, split_flows
+from probe.files.pcap import read_records
+from tests.golden.own_flow import own_flow
 
 from .exchanges import other_flow_packets, property_settings, table
 
@@ -30,9 +31,8 @@ PER_CAPTURE = property_settings(25)
 def load(capture: Path):
     """The capture's records and its first flow: the probe's exchange (a capture recorded since `check`
     locates boxes by itself also holds the trace's connections, after it)."""
-    records = list(read_records(str(capture)))
-    flow, packets = split_flows(records)[0]
-    return records, flow, packets
+    own = own_flow(capture)
+    return list(read_records(str(capture))), own.flow, own.packets
 
 
 def outcome(analysis):

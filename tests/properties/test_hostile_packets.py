@@ -20,12 +20,14 @@ from hypothesis import given, note, strategies as st
 
 from probe.engine import analyze_flow
 from probe.engine.model import ORIGINS, VERDICTS
-from probe.http import HttpExchange, ResponseReader
-from probe.pcapfile import ip_packets, split_flows
+from probe.protocol.http import HttpExchange, ResponseReader
+from probe.files.pcap import ip_packets
 from probe.record import ICMP_ERROR_TYPES, flag_letters, parse_ip
-from probe.tcp import ClientConnection, Segment
+from probe.protocol.tcp import ClientConnection, Segment
 
 from .exchanges import property_settings, table
+from tests.golden.own_flow import own_flow
+
 from .hostile import hostile_packets, packet_of, unrelated_to
 
 CAPTURES = sorted((Path(__file__).parent.parent / "golden" / "captures").glob("*.pcap"))
@@ -39,7 +41,7 @@ def golden(capture: Path):
     """(flow, raw packets with their times) of the probe's own flow in a lab capture."""
     raw = list(ip_packets(str(capture)))
     records = [parse_ip(data, t) for t, data in raw]
-    flow, _ = split_flows([r for r in records if r is not None])[0]
+    flow = own_flow(capture).flow
     ours = [(t, data) for (t, data), record in zip(raw, records) if record is not None and flow.belongs(record)]
     return flow, ours
 

@@ -1,4 +1,4 @@
-"""Text captures are untrusted text: properties of `probe.textcap.parse` (issue 20).
+"""Text captures are untrusted text: properties of `probe.files.text.parse` (issue 20).
 
 1. Prose never makes a packet, however hex-looking its words ("face", "added", "0x4500",
    "0x0000: beef", times, addresses), and no text makes the parser raise.
@@ -26,7 +26,7 @@ import dpkt
 import pytest
 from hypothesis import example, given, note, strategies as st
 
-from probe import textcap
+from probe.files import text as textcap
 
 from .exchanges import property_settings
 

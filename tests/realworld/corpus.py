@@ -23,8 +23,8 @@ def truth() -> dict:
 
 @dataclass
 class Judged:
-    flows: list  # probe.analyze.FlowResult
-    traces: list  # probe.analyze_trace.CaptureTrace
+    flows: list  # probe.files.flows.FlowResult
+    traces: list  # probe.files.traced.CaptureTrace
     warnings: list
 
 
@@ -40,8 +40,8 @@ def control_of(name: str) -> str | None:
 
 
 def judge_file(name: str, with_control: bool = True) -> Judged:
-    from probe.analyze import analyze_stream
-    from probe.analyze_trace import TraceCollector, control_fates
+    from probe.files.flows import analyze_stream
+    from probe.files.traced import TraceCollector, control_fates
 
     flows = []
     collector = TraceCollector(flows.append)

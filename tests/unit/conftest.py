@@ -59,6 +59,6 @@ def icmp_error(t: float, icmp_type: int, icmp_code: int, quoting: PacketRecord, 
 
 
 def segment_to_record(segment, t: float) -> PacketRecord:
-    """What the capture would record for a `probe.tcp.Segment` we sent."""
+    """What the capture would record for a `probe.protocol.tcp.Segment` we sent."""
     return from_client(t, segment.flags, segment.seq, segment.ack, win=segment.window,
                        options=segment.options, payload=segment.payload)

@@ -1,4 +1,4 @@
-"""A fake network for the one I/O loop (probe.loop): no sockets, no nft, a fake clock.
+"""A fake network for the one I/O loop (probe.network.loop): no sockets, no nft, a fake clock.
 
 The fake server answers like the lab's: port 80 a complete HTTP exchange (SYN-ACK, the
 response with FIN, the ACK of our FIN), port 81 a RST/ACK to the SYN, port 82 nothing at
@@ -24,11 +24,11 @@ import itertools
 import socket
 import struct
 
-from probe.fastcraft import StructCrafter, _checksum
+from probe.protocol.craft import StructCrafter, _checksum
 from probe.record import parse_ip
-from probe.target import Target
-from probe.tcp import Segment
-from probe.wire import Frame
+from probe.network.target import Target
+from probe.protocol.tcp import Segment
+from probe.network.wire import Frame
 
 CLIENT = "192.0.2.10"
 RTT = 0.05
@@ -185,9 +185,9 @@ class FakeNet:
         return Capture, Sender, Guard
 
     def network(self, sender=None, client: str = CLIENT):
-        """The `probe.loop.Network` of this fake: its capture, sender (or `sender`), guard and
+        """The `probe.network.loop.Network` of this fake: its capture, sender (or `sender`), guard and
         clock, the struct crafter, fake ports, and every route leaving from `client`."""
-        from probe.loop import Network
+        from probe.network.loop import Network
 
         capture, default_sender, guard = self.classes()
         return Network(capture, sender or default_sender, guard, StructCrafter, FakePort,

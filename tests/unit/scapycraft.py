@@ -1,4 +1,4 @@
-"""The test oracle for the struct crafter (probe.fastcraft): `Segment`s built into IPv4 or IPv6
+"""The test oracle for the struct crafter (probe.protocol.craft): `Segment`s built into IPv4 or IPv6
 packets by scapy. Nothing on the wire is built with it; tests hold the struct crafter's bytes
 to these."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 
-from probe.fastcraft import StructCrafter
-from probe.tcp import Segment
+from probe.protocol.craft import StructCrafter
+from probe.protocol.tcp import Segment
 
 
 class Crafter(StructCrafter):

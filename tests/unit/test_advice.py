@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.advice import next_step
+from probe.render.advice import next_step
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTURES = ROOT / "tests" / "golden" / "captures"

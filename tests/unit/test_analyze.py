@@ -14,9 +14,9 @@ import dpkt
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from probe import analyze as az
+from probe.files import flows as az
 from probe.errors import ProbeError
-from probe.pcapfile import ip_packets, ip_payload, read_records
+from probe.files.pcap import ip_packets, ip_payload, read_records
 from probe.record import parse_ip
 
 from .conftest import CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, from_client, from_server

@@ -15,7 +15,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from probe import analyze as az
+from probe.files import flows as az
 
 from .conftest import CLIENT, SERVER
 from .test_analyze import handshake_flow, raw

@@ -14,7 +14,7 @@ from dataclasses import replace
 import dpkt
 import pytest
 
-from probe import analyze as az
+from probe.files import flows as az
 
 from .conftest import from_client, from_server
 from .test_analyze import handshake_flow, raw

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.analyze import analyze_file
+from probe.files.flows import analyze_file
 
 HERE = Path(__file__).resolve().parent.parent / "golden" / "two-ended"
 SCENARIOS = sorted(p.name[:-len(".live.json")] for p in HERE.glob("*.live.json"))

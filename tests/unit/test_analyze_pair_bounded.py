@@ -16,18 +16,18 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from probe.analyze import FlowFilter, analyze_file
-from probe.analyze_pair import (FlowKey, Pair, _first_data, _isns, _timelines, compare, pair_keys,
-                                spool_capture, with_proof)
-from probe.analyze_report import analyzed_flow_json, paired_flow_json
-from probe.advice import next_step
-from probe.colour import PLAIN
+from probe.files.flows import FlowFilter, analyze_file
+from probe.files.pair import (FlowKey, Pair, _first_data, _isns, _timelines, compare, pair_keys,
+                              spool_capture, with_proof)
+from probe.render.flows import analyzed_flow_json, paired_flow_json
+from probe.render.advice import next_step
+from probe.render.colour import PLAIN
 from probe.commands.analyze import _Outputs, _analyze_two
 from probe.outcome import worst as worst_exit_code
 from probe.commands.common import exit_code_for
 from probe.errors import ProbeError
-from probe.pcapfile import ip_packets
-from probe.report import SCHEMA, packet_table
+from probe.files.pcap import ip_packets
+from probe.render.report import SCHEMA, packet_table
 
 HERE = Path(__file__).resolve().parent.parent / "golden" / "two-ended"
 SCENARIOS = sorted(p.name[:-len(".live.json")] for p in HERE.glob("*.live.json"))

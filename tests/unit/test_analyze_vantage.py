@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from probe import analyze as az
+from probe.files import flows as az
 
 from .conftest import CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, from_client, from_server
 

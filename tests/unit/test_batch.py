@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from probe.batch import Line, Tally, parse_line, read_lines
+from probe.jobs.targets import Line, Tally, parse_line, read_lines
 from probe.outcome import worst as worst_exit
 from probe.errors import UsageError
-from probe.history import History, targets, timeline
-from probe.monitor import CRITICAL, OK, UNKNOWN, WARNING, metric_of, nagios_output, nagios_state, write_prom
-from probe.target import Resolve
+from probe.jobs.store import History, targets, timeline
+from probe.render.monitor import CRITICAL, OK, UNKNOWN, WARNING, metric_of, nagios_output, nagios_state, write_prom
+from probe.network.target import Resolve
 
 from .test_cli import guarded_probe
 

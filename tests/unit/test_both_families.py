@@ -10,9 +10,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from probe.errors import ProbeError, UsageError
-from probe.report import both_families_document, both_families_table, unmeasured_document
+from probe.render.report import both_families_document, both_families_table, unmeasured_document
 from probe.schema import schema_path
-from probe.target import Resolve, Target, targets_by_family
+from probe.network.target import Resolve, Target, targets_by_family
 
 V4 = Resolve("www.example.com", 80, "203.0.113.80")
 V6 = Resolve("www.example.com", 80, "2001:db8:113::80")

@@ -111,7 +111,7 @@ def test_check_help_lists_the_contract_options():
 
 
 def test_importing_the_cli_and_the_engine_does_not_import_scapy():
-    result = run_python("import sys, probe.cli, probe.engine, probe.target, probe.record, probe.tcp\n"
+    result = run_python("import sys, probe.cli, probe.engine, probe.network.target, probe.record, probe.protocol.tcp\n"
                         "assert 'scapy' not in sys.modules, sorted(m for m in sys.modules if 'scapy' in m)\n")
     assert result.returncode == 0, result.stderr
 

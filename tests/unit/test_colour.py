@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.colour import Paint
-from probe.report import EVIDENCE_INDENT, HOPS_HEADER, hops_table
+from probe.render.colour import Paint
+from probe.render.report import EVIDENCE_INDENT, HOPS_HEADER, hops_table
 
 ROOT = Path(__file__).resolve().parents[2]
 TAP = ROOT / "tests" / "golden" / "captures" / "05-tap-rst-burst.pcap"

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from .scapycraft import Crafter
-from probe.fastcraft import StructCrafter, tcp_options
+from probe.protocol.craft import StructCrafter, tcp_options
 from probe.record import parse_ip
-from probe.tcp import RECEIVE_WINDOW, Segment
+from probe.protocol.tcp import RECEIVE_WINDOW, Segment
 
 u32 = st.integers(0, 2**32 - 1)
 u16 = st.integers(0, 2**16 - 1)
@@ -92,7 +92,7 @@ def test_sweep_echo_is_scapys_echo(ttl, ident, seq, mark, v6):
     from scapy.layers.inet import ICMP, IP
     from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
-    from probe.fastcraft import echo_request
+    from probe.protocol.craft import echo_request
 
     if v6:
         slow = IPv6(src="2001:db8::10", dst="2001:db8:1::80", hlim=ttl, fl=mark) / ICMPv6EchoRequest(id=ident, seq=seq)

@@ -1,4 +1,4 @@
-"""The compiled flow table and pcap reader (`probe/_fastscan.pyx`) against the pure code it
+"""The compiled flow table and pcap reader (`probe/files/_fastscan.pyx`) against the pure code it
 mirrors (`analyze.FlowTable`, `ordinary.Ordinary`, `pcapfile.ip_packets`), and the parallel judging
 (`analyze.Judges`) against judging one flow at a time: the same flows (kept packets, counts, close,
 pre-judgement), the same totals and warnings, and the same verdicts, explanations and origins,
@@ -18,18 +18,18 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from probe import analyze as az
-from probe.pcapfile import ip_packets
+from probe.files import flows as az
+from probe.files.pcap import ip_packets
 from tests.properties.exchanges import (forged_exchanges, genuine_exchanges, property_settings, suspects,
                                         with_suspect)
 from tests.unit.test_ordinary import GOLDEN, REALWORLD, ROOT, record_bytes
 
 try:
-    from probe import _fastscan
+    from probe.files import _fastscan
 except ImportError:  # pragma: no cover - reported by test_the_extension_is_built
     _fastscan = None
 
-needs_fast = pytest.mark.skipif(_fastscan is None, reason="probe._fastscan is not built")
+needs_fast = pytest.mark.skipif(_fastscan is None, reason="probe.files._fastscan is not built")
 TWO_ENDED = sorted((ROOT / "tests" / "golden" / "two-ended").rglob("*.pcap"))
 
 
@@ -52,7 +52,7 @@ def test_pipes_read_as_they_come(tmp_path):
 
 
 def test_the_extension_is_built():
-    assert _fastscan is not None, ("probe._fastscan is not built: `pip install .` (or `python3 setup.py build_ext "
+    assert _fastscan is not None, ("probe.files._fastscan is not built: `pip install .` (or `python3 setup.py build_ext "
                                    "--inplace` in a checkout) builds it with Cython and a C compiler")
     assert az.fast_path() is _fastscan
 
@@ -231,7 +231,7 @@ def test_progress_reaches_the_files_size(tmp_path_factory, monkeypatch, pure):
     if pure:
         monkeypatch.setenv("PROBE_PURE", "1")
     elif _fastscan is None:
-        pytest.skip("probe._fastscan is not built")
+        pytest.skip("probe.files._fastscan is not built")
     path = shape(tmp_path_factory, "short", 20_000)
     seen = []
     az.analyze_stream(str(path), None, lambda result: None, progress=lambda done, size: seen.append((done, size)))

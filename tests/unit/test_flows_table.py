@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from probe.analyze_report import FlowsTable, flows_table
+from probe.render.flows import FlowsTable, flows_table
 from probe.commands.analyze import _Spool
 from tests.properties.exchanges import property_settings
 

@@ -2,8 +2,8 @@
 as Linux's do (RFC 6528, RFC 7323 7.1), so a server still holding a reused four-tuple in
 TIME-WAIT takes our SYN as a new connection (tests/e2e/test_ipv6_e2e.py reuses one port)."""
 
-from probe.tcp import seq_diff
-from probe.wire import initial_sequence, timestamp_offset
+from probe.protocol.tcp import seq_diff
+from probe.network.wire import initial_sequence, timestamp_offset
 
 
 def test_successive_isns_of_one_four_tuple_only_go_forward():

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, strategies as st
 from tabulate import tabulate
 
-from probe import layout, report
-from probe.analyze import analyze_stream
-from probe.analyze_report import FLOWS_HEADERS, flows_table, flow_row
+from probe.render import table as layout
+
+from probe.render import report
+from probe.files.flows import analyze_stream
+from probe.render.flows import FLOWS_HEADERS, flows_table, flow_row
 from probe.engine import analyze_flow
 from tests.properties.exchanges import FLOW, forged_exchanges, property_settings
 from tests.unit.test_ordinary import GOLDEN, REALWORLD, ROOT

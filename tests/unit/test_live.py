@@ -1,12 +1,12 @@
-"""`probe check` (probe.live.run_check) over the fake network of fakenet.py: the same loop
+"""`probe check` (probe.network.single.run_check) over the fake network of fakenet.py: the same loop
 batch runs, with one exchange."""
 
 from __future__ import annotations
 
 import pytest
 
-from probe import live
-from probe.live import CheckOptions
+from probe.network import single as live
+from probe.network.single import CheckOptions
 
 from .fakenet import DEAD_HOST_ERROR_AFTER, FakeNet, target
 

@@ -1,4 +1,4 @@
-"""check, trace, batch and the sweeps through the one loop (probe.loop) over the fake network of
+"""check, trace, batch and the sweeps through the one loop (probe.network.loop) over the fake network of
 fakenet.py, with send errors at every step. No root: the fake clock moves only when the loop
 waits, so a whole trace runs in milliseconds."""
 
@@ -10,13 +10,13 @@ import pytest
 
 from probe.engine import analyze_flow
 from probe.errors import ProbeError
-from probe.live import CheckOptions, run_check
-from probe.locate import run_sweeps
+from probe.network.single import CheckOptions, run_check
+from probe.network.sweeps import run_sweeps
 from probe.engine.locate import locate
 from probe.record import parse_ip
-from probe.session import Session, SessionOptions
-from probe.tcp import Settings
-from probe.trace import TraceOptions, run_trace
+from probe.network.admission import Session, SessionOptions
+from probe.protocol.tcp import Settings
+from probe.network.tracer import TraceOptions, run_trace
 
 from .fakenet import CLIENT, FailingSender, FakeNet, target
 
@@ -176,7 +176,7 @@ def checked(net: FakeNet):
 
 @pytest.mark.parametrize("duration", [5.0, 12.0])
 def test_residual_blocking_is_seen_with_its_duration(duration):
-    from probe.trace import watch_residual
+    from probe.network.tracer import watch_residual
 
     net = FakeNet(distance=4, box_at=2, box="residual", residual_for=duration)
     measurement, analysis = checked(net)
@@ -191,7 +191,7 @@ def test_residual_blocking_is_seen_with_its_duration(duration):
 
 
 def test_a_box_without_residual_blocking_lets_the_tries_pass():
-    from probe.trace import watch_residual
+    from probe.network.tracer import watch_residual
 
     net = FakeNet(distance=4, box_at=2, box="tap")
     measurement, analysis = checked(net)
@@ -202,7 +202,7 @@ def test_a_box_without_residual_blocking_lets_the_tries_pass():
 
 
 def test_the_trace_after_a_residual_block_names_the_hop():
-    from probe.trace import localize
+    from probe.jobs.locating import localize
 
     net = FakeNet(distance=4, box_at=2, box="residual", residual_for=6.0)
     measurement, analysis = checked(net)

@@ -1,4 +1,4 @@
-"""The pre-judgement (`probe.ordinary`) against the engine: a flow it summarises must be one the
+"""The pre-judgement (`probe.files.ordinary`) against the engine: a flow it summarises must be one the
 engine calls clean with every packet its sender's own, and every other flow must come out exactly as
 the engine alone judges it. Over every golden capture (the lab scenarios' recordings, both ends of
 the two-ended ones), every real capture of ../shared/realworld, and property-generated exchanges
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from probe import analyze as az
+from probe.files import flows as az
 from probe.record import TCP_FLAG_LETTERS
 from tests.properties.exchanges import (forged_exchanges, genuine_exchanges, property_settings, suspects,
                                         with_suspect)
@@ -44,7 +44,7 @@ def assert_same(engine: az.FlowResult, fast: az.FlowResult) -> None:
 
 def check_file(path: Path) -> int:
     """Both ways over one capture; the number of flows summarised."""
-    from probe.pcapfile import ip_packets
+    from probe.files.pcap import ip_packets
 
     engine, fast = judged_both_ways(lambda table: list(az.stream_flows(ip_packets(str(path)), table)))
     assert len(engine) == len(fast)

@@ -17,7 +17,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import ICMPv6TimeExceeded, IPv6, IPv6ExtHdrHopByHop
 
 from probe.errors import ProbeError
-from probe.pcapfile import ip_packets, ip_payload, read_records
+from probe.files.pcap import ip_packets, ip_payload, read_records
 from probe.record import parse_ip
 
 CLIENT6, SERVER6 = "2001:db8::10", "2001:db8:0:1::80"

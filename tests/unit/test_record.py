@@ -14,8 +14,8 @@ from scapy.layers.inet import ICMP, IP, TCP
 
 from .scapycraft import Crafter
 from probe.record import PacketRecord, flag_letters, parse_ip, parse_tcp_options
-from probe.tcp import ClientConnection, Segment
-from probe.http import HttpExchange, ResponseReader
+from probe.protocol.tcp import ClientConnection, Segment
+from probe.protocol.http import HttpExchange, ResponseReader
 
 from .conftest import CLIENT, CLIENT_PORT, ROUTER, SERVER, SERVER_PORT
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from probe.engine import analyze_flow
-from probe.pcapfile import read_records, split_flows
-from probe.report import check_document, finish_document
+from probe.render.report import check_document, finish_document
 from probe.schema import schema_path
+from tests.golden.own_flow import own_flow
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "captures"
@@ -29,10 +28,10 @@ def test_the_schema_is_itself_valid():
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=[c.stem for c in CAPTURES])
 def test_the_check_document_of_every_scenario_validates(capture):
-    (flow, packets), *_ = split_flows(list(read_records(str(capture))))
+    own = own_flow(capture)
     document = check_document({"url": "http://www.example.com/", "host": "www.example.com",
-                               "address": flow.server, "port": flow.server_port}, packets, flow,
-                              analyze_flow(packets, flow))
+                               "address": own.flow.server, "port": own.flow.server_port}, own.packets, own.flow,
+                              own.analysis)
     VALIDATOR.validate(finish_document(document, 0.0, 0))
 
 
@@ -60,8 +59,8 @@ def test_the_error_document_validates_and_is_no_exchange():
     lambda d: d.update(direction="sideways"),
 ])
 def test_a_broken_document_does_not_validate(broken):
-    (flow, packets), *_ = split_flows(list(read_records(str(GOLDEN / "06-field-report.pcap"))))
-    document = check_document({"url": "u", "host": "h", "address": flow.server, "port": 80}, packets, flow,
-                              analyze_flow(packets, flow))
+    own = own_flow(GOLDEN / "06-field-report.pcap")
+    document = check_document({"url": "u", "host": "h", "address": own.flow.server, "port": 80}, own.packets,
+                              own.flow, own.analysis)
     broken(document)
     assert not VALIDATOR.is_valid(document)

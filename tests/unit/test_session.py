@@ -1,4 +1,4 @@
-"""The batch I/O loop (probe.session) over the fake network of fakenet.py."""
+"""The batch I/O loop (probe.network.admission) over the fake network of fakenet.py."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import errno
 import pytest
 
 from probe.engine import analyze_flow
-from probe.fastcraft import StructCrafter
-from probe.live import CheckOptions
+from probe.protocol.craft import StructCrafter
+from probe.network.single import CheckOptions
 from probe.record import parse_ip
-from probe.session import Session, SessionOptions, TokenBucket
-from probe.tcp import Segment, Settings
+from probe.network.admission import Session, SessionOptions, TokenBucket
+from probe.protocol.tcp import Segment, Settings
 
 from .fakenet import CLIENT, DEAD_HOST_ERROR_AFTER, RTT, FailingSender, FakeNet, FakePort, icmp_quoting, target
 
@@ -160,7 +160,7 @@ def _attachable(program: bytes) -> bool:
     import socket
     import struct
 
-    from probe.wire import SO_ATTACH_FILTER
+    from probe.network.wire import SO_ATTACH_FILTER
 
     buf = ctypes.create_string_buffer(program)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -175,7 +175,7 @@ def _attachable(program: bytes) -> bool:
 @pytest.mark.parametrize("count, per_address", [(1, True), (200, True), (1021, True), (1022, False),
                                                 (10_000, False)])
 def test_fleet_filter_stays_within_classic_bpf(count, per_address):
-    from probe.wire import BPF_MAX_INSTRUCTIONS, _bpf_addresses, _bpf_tcp_icmp, fleet_filter
+    from probe.network.wire import BPF_MAX_INSTRUCTIONS, _bpf_addresses, _bpf_tcp_icmp, fleet_filter
 
     program = fleet_filter(_addresses(count))
     assert len(program) // 8 <= BPF_MAX_INSTRUCTIONS
@@ -210,7 +210,7 @@ def _run_bpf(program: bytes, packet: bytes, ethertype: int = 0x0800) -> int:
 
 @pytest.mark.parametrize("count", [3, 1021, 1022])
 def test_fleet_filter_takes_exactly_the_targets_and_icmp(count):
-    from probe.wire import fleet_filter
+    from probe.network.wire import fleet_filter
 
     addresses = _addresses(count)
     program = fleet_filter(addresses)
@@ -231,7 +231,7 @@ def test_fleet_filter_takes_ipv6_targets_their_icmpv6_errors_and_ipv4_beside_the
     neighbour discovery (past its budget, 127 IPv6 addresses alone, the filter takes all TCP and ICMP(v6))."""
     from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6ND_NS, ICMPv6TimeExceeded, IPv6
 
-    from probe.wire import BPF_MAX_INSTRUCTIONS, fleet_filter
+    from probe.network.wire import BPF_MAX_INSTRUCTIONS, fleet_filter
 
     v6 = [f"2001:db8:{i:x}::80" for i in range(count)]
     program = fleet_filter(v6 + ["203.0.113.80"] + _addresses(v4 - 1))

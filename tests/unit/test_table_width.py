@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from probe.engine import analyze_flow
-from probe.pcapfile import read_records, split_flows
-from probe.report import EVIDENCE_INDENT, SHORT_EVIDENCE, WIDE_TABLE, packet_table
+from probe.render.report import EVIDENCE_INDENT, SHORT_EVIDENCE, WIDE_TABLE, packet_table
+from tests.golden.own_flow import own_flow
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "captures"
 CAPTURES = sorted(GOLDEN.glob("*.pcap"))
 
 
 def judged(capture: Path):
-    (flow, packets), *_ = split_flows(list(read_records(str(capture))))
-    return packets, flow, analyze_flow(packets, flow)
+    result = own_flow(capture)
+    return result.packets, result.flow, result.analysis
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=[c.stem for c in CAPTURES])

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from probe.errors import ProbeError, UsageError
-from probe.target import Resolve, Target, build_target, parse_resolve, parse_url
+from probe.network.target import Resolve, Target, build_target, parse_resolve, parse_url
 
 
 @pytest.fixture(autouse=True)
@@ -232,7 +232,7 @@ def test_ipv6_target_carries_its_family_and_brackets_in_the_url():
 
 
 def test_the_host_header_brackets_an_ipv6_address():
-    from probe.http import build_request
+    from probe.protocol.http import build_request
 
     assert b"\r\nHost: [2001:db8::80]\r\n" in build_request("HEAD", "2001:db8::80", 80, "/")
     assert b"\r\nHost: [2001:db8::80]:8080\r\n" in build_request("HEAD", "2001:db8::80", 8080, "/")
@@ -282,7 +282,7 @@ def test_minus_4_and_6_refuse_the_other_family(url, resolves, family, message):
 
 
 def test_minus_4_and_6_together_are_refused():
-    from probe.target import checked_family
+    from probe.network.target import checked_family
 
     with pytest.raises(UsageError, match="-4 and -6 exclude each other"):
         checked_family(True, True)
@@ -294,7 +294,7 @@ def test_a_link_local_address_with_a_zone_is_taken_and_its_zone_goes_to_the_send
     address is the plain one (packets carry no zone), the sender gets the interface."""
     import socket
 
-    from probe.wire import sockaddr
+    from probe.network.wire import sockaddr
 
     index = socket.if_nametoindex("lo")
     for url, resolves in [("http://[fe80::1%25lo]/", []), ("http://[fe80::1%25" + str(index) + "]/", []),

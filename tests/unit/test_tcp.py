@@ -1,4 +1,4 @@
-"""The client's TCP state machine (probe.tcp.ClientConnection), driven by hand-made packets.
+"""The client's TCP state machine (probe.protocol.tcp.ClientConnection), driven by hand-made packets.
 
 The expectations come from the RFCs, not from running the code: RFC 9293 (sequence space,
 RST acceptance, FIN exchange, TIME-WAIT), RFC 7323 (timestamps, window scale), RFC 6298
@@ -13,9 +13,9 @@ import dataclasses
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from probe.http import HttpExchange, ResponseReader, ResponseStatus, build_request
+from probe.protocol.http import HttpExchange, ResponseReader, ResponseStatus, build_request
 from probe.record import PacketRecord
-from probe.tcp import ClientConnection, Settings
+from probe.protocol.tcp import ClientConnection, Settings
 
 from .conftest import CLIENT, CLIENT_PORT, SERVER, SERVER_PORT, from_client, from_server, icmp_error, seq
 

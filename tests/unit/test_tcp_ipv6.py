@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, ICMPv6ParamProblem, ICMPv6TimeExceeded, IPv6
 
-from probe.fastcraft import StructCrafter
-from probe.http import HttpExchange
+from probe.protocol.craft import StructCrafter
+from probe.protocol.http import HttpExchange
 from probe.record import parse_ip
-from probe.tcp import ClientConnection, Segment, ends_handshake
+from probe.protocol.tcp import ClientConnection, Segment, ends_handshake
 
 CLIENT, SERVER, ROUTER = "2001:db8::10", "2001:db8:2::80", "2001:db8::1"
 ERRORS = {"unreachable": ICMPv6DestUnreach, "too-big": ICMPv6PacketTooBig, "time-exceeded": ICMPv6TimeExceeded,
@@ -64,7 +64,7 @@ def test_an_icmpv6_error_quoting_a_sequence_number_we_did_not_send_is_ignored():
 
 def test_the_json_of_an_ipv6_packet_carries_its_flow_label():
     from probe.engine.model import Attribution, Flow
-    from probe.report import packet_json
+    from probe.render.report import packet_json
 
     _, syn = _connection()
     error = _error("unreachable", 1, syn)

@@ -1,4 +1,4 @@
-"""Text captures (probe/textcap.py): the formats, the times, the report, and the command line.
+"""Text captures (probe/files/text.py): the formats, the times, the report, and the command line.
 
 The texts are made here, at test time, by the real tools where they are installed (tcpdump,
 tshark, text2pcap, od, xxd, hexdump), from the lab's golden captures or from packets made with
@@ -18,9 +18,9 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from probe import textcap
+from probe.files import text as textcap
 from probe.errors import ProbeError
-from probe.pcapfile import ip_payload
+from probe.files.pcap import ip_payload
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "captures"
 FIELD_REPORT = GOLDEN / "06-field-report.pcap"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from probe.http import HttpExchange
-from probe.tls import TlsExchange, client_hello_sni, describe, judge_certificate, tls_records
+from probe.protocol.http import HttpExchange
+from probe.protocol.tls import TlsExchange, client_hello_sni, describe, judge_certificate, tls_records
 from tests.unit.tlskit import MemoryServer, make_ca, make_leaf, write_pem
 
 
@@ -148,7 +148,7 @@ def test_a_truncated_client_hello_yields_no_sni_rather_than_an_error(tmp_path):
 def _tcp_conversation(tmp_path, ca, mss: int, drop_first_data: bool = False, server_closes: bool = False):
     """A ClientConnection carrying TLS, and a hand-made server end (the in-memory TLS server
     behind sequence numbers): returns every segment the client sent and the connection."""
-    from probe.tcp import ClientConnection
+    from probe.protocol.tcp import ClientConnection
     from tests.unit.conftest import from_server
 
     app = exchange(cafile=write_pem(tmp_path, "ca.pem", ca))
@@ -229,7 +229,7 @@ def test_a_small_mss_splits_what_tls_sends_and_a_lost_segment_is_retransmitted_f
 
 
 def test_the_report_carries_http_and_tls_sections_and_says_the_certificate_in_one_sentence(tmp_path, ca):
-    from probe.report import application_sections, summary_lines
+    from probe.render.report import application_sections, summary_lines
 
     client = exchange(cafile=write_pem(tmp_path, "ca.pem", ca))
     converse(client, MemoryServer(tmp_path, make_leaf(make_ca("proxy CA"), ["www.example.com"]),
@@ -245,7 +245,7 @@ def test_the_report_carries_http_and_tls_sections_and_says_the_certificate_in_on
 
 
 def test_plain_http_has_an_http_section_and_no_tls_section():
-    from probe.report import application_sections
+    from probe.render.report import application_sections
 
     http = HttpExchange.for_url("HEAD", "www.example.com", 80, "/")
     http.receive(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
@@ -258,7 +258,7 @@ def test_plain_http_has_an_http_section_and_no_tls_section():
 
 def test_curls_request_options_make_the_bytes_curl_would_send():
     from probe.commands.common import request_options
-    from probe.http import build_request
+    from probe.protocol.http import build_request
 
     request = request_options("post", ["X-Trace: 1", "Accept: text/html", "Connection:"], "curl/8.5.0", "q=blocked")
     wire = build_request(request, "www.example.com", 80, "/search").decode()

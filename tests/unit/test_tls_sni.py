@@ -105,7 +105,7 @@ def test_reads_the_client_hellos_of_a_real_capture():
     """Tripwire's GFW capture (../shared/realworld): browsers' ClientHellos of 2020, not OpenSSL's;
     the four without a server name carry encrypted SNI (extension 0xffce) instead, as scapy's TLS
     layer shows."""
-    from probe.pcapfile import read_records
+    from probe.files.pcap import read_records
 
     reads = [_tls.read_client_hello(r.payload) for r in read_records(str(TRIPWIRE_GFW))
              if r.dport == 443 and r.payload[:1] == b"\x16"]

@@ -223,7 +223,7 @@ def _trace_interrupted_at(monkeypatch, interrupt_at: int, second_pair: bool = Fa
     routers answer time-exceeded at TTL 1 and 2; at TTL 3 the trigger is reset (a difference);
     the interrupt (SIGINT's SystemExit(130)) comes in the first attempt at `interrupt_at`, or in the
     confirming pair at TTL 3 when `second_pair`."""
-    from probe import trace as tr
+    from probe.network import tracer as tr
     from probe.engine.trace import Fate
 
     calls = []

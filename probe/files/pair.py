@@ -1,7 +1,7 @@
 """Two ends of the same traffic: pair the flows, line up the clocks, find what one end received
 that the other never sent.
 
-Theory of operation. Each capture is analysed on its own first (`probe.analyze`), which also
+Theory of operation. Each capture is analysed on its own first (`probe.files.flows`), which also
 says on which end each flow was captured. A client-side flow and a server-side flow are the same
 connection when their 4-tuples are equal, or, through NAT, when the client's initial sequence
 number is the same (NATs rewrite addresses and ports, rarely sequence numbers), or else when the
@@ -38,21 +38,10 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from probe.analyze import FlowFilter, FlowResult, Totals, analyze_stream
-from probe.engine import Attribution
+from probe.files.flows import FlowFilter, FlowResult, Totals, analyze_stream
+from probe.engine.two_ended import Missing, judge_two_ends
 from probe.record import PacketRecord
-from probe.tcp import seq_diff
-
-
-@dataclass(frozen=True)
-class Missing:
-    """A packet seen at one end that the other end's capture does not hold."""
-
-    seen_at: str  # "client" or "server": the capture that holds it
-    index: int  # its position in that capture's flow (0-based)
-    packet: PacketRecord
-    kind: str  # "forged" (received, never sent by the other end) or "never-arrived" (sent, never received)
-    sentence: str
+from probe.seq import seq_diff
 
 
 @dataclass
@@ -292,35 +281,10 @@ def _describe(side: str, index: int, packet: PacketRecord, sent_here: bool, from
 
 
 def with_proof(pair: Pair) -> tuple[FlowResult, FlowResult, str, str | None, str]:
-    """Both sides' results with the forged packets blamed, and the pair's verdict, direction
-    and explanation: the proof from two ends overrides the signals of one."""
-    sides = {}
-    for side, result in _sides(pair):
-        attributions = list(result.analysis.attributions)
-        for missing in pair.missing:
-            if missing.seen_at == side and missing.kind == "forged":
-                attributions[missing.index] = Attribution("middlebox", "high", (
-                    f"the other end's capture does not hold it: never sent by the {'server' if side == 'client' else 'client'}",))
-        sides[side] = replace(result, analysis=replace(result.analysis, attributions=tuple(attributions)))
-    forged = [m for m in pair.forged if "R" in m.packet.flags or m.packet.length]
-    handshake = [m for m in pair.forged if m.seen_at == "client" and m.packet.has("SA")]
-    proxied = bool(handshake) and pair.server_side.flow.client != pair.client_side.flow.client
-    to_client = [m for m in forged if m.seen_at == "client"] + (handshake if proxied else [])
-    to_server = [m for m in forged if m.seen_at == "server"]
-    base = pair.client_side.analysis
-    if forged or proxied:
-        verdict = "middlebox-response" if proxied or any(m.packet.length and m.seen_at == "client" for m in forged) \
-            else "middlebox-reset"
-        direction = "both" if to_client and to_server else "to-client" if to_client else "to-server"
-    else:
-        verdict, direction = base.verdict, base.direction
-    sentences = [m.sentence for m in pair.missing]
-    if handshake:
-        sentences.insert(0, (f"A device in between answered the client's handshake (the server's capture holds no such "
-                             f"SYN-ACK) and reached the server from {pair.server_side.flow.client}: a transparent proxy."
-                             if proxied else "A device in front of the server answered the client's handshake and passed "
-                             "the connection on from the client's own address: a SYN proxy or load balancer, "
-                             "not a forgery of the answer."))
-    if not pair.forged:
-        sentences.insert(0, "Every packet each end received was sent by the other end. " + base.explanation)
-    return sides["client"], sides["server"], verdict, direction, " ".join(sentences)
+    """Both sides' results with the forged packets blamed, and the pair's verdict, direction and
+    explanation, as the engine judges two ends (`probe.engine.two_ended`)."""
+    client, server = pair.client_side, pair.server_side
+    judged = judge_two_ends(client.analysis, server.analysis, pair.missing, client.flow.client, server.flow.client)
+    return (replace(client, analysis=replace(client.analysis, attributions=judged.client_attributions)),
+            replace(server, analysis=replace(server.analysis, attributions=judged.server_attributions)),
+            judged.verdict, judged.direction, judged.explanation)

@@ -1,10 +1,10 @@
 """One crafted exchange from its SYN to its last closing reset, with no I/O.
 
-Theory of operation. `probe.tcp.ClientConnection` plays the client's TCP; this class owns
+Theory of operation. `probe.protocol.tcp.ClientConnection` plays the client's TCP; this class owns
 what lies around it, which used to be written once per command: the hard bound on the
 exchange (`max_time`), the linger that follows it, the resets that leave nothing half-open on
 the server, the wait until those resets are recorded too, and the TTL each segment leaves
-with. The I/O loop (`probe.loop`) asks it what to send (`Outgoing` packets, crafted here) and
+with. The I/O loop (`probe.network.loop`) asks it what to send (`Outgoing` packets, crafted here) and
 when to wake (`wake_at`), and hands it what happened as values: a frame of its flow
 (`on_packet`), a timer that ran out (`on_timer`), a packet the host lost or refused
 (`on_send_failed`). It never reads a clock or a socket, so the fake network of the unit
@@ -39,7 +39,7 @@ import enum
 from dataclasses import dataclass, field
 
 from probe.engine.model import Flow
-from probe.tcp import ClientConnection, Progress, Segment, seq_add
+from probe.protocol.tcp import ClientConnection, Progress, Segment, seq_add
 
 CLOSE_WAIT = 0.5  # seconds to wait for our closing resets to show in the capture
 
@@ -84,7 +84,7 @@ class Measurement:
     packets: list = field(default_factory=list)
     frames: list = field(default_factory=list)
     progress: Progress | None = None
-    application: object = None  # what rode on the connection (probe.http / probe.tls), for its report
+    application: object = None  # what rode on the connection (probe.protocol.http / probe.protocol.tls), for its report
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`probe check`: one exchange through the one loop (`probe.loop`), and what every command
+"""`probe check`: one exchange through the one loop (`probe.network.loop`), and what every command
 needs to build an exchange: the options a user gives, and what rides on the connection."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from probe.engine.model import Flow
-from probe.exchange import Exchange, Measurement, Plan
-from probe.http import HttpExchange, Request
-from probe.loop import Flows, Loop, Network
-from probe.target import Target
-from probe.tcp import ClientConnection, Settings
-from probe.wire import initial_sequence, random_u32, timestamp_offset
+from probe.protocol.exchange import Exchange, Measurement, Plan
+from probe.protocol.http import HttpExchange, Request
+from probe.network.loop import Flows, Loop, Network
+from probe.network.target import Target
+from probe.protocol.tcp import ClientConnection, Settings
+from probe.network.wire import initial_sequence, random_u32, timestamp_offset
 
 __all__ = ["CheckOptions", "Measurement", "TlsOptions", "application_for", "new_exchange", "run_check"]
 
@@ -42,7 +42,7 @@ def application_for(target: Target, request: Request, host: str | None = None, t
     name = host or target.host
     if not target.tls:
         return HttpExchange.for_url(request, name, target.port, target.path)
-    from probe.tls import TlsExchange
+    from probe.protocol.tls import TlsExchange
 
     server_name = name if tls.sni is None or host is not None else tls.sni
     return TlsExchange(HttpExchange.for_url(request, name, target.port, target.path, default_port=443),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from probe.analyze import FlowResult
+from probe.files.flows import FlowResult
 from probe.engine import analyze_flow
 from probe.engine.baseline import hop_distance
 from probe.engine.trace import (HopRow, TraceResult, address_at, apply_trace, capture_rows, expired_floor, fate_of,
@@ -95,7 +95,7 @@ def fates_of(results: list[FlowResult]) -> dict:
 
 def control_fates(path: str) -> dict[tuple[str, int], dict]:
     """The fates by TTL of a control capture's TTL-limited requests, per server address and port."""
-    from probe.analyze import analyze_stream
+    from probe.files.flows import analyze_stream
 
     held: dict[tuple[str, int], list[FlowResult]] = {}
 

@@ -3,7 +3,7 @@
 Theory of operation. The probe cannot use the kernel's TCP: it must see every packet,
 including the ones a kernel would drop as out of window (the forged ones). So this class
 plays the client: it says what to send (`Segment`s), and it is told what arrived
-(`PacketRecord`s) and when a timer ran out. The I/O loop in `probe.live` does the rest.
+(`PacketRecord`s) and when a timer ran out. The I/O loop in `probe.network.single` does the rest.
 
 It behaves like a real client where that exposes middleboxes:
 - SYN with Linux's options (MSS, SACK, timestamps, window scale);
@@ -11,7 +11,7 @@ It behaves like a real client where that exposes middleboxes:
   report's box was only exposed because the retransmission reached a server that had
   been reset behind the client's back);
 - in-order data is acknowledged at once and handed to the application riding on the
-  connection (`probe.http`: plain HTTP, or HTTP inside TLS), which reads the response to its
+  connection (`probe.protocol.http`: plain HTTP, or HTTP inside TLS), which reads the response to its
   end and may answer with more bytes (a TLS client's second flight, its request, its
   close_notify); new data goes out in segments of the server's MSS, and only the oldest
   unacknowledged segment is retransmitted, as Linux does;
@@ -110,8 +110,8 @@ class Progress:
 class ClientConnection:
     def __init__(self, client: str, client_port: int, server: str, server_port: int, app,
                  isn: int, settings: Settings = Settings(), ts_base: int = 0):
-        """`app` is the application on the connection (`probe.http.HttpExchange` or
-        `probe.tls.TlsExchange`); its first flight is "the request" of every report."""
+        """`app` is the application on the connection (`probe.protocol.http.HttpExchange` or
+        `probe.protocol.tls.TlsExchange`); its first flight is "the request" of every report."""
         self.client, self.client_port = client, client_port
         self.server, self.server_port = server, server_port
         self.app = app

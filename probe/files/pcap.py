@@ -19,7 +19,6 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 
-from probe.engine.model import Flow
 from probe.errors import ProbeError
 from probe.record import PacketRecord, parse_ip
 
@@ -94,7 +93,7 @@ def ip_packets(path: str, warnings: list[str] | None = None,
         elif not magic:
             raise ProbeError(f"{path} is empty, not a capture")
         else:
-            from probe import textcap  # a capture pasted as text: tcpdump -x/-X, Wireshark's hex dump, text2pcap
+            from probe.files import text as textcap  # a capture pasted as text: tcpdump -x/-X, Wireshark's hex dump, text2pcap
 
             if textcap.looks_like_text(magic + handle.read(textcap.HEAD_BYTES - 4)):
                 yield from textcap.ip_packets(path, note)
@@ -216,23 +215,3 @@ def read_records(path: str, warnings: list[str] | None = None) -> Iterator[Packe
         record = parse_ip(packet, t)
         if record is not None:
             yield record
-
-
-def split_flows(records: list[PacketRecord]) -> list[tuple[Flow, list[PacketRecord]]]:
-    """Group the records of each TCP flow that starts with a SYN in the capture, in order
-    (small captures only: it holds them all; `probe.analyze` streams)."""
-    flows: dict[tuple, tuple[Flow, list[PacketRecord]]] = {}
-    for record in records:
-        if record.proto == "tcp":
-            key = (record.src, record.sport, record.dst, record.dport)
-            if key not in flows and record.flags.replace("E", "").replace("C", "") == "S":
-                flows[key] = (Flow(*key), [])
-            entry = flows.get(key) or flows.get((record.dst, record.dport, record.src, record.sport))
-        elif record.quoted is not None:
-            q = record.quoted
-            entry = flows.get((q.src, q.sport, q.dst, q.dport))
-        else:
-            entry = None
-        if entry is not None:
-            entry[1].append(record)
-    return list(flows.values())

@@ -265,7 +265,7 @@ def _label(packet: dict, numbers: dict) -> str:
 
 
 def _packet_table(flow: dict) -> str:
-    from probe.report import scaled_window, window_scales
+    from probe.render.report import scaled_window, window_scales
 
     numbers = _relative_numbers(flow)
     client = flow["client"]["address"]

@@ -6,7 +6,7 @@ An *application* is what rides on the crafted TCP connection, sans-IO, in the ma
 `status` and `finished` say where the conversation stands, and `close()` gives what to say
 before our FIN when we close first (`waits_for_peer_close`: give the server a moment to close
 first, so that our goodbye does not cross its own). `HttpExchange` here is plain HTTP;
-`probe.tls.TlsExchange` is the same HTTP inside TLS."""
+`probe.protocol.tls.TlsExchange` is the same HTTP inside TLS."""
 
 from __future__ import annotations
 

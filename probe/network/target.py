@@ -204,11 +204,11 @@ def interface_of(zone: str, address: str) -> str:
 
 def connectable(address: str) -> str:
     """The address as packets carry it: a link-local address's zone is handed to the sender
-    (probe.wire.remember_zone) and left out, since no packet carries it."""
+    (probe.network.wire.remember_zone) and left out, since no packet carries it."""
     if "%" not in address:
         return address
     plain, zone = address.split("%", 1)
-    from probe.wire import remember_zone
+    from probe.network.wire import remember_zone
 
     remember_zone(plain, socket.if_nametoindex(zone))
     return plain

@@ -19,7 +19,7 @@ MIN_PADDING = 2  # tabulate's: a column is at least as wide as its header and tw
 
 def simple_table(rows: list[list], headers: list[str], style_row=None) -> str:
     """`tabulate(rows, headers=headers, tablefmt="simple")`, the same text; `style_row(i, line)`
-    (colour, `probe.colour`) is given every line of row `i` once laid out, so that its escape
+    (colour, `probe.render.colour`) is given every line of row `i` once laid out, so that its escape
     codes never count in a width (on tabulate's own path, for rows it lays out, there is none)."""
     import tabulate as tab
 

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 
 from probe.errors import ProbeError
-from probe.wire import PROBE_MARK
+from probe.network.wire import PROBE_MARK
 
 TABLE_PREFIX = "probe_guard_"
 FLOW_SET = "flows"

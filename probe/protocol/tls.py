@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from probe.http import HttpExchange, ResponseStatus
+from probe.protocol.http import HttpExchange, ResponseStatus
 
 ALPN = ["http/1.1"]
 
@@ -72,7 +72,7 @@ class TlsFacts:
 
 
 class TlsExchange:
-    """HTTP inside TLS as the application of the crafted connection (see `probe.http`).
+    """HTTP inside TLS as the application of the crafted connection (see `probe.protocol.http`).
 
     `server_name` goes in the SNI (None or "": no SNI, as `curl --sni ''` would leave it out);
     `verify_name` is what the certificate must be valid for (the URL's host)."""
@@ -89,7 +89,7 @@ class TlsExchange:
         self.facts = TlsFacts(sni=server_name if server_name and not _is_address(server_name) else None)
         self._closing = False
 
-    # -- the application interface (probe.http) -------------------------------------------------
+    # -- the application interface (probe.protocol.http) -------------------------------------------------
 
     def first_flight(self) -> bytes:
         self._step()
@@ -120,7 +120,7 @@ class TlsExchange:
     # The server closes first, as HTTP's "Connection: close" asks it to: its close_notify and FIN
     # follow the response. A close_notify of ours sent meanwhile would cross them and reach a
     # closed socket, which resets it (measured with nginx). So the connection waits a little for
-    # the server's close (probe.tcp), answers it with a FIN alone, and says close_notify itself
+    # the server's close (probe.protocol.tcp), answers it with a FIN alone, and says close_notify itself
     # only when the server keeps the connection open.
     waits_for_peer_close = True
 

@@ -11,9 +11,9 @@ firewall tables would cost more than the probes. So a session opens each of thes
 - one `Guard` table whose single rule drops the kernel's RSTs of any flow in an nftables set;
   flows join the set, in one `nft` call per group, before their SYN leaves.
 
-The loop that sorts frames, fires timers and sends is `probe.loop.Loop`, the same one
+The loop that sorts frames, fires timers and sends is `probe.network.loop.Loop`, the same one
 `probe check` runs with a single exchange, and each exchange is the same
-`probe.exchange.Exchange`: its timers, its hard bound (`max_time`), its linger, the resets
+`probe.protocol.exchange.Exchange`: its timers, its hard bound (`max_time`), its linger, the resets
 that leave nothing half-open on the server, recorded too. A finished exchange is handed out
 as the same `Measurement` that `run_check` returns, so the engine and the writers judge it
 exactly as they judge `probe check`. This module adds only what many exchanges need:
@@ -29,7 +29,7 @@ nft call. Over a batch, the packets sent per second stay at `rate`, give or take
 (`rate / 10` packets).
 
 Ports. Each exchange holds its ephemeral port with an unconnected socket, chosen by
-`probe.loop.Flows` as for every command (never one used toward the same server and port in
+`probe.network.loop.Flows` as for every command (never one used toward the same server and port in
 the last two minutes).
 """
 
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from probe.errors import ProbeError
-from probe.live import CheckOptions, Measurement, new_exchange
-from probe.loop import Flows, Loop, Network
-from probe.target import Target
+from probe.network.single import CheckOptions, Measurement, new_exchange
+from probe.network.loop import Flows, Loop, Network
+from probe.network.target import Target
 
 DEFAULT_CONCURRENCY = 100
 DEFAULT_RATE = 1000.0  # packets per second

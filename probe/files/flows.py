@@ -20,7 +20,7 @@ at most `LATE_MAX`), and never more than `IDLE` after the close. The keys of the
 late packet of a finished flow, not as one whose handshake is not in the file.
 
 Memory is therefore what the open flows hold: each keeps all its packets (the compiled table,
-`probe/_fastscan.pyx`, keeps those of a classic pcap by their place in the file, and reads them
+`probe/files/_fastscan.pyx`, keeps those of a classic pcap by their place in the file, and reads them
 back only for the engine), so the engine judges what the live probe would have recorded, up to
 `KEEP_ALL` (10,000) packets; past that, only those that
 open, close or reset, come after a FIN, or whose TTL differs from the previous packet of the same
@@ -54,7 +54,7 @@ from probe.engine import Analysis, Attribution, Flow, analyze_flow
 from probe.engine.vantage import (TICK_SAMPLE, VANTAGE_FLOOR_TICKS, VANTAGE_RATIO, Vantage,  # noqa: F401 (re-exported)
                                   find_vantage, judge_from_server, server_side_findings, side_by_timing,
                                   timestamp_tick)
-from probe.ordinary import CLEAN, Ordinary
+from probe.files.ordinary import CLEAN, Ordinary
 from probe.record import (ICMP6_ERROR_TYPES, ICMP_ERROR_TYPES, TCP_FLAG_LETTERS, PacketRecord, address_text,
                           ipv6_transport, parse_ip)
 from probe.seq import seq_diff
@@ -93,7 +93,7 @@ class OpenFlow:
     fins_acked: set = field(default_factory=set)  # the sides whose FIN the other side acknowledged
     elided: int = 0  # bulk packets counted but not kept
     last_ttl: dict = field(default_factory=dict)  # source address -> TTL of its last packet
-    ordinary: Ordinary | None = None  # the pre-judgement (`probe.ordinary`), from the first packet on
+    ordinary: Ordinary | None = None  # the pre-judgement (`probe.files.ordinary`), from the first packet on
     client_end: bytes = b""  # the client's address and port as its packets carry them
 
     @property
@@ -425,7 +425,7 @@ def stream_flows(packets: Iterable[tuple[float, bytes]], table: FlowTable) -> It
 
 def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
     """Run the engine over one finished flow, from where the capture was taken; with `summarise`,
-    a flow the pre-judgement finds ordinary (`probe.ordinary`) is summarised without it."""
+    a flow the pre-judgement finds ordinary (`probe.files.ordinary`) is summarised without it."""
     flow = Flow(open_flow.client, open_flow.client_port, open_flow.server, open_flow.server_port)
     if summarise and open_flow.ordinary is not None:
         found = open_flow.ordinary.verdict()
@@ -462,7 +462,7 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
         table = fast.FastFlowTable(wanted)
         flows = fast.flows_of_file(path, table, table.totals.warnings, progress)
     else:
-        from probe.pcapfile import ip_packets
+        from probe.files.pcap import ip_packets
 
         table = FlowTable(wanted)
         flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
@@ -581,14 +581,14 @@ class Judges:
 
 
 def fast_path():
-    """The compiled flow table and pcap reader (`probe._fastscan`), or None: not built (no C
+    """The compiled flow table and pcap reader (`probe.files._fastscan`), or None: not built (no C
     compiler when installed), or `PROBE_PURE=1` in the environment (the pure code, the reference)."""
     import os
 
     if os.environ.get("PROBE_PURE") == "1":
         return None
     try:
-        from probe import _fastscan
+        from probe.files import _fastscan
     except ImportError:
         return None
     return _fastscan

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from probe.colour import PLAIN, Paint
+from probe.render.colour import PLAIN, Paint
 from probe.engine.model import Analysis, Flow
 from probe.record import PacketRecord
-from probe.tls import describe
+from probe.protocol.tls import describe
 
 SCHEMA = "probe/1"
 LINKTYPE_RAW = 101  # pcap link type for packets that start at the IP header
@@ -87,8 +87,8 @@ def check_document(target_json: dict, packets: list[PacketRecord], flow: Flow, a
 
 
 def next_step_of(document: dict) -> str | None:
-    """The document's `next_step` (`probe.advice`): who to call, from the verdict and the hop."""
-    from probe.advice import next_step
+    """The document's `next_step` (`probe.render.advice`): who to call, from the verdict and the hop."""
+    from probe.render.advice import next_step
 
     address = next((hop["address"] for hop in document.get("hops") or [] if hop["ttl"] == document.get("hop")), None)
     return next_step(document["verdict"], document.get("direction"), document.get("hop"), address,
@@ -188,8 +188,8 @@ def packet_table(packets: list[PacketRecord], flow: Flow, analysis: Analysis, wi
     evidence is a column with one sentence per line; below, each packet is one line (cut at
     the width) and its evidence follows it, indented, as tcpdump -v puts details under a packet:
     the first SHORT_EVIDENCE sentences (the decisive ones come first), all of them if `verbose`.
-    The rows of forged packets are painted (`probe.colour`), evidence included."""
-    from probe.layout import simple_table  # tabulate's layout, fast enough for a flow of thousands of packets
+    The rows of forged packets are painted (`probe.render.colour`), evidence included."""
+    from probe.render.table import simple_table  # tabulate's layout, fast enough for a flow of thousands of packets
 
     width = width or terminal_width()
     wide = width >= WIDE_TABLE

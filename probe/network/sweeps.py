@@ -10,7 +10,7 @@ A SYN-ACK drawn by a TTL-limited SYN is answered by our kernel's own RST (no gua
 port), which clears the half-open connection on the server.
 
 Each TTL's packet and the wait for what it draws is a `_HopProbe` run by the one I/O loop
-(`probe.loop`), which sends through the same send-error policy as every exchange.
+(`probe.network.loop`), which sends through the same send-error policy as every exchange.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 from probe.engine.locate import HopReply
 from probe.errors import ProbeError
-from probe.exchange import Outgoing
-from probe.fastcraft import echo_request
-from probe.loop import Loop, Network
+from probe.protocol.exchange import Outgoing
+from probe.protocol.craft import echo_request
+from probe.network.loop import Loop, Network
 from probe.record import PacketRecord, is_time_exceeded
-from probe.tcp import RECEIVE_WINDOW, Segment
-from probe.wire import Frame, random_u32
+from probe.protocol.tcp import RECEIVE_WINDOW, Segment
+from probe.network.wire import Frame, random_u32
 
 ECHO_REPLY, ECHO_REQUEST = 0, 8
 ECHO6_REQUEST, ECHO6_REPLY = 128, 129

@@ -1,11 +1,11 @@
 """The one I/O loop of every command, and the one seam to the network that tests replace.
 
 Theory of operation. check, batch, trace and the TTL sweeps all do the same thing: open a
-capture, a raw sender and a guard table once; start exchanges (`probe.exchange.Exchange`, or
+capture, a raw sender and a guard table once; start exchanges (`probe.protocol.exchange.Exchange`, or
 a sweep's single probe); hand each captured frame to the exchange whose flow it belongs to;
 wake each one when it asks to be woken; send what it says to send. This module does exactly
 that and decides nothing: what an exchange sends, when it lingers or closes, lives in the
-exchange. check is a loop of one exchange, batch a loop it keeps full (`probe.session`),
+exchange. check is a loop of one exchange, batch a loop it keeps full (`probe.network.admission`),
 trace a loop of one exchange at a time whose finished exchanges still record late packets
 (`keep_late`), and the sweeps a loop of one probe at a time.
 
@@ -13,7 +13,7 @@ Frames find their exchange by the four-tuple either way, or, for an ICMP error, 
 four-tuple of the packet it quotes (the test of `Flow.belongs`). Objects without a four-tuple
 of their own (a sweep's ICMP echo) say themselves whether a frame is theirs (`claims`).
 
-Every send goes through one policy (`probe.wire.send_or_lose`): a packet the host lost to a
+Every send goes through one policy (`probe.network.wire.send_or_lose`): a packet the host lost to a
 full queue (ENOBUFS, EAGAIN) is reported to its exchange as lost, as a loss on the wire would
 be; a refusal (no route, a local firewall rule) is reported as an error value, which ends that
 exchange only; neither ever aborts the loop. A packet counts as sent only when it left.
@@ -37,7 +37,7 @@ from typing import Callable
 from probe.engine.model import Flow
 from probe.errors import ProbeError, UsageError
 from probe.record import parse_ip
-from probe.wire import PortReservation, local_addresses, send_or_lose, source_address
+from probe.network.wire import PortReservation, local_addresses, send_or_lose, source_address
 
 IDLE_WAIT = 0.2  # longest sleep when nothing is due
 READ_BATCH = 4096  # a capture's read returns at most this many frames at once
@@ -66,9 +66,9 @@ class Network:
         time: check)."""
         from functools import partial
 
-        from probe.fastcraft import StructCrafter
-        from probe.guard import Guard
-        from probe.wire import FleetCapture, RawSender
+        from probe.protocol.craft import StructCrafter
+        from probe.network.guard import Guard
+        from probe.network.wire import FleetCapture, RawSender
 
         return cls(FleetCapture, partial(RawSender, interface=interface), Guard, StructCrafter,
                    partial(PortReservation, port=source_port or 0), partial(source_address, interface=interface),

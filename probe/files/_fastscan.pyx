@@ -3,7 +3,7 @@
 
 Theory of operation. `probe analyze` spends nearly all of a big capture's time on two things it does
 once per packet: reading the record out of the file, and following the flow's close and its
-pre-judgement (`probe.ordinary`) from a few header fields. In Python that costs some 10 µs a
+pre-judgement (`probe.files.ordinary`) from a few header fields. In Python that costs some 10 µs a
 packet; here the record headers, the link layer and the IPv4 and TCP headers are read through a
 pointer into the file's bytes, each flow's state is C fields, and a kept packet is copied straight
 into its flow's buffer (the same layout as `analyze.OpenFlow.raw`). What is rare stays in Python,
@@ -15,7 +15,7 @@ It must judge exactly as the pure code does: `FastFlowTable.feed` follows `FlowT
 statement by statement, and `tests/unit/test_fastscan.py` holds the two to the same flows (kept
 bytes, counts, close, pre-judgement, totals) and the same verdicts and origins over every golden
 capture, every real capture of ../shared/realworld and property-generated exchanges. When this
-extension is not built, `probe.analyze` uses the pure code; `PROBE_PURE=1` forces it.
+extension is not built, `probe.files.flows` uses the pure code; `PROBE_PURE=1` forces it.
 """
 
 from libc.string cimport memcpy, memcmp
@@ -27,9 +27,9 @@ import os
 import stat
 import struct
 
-from probe import analyze as _az
-from probe import ordinary as _ord
-from probe import pcapfile as _pf
+from probe.files import flows as _az
+from probe.files import ordinary as _ord
+from probe.files import pcap as _pf
 from probe.record import ICMP6_ERROR_TYPES, ICMP_ERROR_TYPES, address_text, ipv6_transport, parse_ip
 
 cdef int SYN = 0x02, ACK = 0x10, RST = 0x04, FIN = 0x01, PSH = 0x08

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from probe.layout import MIN_PADDING
-from probe.report import next_step_of, packets_json
+from probe.render.table import MIN_PADDING
+from probe.render.report import next_step_of, packets_json
 
 
 def analyzed_flow_json(result) -> dict:
-    """One flow of `probe analyze --json` (a `probe.analyze.FlowResult`)."""
+    """One flow of `probe analyze --json` (a `probe.files.flows.FlowResult`)."""
     flow, analysis = result.flow, result.analysis
     item = {"client": {"address": flow.client, "port": flow.client_port},
             "server": {"address": flow.server, "port": flow.server_port},
@@ -35,7 +35,7 @@ FLOWS_HEADERS = ["client", "server", "packets", "verdict", "direction", "capture
 
 
 def flows_table(rows: list[list]) -> str:
-    from probe.layout import simple_table  # tabulate's layout, fast enough for a million flows
+    from probe.render.table import simple_table  # tabulate's layout, fast enough for a million flows
 
     return simple_table(rows, FLOWS_HEADERS)
 
@@ -131,9 +131,9 @@ def paired_flow_json(pair, client_side, server_side, verdict, direction, explana
 
 
 def capture_trace_json(trace) -> dict:
-    """A trace found in a capture (`probe.analyze_trace.CaptureTrace`): `probe trace`'s `hops`,
+    """A trace found in a capture (`probe.files.traced.CaptureTrace`): `probe trace`'s `hops`,
     `bracket` and `trace` sections, with the server, the box's hop and the router seen there."""
-    from probe.report import trace_json
+    from probe.render.report import trace_json
 
     document = trace_json(trace.rows, trace.result, trigger="the capture's requests",
                           control=trace.control_file or "none (no --control)")
@@ -145,7 +145,7 @@ def capture_trace_json(trace) -> dict:
 
 def capture_trace_text(trace) -> str:
     """The hop table of a trace found in a capture, and what it shows."""
-    from probe.report import hops_table
+    from probe.render.report import hops_table
 
     document = capture_trace_json(trace)
     result = trace.result

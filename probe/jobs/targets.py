@@ -18,8 +18,8 @@ from typing import Iterable, Iterator
 
 from probe.errors import ProbeError, UsageError
 from probe.outcome import worst
-from probe.target import (Resolve, Target, build_target, check_family, is_ip_literal, parse_resolve, parse_url,
-                          pinned_address)
+from probe.network.target import (Resolve, Target, build_target, check_family, is_ip_literal, parse_resolve, parse_url,
+                                  pinned_address)
 
 RESOLVER_THREADS = 8
 LOCATE_THREADS = 4
@@ -102,7 +102,7 @@ def resolved(lines: Iterable[Line], lookahead: int) -> Iterator[tuple[Line, Targ
 
 
 class Locator:
-    """What `probe check` runs after an exchange to place a box (`probe.trace.localize`), for
+    """What `probe check` runs after an exchange to place a box (`probe.jobs.locating.localize`), for
     a batch. The same two measurements, judged by the same engine functions, but each one
     made once per batch for all the exchanges it concerns:
 
@@ -132,7 +132,7 @@ class Locator:
 
         def run():
             from probe.engine.locate import locate
-            from probe.locate import run_sweeps
+            from probe.network.sweeps import run_sweeps
 
             with lock:
                 sweeps = run_sweeps(client, address, port, max_ttl=self.max_ttl, wait=wait)
@@ -153,7 +153,8 @@ class Locator:
     def run_traces(self) -> Iterator["Judged"]:
         """After the exchanges: one trace per key, applied to each of its exchanges."""
         from probe.engine.trace import server_ttl_of
-        from probe.trace import TraceOptions, by_trace, run_trace, trigger_words
+        from probe.network.tracer import TraceOptions, run_trace
+        from probe.jobs.locating import by_trace, trigger_words
 
         options = TraceOptions(request=self.request, max_ttl=self.max_ttl, control_host=self.control_host,
                                **({"tls": self.tls} if self.tls is not None else {}))
@@ -200,7 +201,7 @@ class Pending:
 
 
 def error_document(line: Line, target: Target | None, error: str) -> dict:
-    from probe.report import SCHEMA
+    from probe.render.report import SCHEMA
 
     target_json = target.as_json() if target is not None else {"url": line.url}
     return {"schema": SCHEMA, "command": "check", "line": line.number, "target": target_json, "verdict": None,
@@ -209,14 +210,14 @@ def error_document(line: Line, target: Target | None, error: str) -> dict:
 
 
 def _finish(line: Line, measurement, analysis, extra: dict) -> Judged:
-    from probe.commands.common import exit_code_for
-    from probe.report import application_sections, check_document
+    from probe.outcome import exit_status
+    from probe.render.report import application_sections, check_document
 
     document = check_document(measurement.target.as_json(), measurement.packets, measurement.flow, analysis,
                               extra={**application_sections(measurement.application), **extra})
     document = {"schema": document.pop("schema"), "command": document.pop("command"), "line": line.number,
                 **document}
-    return Judged(line, document, exit_code_for(analysis.verdict, analysis.hop), list(measurement.frames))
+    return Judged(line, document, exit_status(analysis.verdict, analysis.hop), list(measurement.frames))
 
 
 def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending | None:
@@ -237,7 +238,7 @@ def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending 
                                    sweep_wait(analysis))
 
     def after_sweep() -> Judged:
-        from probe.trace import by_sweeps
+        from probe.jobs.locating import by_sweeps
 
         try:
             sweeps, location = future.result()
@@ -321,12 +322,12 @@ def problem_row(document: dict) -> dict:
 def summary_table(tally: Tally, seconds: float, packets_sent: int, frames_dropped: int, paint=None,
                   changed: Tally | None = None) -> str:
     """The counts per verdict and the targets that were not clean, for people (verdicts painted
-    with `paint`, `probe.colour`: tabulate leaves escape codes out of its widths). With
+    with `paint`, `probe.render.colour`: tabulate leaves escape codes out of its widths). With
     `changed` (--alert-on-change: the results that changed since the previous run), every changed
     target with what it was and what it is now, first, and the counts of both."""
     from tabulate import tabulate
 
-    from probe.colour import PLAIN
+    from probe.render.colour import PLAIN
 
     paint = paint or PLAIN
     sections = []

@@ -19,7 +19,7 @@ import socket
 import struct
 
 from probe.record import TCP_FLAG_LETTERS
-from probe.tcp import Segment
+from probe.protocol.tcp import Segment
 
 _FLAG_BITS = {letter: 1 << i for i, letter in enumerate(TCP_FLAG_LETTERS)}
 _DF = 0x4000

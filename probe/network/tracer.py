@@ -4,8 +4,8 @@ For each TTL, two fresh connections are opened at full TTL (state on a box, a bl
 burned port, never carries over from one copy to the next): the control names an innocuous
 host, the trigger the host under test, and each sends its request once with the TTL under test.
 Whatever comes back within the window is recorded (every copy runs through one loop,
-`probe.loop`, whose finished exchanges still record their late packets). Each copy is an
-exchange (`probe.exchange`) with its own plan: the request at the TTL under test, no
+`probe.network.loop`, whose finished exchanges still record their late packets). Each copy is an
+exchange (`probe.protocol.exchange`) with its own plan: the request at the TTL under test, no
 retransmission, a window after the request, then resets at the sequence numbers the server
 may expect, so no half-open connection stays on the server. The reasoning is in
 `probe.engine.trace`.
@@ -16,7 +16,7 @@ a confirmed difference, both copies reaching the server, three TTLs in a row whe
 drew anything (or could connect), or `max_time`.
 
 When the server's handshake itself cannot be completed (a reset answering the SYN), the trace
-falls back on TTL-limited SYNs beside ICMP echoes (`probe.locate`).
+falls back on TTL-limited SYNs beside ICMP echoes (`probe.network.sweeps`).
 """
 
 from __future__ import annotations
@@ -25,18 +25,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from probe.engine.baseline import hop_distance
-from probe.engine.multipath import Multipath, multipath_json, multipath_of, path_changed
+from probe.engine.multipath import Multipath, multipath_of, path_changed
 from probe.engine.order import Copy, decide
-from probe.engine.residual import ResidualFinding, ResidualWatch, residual_json, sentence, try_outcome
-from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, locating_step,
-                                needs_trace, server_ttl_of, sweep_wait)
-from probe.exchange import Exchange, Plan
-from probe.http import Request
-from probe.live import CheckOptions, TlsOptions, new_exchange
-from probe.loop import Flows, Loop, Network
-from probe.target import Target
-from probe.tcp import Settings
-from probe.wire import Frame
+from probe.engine.residual import ResidualFinding, ResidualWatch, try_outcome
+from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, server_ttl_of)
+from probe.protocol.exchange import Exchange, Plan
+from probe.protocol.http import Request
+from probe.network.single import CheckOptions, TlsOptions, new_exchange
+from probe.network.loop import Flows, Loop, Network
+from probe.network.target import Target
+from probe.protocol.tcp import Settings
+from probe.network.wire import Frame
 
 CONTROL_HOST = "example.com"  # RFC 2606's own example: no filter anywhere is about it
 ATTEMPT_SETTINGS = Settings(syn_retries=1, data_retries=0)
@@ -198,52 +197,6 @@ def run_trace(target: Target, options: TraceOptions, rtt: float | None, server_t
     return measurement
 
 
-@dataclass
-class Localization:
-    """What `check` and `trace` learned beyond the exchange: the revised analysis, the JSON
-    sections to add, and the extra packets for the pcap."""
-
-    analysis: object
-    extra: dict = field(default_factory=dict)
-    frames: list[Frame] = field(default_factory=list)
-    interrupt: BaseException | None = None  # raise it once the partial result is reported
-
-
-def by_sweeps(measurement, sweeps, location) -> Localization:
-    """The exchange judged again with the sweeps' location, and their JSON sections."""
-    from probe.engine import analyze_flow
-    from probe.engine.trace import result_from_location, rows_from_sweeps
-    from probe.report import locate_json, trace_json
-
-    rows = rows_from_sweeps(sweeps.tcp, sweeps.echo)
-    extra = {"locate": locate_json(location, sweeps.tcp, sweeps.echo)}
-    extra.update(trace_json(rows, result_from_location(location, rows), trigger="TTL-limited SYN",
-                            control="TTL-limited ICMP echo"))
-    return Localization(analyze_flow(measurement.packets, measurement.flow, location), extra, sweeps.frames)
-
-
-def trigger_words(target: Target, options: TraceOptions) -> tuple[str, str]:
-    """How the report names the trigger and the control: what each one carries."""
-    if target.tls:
-        sni = target.host if options.tls.sni is None else options.tls.sni
-        return (f"ClientHello with SNI {sni}" if sni else "ClientHello without SNI",
-                f"ClientHello with SNI {options.control_host}")
-    return f"request for {target.host}", f"request for {options.control_host}"
-
-
-def by_trace(analysis, traced: TraceMeasurement, words: tuple[str, str]) -> Localization:
-    """The exchange's analysis with the trace's hop, and the trace's JSON sections."""
-    from probe.engine.trace import apply_trace
-    from probe.report import trace_json
-
-    extra = trace_json(traced.rows, traced.result, trigger=words[0], control=words[1])
-    extra["trace"]["flow_identity"] = FLOW_IDENTITY
-    if traced.stopped:
-        extra["trace"]["stopped"] = traced.stopped
-    extra["multipath"] = multipath_json(traced.multipath)
-    return Localization(apply_trace(analysis, traced.result), extra, traced.frames, traced.interrupt)
-
-
 # What each copy of a trace keeps of the flow's identity (said in the JSON's trace section): the
 # addresses, protocol and server port are those of the exchange; each copy opens a connection of
 # its own with a fresh source port, so an ECMP router hashing the 5-tuple may send two copies down
@@ -293,44 +246,3 @@ def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
                 say(f"  residual try at +{started - trigger_at:.1f} s: {outcome}")
         loop.finish()
     return watch.finding(), frames
-
-
-def localize(target: Target, measurement, analysis, options: TraceOptions, always: bool = False,
-             on_progress=None, on_hop=None, network: Network | None = None) -> Localization | None:
-    """Run whichever TTL sweep can place the box this exchange points at (`locating_step`);
-    None when there is no reason to. `on_hop` gets each hop of a request trace as it is learned."""
-    say = on_progress or (lambda line: None)
-    step = locating_step(analysis, always)
-    if step == "sweeps":
-        from probe.engine.locate import locate
-        from probe.locate import run_sweeps
-
-        say("sweeping TTL-limited SYNs and ICMP echoes to find where the TCP answer comes from ...")
-        wait = options.window if options.window is not None else sweep_wait(analysis)
-        sweeps = run_sweeps(measurement.flow.client, target.address, target.port, max_ttl=options.max_ttl,
-                            wait=wait, on_progress=say, network=network)
-        return by_sweeps(measurement, sweeps, locate(sweeps.tcp, sweeps.echo, target.address))
-    if step == "trace":
-        residual, frames = None, []
-        if needs_trace(analysis):
-            say(f"trying fresh connections to {target.address} port {target.port} with an innocuous request "
-                f"(residual blocking?) ...")
-            residual, frames = watch_residual(target, measurement, options, say, network)
-            analysis = with_residual(analysis, residual, target)
-            if residual is not None and residual.seen and residual.first_passed_s is None:
-                # every copy would meet the block, not the box: nothing to trace
-                return Localization(analysis, {"residual_blocking": residual_json(residual)}, frames)
-        say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
-        traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement.packets, measurement.flow),
-                           on_progress=say, on_hop=on_hop, network=network)
-        found = by_trace(analysis, traced, trigger_words(target, options))
-        found.extra["residual_blocking"] = residual_json(residual)
-        found.frames[:0] = frames
-        return found
-    return None
-
-
-def with_residual(analysis, residual: ResidualFinding | None, target: Target):
-    """The analysis with residual blocking's sentence added to its explanation, when it was seen."""
-    said = sentence(residual, target.address, target.port) if residual is not None else None
-    return replace(analysis, explanation=f"{analysis.explanation} {said}") if said else analysis

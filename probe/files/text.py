@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 from probe.errors import ProbeError
-from probe.pcapfile import LINK_ETHERNET, LINK_LOOP, LINK_NULL, LINK_RAW, LINK_SLL, LINK_SLL2, MAX_RECORD
+from probe.files.pcap import LINK_ETHERNET, LINK_LOOP, LINK_NULL, LINK_RAW, LINK_SLL, LINK_SLL2, MAX_RECORD
 
 MAX_TEXT_BYTES = 16 << 20  # a ticket holds kilobytes; 16 MiB of tcpdump -X text is some 3.5 MB of packets
 MAX_FRAME = MAX_RECORD  # the largest packet a chain of rows may build
@@ -1243,7 +1243,7 @@ def is_text_file(path: str) -> bool:
 def ip_packets(path: str, note=None):
     """(time, IP packet) for every frame of a text capture, as `pcapfile.ip_packets` streams a pcap;
     what was read goes to `note` (the reader's warnings), one sentence at a time."""
-    from probe.pcapfile import ip_payload
+    from probe.files.pcap import ip_payload
 
     reading = read_cached(path)
     if note is not None:
