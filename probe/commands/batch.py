@@ -121,7 +121,7 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
     import json
     import time
 
-    from probe.jobs.targets import Judged, Locator, Pending, Tally, error_document, judge, resolved, summary_table
+    from probe.jobs.targets import Locator, Outcomes, resolved, run_targets, summary_table
     from probe.network.admission import Session, SessionOptions
 
     count, lines = _lines(file, family)
@@ -131,7 +131,7 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
     pcap_handle = open_output(pcap)
     if prom is not None:
         _check_writable_dir(prom)
-    from probe.jobs.store import History, HistoryError, state_of
+    from probe.jobs.store import History, HistoryError
 
     store, history_failure = None, None
     if history:
@@ -150,66 +150,38 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
 
         pcap_writer = dpkt.pcap.Writer(pcap_handle, snaplen=65535, linktype=LINKTYPE_RAW, nano=True)
     stream = out_handle if out_handle is not None else sys.stdout.buffer
-    everything, spoken = Tally(), Tally()
     metrics = [] if prom is not None else None
     show_bar = progress if progress is not None else sys.stderr.isatty()
     bar = _Progress(count, show_bar)
     started = time.monotonic()
 
-    def emit(judged: Judged) -> None:
-        document, code = judged.document, judged.exit_code
-        speak = True
-        if store is not None:
-            change = store.record(judged.line.key, document, code)
-            document["history"] = dict(change.as_json(), vantage=store.vantage)
-            speak = change.speaks(state_of(document)) or not alert_on_change
-            if alert_on_change and change.kind == "changed":
-                document["change"] = f"was {change.previous}"
-        everything.add(document, code)
-        if metrics is not None:
-            from probe.render.monitor import metric_of
+    def speak(document: dict) -> None:
+        if not nagios or out_handle is not None:
+            stream.write(json.dumps(document).encode() + b"\n")
 
-            metrics.append(metric_of(document, code))
-        if pcap_writer is not None:
-            for frame in judged.frames:
-                pcap_writer.writepkt(frame.data, ts=frame.t)
-        if speak:
-            spoken.add(document, code)
-            if not nagios or out_handle is not None:
-                stream.write(json.dumps(document).encode() + b"\n")
+    def write_frames(frames: list) -> None:
+        for frame in frames:
+            pcap_writer.writepkt(frame.data, ts=frame.t)
+
+    def keep_metric(document: dict, code: int) -> None:
+        from probe.render.monitor import metric_of
+
+        metrics.append(metric_of(document, code))
+
+    outcomes = Outcomes(store, alert_on_change, speak, write_frames if pcap_writer is not None else None,
+                        keep_metric if metrics is not None else None)
+
+    def judged(result) -> None:
+        outcomes.add(result)
         bar.update(1)
 
-    pending: list[Pending] = []
     exit_code, runs = None, None
     try:
-        items = ((line, target) for line, target in resolved(lines(), lookahead=2 * concurrency))
-        runs = session.run(items)
-        for finished in runs:
-            line = finished.tag
-            if finished.measurement is None:
-                emit(Judged(line, error_document(line, finished.target, finished.error), 1))
-            else:
-                judged = judge(line, finished.measurement, locator)
-                if isinstance(judged, Pending):
-                    pending.append(judged)
-                elif judged is not None:
-                    emit(judged)
-                else:  # it waits for a trace: its exchange is over all the same
-                    bar.update(1)
-            for item in [p for p in pending if p.done()]:
-                pending.remove(item)
-                emit(item.complete())
-        for item in pending:
-            emit(item.complete())
-        pending.clear()
-        if locator is not None:  # the exchanges are over: now the traces
-            paths, targets = locator.waiting()
-            if targets:
-                bar.phase(f"tracing {paths} path(s)", targets)
-            for judged in locator.run_traces():
-                emit(judged)
+        runs = session.run((line, target) for line, target in resolved(lines(), lookahead=2 * concurrency))
+        run_targets(runs, locator, judged, lambda: bar.update(1),
+                    lambda paths, targets: bar.phase(f"tracing {paths} path(s)", targets))
         seconds = time.monotonic() - started
-        exit_code = spoken.exit_code if alert_on_change else everything.exit_code
+        exit_code = outcomes.exit_code
     finally:
         if runs is not None:
             runs.close()  # the guard table goes now, whatever stopped us (SIGTERM included)
@@ -233,14 +205,14 @@ def _run_batch(file, family, out, concurrency, rate, check_options, no_locate, m
     if nagios:
         from probe.render.monitor import nagios_output
 
-        text, state = nagios_output(everything, history_failure and "the history was not written")
+        text, state = nagios_output(outcomes.everything, history_failure and "the history was not written")
         print(text)
         if history_failure:
             say(f"probe: {history_failure}")
         return state
-    if spoken.total if alert_on_change else everything.total:  # --alert-on-change: silent when nothing changed
-        say(summary_table(everything, seconds, session.packets_sent, session.frames_dropped, paint,
-                          changed=spoken if alert_on_change else None))
+    if outcomes.heard.total:  # --alert-on-change: silent when nothing changed
+        say(summary_table(outcomes.everything, seconds, session.packets_sent, session.frames_dropped, paint,
+                          changed=outcomes.spoken if alert_on_change else None))
     if history_failure:  # the results are above; the history did not get them: the tool failed a job
         say(f"probe: {history_failure} (the results are in the JSON lines)")
         return common.EXIT_FAILED

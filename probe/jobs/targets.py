@@ -14,7 +14,7 @@ import concurrent.futures
 import shlex
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from probe.errors import ProbeError, UsageError
 from probe.outcome import worst
@@ -252,6 +252,83 @@ def judge(line: Line, measurement, locator: Locator | None) -> Judged | Pending 
         return judged
 
     return Pending(future, after_sweep)
+
+
+def run_targets(finished_exchanges, locator: Locator | None, on_judged: Callable[[Judged], None],
+                on_waiting: Callable[[], None], on_tracing: Callable[[int, int], None]) -> None:
+    """Judge each exchange of a batch as it finishes (`finished_exchanges`: the session's
+    results, tagged with their `Line`), and then run the traces the judgements asked for.
+    `on_judged` gets every target's result exactly once; `on_waiting()` is called for an
+    exchange whose result waits for a trace, and `on_tracing(paths, targets)` before the traces."""
+    pending: list[Pending] = []
+    for finished in finished_exchanges:
+        line = finished.tag
+        if finished.measurement is None:
+            on_judged(Judged(line, error_document(line, finished.target, finished.error), 1))
+        else:
+            judged = judge(line, finished.measurement, locator)
+            if isinstance(judged, Pending):
+                pending.append(judged)
+            elif judged is not None:
+                on_judged(judged)
+            else:  # it waits for a trace: its exchange is over all the same
+                on_waiting()
+        for item in [p for p in pending if p.done()]:
+            pending.remove(item)
+            on_judged(item.complete())
+    for item in pending:
+        on_judged(item.complete())
+    if locator is not None:  # the exchanges are over: now the traces
+        paths, targets = locator.waiting()
+        if targets:
+            on_tracing(paths, targets)
+        for judged in locator.run_traces():
+            on_judged(judged)
+
+
+class Outcomes:
+    """Where each judged target goes, and the alert-on-change policy.
+
+    Every target is recorded in the history (which says what changed since the last run, and
+    from which vantage point) and counted in `everything`. It is *spoken* (its JSON line
+    written, counted in `spoken`) unless `alert_on_change` is set and its state did not change:
+    the cron job that alerts on change hears only changes, and its exit status is theirs."""
+
+    def __init__(self, store=None, alert_on_change: bool = False, speak: Callable[[dict], None] | None = None,
+                 frames: Callable[[list], None] | None = None, metric: Callable[[dict, int], None] | None = None):
+        self.store, self.alert_on_change = store, alert_on_change
+        self._speak, self._frames, self._metric = speak, frames, metric
+        self.everything, self.spoken = Tally(), Tally()
+
+    def add(self, judged: Judged) -> None:
+        document, code = judged.document, judged.exit_code
+        speak = True
+        if self.store is not None:
+            from probe.jobs.store import state_of
+
+            change = self.store.record(judged.line.key, document, code)
+            document["history"] = dict(change.as_json(), vantage=self.store.vantage)
+            speak = change.speaks(state_of(document)) or not self.alert_on_change
+            if self.alert_on_change and change.kind == "changed":
+                document["change"] = f"was {change.previous}"
+        self.everything.add(document, code)
+        if self._metric is not None:
+            self._metric(document, code)
+        if self._frames is not None:
+            self._frames(judged.frames)
+        if speak:
+            self.spoken.add(document, code)
+            if self._speak is not None:
+                self._speak(document)
+
+    @property
+    def heard(self) -> Tally:
+        """What the run reports on: the changes under `alert_on_change`, else every target."""
+        return self.spoken if self.alert_on_change else self.everything
+
+    @property
+    def exit_code(self) -> int:
+        return self.heard.exit_code
 
 
 # -- the tally --------------------------------------------------------------------------------
