@@ -27,13 +27,14 @@ def analyzed_flow_json(result) -> dict:
 def flow_json_text(item: dict) -> str:
     """One flow of the `--json` document as text: its fields two spaces in, each packet on one line
     of its own. Python's C encoder (`json.dumps` without an indent) writes every value: with an
-    indent, `json` falls back to its encoder in pure Python, which was most of the time `analyze
-    --json` took (the same values either way; only the white space differs)."""
+    indent, `json` falls back to its encoder in pure Python, three times slower, a quarter of the
+    time `analyze --json` took (the same values either way; only the white space differs)."""
     dumps = json.dumps
     fields = []
     for key, value in item.items():
-        if key == "packets" and value:
-            text = "[\n    " + ",\n    ".join(map(dumps, value)) + "\n  ]"
+        if key == "packets" and value:  # one call for all: a packet's object starts with "n"; inside a
+            # string a quote is always escaped, so `}, {"n": ` is found only between two packets
+            text = "[\n    " + dumps(value)[1:-1].replace('}, {"n": ', '},\n    {"n": ') + "\n  ]"
         else:
             text = dumps(value)
         fields.append(f"  {dumps(key)}: {text}")
