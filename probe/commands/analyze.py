@@ -213,7 +213,8 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     import sys
 
     from probe.files.flows import analyze_stream
-    from probe.render.flows import FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_row
+    from probe.render.flows import (FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_json_text,
+                                    flow_row)
     from probe.render.report import SCHEMA, packet_table
 
     spool, text_spool, table, codes = _Spool(), _Spool(), FlowsTable(_Spool()), set()
@@ -223,7 +224,7 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
 
     def texts_of(result) -> tuple[str | None, str | None]:
         """What the flow adds besides its row: its JSON for the document, and its text (not clean, or -v)."""
-        document = json.dumps(analyzed_flow_json(result), indent=2) if outputs.document is not None else None
+        document = flow_json_text(analyzed_flow_json(result)) if outputs.document is not None else None
         if not outputs.text or not (verbose or result.analysis.verdict != "clean"):
             return document, None
         row = flow_row(result)
@@ -254,15 +255,25 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
         if text is not None:
             text_spool.add(start, text)
 
+    clean_code = exit_code_for("clean", None)
+
+    def render_summary(summary) -> None:
+        """`render` of an ordinary flow (`probe.files.flows.Summary`): its row is all it adds to the
+        table (only asked for when nothing prints its packets), and it is never a trace's."""
+        codes.add(clean_code)
+        table.add_clean(summary.start, f"{summary.client}:{summary.client_port}",
+                        f"{summary.server}:{summary.server_port}", summary.packet_count)
+
     from probe.files.traced import TraceCollector, control_fates, is_trace_probe
 
     control_traces = control_fates(control) if control is not None else None
     collector = TraceCollector(render)
     with _progress_bar(path, outputs.quiet) as progress:
         # the table and the exit code need no more of an ordinary flow than its verdict (`probe.files.ordinary`)
-        totals = analyze_stream(path, wanted, collector.add, progress=progress,
-                                summarise=not (outputs.document or verbose or reported is not None),
-                                workers=_workers(path), prepare=prepare if reported is None else None)
+        summarise = not (outputs.document or verbose or reported is not None)
+        totals = analyze_stream(path, wanted, collector.add, progress=progress, summarise=summarise,
+                                workers=_workers(path), prepare=prepare if reported is None else None,
+                                on_summary=render_summary if summarise else None)
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))

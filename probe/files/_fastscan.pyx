@@ -67,8 +67,14 @@ cdef inline int hop_distance(int ttl):
     return start - ttl + 1
 
 
+cdef enum:
+    SMALL = 16  # entries of `by_end` and `client_ids` kept in C arrays before a dict or set takes the rest
+
+
 cdef class FastOrdinary:
-    """`ordinary.Ordinary` in C fields; `verdict` hands its times and TTLs to the pure module's sentences."""
+    """`ordinary.Ordinary` in C fields; `verdict` hands its times and TTLs to the pure module's sentences.
+    Its `by_end` (dict) and `client_ids` (set) are C arrays for their first SMALL entries, the rest
+    in a dict and a set made only when needed: a short flow (most of them) then allocates neither."""
 
     cdef public bint still
     cdef public double syn_t
@@ -76,18 +82,73 @@ cdef class FastOrdinary:
     cdef uint32_t syn_seq, server_next, client_end
     cdef bint has_synack, has_request, has_answer
     cdef double synack_t, last_ours_t, half_rtt, request_t, answer_t
-    cdef dict by_end
-    cdef set client_ids
+    cdef uint32_t end_keys[SMALL]
+    cdef double end_times[SMALL]
+    cdef int n_ends
+    cdef dict more_ends
+    cdef int ids[SMALL]
+    cdef int n_ids
+    cdef set more_ids
 
     def __init__(self, double t, int ttl, int flags, uint32_t seq, int ip_id, int version):
         self.still = version == 4 and flags == SYN
         self.syn_t, self.syn_ttl, self.syn_seq = t, ttl, seq
         self.has_synack = self.has_request = self.has_answer = False
         self.client_end = seq + 1
-        self.by_end = {self.client_end: t}
-        self.client_ids = {ip_id}
+        self.n_ends = self.n_ids = 0
+        self.more_ends = None
+        self.more_ids = None
+        self.note_end(self.client_end, t)
+        self.note_id(ip_id)
         self.last_ours_t = t
         self.half_rtt = 0.0
+
+    cdef inline bint end_time(self, uint32_t end, double* when):
+        """`by_end.get(end)`: True and the time in `when` if there."""
+        cdef int i
+        for i in range(self.n_ends):
+            if self.end_keys[i] == end:
+                when[0] = self.end_times[i]
+                return True
+        if self.more_ends is not None:
+            found = self.more_ends.get(end)
+            if found is not None:
+                when[0] = <double>found
+                return True
+        return False
+
+    cdef inline void note_end(self, uint32_t end, double t):
+        """`if end not in by_end: by_end[end] = t`."""
+        cdef double before
+        if self.end_time(end, &before):
+            return
+        if self.n_ends < SMALL:
+            self.end_keys[self.n_ends], self.end_times[self.n_ends] = end, t
+            self.n_ends += 1
+            return
+        if self.more_ends is None:
+            self.more_ends = {}
+        self.more_ends[end] = t
+
+    cdef inline bint has_id(self, int ip_id):
+        """`ip_id in client_ids`."""
+        cdef int i
+        for i in range(self.n_ids):
+            if self.ids[i] == ip_id:
+                return True
+        return self.more_ids is not None and ip_id in self.more_ids
+
+    cdef inline void note_id(self, int ip_id):
+        """`client_ids.add(ip_id)`."""
+        if self.has_id(ip_id):
+            return
+        if self.n_ids < SMALL:
+            self.ids[self.n_ids] = ip_id
+            self.n_ids += 1
+            return
+        if self.more_ids is None:
+            self.more_ids = set()
+        self.more_ids.add(ip_id)
 
     cdef void ours(self, double t, int ttl, int flags, uint32_t seq, Py_ssize_t length, int ip_id):
         cdef uint32_t end
@@ -97,10 +158,8 @@ cdef class FastOrdinary:
         end = seq + <uint32_t>length + <uint32_t>(flags & FIN)
         if ahead(end, self.client_end) > 0:
             self.client_end = end
-        key = end
-        if key not in self.by_end:
-            self.by_end[key] = t
-        self.client_ids.add(ip_id)
+        self.note_end(end, t)
+        self.note_id(ip_id)
         if t > self.last_ours_t:
             self.last_ours_t = t
         if length and not self.has_request:
@@ -119,11 +178,11 @@ cdef class FastOrdinary:
             self.half_rtt = (t - self.syn_t if t - self.syn_t > 0.0 else 0.0) / 2
             return
         if ttl != self.synack_ttl or df != self.synack_df or flags & ~ALLOWED_AFTER_HANDSHAKE or not flags & ACK \
-                or ahead(ack, self.client_end) > 0 or (ip_id and ip_id in self.client_ids):
+                or ahead(ack, self.client_end) > 0 or (ip_id and self.has_id(ip_id)):
             self.still = False
             return
-        found = self.by_end.get(ack)
-        before = self.last_ours_t if found is None else <double>found
+        if not self.end_time(ack, &before):
+            before = self.last_ours_t
         if t - before < self.half_rtt:
             self.still = False
             return

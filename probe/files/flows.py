@@ -260,6 +260,31 @@ class FlowResult:
         return (len(self.packets) if self.packets else self.count) + self.elided
 
 
+class Summary:
+    """An ordinary flow (`probe.files.ordinary`) as the flows table and the exit code need it, handed to
+    `analyze_stream`'s `on_summary` in place of a `FlowResult`: `judge(flow, summarise=True)`
+    would say `clean`, no direction, captured at the client, with every packet its sender's own,
+    and the table shows no more than that. Making a whole `FlowResult` (its `Flow`, `Analysis`,
+    `Vantage` and sentences) for each of a million ordinary flows cost more than reading them."""
+
+    __slots__ = ("start", "client", "client_port", "server", "server_port", "packet_count")
+    verdict, direction, vantage = "clean", None, "client"
+
+    def __init__(self, start: float, client: str, client_port: int, server: str, server_port: int,
+                 packet_count: int):
+        self.start, self.client, self.client_port = start, client, client_port
+        self.server, self.server_port, self.packet_count = server, server_port, packet_count
+
+    @classmethod
+    def of(cls, open_flow) -> "Summary | None":
+        """The summary of a finished flow the pre-judgement holds ordinary to its end, else None."""
+        ordinary = open_flow.ordinary
+        if ordinary is None or not ordinary.holds():
+            return None
+        return cls(ordinary.syn_t, open_flow.client, open_flow.client_port, open_flow.server, open_flow.server_port,
+                   open_flow.count + open_flow.elided)
+
+
 @dataclass
 class Totals:
     """What the reader saw besides the flows it judged."""
@@ -450,13 +475,16 @@ def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
 
 def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None],
                    summarise: bool = False, progress: Callable[[int, int], None] | None = None,
-                   workers: int = 0, prepare: Callable[[FlowResult], object] | None = None) -> Totals:
+                   workers: int = 0, prepare: Callable[[FlowResult], object] | None = None,
+                   on_summary: Callable[[Summary], None] | None = None) -> Totals:
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
     engine (`judge`); `progress(bytes read, file size)` is called as the file is read. `workers`:
     processes that run the engine beside the reader (`Judges`); `prepare(result)`, when given, is
     run in the worker that judged a flow and its answer, unless None, kept in `result.prepared` (the
-    caller's rendering, done in parallel too), the packets and attributions then left behind."""
+    caller's rendering, done in parallel too), the packets and attributions then left behind.
+    `on_summary`, when given with `summarise`, takes each ordinary flow as a `Summary` instead of
+    `on_result` (in the same place of the order)."""
     fast = fast_path()
     if fast is not None:
         table = fast.FastFlowTable(wanted)
@@ -466,7 +494,8 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
 
         table = FlowTable(wanted)
         flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
-    with _fewer_collections(), Judges(on_result, summarise, workers, prepare) as judges:
+    with _fewer_collections(), Judges(on_result, summarise, workers, prepare,
+                                      on_summary if summarise else None) as judges:
         for open_flow in flows:
             judges.add(open_flow)
     return table.totals
@@ -504,10 +533,12 @@ class Judges:
     BATCH_PACKETS = 4_000  # a batch is sent when its flows hold this many packets (or BATCH_FLOWS flows)
     BATCH_FLOWS = 64
     IN_FLIGHT = 3
+    HAND_ON_EVERY = 64  # flows added between two looks at the head of the line (each look asks a future)
 
     def __init__(self, on_result: Callable[[FlowResult], None], summarise: bool, workers: int,
-                 prepare: Callable[[FlowResult], object] | None):
+                 prepare: Callable[[FlowResult], object] | None, on_summary: Callable[[Summary], None] | None = None):
         self.on_result, self.summarise, self.workers, self.prepare = on_result, summarise, workers, prepare
+        self.on_summary = on_summary
         self.pool = None
         self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
         self.head = 0
@@ -515,6 +546,7 @@ class Judges:
         self.sent: list = []  # the future of the batch being filled, once it is sent
         self.batch_packets = 0
         self.in_flight: list = []
+        self.added = 0
 
     def __enter__(self) -> "Judges":
         if self.workers > 0:
@@ -537,9 +569,14 @@ class Judges:
             _WORKER_PREPARE[0] = None
 
     def add(self, open_flow) -> None:
+        summary = Summary.of(open_flow) if self.on_summary is not None else None
         if self.pool is None:
+            if summary is not None:
+                return self.on_summary(summary)
             return self.on_result(judge(open_flow, self.summarise))
-        if self.summarise and open_flow.ordinary is not None and open_flow.ordinary.holds():
+        if summary is not None:
+            self.line.append(summary)
+        elif self.summarise and open_flow.ordinary is not None and open_flow.ordinary.holds():
             self.line.append(judge(open_flow, True))  # `prepare` is for the engine's flows
         else:
             self.line.append((self.sent, len(self.batch)))  # its batch's future (once sent), its place there
@@ -547,7 +584,9 @@ class Judges:
             self.batch_packets += open_flow.count
             if self.batch_packets >= self.BATCH_PACKETS or len(self.batch) >= self.BATCH_FLOWS:
                 self._send()
-        self._hand_on(wait=False)
+        self.added += 1
+        if not self.added % self.HAND_ON_EVERY:
+            self._hand_on(wait=False)
 
     def _send(self) -> None:
         if not self.batch:
@@ -574,7 +613,10 @@ class Judges:
                 item = sent[0].result()[index]
             line[self.head] = None
             self.head += 1
-            self.on_result(item)
+            if type(item) is Summary:
+                self.on_summary(item)
+            else:
+                self.on_result(item)
         if self.head > 4096 and self.head * 2 > len(line):
             del line[:self.head]
             self.head = 0

@@ -225,13 +225,18 @@ def test_workers_hand_on_the_same_results_in_the_same_order(tmp_path_factory, su
     assert sent
 
 
-@pytest.mark.parametrize("pure", [False, True])
-def test_progress_reaches_the_files_size(tmp_path_factory, monkeypatch, pure):
-    """The progress bar's callback (bytes read, file size): it climbs to the whole file, either way."""
+def choose_path(monkeypatch, pure: bool) -> None:
+    """The pure code (`PROBE_PURE=1`) or the compiled one (skipped when not built)."""
     if pure:
         monkeypatch.setenv("PROBE_PURE", "1")
     elif _fastscan is None:
         pytest.skip("probe.files._fastscan is not built")
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_progress_reaches_the_files_size(tmp_path_factory, monkeypatch, pure):
+    """The progress bar's callback (bytes read, file size): it climbs to the whole file, either way."""
+    choose_path(monkeypatch, pure)
     path = shape(tmp_path_factory, "short", 20_000)
     seen = []
     az.analyze_stream(str(path), None, lambda result: None, progress=lambda done, size: seen.append((done, size)))
@@ -239,3 +244,31 @@ def test_progress_reaches_the_files_size(tmp_path_factory, monkeypatch, pure):
     assert size > 2 * (1 << 20) and len(seen) >= 3  # a megabyte at a time
     assert all(total == size for _done, total in seen) and seen[-1][0] == size
     assert [done for done, _size in seen] == sorted(done for done, _size in seen)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("pure", [False, True])
+def test_summaries_stand_for_the_summarised_results_in_their_place(tmp_path_factory, monkeypatch, workers, pure):
+    """`analyze_stream`'s `on_summary`: every flow `judge(summarise=True)` summarises comes as an
+    `analyze.Summary` with its start, ends and packets, in the place of its result; every other
+    flow as before (with workers and without, compiled and pure)."""
+    choose_path(monkeypatch, pure)
+    path = shape(tmp_path_factory, "mix", 30_000)
+    results = []
+    az.analyze_stream(str(path), None, results.append, summarise=True)
+    mixed = []
+    az.analyze_stream(str(path), None, mixed.append, summarise=True, workers=workers, on_summary=mixed.append)
+    assert len(mixed) == len(results)
+    summaries = 0
+    for result, item in zip(results, mixed):
+        if result.summarised:
+            summaries += 1
+            assert type(item) is az.Summary
+            assert (item.start, item.client, item.client_port, item.server, item.server_port, item.packet_count,
+                    item.verdict, item.direction, item.vantage) == \
+                (result.start, result.flow.client, result.flow.client_port, result.flow.server,
+                 result.flow.server_port, result.packet_count, result.analysis.verdict, result.analysis.direction,
+                 result.flow.vantage)
+        else:
+            assert item == result
+    assert summaries and summaries < len(results)

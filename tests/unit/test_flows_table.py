@@ -20,8 +20,8 @@ def rows(cell=None):
     return st.lists(st.tuples(st.sampled_from([0.0, 1.5, 2.0, 7.25, 1e9]),  # starts that tie often
                               st.builds(list, st.tuples(endpoint, endpoint if cell is None else cell,
                                                         st.integers(0, 10**7), VERDICTS,
-                                                        st.sampled_from(["-", "to-client", "to-server", "both"]),
-                                                        st.sampled_from(["client", "server"])))),
+                                                        st.sampled_from(["-", "-", "to-client", "to-server", "both"]),
+                                                        st.sampled_from(["client", "client", "server"])))),
                     min_size=1, max_size=60)
 
 
@@ -31,9 +31,19 @@ def small_runs(monkeypatch):
 
 
 def check(items) -> None:
+    for summarised in (False, True):
+        check_table(items, summarised)
+
+
+def check_table(items, summarised: bool) -> None:
+    """With `summarised`, the rows of clean flows captured at the client come through `add_clean`
+    (`analyze.Summary`'s way), the others through `add`: the same table either way."""
     table = FlowsTable(_Spool())
     for start, row in items:
-        table.add(start, row)
+        if summarised and row[3:] == ["clean", "-", "client"]:
+            table.add_clean(start, row[0], row[1], row[2])
+        else:
+            table.add(start, row)
     expected = flows_table([row for _start, row in sorted(items, key=lambda item: item[0])])
     assert "\n".join(table.lines()) == expected
 
