@@ -1,19 +1,40 @@
 """The I/O of `probe trace`: TTL-limited copies of the request, the trigger beside a control.
 
-For each TTL, two fresh connections are opened at full TTL (state on a box, a blocked flow or a
-burned port, never carries over from one copy to the next): the control names an innocuous
-host, the trigger the host under test, and each sends its request once with the TTL under test.
+For each TTL a connection is opened at full TTL for the control (an innocuous host), then one
+for the trigger (the host under test), and each sends its request once with the TTL under test.
 Whatever comes back within the window is recorded (every copy runs through one loop,
 `probe.loop`, whose finished exchanges still record their late packets). Each copy is an
 exchange (`probe.exchange`) with its own plan: the request at the TTL under test, no
 retransmission, a window after the request, then resets at the sequence numbers the server
 may expect, so no half-open connection stays on the server. The reasoning is in
-`probe.engine.trace`.
+`probe.engine.trace` and `probe.engine.order`.
 
-Polite by construction: at most four connections per TTL (a difference is confirmed once with a
-fresh pair before it counts), a maximum TTL, and the trace stops as soon as the answer is known:
-a confirmed difference, both copies reaching the server, three TTLs in a row where neither copy
-drew anything (or could connect), or `max_time`.
+The flow identity (Paris traceroute, Augustin et al., IMC 2006; CenTrace, IMC 2022, repeats
+its traceroutes and waits between them for stateful blocking instead). An ECMP router hashes
+the five-tuple, so copies on different source ports may take different paths.
+Every copy reuses one source port, the control and the trigger of a TTL and TTL after TTL:
+the previous connection on it was reset, so the server holds nothing for it, and our ISNs
+only grow (RFC 6528, `probe.wire.initial_sequence`), so a server still holding it in TIME-WAIT
+takes the new SYN, and a late packet of the previous connection acknowledges less than the new
+SYN and is not taken for an answer (`probe.engine.trace.fate_of`). The copies go TTL ascending,
+the control first (`probe.engine.order`); a copy whose request expires before the box never
+reaches it, so the box holds no state for the four-tuple until the first trigger that reaches
+it, and that copy already decides. A fresh port is taken only (1) after a trigger that may have
+met a box (`order.keeps_identity`: anything but expiring at the control's router), (2) for the
+pair that confirms a difference (the deciding four-tuple may be remembered by the box: the
+lab's swallowing box lets a remembered flow pass), which must end where the deciding flow's
+copies did at that TTL and below, or it took another branch and another fresh pair is tried
+(CONFIRM_SAMPLES), and (3) when the trace's flow reached the server without a difference
+though the exchange before it met a box: innocuous controls on the exchange's own four-tuple
+find the TTL where its path leaves the trace's, and fresh ports are sampled there, one control
+each (PATH_SAMPLES, Paris traceroute's multipath detection), until one follows the exchange's
+path; the sweep resumes there. `trace.flow_identity` and `trace.source_ports` in the JSON say
+which identity was kept.
+
+Polite by construction: at most `connection_budget(max_ttl)` connections (four per TTL, 64 with
+the default --max-ttl), each closed with resets, and the trace stops as soon as the answer is
+known: a confirmed difference, both copies reaching the server, three TTLs in a row where
+neither copy drew anything (or could connect), or `max_time`.
 
 When the server's handshake itself cannot be completed (a reset answering the SYN), the trace
 falls back on TTL-limited SYNs beside ICMP echoes (`probe.locate`).

@@ -123,7 +123,8 @@ def locate_in_order(copies: Sequence[Copy]) -> TraceResult:
 def keeps_identity(trigger: Fate, control: Fate) -> bool:
     """Whether the copies after this TTL's pair may reuse its four-tuple (one source port per
     trace, Paris traceroute's principle: Augustin et al., "Avoiding traceroute anomalies with
-    Paris traceroute", IMC 2006; CenTrace, IMC 2022, keeps one flow per measurement too).
+    Paris traceroute", IMC 2006; CenTrace, IMC 2022, repeats its traceroutes against path
+    variance and waits between them for stateful blocking instead).
 
     A box that keeps state for a four-tuple keeps it for a flow whose trigger it acted on (the
     lab's block-page box drops a remembered flow's trigger silently, the swallowing box lets it
