@@ -76,6 +76,7 @@ class Outcome:
     met_box: bool | None = None  # None: not known (no ECMP stage)
     both_branches: bool | None = None
     packets_sent: int | None = None
+    left_open: int | None = None  # server sockets toward the client not closed after the run
 
     def hop_right(self, truth: int) -> bool:
         return self.hop == truth
@@ -95,6 +96,48 @@ def outcome_of(stdout: str, exit_code: int) -> Outcome:
     return Outcome(document.get("hop"), (bracket["passed"], bracket["not_reached"]) if bracket else None, exit_code,
                    document.get("verdict"), (document.get("client") or {}).get("port"),
                    multipath["seen"] if multipath else None)
+
+
+class Politeness:
+    """Per run: the TCP packets the client sent to the server (an nftables counter in the client's
+    namespace: the check, the residual watch and the trace together), and the server's sockets
+    toward the client left in any state but TIME-WAIT once the run is over (`ss`, as the e2e tests
+    do; waited for up to 5 s, as closing resets may still be on the way)."""
+
+    TABLE = "plab_polite"
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+
+    def reset(self) -> None:
+        ruleset = (f"table inet {self.TABLE} {{\n chain out {{ type filter hook output priority 0;\n"
+                   f"  ip daddr {self.lab.server_addr} meta l4proto tcp counter\n }}\n}}\n")
+        self.lab.exec(self.lab.client_ns, ["nft", "-f", "-"],
+                      input=f"add table inet {self.TABLE}\ndelete table inet {self.TABLE}\n" + ruleset)
+
+    def packets(self) -> int:
+        listing = json.loads(self.lab.exec(self.lab.client_ns, ["nft", "-j", "list", "table", "inet", self.TABLE]).stdout)
+        return sum(x["counter"]["packets"] for item in listing["nftables"] if "rule" in item
+                   for x in item["rule"]["expr"] if "counter" in x)
+
+    def left_open(self) -> int:
+        deadline = time.monotonic() + 5.0
+        while True:
+            out = self.lab.exec(self.lab.server_ns, ["ss", "-Htan"]).stdout
+            count = sum(1 for fields in map(str.split, out.splitlines()) if len(fields) >= 5
+                        and fields[4].startswith(f"{self.lab.client_addr}:") and fields[0] not in ("TIME-WAIT", "LISTEN"))
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.2)  # polling the server's sockets, bounded by the deadline
+
+
+def politeness_line(outcomes: list[Outcome]) -> str | None:
+    counted = [o for o in outcomes if o.packets_sent is not None]
+    if not counted:
+        return None
+    left = sum(o.left_open or 0 for o in counted)
+    return (f"packets to the server per run: max {max(o.packets_sent for o in counted)}, "
+            f"mean {sum(o.packets_sent for o in counted) / len(counted):.0f}; server sockets left open: {left}")
 
 
 class EcmpTruth:
@@ -205,6 +248,7 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float) -> lis
     argv = [sys.executable, "-m", "probe", "trace", f"http://{TRIGGER_HOST}/", "--resolve",
             f"{TRIGGER_HOST}:80:{lab.server_addr}", "--json"]
     truth = EcmpTruth(lab) if lab.ecmp_hop is not None and box_ns == lab.twin_ns else None
+    polite = Politeness(lab)
     outcomes = []
     try:
         for _ in range(runs):
@@ -212,8 +256,10 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float) -> lis
                 print(f"  {kind}: still blocked {RESIDUAL_S + 15:g} s after the last run", file=sys.stderr)
             if truth is not None:
                 truth.reset()
+            polite.reset()
             done = lab.exec(lab.client_ns, argv, check=False, timeout=timeout)
-            outcome = outcome_of(done.stdout, done.returncode)
+            outcome = replace(outcome_of(done.stdout, done.returncode), packets_sent=polite.packets(),
+                              left_open=polite.left_open())
             if truth is not None and outcome.port is not None:
                 _, twin_ports, expired_a, expired_b = truth.read()
                 outcome = replace(outcome, met_box=outcome.port in twin_ports,
@@ -260,9 +306,10 @@ def main() -> int:
                         results[(kind, condition, hop)] = run_cell(lab, box_ns, kind, args.runs, args.timeout)
                         print(f"{kind:16s} {condition:5s} hop {hop}: {cell(results[(kind, condition, hop)], hop)}",
                               file=sys.stderr, flush=True)
-                        said = multipath_line(results[(kind, condition, hop)])
-                        if said:
-                            print(f"{'':16s} {condition:5s} hop {hop}: {said}", file=sys.stderr, flush=True)
+                        for line in (multipath_line(results[(kind, condition, hop)]),
+                                     politeness_line(results[(kind, condition, hop)])):
+                            if line:
+                                print(f"{'':16s} {condition:5s} hop {hop}: {line}", file=sys.stderr, flush=True)
                 finally:
                     lab.down()
     text = (f"_Made by `{command}` on {datetime.date.today().isoformat()} "

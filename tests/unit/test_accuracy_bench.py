@@ -79,3 +79,13 @@ def test_kinds_and_lists_are_checked():
     assert bench.KIND_KEYS["blockpage"] == "block page" and len(bench.KINDS) == 7
     with pytest.raises(Exception, match="unknown hop"):
         bench.parse_list("1,9", ["1", "2"], "hop")
+
+
+def test_politeness_sums_up_packets_and_what_was_left_open():
+    from dataclasses import replace
+
+    base = bench.outcome_of(document(2, (1, 3)), 3)
+    runs = [replace(base, packets_sent=40, left_open=0), replace(base, packets_sent=61, left_open=1)]
+    assert bench.politeness_line(runs) == ("packets to the server per run: max 61, mean 50; "
+                                           "server sockets left open: 1")
+    assert bench.politeness_line([base]) is None
