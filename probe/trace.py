@@ -241,7 +241,7 @@ class _Run:
                  f"(source port {exchange_flow.client_port}, innocuous copies) ...")
         split = self.walk(swept)
         if split is None:
-            self.say("  the exchange's flow takes the same routers as the trace's: the box answers only some flows")
+            self.say("  the exchange's own flow showed no router the trace's did not: no other path found")
             return
         ttl, exchange_fate = split
         for _ in range(samples):
