@@ -35,7 +35,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,11 +62,21 @@ MARKERS = ("<!-- accuracy-table:start -->", "<!-- accuracy-table:end -->")
 
 @dataclass(frozen=True)
 class Outcome:
-    """One run: the hop named, the bracket, the exit status (hop None: nothing located)."""
+    """One run: the hop named, the bracket, the exit status (hop None: nothing located); the
+    verdict, the exchange's source port, whether the document says multipath was seen; under
+    `ecmp`, the lab's ground truth (`EcmpTruth`): whether the exchange's flow crossed the box's
+    branch, and whether the trace's copies expired at both routers of the pair."""
 
     hop: int | None
     bracket: tuple[int, int] | None
     exit_code: int
+    verdict: str | None = None
+    port: int | None = None
+    multipath_said: bool | None = None
+    met_box: bool | None = None  # None: not known (no ECMP stage)
+    both_branches: bool | None = None
+    packets_sent: int | None = None
+    left_open: int | None = None  # server sockets toward the client not closed after the run
 
     def hop_right(self, truth: int) -> bool:
         return self.hop == truth
@@ -82,16 +92,114 @@ def outcome_of(stdout: str, exit_code: int) -> Outcome:
     except json.JSONDecodeError:
         return Outcome(None, None, exit_code)
     bracket = document.get("bracket")
-    return Outcome(document.get("hop"), (bracket["passed"], bracket["not_reached"]) if bracket else None, exit_code)
+    multipath = document.get("multipath")
+    return Outcome(document.get("hop"), (bracket["passed"], bracket["not_reached"]) if bracket else None, exit_code,
+                   document.get("verdict"), (document.get("client") or {}).get("port"),
+                   multipath["seen"] if multipath else None)
+
+
+class Politeness:
+    """Per run: the TCP packets the client sent to the server (an nftables counter in the client's
+    namespace: the check, the residual watch and the trace together), and the server's sockets
+    toward the client left in any state but TIME-WAIT once the run is over (`ss`, as the e2e tests
+    do; waited for up to 5 s, as closing resets may still be on the way)."""
+
+    TABLE = "plab_polite"
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+
+    def reset(self) -> None:
+        ruleset = (f"table inet {self.TABLE} {{\n chain out {{ type filter hook output priority 0;\n"
+                   f"  ip daddr {self.lab.server_addr} meta l4proto tcp counter\n }}\n}}\n")
+        self.lab.exec(self.lab.client_ns, ["nft", "-f", "-"],
+                      input=f"add table inet {self.TABLE}\ndelete table inet {self.TABLE}\n" + ruleset)
+
+    def packets(self) -> int:
+        listing = json.loads(self.lab.exec(self.lab.client_ns, ["nft", "-j", "list", "table", "inet", self.TABLE]).stdout)
+        return sum(x["counter"]["packets"] for item in listing["nftables"] if "rule" in item
+                   for x in item["rule"]["expr"] if "counter" in x)
+
+    def left_open(self) -> int:
+        deadline = time.monotonic() + 5.0
+        while True:
+            out = self.lab.exec(self.lab.server_ns, ["ss", "-Htan"]).stdout
+            count = sum(1 for fields in map(str.split, out.splitlines()) if len(fields) >= 5
+                        and fields[4].startswith(f"{self.lab.client_addr}:") and fields[0] not in ("TIME-WAIT", "LISTEN"))
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.2)  # polling the server's sockets, bounded by the deadline
+
+
+def politeness_line(outcomes: list[Outcome]) -> str | None:
+    counted = [o for o in outcomes if o.packets_sent is not None]
+    if not counted:
+        return None
+    left = sum(o.left_open or 0 for o in counted)
+    return (f"packets to the server per run: max {max(o.packets_sent for o in counted)}, "
+            f"mean {sum(o.packets_sent for o in counted) / len(counted):.0f}; server sockets left open: {left}")
+
+
+class EcmpTruth:
+    """Ground truth of one run under `ecmp`, from the routers' own counters (nftables): the
+    source ports of the client's TCP segments to the server's port that the twin (the box's
+    branch) forwarded, and how many ICMP time-exceeded each router of the pair sent."""
+
+    TABLE = "plab_truth"
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.branches = (lab.branch_ns("a"), lab.twin_ns)
+
+    def reset(self) -> None:
+        for ns in self.branches:
+            ruleset = (f"table inet {self.TABLE} {{\n set sports {{ type inet_service; }}\n"
+                       f" chain pre {{ type filter hook prerouting priority -250;\n"
+                       f"  ip saddr {self.lab.client_addr} tcp dport 80 add @sports {{ tcp sport }}\n }}\n"
+                       f" chain out {{ type filter hook output priority 0;\n  icmp type time-exceeded counter\n }}\n}}\n")
+            self.lab.exec(ns, ["nft", "-f", "-"], input=f"add table inet {self.TABLE}\ndelete table inet {self.TABLE}\n"
+                          + ruleset)
+
+    def read(self) -> tuple[set[int], set[int], int, int]:
+        """(ports seen on branch a, on the twin, time-exceeded sent by a, by the twin)."""
+        found = []
+        for ns in self.branches:
+            listing = json.loads(self.lab.exec(ns, ["nft", "-j", "list", "table", "inet", self.TABLE]).stdout)
+            ports, expired = set(), 0
+            for item in listing["nftables"]:
+                if "set" in item:
+                    ports |= {e for e in item["set"].get("elem", []) if isinstance(e, int)}
+                if "rule" in item:
+                    expired += sum(x["counter"]["packets"] for x in item["rule"]["expr"] if "counter" in x)
+            found.append((ports, expired))
+        return found[0][0], found[1][0], found[0][1], found[1][1]
 
 
 def cell(outcomes: list[Outcome], truth: int) -> str:
-    """`hop right / bracket holds`, as counts of the runs."""
+    """`hop right / bracket holds`, as counts of the runs. Under `ecmp` the runs whose exchange's
+    flow took the clean branch (the lab's counters say so, and the verdict is rightly clean) are
+    counted apart, `+N clean`: the figures are of the runs whose flow met the box."""
     if not outcomes:
         return "-"
-    hop = sum(o.hop_right(truth) for o in outcomes)
-    bracket = sum(o.bracket_holds(truth) for o in outcomes)
-    return f"{hop}/{len(outcomes)} · {bracket}/{len(outcomes)}"
+    met = [o for o in outcomes if o.met_box is not False]
+    clean = [o for o in outcomes if o.met_box is False]
+    hop = sum(o.hop_right(truth) for o in met)
+    bracket = sum(o.bracket_holds(truth) for o in met)
+    text = f"{hop}/{len(met)} · {bracket}/{len(met)}"
+    if clean:
+        wrong = sum(o.verdict != "clean" for o in clean)
+        text += f" (+{len(clean)} clean{f', {wrong} not said clean' if wrong else ''})"
+    return text
+
+
+def multipath_line(outcomes: list[Outcome]) -> str | None:
+    """Under `ecmp`: how often the document's `multipath.seen` agreed with the lab (the trace's
+    copies expired at both routers of the pair, or at one)."""
+    judged = [o for o in outcomes if o.both_branches is not None and o.multipath_said is not None]
+    if not judged:
+        return None
+    agree = sum(o.multipath_said == o.both_branches for o in judged)
+    return f"multipath said as the lab saw it: {agree}/{len(judged)} ({sum(o.both_branches for o in judged)} with both)"
 
 
 def table(results: dict[tuple[str, str, int], list[Outcome]], kinds: list[str], conditions: list[str],
@@ -139,13 +247,24 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float) -> lis
     proc = lab.spawn(box_ns, [sys.executable, "-m", f"netns.boxes.{module}", *args], name=module)
     argv = [sys.executable, "-m", "probe", "trace", f"http://{TRIGGER_HOST}/", "--resolve",
             f"{TRIGGER_HOST}:80:{lab.server_addr}", "--json"]
+    truth = EcmpTruth(lab) if lab.ecmp_hop is not None and box_ns == lab.twin_ns else None
+    polite = Politeness(lab)
     outcomes = []
     try:
         for _ in range(runs):
             if module == "residual" and not wait_until_open(lab, RESIDUAL_S + 15):
                 print(f"  {kind}: still blocked {RESIDUAL_S + 15:g} s after the last run", file=sys.stderr)
+            if truth is not None:
+                truth.reset()
+            polite.reset()
             done = lab.exec(lab.client_ns, argv, check=False, timeout=timeout)
-            outcomes.append(outcome_of(done.stdout, done.returncode))
+            outcome = replace(outcome_of(done.stdout, done.returncode), packets_sent=polite.packets(),
+                              left_open=polite.left_open())
+            if truth is not None and outcome.port is not None:
+                _, twin_ports, expired_a, expired_b = truth.read()
+                outcome = replace(outcome, met_box=outcome.port in twin_ports,
+                                  both_branches=expired_a > 0 and expired_b > 0)
+            outcomes.append(outcome)
     finally:
         lab.stop(proc)
     return outcomes
@@ -187,6 +306,10 @@ def main() -> int:
                         results[(kind, condition, hop)] = run_cell(lab, box_ns, kind, args.runs, args.timeout)
                         print(f"{kind:16s} {condition:5s} hop {hop}: {cell(results[(kind, condition, hop)], hop)}",
                               file=sys.stderr, flush=True)
+                        for line in (multipath_line(results[(kind, condition, hop)]),
+                                     politeness_line(results[(kind, condition, hop)])):
+                            if line:
+                                print(f"{'':16s} {condition:5s} hop {hop}: {line}", file=sys.stderr, flush=True)
                 finally:
                     lab.down()
     text = (f"_Made by `{command}` on {datetime.date.today().isoformat()} "

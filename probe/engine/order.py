@@ -118,3 +118,23 @@ def locate_in_order(copies: Sequence[Copy]) -> TraceResult:
             "no copy could connect, from the first one on: the trace began while the address and port were "
             "blocked (an earlier trigger's residual block?), so it cannot place the box",))
     return result
+
+
+def keeps_identity(trigger: Fate, control: Fate) -> bool:
+    """Whether the copies after this TTL's pair may reuse its four-tuple (one source port per
+    trace, Paris traceroute's principle: Augustin et al., "Avoiding traceroute anomalies with
+    Paris traceroute", IMC 2006; CenTrace, IMC 2022, repeats its traceroutes against path
+    variance and waits between them for stateful blocking instead).
+
+    A box that keeps state for a four-tuple keeps it for a flow whose trigger it acted on (the
+    lab's block-page box drops a remembered flow's trigger silently, the swallowing box lets it
+    pass; the GFW's residual block covers the whole 3-tuple anyway). A trigger copy that expired
+    at the same router as the control before it, with nothing answered in the server's name,
+    either expired before any box or passed one that did nothing to it: it left no state that
+    could change a later copy's answer, and the four-tuple is kept. Any other fate (a
+    difference, silence, an unreachable, a connection that failed) may be a box that acted on
+    it, and the copies after it take a fresh source port. Controls never burn a four-tuple:
+    they carry nothing a box acts on, and each copy is a new connection (a new SYN), which
+    stateful boxes and conntrack take as a new flow."""
+    return (trigger.word == "time-exceeded" and control.word == "time-exceeded"
+            and trigger.router is not None and trigger.router == control.router)

@@ -146,6 +146,10 @@ def fate_of(packets: list[PacketRecord], flow: Flow, sent: SentRequest | None,
             continue
         if not flow.toward_client(packet) or "S" in packet.flags or packet.t > horizon:
             continue
+        if "A" in packet.flags and seq_diff(packet.ack, synack.ack) < 0:
+            # it acknowledges less than this connection's SYN: a late packet of an earlier connection
+            # on the same four-tuple (a trace reuses one source port; our ISNs only grow, RFC 6528)
+            continue
         # an ACK counts only if it acknowledges the whole request: a backward (challenge) ACK does not,
         # nor an ACK of a FIN we sent later at the request's sequence number (a request sent from a
         # raw socket leaves the kernel's FIN there: CenTrace's captures)

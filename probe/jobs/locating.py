@@ -14,7 +14,7 @@ from probe.engine.residual import ResidualFinding, residual_json, sentence
 from probe.engine.trace import locating_step, needs_trace, server_ttl_of, sweep_wait
 from probe.network.loop import Network
 from probe.network.target import Target
-from probe.network.tracer import FLOW_IDENTITY, TraceMeasurement, TraceOptions, run_trace, watch_residual
+from probe.network.tracer import TraceMeasurement, TraceOptions, flow_identity, run_trace, watch_residual
 from probe.network.wire import Frame
 
 
@@ -57,7 +57,8 @@ def by_trace(analysis, traced: TraceMeasurement, words: tuple[str, str]) -> Loca
     from probe.render.report import trace_json
 
     extra = trace_json(traced.rows, traced.result, trigger=words[0], control=words[1])
-    extra["trace"]["flow_identity"] = FLOW_IDENTITY
+    extra["trace"]["flow_identity"] = flow_identity(traced.ports)
+    extra["trace"]["source_ports"] = list(traced.ports)
     if traced.stopped:
         extra["trace"]["stopped"] = traced.stopped
     extra["multipath"] = multipath_json(traced.multipath)
@@ -92,7 +93,8 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
                 return Localization(analysis, {"residual_blocking": residual_json(residual)}, frames)
         say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
         traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement.packets, measurement.flow),
-                           on_progress=say, on_hop=on_hop, network=network)
+                           on_progress=say, on_hop=on_hop, network=network,
+                           exchange_flow=measurement.flow if needs_trace(analysis) else None)
         found = by_trace(analysis, traced, trigger_words(target, options))
         found.extra["residual_blocking"] = residual_json(residual)
         found.frames[:0] = frames

@@ -76,6 +76,9 @@ def test_trace_without_a_box_finds_no_interference(lab):
     assert [row["ttl"] for row in document["hops"]] == list(range(1, ROUTERS + 2))
     assert all(row["trigger"] == row["control"] for row in document["hops"])
     assert [row["address"] for row in document["hops"][:-1]] == [lab.router_addr(k) for k in range(1, ROUTERS + 1)]
+    # Paris traceroute's fixed flow identity: every copy, at every TTL, on one source port
+    assert document["trace"]["flow_identity"] == "one source port per trace"
+    assert len(document["trace"]["source_ports"]) == 1
     wait_for_nothing_left_open(lab, before)
 
 

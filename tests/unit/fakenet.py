@@ -14,11 +14,21 @@ at hop `box_at`: "tap" answers a request for `BOX_HOST` that reaches it with a f
 in the server's name (arriving with the box's own TTL) and lets the request go on; "syn-firewall"
 answers every SYN that reaches it with a RST/ACK and lets none pass; "residual" answers a
 request for `BOX_HOST` as the tap does, then resets every SYN toward the same address and port
-for `residual_for` seconds (a GFW-style block of the 3-tuple).
+for `residual_for` seconds (a GFW-style block of the 3-tuple); "swallow" drops the first request
+for `BOX_HOST` of a four-tuple and remembers the four-tuple, letting every later one pass (the
+lab's swallowing box: a box that would fool a trace reusing one four-tuple carelessly).
+
+With `ecmp_at=k`, hop k is two routers: 198.51.100.k (branch a) and 198.51.100.(128+k) (branch
+b), chosen by a hash of the five-tuple salted with `ecmp_salt` (an ECMP router hashing the
+flow); the box, if any, sits on branch b only (when `box_at >= k`). With `server_state`, the
+server keeps its connections by four-tuple as a kernel does: a SYN to a four-tuple it still
+holds draws a challenge ACK (RFC 5961 4), a reset or a FIN exchange ends it, and `half_open`
+lists what it still holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import socket
@@ -43,7 +53,8 @@ class FakeNet:
 
     def __init__(self, icmp_for: set[str] = frozenset(), dead: set[str] = frozenset(),
                  forged_unreachable: set[str] = frozenset(), distance: int | None = None,
-                 box_at: int | None = None, box: str = "tap", residual_for: float = 20.0):
+                 box_at: int | None = None, box: str = "tap", residual_for: float = 20.0,
+                 ecmp_at: int | None = None, ecmp_salt: int = 0, server_state: bool = False):
         self.now = 1000.0
         self.queue: list = []  # (arrival, n, Frame)
         self.n = itertools.count()
@@ -57,6 +68,20 @@ class FakeNet:
         self.max_in_flight = 0
         self.distance, self.box_at, self.box = distance, box_at, box
         self.residual_for, self.blocked_until = residual_for, None
+        self.ecmp_at, self.ecmp_salt = ecmp_at, ecmp_salt
+        self.swallowed: set[tuple] = set()
+        self.server_state, self.connections = server_state, {}
+        self.branches_met: set[str] = set()  # the ECMP branches our packets took
+        self.expired_at_split: set[str] = set()  # the routers of hop `ecmp_at` that sent time-exceeded
+
+    @property
+    def half_open(self) -> list[tuple]:
+        return sorted(self.connections)
+
+    def branch(self, record) -> str:
+        """The ECMP branch of a packet's five-tuple ("a" or "b")."""
+        key = f"{record.src} {record.sport} {record.dst} {record.dport} 6 {self.ecmp_salt}".encode()
+        return "ab"[hashlib.sha256(key).digest()[0] % 2]  # well mixed, as a router's jhash
 
     def clock(self) -> float:
         return self.now
@@ -83,6 +108,21 @@ class FakeNet:
             return
         if record.dport == 82 or (record.dport == 83 and record.flags != "S"):
             return  # 82: nothing answers; 83: the handshake only, then silence
+        key = (record.src, record.sport, record.dst, record.dport)
+        if self.server_state and record.proto == "tcp":
+            if "R" in record.flags:
+                self.connections.pop(key, None)
+                return
+            if record.flags == "S" and key in self.connections:
+                answer("A", 7001, self.connections[key])  # a challenge ACK: the old connection's
+                return
+            if record.flags == "S":
+                self.connections[key] = record.seq + 1
+            elif key not in self.connections:
+                answer("R", record.ack, 0)  # no connection here: a reset (RFC 9293 3.10.7.1)
+                return
+            elif "F" in record.flags:
+                self.connections.pop(key, None)
         if record.flags == "S":
             if record.dst in self.forged_unreachable:
                 self.deliver(icmp_quoting(raw, code=1, router=LAST_ROUTER), RTT / 4, False)
@@ -103,7 +143,11 @@ class FakeNet:
         """The hops before the server: the box, then the router where the TTL runs out. True if
         the packet reaches the server."""
         hop_time = RTT / 2 / self.distance
-        if self.box_at is not None and record.ttl >= self.box_at and record.proto == "tcp":
+        branch = self.branch(record) if self.ecmp_at is not None and record.proto == "tcp" else "a"
+        if self.ecmp_at is not None and record.ttl >= self.ecmp_at:
+            self.branches_met.add(branch)
+        on_branch = self.ecmp_at is None or self.box_at is None or self.box_at < self.ecmp_at or branch == "b"
+        if self.box_at is not None and record.ttl >= self.box_at and record.proto == "tcp" and on_branch:
             box = StructCrafter(record.dst, record.dport, record.src, record.sport, 0x4242, ttl=64 - (self.box_at - 1))
             if self.box == "syn-firewall" and record.flags == "S":
                 self.deliver(box.build(Segment("RA", 0, record.seq + 1, 0)), 2 * hop_time * self.box_at, False)
@@ -114,11 +158,19 @@ class FakeNet:
                 return False
             if self.box == "residual" and BOX_HOST in record.payload:
                 self.blocked_until = self.now + self.residual_for
+            if self.box == "swallow" and BOX_HOST in record.payload:
+                key = (record.src, record.sport, record.dst, record.dport)
+                if key not in self.swallowed:
+                    self.swallowed.add(key)
+                    return False  # dropped; the four-tuple is remembered and passes from now on
             if self.box in ("tap", "residual") and BOX_HOST in record.payload:
                 self.deliver(box.build(Segment("RA", 7001, record.seq + record.length, 0)),
                              2 * hop_time * self.box_at, False)
         if record.ttl < self.distance:
-            self.deliver(icmp_quoting(raw, kind=11, code=0, router=f"198.51.100.{record.ttl}"),
+            number = record.ttl + (128 if branch == "b" and record.ttl == self.ecmp_at else 0)
+            if record.ttl == self.ecmp_at:
+                self.expired_at_split.add(f"198.51.100.{number}")
+            self.deliver(icmp_quoting(raw, kind=11, code=0, router=f"198.51.100.{number}"),
                          2 * hop_time * record.ttl, False)
             return False
         if record.proto == "icmp" and record.icmp_type == 8:  # the server answers echo
@@ -239,7 +291,13 @@ class FakePort:
 
     free = list(range(40000, 40100))
 
-    def __init__(self, address):
+    def __init__(self, address, port: int = 0):
+        if port:
+            if port not in FakePort.free:
+                raise OSError(98, "Address already in use")
+            FakePort.free.remove(port)
+            self.port = port
+            return
         self.port = FakePort.free.pop(0)
 
     def close(self):

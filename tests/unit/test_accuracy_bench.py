@@ -45,6 +45,29 @@ def test_a_cell_counts_both_figures_over_the_runs():
     assert "1/3 · 2/3" in text and "| ecmp" in text
 
 
+def test_under_ecmp_runs_whose_flow_took_the_clean_branch_are_counted_apart():
+    from dataclasses import replace
+
+    met = replace(bench.outcome_of(document(2, (1, 3)), 3), met_box=True, verdict="middlebox-reset")
+    missed = replace(bench.outcome_of(document(None, None), 3), met_box=True, verdict="middlebox-reset")
+    clean = replace(bench.outcome_of(document(None, None), 0), met_box=False, verdict="clean")
+    wrongly = replace(clean, verdict="middlebox-reset")
+    assert bench.cell([met, clean, clean], 2) == "1/1 · 1/1 (+2 clean)"
+    assert bench.cell([met, missed, clean], 2) == "1/2 · 1/2 (+1 clean)"  # a miss is never hidden
+    assert bench.cell([met, wrongly], 2) == "1/1 · 1/1 (+1 clean, 1 not said clean)"
+
+
+def test_multipath_is_judged_against_the_labs_counters():
+    from dataclasses import replace
+
+    base = bench.outcome_of(document(2, (1, 3)), 3)
+    runs = [replace(base, multipath_said=True, both_branches=True),
+            replace(base, multipath_said=False, both_branches=False),
+            replace(base, multipath_said=False, both_branches=True)]
+    assert bench.multipath_line(runs) == "multipath said as the lab saw it: 2/3 (2 with both)"
+    assert bench.multipath_line([base]) is None
+
+
 def test_the_readme_table_goes_between_its_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{bench.MARKERS[0]}\nold\n{bench.MARKERS[1]}\nafter\n")
@@ -56,3 +79,13 @@ def test_kinds_and_lists_are_checked():
     assert bench.KIND_KEYS["blockpage"] == "block page" and len(bench.KINDS) == 7
     with pytest.raises(Exception, match="unknown hop"):
         bench.parse_list("1,9", ["1", "2"], "hop")
+
+
+def test_politeness_sums_up_packets_and_what_was_left_open():
+    from dataclasses import replace
+
+    base = bench.outcome_of(document(2, (1, 3)), 3)
+    runs = [replace(base, packets_sent=40, left_open=0), replace(base, packets_sent=61, left_open=1)]
+    assert bench.politeness_line(runs) == ("packets to the server per run: max 61, mean 50; "
+                                           "server sockets left open: 1")
+    assert bench.politeness_line([base]) is None

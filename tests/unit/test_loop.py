@@ -210,4 +210,61 @@ def test_the_trace_after_a_residual_block_names_the_hop():
                      network=net.network())
     assert found.extra["residual_blocking"]["seen"]
     assert found.analysis.hop == 2 and "residual blocking" in found.analysis.explanation
-    assert found.extra["trace"]["flow_identity"] == "fresh source port per copy"
+    # one source port up to the trigger that met the box; the confirming pair on a fresh one
+    ports = found.extra["trace"]["source_ports"]
+    assert len(ports) == 2 and found.extra["trace"]["flow_identity"].startswith("one source port at a time (2 in all)")
+
+
+# --- one flow identity per trace (Paris traceroute), and what may break it -----------------------------
+
+
+def test_the_copies_keep_one_source_port_until_a_trigger_meets_the_box():
+    net = FakeNet(distance=4, box_at=3, server_state=True)
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 3, network=net.network())
+    assert traced.result.interference and traced.result.hop == 3
+    decider = next(a for a in traced.attempts if a.role == "trigger" and a.ttl == 3)
+    before = {a.port for a in traced.attempts[:traced.attempts.index(decider) + 1]}
+    assert before == {traced.ports[0]}  # TTL 1 to 3, control and trigger: one four-tuple
+    after = {a.port for a in traced.attempts[traced.attempts.index(decider) + 1:]}
+    assert after and traced.ports[0] not in after  # the confirming pair: a fresh one
+    assert net.half_open == []  # every reuse found the server holding nothing (no challenge ACK)
+
+
+def test_a_box_that_remembers_a_four_tuple_cannot_fool_the_confirmation():
+    # the swallowing box passes a four-tuple it already swallowed: a confirming pair on the
+    # decider's port would reach the server and refute the difference
+    net = FakeNet(distance=4, box_at=2, box="swallow", server_state=True)
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 3, network=net.network())
+    assert traced.result.interference and traced.rows[-1].confirmed and traced.rows[-1].ttl == 2
+    assert len(net.swallowed) == 2  # the decider's four-tuple and the confirming pair's
+    assert net.half_open == []
+
+
+def test_a_trace_without_a_box_keeps_one_port_and_leaves_nothing_open():
+    net = FakeNet(distance=4, server_state=True)
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 3, network=net.network())
+    assert not traced.result.interference and len(traced.ports) == 1
+    assert {a.port for a in traced.attempts} == set(traced.ports) and net.half_open == []
+
+
+def test_ecmp_the_hop_is_named_whenever_the_exchange_met_the_box():
+    """The box on one branch of an ECMP pair at hop 3: an exchange whose flow took the clean branch
+    is clean (counted apart); every one that met the box gets its hop, and multipath is said
+    exactly when the trace's copies expired at both routers of the pair."""
+    from probe.network.tracer import localize
+
+    met = clean = multipath = 0
+    for salt in range(24):
+        net = FakeNet(distance=5, box_at=3, box="tap", ecmp_at=3, ecmp_salt=salt, server_state=True)
+        measurement, analysis = checked(net)
+        if analysis.verdict == "clean":
+            clean += 1
+            continue
+        met += 1
+        found = localize(target("203.0.113.80", 80), measurement, analysis, TraceOptions(max_ttl=16, max_time=60),
+                         network=net.network())
+        assert found.analysis.hop == 3, (salt, found.extra["trace"])
+        assert found.extra["multipath"]["seen"] == (len(net.expired_at_split) == 2)
+        multipath += found.extra["multipath"]["seen"]
+        assert net.half_open == []
+    assert met and clean and multipath  # all three cases were met

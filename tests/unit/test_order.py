@@ -4,7 +4,7 @@ hop. Synthetic copies: routers r1.. answer at their TTL, the server is hop 5."""
 
 from __future__ import annotations
 
-from probe.engine.order import Copy, decide, locate_in_order, rows_in_order, sending_order
+from probe.engine.order import Copy, decide, keeps_identity, locate_in_order, rows_in_order, sending_order
 from probe.engine.trace import Fate, HopRow, locate_box
 
 BLOCKED = Fate("no-handshake")
@@ -105,3 +105,17 @@ def test_rows_hold_the_decider_and_the_control_sent_before_it():
     assert [row.ttl for row in rows] == [1, 2, 3, 4]
     assert rows[2].trigger.word == "reset" and rows[2].control == te(3) and rows[2].confirmed
     assert rows[2].address == "r3" and not rows[3].confirmed
+
+
+def test_a_trigger_that_expired_like_its_control_keeps_the_four_tuple():
+    """Only a trigger that may have met a box burns its four-tuple (Paris traceroute's fixed flow
+    identity, kept while it is safe)."""
+    router = "198.51.100.2"
+    assert keeps_identity(Fate("time-exceeded", router), Fate("time-exceeded", router))
+    # a forged answer beside the expiry, silence, a failed connection, another router: a fresh one
+    assert not keeps_identity(Fate("time-exceeded+reset", router), Fate("time-exceeded", router))
+    assert not keeps_identity(Fate("silent"), Fate("time-exceeded", router))
+    assert not keeps_identity(Fate("silent"), Fate("silent"))  # a lost answer or a box: cannot tell
+    assert not keeps_identity(Fate("no-handshake"), Fate("time-exceeded", router))
+    assert not keeps_identity(Fate("time-exceeded", "198.51.100.130"), Fate("time-exceeded", router))
+    assert not keeps_identity(Fate("reset"), Fate("time-exceeded", router))

@@ -202,6 +202,28 @@ def test_a_backward_ack_is_no_answer_to_the_request():
     assert fate(5, challenge_ack).word == "silent"
 
 
+def test_a_late_answer_to_an_earlier_connection_on_the_same_four_tuple_is_not_this_ones():
+    """A trace reuses one source port; our ISNs only grow (RFC 6528), so a late reset or answer
+    of the previous connection acknowledges less than this one's SYN and is left out, while the
+    same reset acknowledging this connection's request still counts."""
+    old_isn = ISN - 200000  # the previous connection on this four-tuple, a moment before
+
+    def stale_reset(request):
+        return from_server(0.0606, "RA", IRS - 900000, old_isn + 1 + len(REQUEST), ttl=60, win=0)
+
+    def stale_page(request):
+        return from_server(0.0607, "FPA", IRS - 900000, old_isn + 1 + len(REQUEST), ttl=63,
+                           payload=b"HTTP/1.1 403 Forbidden\r\n\r\n")
+
+    assert fate(3, expired(), stale_reset).word == "time-exceeded"
+    assert fate(3, stale_page).word == "silent"
+
+    def reset_of_this_request(request):
+        return from_server(0.0606, "RA", IRS + 1, ISN + 1 + len(REQUEST), ttl=63, win=0)
+
+    assert fate(3, expired(), reset_of_this_request).word == "time-exceeded+reset"
+
+
 def test_the_boxs_ttl_chooses_within_a_bracket_wider_than_one_hop():
     """At TTL 3 the block page's answer came too late to confirm the difference; at TTL 4 it was
     confirmed. The copies prove only "after hop 2, before hop 4"; the answer's TTL (63: hop 2)
