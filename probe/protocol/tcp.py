@@ -255,7 +255,13 @@ class ClientConnection:
                        purpose=purpose)
 
     def _on_synack(self, packet: PacketRecord, now: float) -> list[Segment]:
-        if packet.flags.replace("E", "").replace("C", "") != "SA" or packet.ack != self.snd_nxt:
+        if "A" in packet.flags and packet.ack != self.snd_nxt:
+            # RFC 9293 3.10.7.3, SYN-SENT: an unacceptable ACK is answered <SEQ=SEG.ACK><CTL=RST>. It is
+            # what a server that still holds an earlier connection on this four-tuple sends (a
+            # challenge ACK, RFC 5961 4) when a trace reuses a source port whose closing resets were
+            # all lost; the reset clears that connection and our SYN's retransmission then opens ours.
+            return [Segment("R", packet.ack, 0, 0, purpose="reset-unacceptable-ack")]
+        if packet.flags.replace("E", "").replace("C", "") != "SA":
             return []
         self.irs = packet.seq
         self.rcv_nxt = seq_add(packet.seq, 1)

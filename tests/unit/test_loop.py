@@ -251,7 +251,7 @@ def test_ecmp_the_hop_is_named_whenever_the_exchange_met_the_box():
     """The box on one branch of an ECMP pair at hop 3: an exchange whose flow took the clean branch
     is clean (counted apart); every one that met the box gets its hop, and multipath is said
     exactly when the trace's copies expired at both routers of the pair."""
-    from probe.network.tracer import localize
+    from probe.jobs.locating import localize
 
     met = clean = multipath = 0
     for salt in range(24):

@@ -174,11 +174,15 @@ def test_window_is_scaled_only_when_both_sides_sent_wscale():
     assert syn.window - (1 << shift) < scaled_ack.window << shift <= syn.window
 
 
-@given(wrong_ack=u32.filter(lambda a: a != ISN + 1))
-def test_synack_with_a_wrong_ack_is_ignored(wrong_ack):
+@given(wrong_ack=u32.filter(lambda a: a != ISN + 1), flags=st.sampled_from(["SA", "A"]))
+def test_an_unacceptable_ack_in_syn_sent_draws_a_reset_at_its_ack_and_nothing_else(wrong_ack, flags):
+    """RFC 9293 3.10.7.3: in SYN-SENT, SEG.ACK =< ISS or > SND.NXT is answered <SEQ=SEG.ACK><CTL=RST>
+    and the segment dropped. A bare ACK is the challenge ACK (RFC 5961 4) of a server that still
+    holds an earlier connection on the four-tuple: the reset clears it for our retransmitted SYN."""
     connection = new_connection()
     connection.start(0.0)
-    assert connection.on_packet(from_server(0.05, "SA", IRS, wrong_ack, options=SERVER_SYN_OPTIONS), 0.05) == []
+    [reset] = connection.on_packet(from_server(0.05, flags, IRS, wrong_ack, options=SERVER_SYN_OPTIONS), 0.05)
+    assert (reset.flags, reset.seq, reset.payload) == ("R", wrong_ack, b"")
     assert connection.progress.synack_at is None and connection.progress.request_sent == 0
     # still in SYN-SENT: the SYN is retransmitted, and the right SYN-ACK is taken later
     [(_, [syn])] = fire_timers(connection, until=1.5)
