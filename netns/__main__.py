@@ -73,7 +73,7 @@ def _run(args) -> int:
     scenarios = [s for s in scenarios if args.family in s.families]
     if not scenarios:
         return 2
-    results = {}
+    results, failed_dir = {}, None
     with exit_on_signals():
         for scenario in scenarios:
             runs = run_scenario(scenario, args.repeat, record=Path(args.record) if args.record else None,
@@ -89,6 +89,16 @@ def _run(args) -> int:
                 folder.mkdir(parents=True, exist_ok=True)
                 for i, r in enumerate(runs):
                     (folder / f"{scenario.name}-{i}.json").write_text(json.dumps(r.document, indent=1))
+            elif passed < len(runs):  # a failed run's document is evidence: never lose it
+                import tempfile
+
+                folder = Path(failed_dir or tempfile.mkdtemp(prefix="netns-failed-"))
+                failed_dir = str(folder)
+                for i, r in enumerate(runs):
+                    if not r.passed:
+                        (folder / f"{scenario.name}-{i}.json").write_text(json.dumps(r.document, indent=1))
+                print(f"  the failed runs' documents are in {folder} (load average now: "
+                      f"{Path('/proc/loadavg').read_text().split()[0]})", file=sys.stderr)
     table = results_table(scenarios, results)
     print(table)
     if args.readme:
