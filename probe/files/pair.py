@@ -54,10 +54,6 @@ class Pair:
     missing: list[Missing] = field(default_factory=list)
     matched: list[tuple[int, int]] = field(default_factory=list)  # (client index, server index): one packet, both ends
 
-    @property
-    def forged(self) -> list[Missing]:
-        return [m for m in self.missing if m.kind == "forged"]
-
 
 def _isns(result: FlowResult) -> tuple[int | None, int | None]:
     flow, packets = result.flow, result.packets

@@ -65,7 +65,6 @@ def by_trace(analysis, traced: TraceMeasurement, words: tuple[str, str]) -> Loca
     return Localization(apply_trace(analysis, traced.result), extra, traced.frames, traced.interrupt)
 
 
-
 def localize(target: Target, measurement, analysis, options: TraceOptions, always: bool = False,
              on_progress=None, on_hop=None, network: Network | None = None) -> Localization | None:
     """Run whichever TTL sweep can place the box this exchange points at (`locating_step`);
@@ -83,7 +82,9 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
         return by_sweeps(measurement, sweeps, locate(sweeps.tcp, sweeps.echo, target.address))
     if step == "trace":
         residual, frames = None, []
-        if needs_trace(analysis):
+        interfered = needs_trace(analysis)  # interference, or a reset nobody vouches for (the residual watch
+        # only adds a sentence to the explanation, so the answer holds for the trace below too)
+        if interfered:
             say(f"trying fresh connections to {target.address} port {target.port} with an innocuous request "
                 f"(residual blocking?) ...")
             residual, frames = watch_residual(target, measurement, options, say, network)
@@ -94,7 +95,7 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
         say(f"sending TTL-limited copies of the request (control host {options.control_host}) to find the box ...")
         traced = run_trace(target, options, analysis.rtt_ms / 1000, server_ttl_of(measurement.packets, measurement.flow),
                            on_progress=say, on_hop=on_hop, network=network,
-                           exchange_flow=measurement.flow if needs_trace(analysis) else None)
+                           exchange_flow=measurement.flow if interfered else None)
         found = by_trace(analysis, traced, trigger_words(target, options))
         found.extra["residual_blocking"] = residual_json(residual)
         found.frames[:0] = frames
