@@ -29,13 +29,13 @@ Everything runs inside lab namespaces (documentation addresses only) and is torn
 from __future__ import annotations
 
 import argparse
-import collections
+import concurrent.futures
 import datetime
 import json
 import re
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -77,6 +77,7 @@ class Outcome:
     both_branches: bool | None = None
     packets_sent: int | None = None
     left_open: int | None = None  # server sockets toward the client not closed after the run
+    seconds: float | None = None  # wall time of the trace command
 
     def hop_right(self, truth: int) -> bool:
         return self.hop == truth
@@ -136,8 +137,10 @@ def politeness_line(outcomes: list[Outcome]) -> str | None:
     if not counted:
         return None
     left = sum(o.left_open or 0 for o in counted)
+    timed = [o.seconds for o in counted if o.seconds is not None]
+    took = f"; trace took {min(timed):.1f} to {max(timed):.1f} s" if timed else ""
     return (f"packets to the server per run: max {max(o.packets_sent for o in counted)}, "
-            f"mean {sum(o.packets_sent for o in counted) / len(counted):.0f}; server sockets left open: {left}")
+            f"mean {sum(o.packets_sent for o in counted) / len(counted):.0f}; server sockets left open: {left}{took}")
 
 
 class EcmpTruth:
@@ -257,9 +260,10 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float) -> lis
             if truth is not None:
                 truth.reset()
             polite.reset()
+            began = time.monotonic()
             done = lab.exec(lab.client_ns, argv, check=False, timeout=timeout)
-            outcome = replace(outcome_of(done.stdout, done.returncode), packets_sent=polite.packets(),
-                              left_open=polite.left_open())
+            outcome = replace(outcome_of(done.stdout, done.returncode), seconds=time.monotonic() - began,
+                              packets_sent=polite.packets(), left_open=polite.left_open())
             if truth is not None and outcome.port is not None:
                 _, twin_ports, expired_a, expired_b = truth.read()
                 outcome = replace(outcome, met_box=outcome.port in twin_ports,
@@ -279,6 +283,42 @@ def parse_list(text: str, allowed, what: str) -> list:
     return items
 
 
+def measure_cell(kind: str, condition: str, hop: int, runs: int, timeout: float) -> list[Outcome]:
+    """One cell in its own lab (a worker's whole job: labs are named by pid, so cells run side by
+    side without meeting)."""
+    with exit_on_signals():
+        lab, box_ns = lab_for(condition, hop)
+        try:
+            return run_cell(lab, box_ns, kind, runs, timeout)
+        finally:
+            lab.down()
+
+
+def report_cell(kind: str, condition: str, hop: int, outcomes: list[Outcome]) -> None:
+    print(f"{kind:16s} {condition:5s} hop {hop}: {cell(outcomes, hop)}", file=sys.stderr, flush=True)
+    for line in (multipath_line(outcomes), politeness_line(outcomes)):
+        if line:
+            print(f"{'':16s} {condition:5s} hop {hop}: {line}", file=sys.stderr, flush=True)
+
+
+def save_cell(path: Path, kind: str, condition: str, hop: int, outcomes: list[Outcome]) -> None:
+    with path.open("a") as out:
+        out.write(json.dumps({"kind": kind, "condition": condition, "hop": hop,
+                              "outcomes": [asdict(o) for o in outcomes]}) + "\n")
+
+
+def load_cells(paths: list[Path]) -> dict[tuple[str, str, int], list[Outcome]]:
+    """Cells saved by earlier runs (`--save`); a cell measured twice keeps its last measurement."""
+    results = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            saved = json.loads(line)
+            outcomes = [Outcome(**{**o, "bracket": tuple(o["bracket"]) if o["bracket"] else None})
+                        for o in saved["outcomes"]]
+            results[(saved["kind"], saved["condition"], saved["hop"])] = outcomes
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -290,31 +330,40 @@ def main() -> int:
     parser.add_argument("--conditions", default=",".join(CONDITIONS),
                         type=lambda text: parse_list(text, CONDITIONS, "condition"))
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds one trace may take")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells measured side by side, each in its own lab (traces mostly wait on the "
+                             "path; watch the load, a starved box answers late)")
+    parser.add_argument("--save", type=Path, help="append each cell's runs to this file as it finishes (JSON lines)")
+    parser.add_argument("--load", type=Path, action="append", default=[],
+                        help="cells saved by earlier runs, shown in the table (repeatable; with --runs 0: nothing run)")
     parser.add_argument("--readme", type=Path, help="also write the table between the README's accuracy markers")
     args = parser.parse_args()
-    if not 1 <= args.runs <= 1000:
-        parser.error("--runs must be from 1 to 1000")
+    if not 0 <= args.runs <= 1000 or not 1 <= args.jobs <= 16:
+        parser.error("--runs must be from 0 to 1000, --jobs from 1 to 16")
     command = " ".join(["python3 bench/locate_accuracy.py", *sys.argv[1:]])
-    results: dict[tuple[str, str, int], list[Outcome]] = collections.defaultdict(list)
+    results = load_cells(args.load)
+    cells = [(kind, condition, hop) for condition in args.conditions for hop in args.hops for kind in args.kinds]
     started = time.monotonic()
-    with exit_on_signals():
-        for condition in args.conditions:
-            for hop in args.hops:
-                lab, box_ns = lab_for(condition, hop)
+    if args.runs:
+        with exit_on_signals(), concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+            futures = {pool.submit(measure_cell, *key, args.runs, args.timeout): key for key in cells}
+            for future in concurrent.futures.as_completed(futures):
+                key = futures[future]
                 try:
-                    for kind in args.kinds:
-                        results[(kind, condition, hop)] = run_cell(lab, box_ns, kind, args.runs, args.timeout)
-                        print(f"{kind:16s} {condition:5s} hop {hop}: {cell(results[(kind, condition, hop)], hop)}",
-                              file=sys.stderr, flush=True)
-                        for line in (multipath_line(results[(kind, condition, hop)]),
-                                     politeness_line(results[(kind, condition, hop)])):
-                            if line:
-                                print(f"{'':16s} {condition:5s} hop {hop}: {line}", file=sys.stderr, flush=True)
-                finally:
-                    lab.down()
-    text = (f"_Made by `{command}` on {datetime.date.today().isoformat()} "
-            f"({time.monotonic() - started:.0f} s); each cell: `hop` right · `bracket` holds the box, of the runs._\n\n"
-            + table(results, args.kinds, args.conditions, args.hops))
+                    results[key] = future.result()
+                except Exception as error:  # one cell's lab failed: say so, measure the others
+                    print(f"{key[0]:16s} {key[1]:5s} hop {key[2]}: not measured: {error}", file=sys.stderr, flush=True)
+                    continue
+                report_cell(*key, results[key])
+                if args.save is not None:
+                    save_cell(args.save, *key, results[key])
+    shown = sorted({key[0] for key in results}, key=list(KINDS).index)
+    conditions = [c for c in CONDITIONS if any(key[1] == c for key in results)]
+    hops = sorted({key[2] for key in results})
+    elapsed = f" ({time.monotonic() - started:.0f} s)" if args.runs else ""
+    text = (f"_Made by `{command}` on {datetime.date.today().isoformat()}{elapsed}; "
+            f"each cell: `hop` right · `bracket` holds the box, of the runs._\n\n"
+            + table(results, shown, conditions, hops))
     print(text)
     if args.readme is not None:
         write_readme(args.readme, text)
