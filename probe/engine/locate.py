@@ -43,6 +43,7 @@ class Location:
     in_front: bool  # the TCP answer comes from a device in front of the address
     hop: int | None
     evidence: tuple[str, ...]
+    answer: HopReply | None = None  # the sweep's first TCP answer (its flags, the TTL it arrived with)
 
 
 def locate(tcp_sweep: list[HopReply], echo_sweep: list[HopReply], server: str) -> Location:
@@ -57,7 +58,7 @@ def locate(tcp_sweep: list[HopReply], echo_sweep: list[HopReply], server: str) -
         evidence.append(f"TTL {passed[-1].ttl} expired at router {passed[-1].source}")
     if echo is None:
         evidence.append(f"{server} did not answer ICMP echo, so its own distance is unknown")
-        return Location(tcp.ttl, None, False, None, tuple(evidence))
+        return Location(tcp.ttl, None, False, None, tuple(evidence), tcp)
     evidence.append(f"{server} itself answers ICMP echo only from TTL {echo.ttl}")
     if tcp.ttl >= echo.ttl:
         # the last hop before the server: a forwarding-path box there answers at the same TTL as
@@ -69,15 +70,15 @@ def locate(tcp_sweep: list[HopReply], echo_sweep: list[HopReply], server: str) -
                   and initial_ttl(tcp.reply_ttl) == initial_ttl(echo.reply_ttl)
                   and hop_distance(tcp.reply_ttl) == tcp.ttl - 1 < hop_distance(echo.reply_ttl))
         if not nearer:
-            return Location(tcp.ttl, echo.ttl, False, None, tuple(evidence))
+            return Location(tcp.ttl, echo.ttl, False, None, tuple(evidence), tcp)
         hop = tcp.ttl - 1
         evidence.append(f"but its answer arrives with TTL {tcp.reply_ttl} against the echo reply's "
                         f"{echo.reply_ttl}: it was sent from hop {hop}, in the forwarding path of the last "
                         f"router before the server")
-        return Location(tcp.ttl, echo.ttl, True, hop, tuple(evidence))
+        return Location(tcp.ttl, echo.ttl, True, hop, tuple(evidence), tcp)
     hop = tcp.ttl
     if tcp.reply_ttl is not None and hop_distance(tcp.reply_ttl) == tcp.ttl - 1:
         hop = tcp.ttl - 1
         evidence.append(f"its answer's TTL puts the sender at hop {hop}: a box in the forwarding path of "
                         f"that router (it only sees packets that survived the router's TTL check)")
-    return Location(tcp.ttl, echo.ttl, True, hop, tuple(evidence))
+    return Location(tcp.ttl, echo.ttl, True, hop, tuple(evidence), tcp)

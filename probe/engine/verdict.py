@@ -402,6 +402,8 @@ def apply_location(packets: list[PacketRecord], flow: Flow, attributions: list[A
     answered from nearby (a transparent proxy). Returns the decision and the attributions,
     revised or as they were; the ones given are never changed."""
     verdict, direction, hop, hop_basis, sentences = decision
+    if location is not None and not location.in_front and verdict == "server-reset" and baseline.synack is None:
+        return _reset_against_sweep(packets, flow, attributions, decision, location)
     if location is None or not location.in_front:
         return decision, attributions
     attributions = list(attributions)
@@ -422,6 +424,42 @@ def apply_location(packets: list[PacketRecord], flow: Flow, attributions: list[A
                 [f"A device at hop {location.hop} answered in the server's place (a transparent proxy): {where}."]), \
             attributions
     return decision, attributions
+
+
+def _reset_against_sweep(packets: list[PacketRecord], flow: Flow, attributions: list[Attribution],
+                        decision: tuple, location: Location) -> tuple[tuple, list[Attribution]]:
+    """A reset to our SYN, when the sweep's SYN drew the server's own SYN-ACK from its address's hop.
+
+    Why: the SYN-ACK gives what the exchange lacked, the TTL the server's packets arrive with.
+    A reset from a sender nearer than the server by two hops or more (or nearer and from another
+    initial TTL) is not the server's: the rule of `heuristics.ttl_distance` and
+    `heuristics.initial_ttl_class`, with the sweep's SYN-ACK as the baseline. This is what a
+    box on one branch of an ECMP pair shows when the sweep's SYN took the other branch, or a box
+    that blocks a four-tuple once. False positive: a difference of one hop, which a path change
+    or an uneven ECMP pair also makes; it is left as it was."""
+    answer = location.answer
+    if answer is None or answer.reply_ttl is None or "S" not in answer.flags or "A" not in answer.flags:
+        return decision, attributions
+    resets = [i for i, p in enumerate(packets) if flow.toward_client(p) and "R" in p.flags]
+    if not resets:
+        return decision, attributions
+    first = packets[resets[0]]
+    sender, server = hop_distance(first.ttl), hop_distance(answer.reply_ttl)
+    other_stack = initial_ttl(first.ttl) != initial_ttl(answer.reply_ttl)
+    if not (server - sender >= 2 or (other_stack and sender < server)):
+        return decision, attributions
+    why = (f"the server's own SYN-ACK, drawn by the sweep's SYN with TTL {answer.ttl}, arrives with TTL "
+           f"{answer.reply_ttl} (about hop {server}); this reset arrived with TTL {first.ttl} (about hop {sender})"
+           + (", from another initial TTL" if other_stack else ""))
+    attributions = list(attributions)
+    for i in resets:
+        attributions[i] = Attribution("middlebox", "high", (why,) + attributions[i].evidence)
+    # no hop: a forger's TTL is no location (it may copy a TTL), and the sweep did not meet it
+    return ("middlebox-reset", "to-client", None, None,
+            [f"A device in between answered our SYN with a reset in the server's name: {why}.",
+             "The server accepts connections on this port, and the sweep's SYNs did not meet the device "
+             "(another path, or a device that blocks a connection only once), so its hop is not known."]), \
+        attributions
 
 
 def wants_location(analysis: Analysis) -> bool:

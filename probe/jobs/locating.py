@@ -37,6 +37,9 @@ def by_sweeps(measurement, sweeps, location) -> Localization:
 
     rows = rows_from_sweeps(sweeps.tcp, sweeps.echo)
     extra = {"locate": locate_json(location, sweeps.tcp, sweeps.echo)}
+    extra["locate"]["source_port"] = sweeps.source_port
+    extra["locate"]["flow_identity"] = ("the exchange's source port" if sweeps.source_port == measurement.flow.client_port
+                                        else "a fresh source port (this host had taken the exchange's)")
     extra.update(trace_json(rows, result_from_location(location, rows), trigger="TTL-limited SYN",
                             control="TTL-limited ICMP echo"))
     return Localization(analyze_flow(measurement.packets, measurement.flow, location), extra, sweeps.frames)
@@ -78,7 +81,7 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
         say("sweeping TTL-limited SYNs and ICMP echoes to find where the TCP answer comes from ...")
         wait = options.window if options.window is not None else sweep_wait(analysis)
         sweeps = run_sweeps(measurement.flow.client, target.address, target.port, max_ttl=options.max_ttl,
-                            wait=wait, on_progress=say, network=network)
+                            wait=wait, on_progress=say, network=network, source_port=measurement.flow.client_port)
         return by_sweeps(measurement, sweeps, locate(sweeps.tcp, sweeps.echo, target.address))
     if step == "trace":
         residual, frames = None, []

@@ -47,6 +47,7 @@ class Sweeps:
     tcp: list[HopReply] = field(default_factory=list)
     echo: list[HopReply] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
+    source_port: int | None = None  # the TCP sweep's (the exchange's own when it could be kept)
 
 
 class _HopProbe:
@@ -99,14 +100,27 @@ def _probe(loop: Loop, probe: _HopProbe):
 
 
 def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: float = 1.0,
-               on_progress=None, network: Network | None = None) -> Sweeps:
-    """TCP sweep up to the first TCP answer, then the echo sweep up to the first echo reply."""
+               on_progress=None, network: Network | None = None, source_port: int | None = None) -> Sweeps:
+    """TCP sweep up to the first TCP answer, then the echo sweep up to the first echo reply.
+
+    `source_port`: the exchange's own, which the TCP sweep keeps when this host has not taken it
+    meanwhile (Paris traceroute's principle: routers that balance on the 5-tuple send every SYN of
+    the sweep the way the exchange's SYN went, so the sweep meets the box the exchange met). The
+    exchange was reset or closed with resets, so the server holds nothing for that four-tuple."""
     network = network or Network.real()
     version = 6 if ":" in server else 4
     echo_request_type, echo_reply = _echo_types(version)
     echo_proto = 58 if version == 6 else 1
     sweeps = Sweeps()
-    reservation = network.port(client)
+    reservation = None
+    if source_port is not None:
+        try:
+            reservation = network.port(client, port=source_port)
+        except (OSError, ProbeError):
+            reservation = None  # something of this host took it: a fresh port, as before
+    if reservation is None:
+        reservation = network.port(client)
+    sweeps.source_port = reservation.port
     try:
         with ExitStack() as stack:
             loop = Loop.opened(network, stack, [server], guard=False)

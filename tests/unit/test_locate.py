@@ -56,3 +56,46 @@ def test_a_reset_from_the_last_router_is_in_front_of_the_server_at_the_same_ttl(
     assert (synproxy.in_front, synproxy.hop) == (False, None)
     genuine = locate(tcp + [HopReply(5, "tcp", SERVER, 60, "RA")], echo, SERVER)
     assert not genuine.in_front
+
+
+# --- a reset to the SYN, against the server's own SYN-ACK drawn by the sweep ----------------------
+
+from probe.engine import analyze_flow  # noqa: E402
+
+from .conftest import FLOW, from_client, from_server  # noqa: E402
+
+ISN = 2466954207
+
+
+def reset_to_syn(reset_ttl: int):
+    """Our SYN answered at once by a RST/ACK in the server's name arriving with `reset_ttl`."""
+    return [from_client(0.0, "S", ISN, 0, ip_id=100),
+            from_server(0.01, "RA", 0, ISN + 1, ttl=reset_ttl, ip_id=0)]
+
+
+def sweep_reaching_the_server(flags: str, reply_ttl: int):
+    """Both sweeps reach the server at TTL 5: the TCP answer is the address's own hop."""
+    tcp = routers(1, 2, 3, 4) + [HopReply(5, "tcp", FLOW.server, reply_ttl, flags)]
+    echo = routers(1, 2, 3, 4) + [HopReply(5, "echo-reply", FLOW.server, 60)]
+    return locate(tcp, echo, FLOW.server)
+
+
+def test_a_reset_from_nearer_than_the_servers_own_synack_is_not_the_servers():
+    """The sweep's SYN took the clean branch of an ECMP pair (or met a box that blocks once): the
+    server's SYN-ACK arrives with TTL 60 (hop 5), the exchange's reset with 62 (hop 3)."""
+    where = sweep_reaching_the_server("SA", 60)
+    assert not where.in_front
+    analysis = analyze_flow(reset_to_syn(62), FLOW, where)
+    assert (analysis.verdict, analysis.direction, analysis.hop) == ("middlebox-reset", "to-client", None)
+    assert analysis.attributions[1].origin == "middlebox"
+    assert "TTL 60" in analysis.explanation and "TTL 62" in analysis.explanation
+
+
+def test_a_one_hop_difference_or_a_closed_port_stays_the_servers():
+    """The known false positives: one hop of difference is what a path change or an uneven ECMP
+    pair makes; a sweep whose SYN drew a reset from the server's hop is a closed port, and
+    without the sweep nothing is claimed."""
+    one_hop = analyze_flow(reset_to_syn(61), FLOW, sweep_reaching_the_server("SA", 60))
+    closed = analyze_flow(reset_to_syn(62), FLOW, sweep_reaching_the_server("RA", 60))
+    alone = analyze_flow(reset_to_syn(62), FLOW)
+    assert [a.verdict for a in (one_hop, closed, alone)] == ["server-reset"] * 3

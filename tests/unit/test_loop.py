@@ -268,3 +268,34 @@ def test_ecmp_the_hop_is_named_whenever_the_exchange_met_the_box():
         multipath += found.extra["multipath"]["seen"]
         assert net.half_open == []
     assert met and clean and multipath  # all three cases were met
+
+
+def test_ecmp_the_sweeps_keep_the_exchanges_port_and_place_a_syn_firewall_it_met():
+    """A SYN firewall on one branch of an ECMP pair at hop 3: whenever the exchange's SYN met it,
+    the TTL sweep (which keeps the exchange's source port) meets it too and places it. A fresh
+    port, the sweep's identity before, took the clean branch for some of these salts and drew
+    the server's SYN-ACK: then the sweep alone would have said nothing, which the verdict's
+    comparison with that SYN-ACK still turns into `middlebox-reset` without a hop."""
+    from probe.jobs.locating import localize
+
+    met = fresh_missed = 0
+    for salt in range(24):
+        net = FakeNet(distance=5, box_at=3, box="syn-firewall", ecmp_at=3, ecmp_salt=salt, server_state=True)
+        measurement, analysis = checked(net)
+        if analysis.verdict != "server-reset":  # the SYN took the clean branch: the server answered
+            assert analysis.verdict == "clean"
+            continue
+        met += 1
+        found = localize(target("203.0.113.80", 80), measurement, analysis, TraceOptions(max_ttl=16, max_time=60),
+                         network=net.network())
+        assert (found.analysis.verdict, found.analysis.hop) == ("middlebox-reset", 3), (salt, found.extra["locate"])
+        assert found.extra["locate"]["source_port"] == measurement.flow.client_port
+        assert found.extra["locate"]["flow_identity"] == "the exchange's source port"
+        assert net.half_open == []
+        # (the fake has no kernel to answer a sweep's SYN-ACK with a RST, as ours does: not counted below)
+        sweeps = run_sweeps(CLIENT, "203.0.113.80", 80, max_ttl=8, wait=0.5, network=net.network())
+        if sweeps.tcp[-1].flags == "SA":  # a fresh port took the other branch
+            fresh_missed += 1
+            alone = analyze_flow(measurement.packets, measurement.flow, locate(sweeps.tcp, sweeps.echo, "203.0.113.80"))
+            assert (alone.verdict, alone.hop) == ("middlebox-reset", None)
+    assert met and fresh_missed  # the kept port mattered in at least one case
