@@ -52,6 +52,7 @@ KINDS = {  # name in the table -> (box module, its arguments)
     "residual blocker": ("residual", ("--duration", "20")),
 }
 KIND_KEYS = {re.sub(r"[^a-z]", "", name.lower()): name for name in KINDS}  # "blockpage" -> "block page"
+KIND_KEYS_BY_NAME = {name: key for key, name in KIND_KEYS.items()}
 CONDITIONS = ("none", "loss3", "ecmp")
 LOSS_PERCENT = 3
 ROUTERS = 4
@@ -245,7 +246,10 @@ def wait_until_open(lab: Lab, limit: float) -> bool:
     return False
 
 
-def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float) -> list[Outcome]:
+def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float, keep: Path | None = None,
+             name: str = "", truth_hop: int | None = None) -> list[Outcome]:
+    """`runs` traces against one box; with `keep`, the document and stderr of every run that
+    did not name the hop go to `keep/<name>-<run>.json` (and `.err`), to be read."""
     module, args = KINDS[kind]
     proc = lab.spawn(box_ns, [sys.executable, "-m", f"netns.boxes.{module}", *args], name=module)
     argv = [sys.executable, "-m", "probe", "trace", f"http://{TRIGGER_HOST}/", "--resolve",
@@ -264,6 +268,10 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float) -> lis
             done = lab.exec(lab.client_ns, argv, check=False, timeout=timeout)
             outcome = replace(outcome_of(done.stdout, done.returncode), seconds=time.monotonic() - began,
                               packets_sent=polite.packets(), left_open=polite.left_open())
+            if keep is not None and outcome.hop != truth_hop:
+                keep.mkdir(parents=True, exist_ok=True)
+                (keep / f"{name}-{len(outcomes)}.json").write_text(done.stdout)
+                (keep / f"{name}-{len(outcomes)}.err").write_text(done.stderr)
             if truth is not None and outcome.port is not None:
                 _, twin_ports, expired_a, expired_b = truth.read()
                 outcome = replace(outcome, met_box=outcome.port in twin_ports,
@@ -283,13 +291,15 @@ def parse_list(text: str, allowed, what: str) -> list:
     return items
 
 
-def measure_cell(kind: str, condition: str, hop: int, runs: int, timeout: float) -> list[Outcome]:
+def measure_cell(kind: str, condition: str, hop: int, runs: int, timeout: float,
+                 keep: Path | None = None) -> list[Outcome]:
     """One cell in its own lab (a worker's whole job: labs are named by pid, so cells run side by
     side without meeting)."""
     with exit_on_signals():
         lab, box_ns = lab_for(condition, hop)
         try:
-            return run_cell(lab, box_ns, kind, runs, timeout)
+            return run_cell(lab, box_ns, kind, runs, timeout, keep, f"{KIND_KEYS_BY_NAME[kind]}-{condition}-hop{hop}",
+                            truth_hop=hop)
         finally:
             lab.down()
 
@@ -336,6 +346,7 @@ def main() -> int:
     parser.add_argument("--save", type=Path, help="append each cell's runs to this file as it finishes (JSON lines)")
     parser.add_argument("--load", type=Path, action="append", default=[],
                         help="cells saved by earlier runs, shown in the table (repeatable; with --runs 0: nothing run)")
+    parser.add_argument("--keep", type=Path, help="keep the document and stderr of every run whose hop was wrong here")
     parser.add_argument("--readme", type=Path, help="also write the table between the README's accuracy markers")
     args = parser.parse_args()
     if not 0 <= args.runs <= 1000 or not 1 <= args.jobs <= 16:
@@ -346,7 +357,7 @@ def main() -> int:
     started = time.monotonic()
     if args.runs:
         with exit_on_signals(), concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(measure_cell, *key, args.runs, args.timeout): key for key in cells}
+            futures = {pool.submit(measure_cell, *key, args.runs, args.timeout, args.keep): key for key in cells}
             for future in concurrent.futures.as_completed(futures):
                 key = futures[future]
                 try:
