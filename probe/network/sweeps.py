@@ -1,7 +1,8 @@
 """The I/O of localisation: TTL-limited SYNs and ICMP echoes toward the target, one TTL at a
 time, each waited for with a bound. The reasoning is in `probe.engine.locate`.
 
-Polite by construction: one probe per TTL, a maximum TTL, and it stops at the first answer.
+Polite by construction: one probe per TTL (a second when the first drew nothing), a maximum
+TTL, and it stops at the first answer.
 Over IPv6 the TTL is the hop limit (RFC 8200 3), the echoes are ICMPv6's (RFC 4443 4.1, types
 128/129), and since there is no IP-ID to tell the probes of one sweep apart in the packet an
 ICMPv6 error quotes, each TTL's probe carries its own flow label instead (the quoted header
@@ -91,12 +92,22 @@ class _HopProbe:
         return self.deadline
 
 
-def _probe(loop: Loop, probe: _HopProbe):
-    loop.add_claimer(probe)
-    loop.run_until(lambda: probe.done)
-    if probe.error is not None:
-        raise ProbeError(probe.error)
-    return probe.found
+SWEEP_TRIES = 2  # probes per TTL at most: a second when the first drew nothing
+
+
+def _probe(loop: Loop, make):
+    """One TTL's probe (`make()` builds it), sent again when it drew nothing: a probe or a reply
+    lost on the way is not a silent hop (traceroute sends three per TTL, mtr keeps sending; one
+    more is enough to make a 3% loss a 0.1% one, and a hop that never answers costs one wait more)."""
+    for _ in range(SWEEP_TRIES):
+        probe = make()
+        loop.add_claimer(probe)
+        loop.run_until(lambda: probe.done)
+        if probe.error is not None:
+            raise ProbeError(probe.error)
+        if probe.found is not None:
+            return probe.found
+    return None
 
 
 def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: float = 1.0,
@@ -143,7 +154,7 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
                         return True
                     return None
 
-                found = _probe(loop, _HopProbe(syn, server, wait, match_tcp, sweeps.frames))
+                found = _probe(loop, lambda: _HopProbe(syn, server, wait, match_tcp, sweeps.frames))
                 sweeps.tcp.append(_hop_reply(ttl, found))
                 if on_progress:
                     on_progress(f"  tcp ttl {ttl}: {sweeps.tcp[-1].kind} {sweeps.tcp[-1].source or ''}")
@@ -166,7 +177,7 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
                     return True if quoted and quoted.proto == echo_proto \
                         and _mark(quoted, version) == base_id + 0x80 + ttl else None
 
-                found = _probe(loop, _HopProbe(echo, server, wait, match_echo, sweeps.frames))
+                found = _probe(loop, lambda: _HopProbe(echo, server, wait, match_echo, sweeps.frames))
                 sweeps.echo.append(_hop_reply(ttl, found))
                 if on_progress:
                     on_progress(f"  echo ttl {ttl}: {sweeps.echo[-1].kind} {sweeps.echo[-1].source or ''}")

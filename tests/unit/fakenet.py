@@ -253,6 +253,7 @@ class FailingSender:
 
     def __init__(self, net: FakeNet, nth: int, error: Exception, flags: str | None = None):
         self.net, self.nth, self.error, self.flags, self.seen = net, nth, error, flags, 0
+        self.nths = {nth}  # more than one: set it after construction
         self.failed: bytes | None = None
 
     def __call__(self):
@@ -267,7 +268,7 @@ class FailingSender:
     def send(self, raw, destination):
         if self.flags is None or parse_ip(raw, 0.0).flags == self.flags:
             self.seen += 1
-            if self.seen == self.nth:
+            if self.seen in self.nths:
                 self.failed = raw
                 raise self.error
         self.net.on_sent(raw)

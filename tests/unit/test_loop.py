@@ -151,10 +151,16 @@ def test_the_sweeps_through_the_loop_place_a_syn_firewall():
     assert len(sweeps.frames) == 2 * (len(sweeps.tcp) + len(sweeps.echo))
 
 
-def test_a_sweep_probe_lost_by_the_host_is_no_reply_at_that_ttl():
+def test_a_sweep_probe_lost_by_the_host_is_sent_again_and_a_silent_hop_costs_two_probes():
     net = FakeNet(distance=4, box_at=2, box="syn-firewall")
     sweeps = run_sweeps(CLIENT, "203.0.113.80", 80, max_ttl=8, wait=0.5,
                         network=net.network(FailingSender(net, 1, ENOBUFS)))
+    assert [r.kind for r in sweeps.tcp] == ["time-exceeded", "tcp"]
+    assert len(net.sent) == 2 + len(sweeps.echo)  # the lost SYN never left; its second try did
+    both_lost = FakeNet(distance=4, box_at=2, box="syn-firewall")
+    sender = FailingSender(both_lost, 1, ENOBUFS)
+    sender.nths = {1, 2}
+    sweeps = run_sweeps(CLIENT, "203.0.113.80", 80, max_ttl=8, wait=0.5, network=both_lost.network(sender))
     assert [r.kind for r in sweeps.tcp] == ["none", "tcp"]
 
 
