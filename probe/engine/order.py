@@ -58,8 +58,14 @@ class Decision:
 
 
 def decide(copies: Sequence[Copy]) -> Decision:
-    """Rule 3: the first trigger copy that differs from the control sent before it at its TTL, and
-    whether a repeat or the residual block confirmed it."""
+    """Rule 3: the first trigger copy that differs from the control sent before it at its TTL and
+    that a repeat or the residual block confirmed; when none was confirmed, the first that
+    differs, unconfirmed. A difference nothing confirmed is what a lost packet makes (a copy
+    whose request or time-exceeded was lost reads as silence): the first trigger that reached
+    the box is the first *confirmed* one, and a lost copy before it must not take its place,
+    least of all against a residual blocker, whose confirmation (every copy after it blocked)
+    only the real first trigger can have."""
+    first = None
     for index, copy in enumerate(copies):
         if copy.role != "trigger":
             continue
@@ -73,8 +79,11 @@ def decide(copies: Sequence[Copy]) -> Decision:
                      for j, c in enumerate(copies) if j > index)
         residual = (len(later) >= MIN_BLOCKED and len(blocked) == len(later)
                     and any(c.role == "control" for c in later))
-        return Decision(index, copy.ttl, "repeat" if repeat else "residual" if residual else None, len(blocked))
-    return Decision(None, None, None, 0)
+        decision = Decision(index, copy.ttl, "repeat" if repeat else "residual" if residual else None, len(blocked))
+        if decision.confirmed_by is not None:
+            return decision
+        first = first or decision
+    return first or Decision(None, None, None, 0)
 
 
 def _control_before(copies: Sequence[Copy], index: int) -> Copy | None:

@@ -119,3 +119,26 @@ def test_a_trigger_that_expired_like_its_control_keeps_the_four_tuple():
     assert not keeps_identity(Fate("no-handshake"), Fate("time-exceeded", router))
     assert not keeps_identity(Fate("time-exceeded", "198.51.100.130"), Fate("time-exceeded", router))
     assert not keeps_identity(Fate("reset"), Fate("time-exceeded", router))
+
+
+def test_a_lost_copy_before_the_box_does_not_take_the_residual_blockers_place():
+    """3% loss (the accuracy matrix, residual blocker at hop 4): the trigger with TTL 4 read as
+    silence (its time-exceeded was lost) and its repeat took another path, so nothing confirmed
+    it; the trigger with TTL 5 reached the box and everything after it was blocked. The first
+    *confirmed* difference decides; the lost copy is left as an unconfirmed row."""
+    copies = (clean_pairs(3) + [Copy(4, "control", te(4)), Copy(4, "trigger", Fate("silent")),
+                                Copy(5, "control", SERVER), Copy(5, "trigger", Fate("reset", reply_ttl=61))]
+              + blocked((5, "control"), (5, "trigger"), (6, "control"), (6, "trigger")))
+    decision = decide(copies)
+    assert (decision.ttl, decision.confirmed_by) == (5, "residual")
+    result = locate_in_order(copies)
+    assert (result.interference, result.hop, result.bracket) == (True, 4, (3, 5))
+
+
+def test_a_lone_unconfirmed_difference_still_decides_unconfirmed():
+    """The known case the change must keep: with no confirmed difference anywhere, the first
+    difference is still the one reported (unconfirmed), not dropped."""
+    copies = clean_pairs(2) + [Copy(3, "control", te(3)), Copy(3, "trigger", Fate("silent")),
+                               Copy(4, "control", te(4)), Copy(4, "trigger", Fate("silent"))]
+    decision = decide(copies)
+    assert (decision.ttl, decision.confirmed_by) == (3, None)
