@@ -213,6 +213,7 @@ class _Run:
         self.deadline, self.clock = deadline, clock
         self.on_progress, self.on_hop = on_progress, on_hop
         self.ttl = 0
+        self.confirming = None  # the last confirming pair (control, trigger) of `confirm`
 
     def say(self, line: str) -> None:
         if self.on_progress is not None:
@@ -295,6 +296,12 @@ class _Run:
                 except (KeyboardInterrupt, SystemExit):  # not confirmed: one pair was seen
                     self.row(ttl, control, trigger, False)
                     raise
+                if confirmed and self.confirming is not None and self.confirming[1].fate.expired \
+                        and not trigger.fate.expired and self.confirming[1].fate.word != "time-exceeded":
+                    # the repeat's trigger drew the router's time-exceeded beside the box's answer,
+                    # the first one only the answer: a time-exceeded can be lost on the way, never
+                    # made up, so the repeat's pair is the one that says where the box is
+                    control, trigger = self.confirming
             self.row(ttl, control, trigger, confirmed)
             if confirmed:
                 return "confirmed"
@@ -327,6 +334,7 @@ class _Run:
         it shows no difference, its control, and controls on it at the TTLs before, must end where
         the deciding identity's did, or it took another path and counts for nothing: another fresh
         pair (at most CONFIRM_SAMPLES).""" 
+        self.confirming = None
         for _ in range(CONFIRM_SAMPLES):
             self.tracer.flow = None
             control_again = self.copy(ttl, "control")
@@ -335,6 +343,7 @@ class _Run:
                 self.say(f"  the confirming control at TTL {ttl} took another path (multipath): another source port")
                 continue
             again = control_again, self.copy(ttl, "trigger")
+            self.confirming = again
             if differs(again[1].fate, again[0].fate) or (
                     again[1].fate.word == trigger.fate.word and again[0].fate.word == "no-handshake"):
                 return True

@@ -305,3 +305,39 @@ def test_ecmp_the_sweeps_keep_the_exchanges_port_and_place_a_syn_firewall_it_met
             alone = analyze_flow(measurement.packets, measurement.flow, locate(sweeps.tcp, sweeps.echo, "203.0.113.80"))
             assert (alone.verdict, alone.hop) == ("middlebox-reset", None)
     assert met and fresh_missed  # the kept port mattered in at least one case
+
+
+class LosesOneTimeExceeded(FakeNet):
+    """The fake path with one loss: the time-exceeded of the first trigger copy that reaches the
+    box's hop is lost on the way back (3% loss at r1 in the accuracy matrix did this)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.armed = False
+
+    def _along_the_path(self, raw, record):
+        from .fakenet import BOX_HOST
+
+        if not self.armed and record.ttl == self.box_at and BOX_HOST in record.payload:
+            self.armed = True
+            self.lose_next = True
+        return super()._along_the_path(raw, record)
+
+    def deliver(self, raw, delay, outgoing):
+        if getattr(self, "lose_next", False) and not outgoing and raw[9] == 1 and raw[20] == 11:
+            self.lose_next = False
+            return
+        super().deliver(raw, delay, outgoing)
+
+
+def test_a_lost_time_exceeded_beside_the_boxs_answer_does_not_move_the_hop():
+    """A box before hop 3's TTL check answers the trigger with TTL 3, and the router's
+    time-exceeded comes too ("time-exceeded+reset": on-path, hop 3). When that time-exceeded is
+    lost the copy reads "reset" (in-path: hop 2); the confirming pair's trigger drew both, and a
+    time-exceeded is never made up, so the row is the repeat's and the hop stays 3."""
+    net = LosesOneTimeExceeded(distance=5, box_at=3, box="tap", server_state=True)
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 4, network=net.network())
+    first = next(a for a in traced.attempts if a.role == "trigger" and a.ttl == 3)
+    assert first.fate.word == "reset"  # the loss happened as meant
+    assert traced.result.interference and (traced.result.hop, traced.result.kind) == (3, "on-path")
+    assert traced.result.bracket == (2, 4)
