@@ -70,7 +70,9 @@ class _Spool:
         return self.count
 
     def add(self, start: float, text: str) -> None:
-        data = text.encode()
+        self.add_bytes(start, text.encode())
+
+    def add_bytes(self, start: float, data: bytes) -> None:
         self.entries.append((start, self.count, self.size, len(data)))
         self.file.write(data)
         self.size += len(data)
@@ -93,6 +95,10 @@ class _Spool:
             yield from entry.iter_unpack(data)
 
     def texts(self):
+        return (data.decode() for data in self.chunks())
+
+    def chunks(self):
+        """`texts`, as the UTF-8 bytes they were added as."""
         self.file.flush()
         self.index.flush()
         self.entries.sort()
@@ -102,7 +108,7 @@ class _Spool:
             at = offset - window_start
             if at < 0 or at + length > len(window):  # mostly in the order written: read ahead a megabyte
                 window_start, window, at = offset, os.pread(descriptor, max(1 << 20, length), offset), 0
-            yield window[at:at + length].decode()
+            yield window[at:at + length]
 
 
 def analyze(
@@ -212,7 +218,7 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     import json
     import sys
 
-    from probe.files.flows import analyze_stream
+    from probe.files.flows import analyze_stream, ordinary_json_renderer
     from probe.render.flows import (FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_json_text,
                                     flow_row)
     from probe.render.report import SCHEMA, packet_table
@@ -258,11 +264,15 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     clean_code = exit_code_for("clean", None)
 
     def render_summary(summary) -> None:
-        """`render` of an ordinary flow (`probe.files.flows.Summary`): its row is all it adds to the
-        table (only asked for when nothing prints its packets), and it is never a trace's."""
+        """`render` of an ordinary flow (`probe.files.flows.Summary`): its row and, when the document
+        is written, its JSON text (`ordinary_json`) are all it adds (only asked for when nothing
+        prints its packets), and it is never a trace's."""
         codes.add(clean_code)
-        table.add_clean(summary.start, f"{summary.client}:{summary.client_port}",
-                        f"{summary.server}:{summary.server_port}", summary.packet_count)
+        if outputs.text:
+            table.add_clean(summary.start, f"{summary.client}:{summary.client_port}",
+                            f"{summary.server}:{summary.server_port}", summary.packet_count)
+        if summary.json is not None:
+            spool.add_bytes(summary.start, summary.json)
 
     from probe.files.traced import TraceCollector, control_fates, is_trace_probe
 
@@ -271,9 +281,14 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     with _progress_bar(path, outputs.quiet) as progress:
         # the table and the exit code need no more of an ordinary flow than its verdict (`probe.files.ordinary`)
         summarise = not (outputs.document or verbose or reported is not None)
+        # the document needs an ordinary flow's packets, origins and evidence: written without the
+        # engine when the compiled renderer is there (`probe.files.flows.ordinary_json_renderer`)
+        ordinary_json = ordinary_json_renderer() if outputs.document is not None and not verbose \
+            and reported is None else None
         totals = analyze_stream(path, wanted, collector.add, progress=progress, summarise=summarise,
                                 workers=_workers(path), prepare=prepare if reported is None else None,
-                                on_summary=render_summary if summarise else None)
+                                on_summary=render_summary if summarise or ordinary_json else None,
+                                ordinary_json=ordinary_json)
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
@@ -283,8 +298,12 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     if outputs.document is not None:
         write = outputs.document.write  # flow by flow: the whole document may not fit in memory
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
-        for n, text in enumerate(spool.texts()):
-            write((",\n" if n else "") + text)
+        outputs.document.flush()  # the flows' texts are UTF-8 already: straight to the bytes underneath
+        write_bytes = outputs.document.buffer.write
+        for n, data in enumerate(spool.chunks()):
+            if n:
+                write_bytes(b",\n")
+            write_bytes(data)
         write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
                                                        json.dumps(vars(totals))))
         outputs.close()

@@ -267,13 +267,14 @@ class Summary:
     and the table shows no more than that. Making a whole `FlowResult` (its `Flow`, `Analysis`,
     `Vantage` and sentences) for each of a million ordinary flows cost more than reading them."""
 
-    __slots__ = ("start", "client", "client_port", "server", "server_port", "packet_count")
+    __slots__ = ("start", "client", "client_port", "server", "server_port", "packet_count", "json")
     verdict, direction, vantage = "clean", None, "client"
 
     def __init__(self, start: float, client: str, client_port: int, server: str, server_port: int,
                  packet_count: int):
         self.start, self.client, self.client_port = start, client, client_port
         self.server, self.server_port, self.packet_count = server, server_port, packet_count
+        self.json: bytes | None = None  # the flow's `--json` text, when asked for (`ordinary_json`)
 
     @classmethod
     def of(cls, open_flow) -> "Summary | None":
@@ -473,10 +474,33 @@ def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
     return FlowResult(flow, records, analysis, vantage, open_flow.elided)
 
 
+def ordinary_json_renderer() -> Callable[[OpenFlow], bytes | None] | None:
+    """`--json` of an ordinary flow without the engine (`probe/files/_flowjson.pyx`): a function of a
+    finished flow the pre-judgement holds ordinary, giving the flow's text as the engine's path
+    writes it (`render.flows.flow_json_text(analyzed_flow_json(judge(flow)))`) or None (then the
+    engine judges it). None when the compiled reader is not in use (`fast_path`): the pure code is
+    the reference, and every flow of it goes through the engine."""
+    if fast_path() is None:
+        return None
+    try:
+        from probe.files._flowjson import flow_json
+    except ImportError:
+        return None
+
+    def render(open_flow) -> bytes | None:
+        evidence, rtt_ms, note = open_flow.ordinary.verdict()
+        return flow_json(open_flow.raw, open_flow.client, open_flow.client_port, open_flow.server,
+                         open_flow.server_port, open_flow.elided, evidence, rtt_ms,
+                         f"{CLEAN} {note}" if note else CLEAN)  # `judge`'s explanation
+
+    return render
+
+
 def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None],
                    summarise: bool = False, progress: Callable[[int, int], None] | None = None,
                    workers: int = 0, prepare: Callable[[FlowResult], object] | None = None,
-                   on_summary: Callable[[Summary], None] | None = None) -> Totals:
+                   on_summary: Callable[[Summary], None] | None = None,
+                   ordinary_json: Callable[[OpenFlow], bytes | None] | None = None) -> Totals:
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
     engine (`judge`); `progress(bytes read, file size)` is called as the file is read. `workers`:
@@ -484,10 +508,13 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
     run in the worker that judged a flow and its answer, unless None, kept in `result.prepared` (the
     caller's rendering, done in parallel too), the packets and attributions then left behind.
     `on_summary`, when given with `summarise`, takes each ordinary flow as a `Summary` instead of
-    `on_result` (in the same place of the order)."""
+    `on_result` (in the same place of the order). `ordinary_json` (`ordinary_json_renderer`), when
+    given with `on_summary`, writes each ordinary flow's `--json` text into its summary (`json`);
+    a flow it gives None for goes to the engine, and `on_result`, as every flow does without it."""
     fast = fast_path()
     if fast is not None:
         table = fast.FastFlowTable(wanted)
+        table.keep_bytes = ordinary_json is not None  # the renderer reads the packets' bytes
         flows = fast.flows_of_file(path, table, table.totals.warnings, progress)
     else:
         from probe.files.pcap import ip_packets
@@ -495,7 +522,7 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
         table = FlowTable(wanted)
         flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
     with _fewer_collections(), Judges(on_result, summarise, workers, prepare,
-                                      on_summary if summarise else None) as judges:
+                                      on_summary if summarise or ordinary_json else None, ordinary_json) as judges:
         for open_flow in flows:
             judges.add(open_flow)
     return table.totals
@@ -536,9 +563,10 @@ class Judges:
     HAND_ON_EVERY = 64  # flows added between two looks at the head of the line (each look asks a future)
 
     def __init__(self, on_result: Callable[[FlowResult], None], summarise: bool, workers: int,
-                 prepare: Callable[[FlowResult], object] | None, on_summary: Callable[[Summary], None] | None = None):
+                 prepare: Callable[[FlowResult], object] | None, on_summary: Callable[[Summary], None] | None = None,
+                 ordinary_json: Callable[[OpenFlow], bytes | None] | None = None):
         self.on_result, self.summarise, self.workers, self.prepare = on_result, summarise, workers, prepare
-        self.on_summary = on_summary
+        self.on_summary, self.ordinary_json = on_summary, ordinary_json
         self.pool = None
         self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
         self.head = 0
@@ -570,6 +598,10 @@ class Judges:
 
     def add(self, open_flow) -> None:
         summary = Summary.of(open_flow) if self.on_summary is not None else None
+        if summary is not None and self.ordinary_json is not None:
+            summary.json = self.ordinary_json(open_flow)
+            if summary.json is None:  # something the renderer leaves to the engine
+                summary = None
         if self.pool is None:
             if summary is not None:
                 return self.on_summary(summary)
