@@ -34,7 +34,7 @@ the benchmark's shapes and property-generated flows.
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.string cimport memcpy, memcmp, strlen
 from libc.stdint cimport uint32_t, int32_t
-from libc.math cimport fabs, isfinite
+from libc.math cimport fabs, floor, isfinite, signbit
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
@@ -53,10 +53,84 @@ cdef int SYN = 0x02, ACK = 0x10, RST = 0x04, FIN = 0x01
 
 # --- an output buffer ------------------------------------------------------------------------------
 
-cdef struct Buf:
-    char* data
-    Py_ssize_t size
-    Py_ssize_t cap
+cdef extern from *:
+    """
+    /* The output buffer, and what every packet's line holds, written with literals of known length
+       (`_flowjson.pyx`; the caller reserves room first). */
+    typedef struct { char* data; Py_ssize_t size; Py_ssize_t cap; } Buf;
+    #define J_LIT(b, s) do { memcpy((b)->data + (b)->size, (s), sizeof(s) - 1); (b)->size += sizeof(s) - 1; } while (0)
+    static const char J_PAIRS[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    static inline void j_uint(Buf* b, unsigned long long value) {
+        char digits[24];
+        int i = 24;
+        while (value >= 100) {
+            unsigned pair = (unsigned)(value % 100);
+            value /= 100;
+            i -= 2;
+            memcpy(digits + i, J_PAIRS + 2 * pair, 2);
+        }
+        if (value >= 10) {
+            i -= 2;
+            memcpy(digits + i, J_PAIRS + 2 * value, 2);
+        } else {
+            digits[--i] = (char)('0' + value);
+        }
+        memcpy(b->data + b->size, digits + i, 24 - i);
+        b->size += 24 - i;
+    }
+    static void j_packet_start(Buf* b, long n, int sent) {
+        J_LIT(b, "{\\"n\\": ");
+        j_uint(b, (unsigned long long)n);
+        if (sent) J_LIT(b, ", \\"dir\\": \\"sent\\", \\"t_ms\\": ");
+        else J_LIT(b, ", \\"dir\\": \\"received\\", \\"t_ms\\": ");
+    }
+    static void j_packet_fields(Buf* b, const char* src, Py_ssize_t src_n, const char* dst, Py_ssize_t dst_n,
+                                int ttl, int ip_id, int df, int tos, int sport, int dport, const char* flags,
+                                Py_ssize_t flags_n, unsigned long long seq, unsigned long long ack, int win,
+                                unsigned long long length) {
+        J_LIT(b, ", \\"proto\\": \\"tcp\\", \\"src\\": ");
+        memcpy(b->data + b->size, src, src_n);
+        b->size += src_n;
+        J_LIT(b, ", \\"dst\\": ");
+        memcpy(b->data + b->size, dst, dst_n);
+        b->size += dst_n;
+        J_LIT(b, ", \\"ttl\\": ");
+        j_uint(b, ttl);
+        J_LIT(b, ", \\"ip_id\\": ");
+        j_uint(b, ip_id);
+        if (df) J_LIT(b, ", \\"df\\": true, \\"tos\\": ");
+        else J_LIT(b, ", \\"df\\": false, \\"tos\\": ");
+        j_uint(b, tos);
+        J_LIT(b, ", \\"sport\\": ");
+        j_uint(b, sport);
+        J_LIT(b, ", \\"dport\\": ");
+        j_uint(b, dport);
+        J_LIT(b, ", \\"flags\\": ");
+        memcpy(b->data + b->size, flags, flags_n);
+        b->size += flags_n;
+        J_LIT(b, ", \\"seq\\": ");
+        j_uint(b, seq);
+        J_LIT(b, ", \\"ack\\": ");
+        j_uint(b, ack);
+        J_LIT(b, ", \\"win\\": ");
+        j_uint(b, win);
+        J_LIT(b, ", \\"len\\": ");
+        j_uint(b, length);
+        J_LIT(b, ", \\"options\\": ");
+    }
+    """
+    ctypedef struct Buf:
+        char* data
+        Py_ssize_t size
+        Py_ssize_t cap
+    void j_uint(Buf* b, unsigned long long value)
+    void j_packet_start(Buf* b, long n, int sent)
+    void j_packet_fields(Buf* b, const char* src, Py_ssize_t src_n, const char* dst, Py_ssize_t dst_n, int ttl,
+                         int ip_id, int df, int tos, int sport, int dport, const char* flags, Py_ssize_t flags_n,
+                         unsigned long long seq, unsigned long long ack, int win, unsigned long long length)
 
 
 cdef int grow(Buf* b, Py_ssize_t need) except -1:
@@ -88,15 +162,10 @@ cdef inline int put_bytes(Buf* b, bytes s) except -1:
 
 
 cdef int put_uint(Buf* b, unsigned long long value) except -1:
-    cdef char digits[24]
-    cdef int i = 24
-    if value == 0:
-        return puts(b, "0")
-    while value:
-        i -= 1
-        digits[i] = <char>(48 + value % 10)
-        value //= 10
-    return put(b, digits + i, 24 - i)
+    if b.size + 24 > b.cap:
+        grow(b, 24)
+    j_uint(b, value)
+    return 0
 
 
 cdef int put_int(Buf* b, long long value) except -1:
@@ -146,6 +215,48 @@ cdef int put_round3(Buf* b, double value) except -1:
     finally:
         PyMem_Free(text)
     return 0
+
+
+cdef int put_decimal(Buf* b, double value, int places, bint strip) except -1:
+    """`f"{value:.{places}f}"` (places 1 to 3), or with `strip` `repr(round(value, places))` (`put_round3`'s
+    reasoning), from the value scaled to an integer: exact when the scaled value is at most 1e10 and
+    not within 1e-5 of a tie, where the product's rounding error (under 2e-6) cannot change the
+    decimal; else by Python's own formatting."""
+    cdef double scale = 10.0 if places == 1 else 100.0 if places == 2 else 1000.0
+    cdef double scaled = fabs(value) * scale, whole, fraction
+    cdef unsigned long long digits, unit = <unsigned long long>scale
+    cdef char text[40]
+    cdef int n = 40, kept = 0
+    if not scaled <= 1e10:
+        return put_fixed(b, value, places) if not strip else put_round3(b, value)
+    whole = floor(scaled)
+    fraction = scaled - whole
+    if fabs(fraction - 0.5) < 1e-5:
+        return put_fixed(b, value, places) if not strip else put_round3(b, value)
+    digits = <unsigned long long>whole + (1 if fraction > 0.5 else 0)
+    for kept in range(places):  # the decimals, from the last
+        n -= 1
+        text[n] = <char>(48 + digits % 10)
+        digits //= 10
+    if strip:
+        kept = 40
+        while kept > n + 1 and text[kept - 1] == 48:
+            kept -= 1
+    else:
+        kept = 40
+    n -= 1
+    text[n] = 46  # '.'
+    if digits == 0:
+        n -= 1
+        text[n] = 48
+    while digits:
+        n -= 1
+        text[n] = <char>(48 + digits % 10)
+        digits //= 10
+    if signbit(value):
+        n -= 1
+        text[n] = 45  # '-'
+    return put(b, text + n, kept - n)
 
 
 cdef const char* HEX = "0123456789abcdef"
@@ -277,12 +388,12 @@ cdef list OPTION_NAMES = []  # json.dumps of `record._OPTION_NAMES`' name (or "o
 cdef char HTTP_STARTS[16][16]  # `tls.HTTP_STARTS`
 cdef int HTTP_START_LENGTHS[16]
 cdef int N_HTTP_STARTS = 0
+cdef Py_ssize_t HTTP_LINE_MAX = 0
 cdef bint TLS_TYPE[256]
 cdef list TTL_SENTENCES = [None] * 256  # json of ttl_distance's sentence for a TTL, as made
 cdef list SYNACK_SENTENCES = [None] * 256  # json of the first of synack_evidence's sentences
 cdef list ROUND_TRIP = None  # synack_evidence's second sentence, in pieces around the round trip
-cdef dict ANSWERED = {}  # describe_segment's text -> answered_after's pieces (elapsed, round trip)
-cdef list SEGMENTS = [None] * 16  # (has data, S, F, R) -> describe_segment's text
+cdef list ANSWERED = [None] * 16  # (has data, S, F, R) of the segment answered -> answered_after's pieces
 cdef object describe = None
 cdef object habit_class = None
 cdef int COUNTER_AHEAD = 0, COUNTER_BEHIND = 0
@@ -323,7 +434,7 @@ def _milliseconds(seconds):
 cdef void setup():
     """Ask the engine and the record parser once for their words and tables."""
     global READY, USABLE, ROUND_TRIP, describe, habit_class, COUNTER_AHEAD, COUNTER_BEHIND, TIMESTAMP_NOISE
-    global ANSWER_SHARE, NEXT_STEP, N_HTTP_STARTS
+    global ANSWER_SHARE, NEXT_STEP, N_HTTP_STARTS, HTTP_LINE_MAX
     from probe.engine import heuristics as h
     from probe.engine.baseline import TIMESTAMP_NOISE as noise, IpIdHabit
     from probe.engine.verdict import synack_evidence
@@ -343,7 +454,7 @@ cdef void setup():
         N_HTTP_STARTS += 1
     for kind in range(256):
         TLS_TYPE[kind] = kind in tls.CONTENT_TYPES
-    describe = tls.describe
+    describe, HTTP_LINE_MAX = tls.describe, tls.HTTP_LINE_MAX
     habit_class = IpIdHabit
     COUNTER_AHEAD, COUNTER_BEHIND = IpIdHabit.COUNTER_AHEAD, IpIdHabit.COUNTER_BEHIND
     TIMESTAMP_NOISE, ANSWER_SHARE = noise, h.ANSWER_SHARE
@@ -354,11 +465,10 @@ cdef void setup():
         letters = ("S" if key & 2 else "") + ("F" if key & 4 else "") + ("R" if key & 8 else "") + "A"
         segment = PacketRecord(0.0, "", "", "tcp", 64, 0, True, 0, 0, flags=letters,
                                payload=b"x" if key & 1 else b"")
-        SEGMENTS[key] = text = h.describe_segment(segment)
-        if text not in ANSWERED:
-            ANSWERED[text] = _template(lambda elapsed, rtt, text=text: h.answered_after(elapsed, text, rtt),
-                                       (0.0123456, 0.0345678), (0.0456789, 0.0789123), _milliseconds)
-    USABLE = ROUND_TRIP is not None and all(pieces is not None for pieces in ANSWERED.values())
+        text = h.describe_segment(segment)
+        ANSWERED[key] = _template(lambda elapsed, rtt: h.answered_after(elapsed, text, rtt),
+                                  (0.0123456, 0.0345678), (0.0456789, 0.0789123), _milliseconds)
+    USABLE = ROUND_TRIP is not None and all(pieces is not None for pieces in ANSWERED)
 
 
 cdef bytes ttl_sentence(int ttl):
@@ -393,7 +503,7 @@ cdef int put_pieces(Buf* b, list pieces, double* values, int count) except -1:
     puts(b, "\"")
     put_bytes(b, <bytes>pieces[0])
     for i in range(count):
-        put_fixed(b, values[i] * 1000, 1)
+        put_decimal(b, values[i] * 1000, 1, False)
         put_bytes(b, <bytes>pieces[i + 1])
     return puts(b, "\"")
 
@@ -497,15 +607,24 @@ cdef int classify(int* ids, int n, int* first, int* last):
         free(below)
 
 
-cdef bint might_describe(const unsigned char* payload, Py_ssize_t n):
-    """Whether `tls.describe` could say more than "" of this payload: an HTTP start or a TLS record header."""
-    if n >= 5 and TLS_TYPE[payload[0]] and payload[1] == 3:
-        return True
+cdef int put_description(Buf* b, const unsigned char* payload, Py_ssize_t n) except -1:
+    """`json.dumps(tls.describe(payload))`: an HTTP message's first line written here as `describe`
+    cuts it (up to its first CR LF, then its first LF, at most HTTP_LINE_MAX bytes), TLS records by
+    `describe` itself, and "" when the payload starts as neither."""
     cdef int k
+    cdef Py_ssize_t end = 0
     for k in range(N_HTTP_STARTS):
         if n >= HTTP_START_LENGTHS[k] and memcmp(payload, HTTP_STARTS[k], HTTP_START_LENGTHS[k]) == 0:
-            return True
-    return False
+            while end < n and end <= HTTP_LINE_MAX and payload[end] != 10:  # the first LF (a CR before it goes too)
+                end += 1
+            if end > 0 and end < n and payload[end - 1] == 13:
+                end -= 1
+            puts(b, "\"")
+            put_escaped(b, payload, end if end < HTTP_LINE_MAX else HTTP_LINE_MAX)
+            return puts(b, "\"")
+    if n >= 5 and TLS_TYPE[payload[0]] and payload[1] == 3:
+        return put_string(b, describe(PyBytes_FromStringAndSize(<const char*>payload, n)))
+    return puts(b, "\"\"")
 
 
 def flow_json(bytearray raw, str client, int client_port, str server, int server_port, Py_ssize_t elided,
@@ -718,42 +837,24 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
             p = &packets[i]
             if i:
                 puts(b, ",\n    ")
-            put_field(b, "{\"n\": ", i + 1)
-            if p.ours:
-                puts(b, ", \"dir\": \"sent\", \"t_ms\": ")
-            else:
-                puts(b, ", \"dir\": \"received\", \"t_ms\": ")
+            if b.size + 512 + len(client_json) + len(server_json) > b.cap:
+                grow(b, 512 + len(client_json) + len(server_json))
+            j_packet_start(b, i + 1, p.ours)
             t_ms = (p.t - packets[0].t) * 1000
             if not fabs(t_ms) < 1e9:
                 return None  # `put_round3`'s short form would not be `repr`'s
-            put_round3(b, t_ms)
-            puts(b, ", \"proto\": \"tcp\", \"src\": ")
-            put_bytes(b, client_json if p.ours else server_json)
-            puts(b, ", \"dst\": ")
-            put_bytes(b, server_json if p.ours else client_json)
-            put_field(b, ", \"ttl\": ", p.ttl)
-            put_field(b, ", \"ip_id\": ", p.ip_id)
-            put_field(b, ", \"df\": true, \"tos\": " if p.df else ", \"df\": false, \"tos\": ", p.tos)
-            put_field(b, ", \"sport\": ", p.sport)
-            put_field(b, ", \"dport\": ", p.dport)
-            puts(b, ", \"flags\": ")
-            put_bytes(b, <bytes>FLAGS[p.flags])
-            put_field(b, ", \"seq\": ", p.seq)
-            put_field(b, ", \"ack\": ", p.ack)
-            put_field(b, ", \"win\": ", p.win)
-            put_field(b, ", \"len\": ", p.length)
-            puts(b, ", \"options\": ")
+            put_decimal(b, t_ms, 3, True)
+            flags = <bytes>FLAGS[p.flags]
+            source, destination = (client_json, server_json) if p.ours else (server_json, client_json)
+            j_packet_fields(b, source, len(source), destination, len(destination), p.ttl, p.ip_id, p.df, p.tos,
+                            p.sport, p.dport, flags, len(flags), p.seq, p.ack, p.win, p.length)
             put_options(b, p.ip + p.l4 + 20, p.offset - 20)
             if p.length:
                 payload = p.ip + p.l4 + p.offset
                 puts(b, ", \"payload_head\": \"")
                 put_escaped(b, payload, min(p.end - p.l4 - p.offset, 64))
                 puts(b, "\", \"info\": ")
-                if might_describe(payload, p.end - p.l4 - p.offset):
-                    put_string(b, describe(PyBytes_FromStringAndSize(<const char*>payload,
-                                                                     p.end - p.l4 - p.offset)))
-                else:
-                    puts(b, "\"\"")
+                put_description(b, payload, p.end - p.l4 - p.offset)
             if p.ours:
                 puts(b, ", \"origin\": \"self\", \"confidence\": \"high\", \"evidence\": []}")
                 continue
@@ -783,12 +884,20 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
                     | (8 if c.flags & RST else 0)
                 puts(b, ", ")
                 values[0], values[1] = elapsed, rtt
-                put_pieces(b, <list>ANSWERED[SEGMENTS[key]], values, 2)
+                put_pieces(b, <list>ANSWERED[key], values, 2)
             if fires:
-                if habit is None:
+                if habit is None:  # `ip_id_habit`'s sentence in pieces around the IP-ID (else asked each time)
                     habit = habit_class("counter", (id_first, id_last))
+                    id_pieces = _template(habit.judge, ((id_last + 3000) % 65536,), ((id_last + 5000) % 65536,), str)
                 puts(b, ", ")
-                put_string(b, habit.judge(p.ip_id))
+                if id_pieces is None:
+                    put_string(b, habit.judge(p.ip_id))
+                else:
+                    puts(b, "\"")
+                    put_bytes(b, <bytes>id_pieces[0])
+                    put_uint(b, p.ip_id)
+                    put_bytes(b, <bytes>id_pieces[1])
+                    puts(b, "\"")
             puts(b, "]}")
         puts(b, "\n  ],\n  \"explanation\": ")
         put_string(b, explanation)
@@ -801,3 +910,14 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
     finally:
         free(fastest)
         free(ids)
+
+
+def decimal_text(double value, int places, bint strip):
+    """`put_decimal`'s text, for the tests: `f"{value:.{places}f}"`, or `repr(round(value, places))`."""
+    cdef Buf b
+    b.data, b.size, b.cap = NULL, 0, 0
+    try:
+        put_decimal(&b, value, places, strip)
+        return PyBytes_FromStringAndSize(b.data, b.size).decode("ascii")
+    finally:
+        free(b.data)

@@ -118,8 +118,11 @@ OPTION = st.one_of(
               st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)), max_size=3)),
     st.binary(min_size=1, max_size=6))  # unknown kinds, bad lengths, a malformed tail
 
-PAYLOAD_STARTS = st.sampled_from([b"", b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"\x16\x03\x01\x00\x05",
-                                  b"\x17\x03\x03\x00\x10", b"\x15\x03\x03\x00\x02\x02\x28", b'"\\\x00\x7f\xff\t\x08\x0c'])
+PAYLOAD_STARTS = st.sampled_from([
+    b"", b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\n", b"GET /a\rb\r\n", b"HEAD /\r",
+    b"GET /" + b"a" * 54 + b"\r\n", b"GET /" + b"a" * 55 + b"\r\n", b"GET /" + b"a" * 56 + b"\n", b"POST /" + b"b" * 70,
+    b"PUT /\xe9\x00\"\\\r\n", b"GET", b"\x16\x03\x01\x00\x05", b"\x17\x03\x03\x00\x10", b"\x15\x03\x03\x00\x02\x02\x28",
+    b'"\\\x00\x7f\xff\t\x08\x0c'])
 
 
 @st.composite
@@ -255,3 +258,15 @@ def ordinary_exchanges(draw):
 def test_ordinary_exchanges_written_alike(data):
     packets = data.draw(ordinary_exchanges())
     check_dressed(packets, data.draw(dressing(len(packets))))
+
+
+@needs_fast
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12),
+                 st.integers(-10**7, 10**7).map(lambda k: k / 8), st.integers(-10**6, 10**6).map(lambda k: k / 1000),
+                 st.integers(0, 10**9).map(lambda k: k * 0.001 * 1000)))
+@property_settings(2000)
+def test_numbers_written_as_python_writes_them(value):
+    """Times and round trips: `.1f` and `repr(round(x, 3))`, ties (exact in binary: k/8) and huge values too."""
+    assert _flowjson.decimal_text(value, 1, False) == f"{value:.1f}"
+    if abs(value) < 1e9:
+        assert _flowjson.decimal_text(value, 3, True) == repr(round(value, 3))
