@@ -50,6 +50,19 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
     return tuple(parse_endpoint(part) for part in text.split("-", 1))
 
 
+def write_all(descriptor: int, pieces: list) -> None:
+    """Write `pieces` (bytes-like) in order, in as few system calls as the kernel takes them (at most
+    1024 pieces each)."""
+    while pieces:
+        written, done = os.writev(descriptor, pieces[:1024]), 0
+        while done < len(pieces) and written >= len(pieces[done]):
+            written -= len(pieces[done])
+            done += 1
+        pieces = pieces[done:]
+        if written:
+            pieces[0] = pieces[0][written:]
+
+
 class _Spool:
     """Rendered flows on disk, not in memory: a capture may hold ten million flows. Read back in the
     order the flows started, whatever order they finished in (flows that started at the same time
@@ -58,6 +71,9 @@ class _Spool:
 
     RUN = 1 << 16
     _ENTRY = struct.Struct("=dqqq")  # start, arrival, offset, length
+    WRITE, WRITE_PIECES = 1 << 20, 512  # bytes (or texts: a system call takes 1024 at most) gathered per write
+    WINDOW, BEHIND, WINDOWS = 4 << 20, 1 << 20, 4  # bytes read at a time, from this far before the text wanted;
+    # windows kept
 
     def __init__(self):
         self.file = tempfile.TemporaryFile()
@@ -65,6 +81,8 @@ class _Spool:
         self.entries: list[tuple[float, int, int, int]] = []
         self.runs: list[tuple[int, int]] = []  # (where in `index`, entries)
         self.count = self.size = 0
+        self.pending: list[bytes] = []  # texts not yet written (`WRITE`)
+        self.pending_size = 0
 
     def __len__(self) -> int:
         return self.count
@@ -74,11 +92,18 @@ class _Spool:
 
     def add_bytes(self, start: float, data: bytes) -> None:
         self.entries.append((start, self.count, self.size, len(data)))
-        self.file.write(data)
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size >= self.WRITE or len(self.pending) >= self.WRITE_PIECES:
+            self._write_pending()
         self.size += len(data)
         self.count += 1
         if len(self.entries) >= self.RUN:
             self._write_run()
+
+    def _write_pending(self) -> None:
+        write_all(self.file.fileno(), self.pending)
+        self.pending, self.pending_size = [], 0
 
     def _write_run(self) -> None:
         self.entries.sort()
@@ -98,17 +123,32 @@ class _Spool:
         return (data.decode() for data in self.chunks())
 
     def chunks(self):
-        """`texts`, as the UTF-8 bytes they were added as."""
-        self.file.flush()
+        """`texts`, as the UTF-8 bytes they were added as. The texts are mostly in the order written,
+        but flows that finish late (idle, lingering) make the reading go back and forth between two
+        or three places: a few windows of the file are kept (`WINDOWS`, the least recently used
+        replaced), and a long text is read alone."""
+        self._write_pending()
         self.index.flush()
         self.entries.sort()
         runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
-        descriptor, window_start, window = self.file.fileno(), 0, b""
+        descriptor, windows = self.file.fileno(), []  # [start, bytes], the most recently used last
         for _start, _arrival, offset, length in heapq.merge(*runs):
-            at = offset - window_start
-            if at < 0 or at + length > len(window):  # mostly in the order written: read ahead a megabyte
-                window_start, window, at = offset, os.pread(descriptor, max(1 << 20, length), offset), 0
-            yield window[at:at + length]
+            if length >= self.WINDOW // 4:
+                yield os.pread(descriptor, length, offset)
+                continue
+            for n in range(len(windows) - 1, -1, -1):
+                window_start, window = windows[n]
+                if window_start <= offset and offset + length <= window_start + len(window):
+                    if n != len(windows) - 1:
+                        windows.append(windows.pop(n))
+                    break
+            else:
+                window_start = max(0, offset - self.BEHIND)
+                window = os.pread(descriptor, self.WINDOW, window_start)
+                windows.append((window_start, window))
+                if len(windows) > self.WINDOWS:
+                    windows.pop(0)
+            yield window[offset - window_start:offset - window_start + length]
 
 
 def analyze(
@@ -298,12 +338,17 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     if outputs.document is not None:
         write = outputs.document.write  # flow by flow: the whole document may not fit in memory
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
-        outputs.document.flush()  # the flows' texts are UTF-8 already: straight to the bytes underneath
-        write_bytes = outputs.document.buffer.write
+        outputs.document.flush()  # the flows' texts are UTF-8 already: straight to the file underneath,
+        descriptor, pieces, size = outputs.document.fileno(), [], 0  # a few hundred at a time
         for n, data in enumerate(spool.chunks()):
             if n:
-                write_bytes(b",\n")
-            write_bytes(data)
+                pieces.append(b",\n")
+            pieces.append(data)
+            size += len(data)
+            if len(pieces) >= 512 or size >= 4 << 20:
+                write_all(descriptor, pieces)
+                pieces, size = [], 0
+        write_all(descriptor, pieces)
         write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
                                                        json.dumps(vars(totals))))
         outputs.close()

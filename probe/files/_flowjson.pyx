@@ -58,7 +58,9 @@ cdef extern from *:
     /* The output buffer, and what every packet's line holds, written with literals of known length
        (`_flowjson.pyx`; the caller reserves room first). */
     typedef struct { char* data; Py_ssize_t size; Py_ssize_t cap; } Buf;
-    #define J_LIT(b, s) do { memcpy((b)->data + (b)->size, (s), sizeof(s) - 1); (b)->size += sizeof(s) - 1; } while (0)
+    #define J_MEM(b, p, n) do { memcpy((b)->data + (b)->size, (p), (n)); (b)->size += (n); } while (0)
+    #define J_LIT(b, s) J_MEM(b, s, sizeof(s) - 1)
+    #define J_FIELD(b, s, value) do { J_LIT(b, s); j_uint(b, (unsigned long long)(value)); } while (0)
     static const char J_PAIRS[] =
         "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
         "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
@@ -92,33 +94,21 @@ cdef extern from *:
                                 Py_ssize_t flags_n, unsigned long long seq, unsigned long long ack, int win,
                                 unsigned long long length) {
         J_LIT(b, ", \\"proto\\": \\"tcp\\", \\"src\\": ");
-        memcpy(b->data + b->size, src, src_n);
-        b->size += src_n;
+        J_MEM(b, src, src_n);
         J_LIT(b, ", \\"dst\\": ");
-        memcpy(b->data + b->size, dst, dst_n);
-        b->size += dst_n;
-        J_LIT(b, ", \\"ttl\\": ");
-        j_uint(b, ttl);
-        J_LIT(b, ", \\"ip_id\\": ");
-        j_uint(b, ip_id);
-        if (df) J_LIT(b, ", \\"df\\": true, \\"tos\\": ");
-        else J_LIT(b, ", \\"df\\": false, \\"tos\\": ");
-        j_uint(b, tos);
-        J_LIT(b, ", \\"sport\\": ");
-        j_uint(b, sport);
-        J_LIT(b, ", \\"dport\\": ");
-        j_uint(b, dport);
+        J_MEM(b, dst, dst_n);
+        J_FIELD(b, ", \\"ttl\\": ", ttl);
+        J_FIELD(b, ", \\"ip_id\\": ", ip_id);
+        if (df) J_FIELD(b, ", \\"df\\": true, \\"tos\\": ", tos);
+        else J_FIELD(b, ", \\"df\\": false, \\"tos\\": ", tos);
+        J_FIELD(b, ", \\"sport\\": ", sport);
+        J_FIELD(b, ", \\"dport\\": ", dport);
         J_LIT(b, ", \\"flags\\": ");
-        memcpy(b->data + b->size, flags, flags_n);
-        b->size += flags_n;
-        J_LIT(b, ", \\"seq\\": ");
-        j_uint(b, seq);
-        J_LIT(b, ", \\"ack\\": ");
-        j_uint(b, ack);
-        J_LIT(b, ", \\"win\\": ");
-        j_uint(b, win);
-        J_LIT(b, ", \\"len\\": ");
-        j_uint(b, length);
+        J_MEM(b, flags, flags_n);
+        J_FIELD(b, ", \\"seq\\": ", seq);
+        J_FIELD(b, ", \\"ack\\": ", ack);
+        J_FIELD(b, ", \\"win\\": ", win);
+        J_FIELD(b, ", \\"len\\": ", length);
         J_LIT(b, ", \\"options\\": ");
     }
     """
@@ -400,6 +390,18 @@ cdef int COUNTER_AHEAD = 0, COUNTER_BEHIND = 0
 cdef double TIMESTAMP_NOISE = 0.0, ANSWER_SHARE = 0.0
 cdef bytes NEXT_STEP = b""
 cdef bint READY = False, USABLE = False
+
+
+cdef dict QUOTED = {}  # an address -> json.dumps of it, as bytes (a capture's flows share few addresses)
+
+
+cdef bytes quoted(str text):
+    found = QUOTED.get(text)
+    if found is None:
+        if len(QUOTED) >= 65536:
+            QUOTED.clear()
+        found = QUOTED[text] = json.dumps(text).encode("ascii")
+    return <bytes>found
 
 
 def _pieces(sentence, parts):
@@ -819,10 +821,10 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
             return None
         # the flow, as `flow_json_text(analyzed_flow_json(result))`
         puts(b, "{\n  \"client\": {\"address\": ")
-        put_string(b, client)
+        put_bytes(b, quoted(client))
         put_field(b, ", \"port\": ", client_port)
         puts(b, "},\n  \"server\": {\"address\": ")
-        put_string(b, server)
+        put_bytes(b, quoted(server))
         put_field(b, ", \"port\": ", server_port)
         puts(b, "},\n  \"vantage\": \"client\",\n  \"vantage_evidence\": ")
         put_string(b, vantage_evidence)
@@ -831,8 +833,7 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
         puts(b, ",\n  \"verdict\": \"clean\",\n  \"direction\": null,\n  \"hop\": null,\n  \"rtt_ms\": ")
         put_repr(b, rtt_ms)
         puts(b, ",\n  \"packets\": [\n    ")
-        client_json = json.dumps(client).encode("ascii")
-        server_json = json.dumps(server).encode("ascii")
+        client_json, server_json = quoted(client), quoted(server)
         for i in range(count):
             p = &packets[i]
             if i:
