@@ -8,6 +8,7 @@ import ipaddress
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import List, Optional
@@ -61,6 +62,19 @@ def write_all(descriptor: int, pieces: list) -> None:
         pieces = pieces[done:]
         if written:
             pieces[0] = pieces[0][written:]
+
+
+def _pieces_writer(document) -> Callable[[list], None]:
+    """How UTF-8 pieces of text go into `document` (a text stream): straight to its file with
+    `write_all` (its buffer flushed first), or, when it has none (a test's capture), through it."""
+    import io
+
+    try:
+        document.flush()
+        descriptor = document.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return lambda pieces: document.write("".join(bytes(piece).decode() for piece in pieces))
+    return lambda pieces: write_all(descriptor, pieces)
 
 
 class _Spool:
@@ -338,17 +352,16 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     if outputs.document is not None:
         write = outputs.document.write  # flow by flow: the whole document may not fit in memory
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
-        outputs.document.flush()  # the flows' texts are UTF-8 already: straight to the file underneath,
-        descriptor, pieces, size = outputs.document.fileno(), [], 0  # a few hundred at a time
+        write_pieces, pieces, size = _pieces_writer(outputs.document), [], 0  # a few hundred at a time
         for n, data in enumerate(spool.chunks()):
             if n:
                 pieces.append(b",\n")
             pieces.append(data)
             size += len(data)
             if len(pieces) >= 512 or size >= 4 << 20:
-                write_all(descriptor, pieces)
+                write_pieces(pieces)
                 pieces, size = [], 0
-        write_all(descriptor, pieces)
+        write_pieces(pieces)
         write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
                                                        json.dumps(vars(totals))))
         outputs.close()
