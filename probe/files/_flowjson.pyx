@@ -392,7 +392,8 @@ cdef bytes NEXT_STEP = b""
 cdef bint READY = False, USABLE = False
 
 
-cdef dict QUOTED = {}  # an address -> json.dumps of it, as bytes (a capture's flows share few addresses)
+cdef dict QUOTED = {}  # a text -> json.dumps of it, as bytes (addresses, the vantage's evidence, explanations:
+# a capture's flows share few of each)
 
 
 cdef bytes quoted(str text):
@@ -827,7 +828,7 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
         put_bytes(b, quoted(server))
         put_field(b, ", \"port\": ", server_port)
         puts(b, "},\n  \"vantage\": \"client\",\n  \"vantage_evidence\": ")
-        put_string(b, vantage_evidence)
+        put_bytes(b, quoted(vantage_evidence))
         puts(b, ",\n  \"start\": ")
         put_repr(b, packets[0].t)
         puts(b, ",\n  \"verdict\": \"clean\",\n  \"direction\": null,\n  \"hop\": null,\n  \"rtt_ms\": ")
@@ -901,7 +902,7 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
                     puts(b, "\"")
             puts(b, "]}")
         puts(b, "\n  ],\n  \"explanation\": ")
-        put_string(b, explanation)
+        put_bytes(b, quoted(explanation))
         puts(b, ",\n  \"next_step\": ")
         put_bytes(b, NEXT_STEP)
         if elided:
