@@ -51,23 +51,12 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
     return tuple(parse_endpoint(part) for part in text.split("-", 1))
 
 
-def write_all(descriptor: int, pieces: list) -> None:
-    """Write `pieces` (bytes-like) in order, in as few system calls as the kernel takes them (at most
-    1024 pieces each)."""
-    while pieces:
-        written, done = os.writev(descriptor, pieces[:1024]), 0
-        while done < len(pieces) and written >= len(pieces[done]):
-            written -= len(pieces[done])
-            done += 1
-        pieces = pieces[done:]
-        if written:
-            pieces[0] = pieces[0][written:]
-
-
 def _pieces_writer(document) -> Callable[[list], None]:
     """How UTF-8 pieces of text go into `document` (a text stream): straight to its file with
     `write_all` (its buffer flushed first), or, when it has none (a test's capture), through it."""
     import io
+
+    from probe.files.flows import write_all
 
     try:
         document.flush()
@@ -84,7 +73,7 @@ class _Spool:
     it fills, and the runs are merged on the way out, so memory does not grow with the flows."""
 
     RUN = 1 << 16
-    _ENTRY = struct.Struct("=dqqq")  # start, arrival, offset, length
+    _ENTRY = struct.Struct("=dqqqq")  # start, arrival, which file (0: the spool's own), offset, length
     WRITE, WRITE_PIECES = 1 << 20, 512  # bytes (or texts: a system call takes 1024 at most) gathered per write
     WINDOW, BEHIND, WINDOWS = 4 << 20, 1 << 20, 4  # bytes read at a time, from this far before the text wanted;
     # windows kept
@@ -97,6 +86,22 @@ class _Spool:
         self.count = self.size = 0
         self.pending: list[bytes] = []  # texts not yet written (`WRITE`)
         self.pending_size = 0
+        self.sources: dict[str, int] = {}  # other files texts are read from (`add_stored`) -> their number
+        self._folder = None
+
+    def folder(self) -> str:
+        """A folder for other processes' files of texts (`add_stored`), removed with the spool."""
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="probe-spool-")
+        return self._folder.name
+
+    def add_stored(self, start: float, path: str, offset: int, length: int) -> None:
+        """A text another process wrote: `length` bytes at `offset` of `path`."""
+        source = self.sources.setdefault(path, len(self.sources) + 1)
+        self.entries.append((start, self.count, source, offset, length))
+        self.count += 1
+        if len(self.entries) >= self.RUN:
+            self._write_run()
 
     def __len__(self) -> int:
         return self.count
@@ -105,7 +110,7 @@ class _Spool:
         self.add_bytes(start, text.encode())
 
     def add_bytes(self, start: float, data: bytes) -> None:
-        self.entries.append((start, self.count, self.size, len(data)))
+        self.entries.append((start, self.count, 0, self.size, len(data)))
         self.pending.append(data)
         self.pending_size += len(data)
         if self.pending_size >= self.WRITE or len(self.pending) >= self.WRITE_PIECES:
@@ -116,6 +121,8 @@ class _Spool:
             self._write_run()
 
     def _write_pending(self) -> None:
+        from probe.files.flows import write_all
+
         write_all(self.file.fileno(), self.pending)
         self.pending, self.pending_size = [], 0
 
@@ -145,24 +152,31 @@ class _Spool:
         self.index.flush()
         self.entries.sort()
         runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
-        descriptor, windows = self.file.fileno(), []  # [start, bytes], the most recently used last
-        for _start, _arrival, offset, length in heapq.merge(*runs):
-            if length >= self.WINDOW // 4:
-                yield os.pread(descriptor, length, offset)
-                continue
-            for n in range(len(windows) - 1, -1, -1):
-                window_start, window = windows[n]
-                if window_start <= offset and offset + length <= window_start + len(window):
-                    if n != len(windows) - 1:
-                        windows.append(windows.pop(n))
-                    break
-            else:
-                window_start = max(0, offset - self.BEHIND)
-                window = os.pread(descriptor, self.WINDOW, window_start)
-                windows.append((window_start, window))
-                if len(windows) > self.WINDOWS:
-                    windows.pop(0)
-            yield window[offset - window_start:offset - window_start + length]
+        descriptors = [self.file.fileno()] + [os.open(path, os.O_RDONLY) for path in self.sources]
+        windows = []  # (file, start, bytes), the most recently used last
+        try:
+            for _start, _arrival, source, offset, length in heapq.merge(*runs):
+                descriptor = descriptors[source]
+                if length >= self.WINDOW // 4:
+                    yield os.pread(descriptor, length, offset)
+                    continue
+                for n in range(len(windows) - 1, -1, -1):
+                    window_source, window_start, window = windows[n]
+                    if window_source == source and window_start <= offset \
+                            and offset + length <= window_start + len(window):
+                        if n != len(windows) - 1:
+                            windows.append(windows.pop(n))
+                        break
+                else:
+                    window_start = max(0, offset - self.BEHIND)
+                    window = os.pread(descriptor, self.WINDOW, window_start)
+                    windows.append((source, window_start, window))
+                    if len(windows) > self.WINDOWS:
+                        windows.pop(0)
+                yield window[offset - window_start:offset - window_start + length]
+        finally:
+            for descriptor in descriptors[1:]:
+                os.close(descriptor)
 
 
 def analyze(
@@ -325,7 +339,9 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
         if outputs.text:
             table.add_clean(summary.start, f"{summary.client}:{summary.client_port}",
                             f"{summary.server}:{summary.server_port}", summary.packet_count)
-        if summary.json is not None:
+        if type(summary.json) is tuple:  # written by a worker: (path, offset, length)
+            spool.add_stored(summary.start, *summary.json)
+        elif summary.json is not None:
             spool.add_bytes(summary.start, summary.json)
 
     from probe.files.traced import TraceCollector, control_fates, is_trace_probe
@@ -342,7 +358,7 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
         totals = analyze_stream(path, wanted, collector.add, progress=progress, summarise=summarise,
                                 workers=_workers(path), prepare=prepare if reported is None else None,
                                 on_summary=render_summary if summarise or ordinary_json else None,
-                                ordinary_json=ordinary_json)
+                                ordinary_json=ordinary_json, json_folder=spool.folder() if ordinary_json else None)
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))

@@ -630,7 +630,7 @@ cdef int put_description(Buf* b, const unsigned char* payload, Py_ssize_t n) exc
     return puts(b, "\"\"")
 
 
-def flow_json(bytearray raw, str client, int client_port, str server, int server_port, Py_ssize_t elided,
+def flow_json(const unsigned char[::1] raw, str client, int client_port, str server, int server_port, Py_ssize_t elided,
               str vantage_evidence, double rtt_ms, str explanation):
     """The `--json` text of an ordinary flow (see the module's docstring) from its kept packets
     (`raw`: `flows.OpenFlow.raw`'s layout, every packet's bytes there), as UTF-8 bytes; None when the
@@ -639,8 +639,8 @@ def flow_json(bytearray raw, str client, int client_port, str server, int server
         setup()
     if not USABLE:
         return None
-    cdef Py_ssize_t size = PyByteArray_GET_SIZE(raw), position = 0
-    cdef const unsigned char* data = <const unsigned char*>PyByteArray_AS_STRING(raw)
+    cdef Py_ssize_t size = raw.shape[0], position = 0
+    cdef const unsigned char* data = &raw[0] if size else NULL
     cdef int count = 0, capacity = 64, i
     cdef Packet* packets = <Packet*>allocate(capacity * sizeof(Packet))
     cdef Packet* grown

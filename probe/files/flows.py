@@ -488,19 +488,27 @@ def ordinary_json_renderer() -> Callable[[OpenFlow], bytes | None] | None:
         return None
 
     def render(open_flow) -> bytes | None:
-        evidence, rtt_ms, note = open_flow.ordinary.verdict()
-        return flow_json(open_flow.raw, open_flow.client, open_flow.client_port, open_flow.server,
-                         open_flow.server_port, open_flow.elided, evidence, rtt_ms,
-                         f"{CLEAN} {note}" if note else CLEAN)  # `judge`'s explanation
+        return _render_ordinary(flow_json, (open_flow.client, open_flow.client_port, open_flow.server,
+                                            open_flow.server_port, open_flow.raw, open_flow.elided, None),
+                                open_flow.ordinary.verdict())
 
     return render
+
+
+def _render_ordinary(flow_json, detached: tuple, found: tuple) -> bytes | None:
+    """`flow_json` of a flow as `detach` gives it, from its pre-judgement's `verdict()`."""
+    client, client_port, server, server_port, raw, elided, _source = detached
+    evidence, rtt_ms, note = found
+    return flow_json(raw, client, client_port, server, server_port, elided, evidence, rtt_ms,
+                     f"{CLEAN} {note}" if note else CLEAN)  # `judge`'s explanation
 
 
 def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None],
                    summarise: bool = False, progress: Callable[[int, int], None] | None = None,
                    workers: int = 0, prepare: Callable[[FlowResult], object] | None = None,
                    on_summary: Callable[[Summary], None] | None = None,
-                   ordinary_json: Callable[[OpenFlow], bytes | None] | None = None) -> Totals:
+                   ordinary_json: Callable[[OpenFlow], bytes | None] | None = None,
+                   json_folder: str | None = None) -> Totals:
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
     engine (`judge`); `progress(bytes read, file size)` is called as the file is read. `workers`:
@@ -510,7 +518,9 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
     `on_summary`, when given with `summarise`, takes each ordinary flow as a `Summary` instead of
     `on_result` (in the same place of the order). `ordinary_json` (`ordinary_json_renderer`), when
     given with `on_summary`, writes each ordinary flow's `--json` text into its summary (`json`);
-    a flow it gives None for goes to the engine, and `on_result`, as every flow does without it."""
+    a flow it gives None for goes to the engine, and `on_result`, as every flow does without it.
+    With workers and a `json_folder`, the workers write those texts, each to a file of its own in
+    that folder, and the summary's `json` says where: (path, offset, length)."""
     fast = fast_path()
     if fast is not None:
         table = fast.FastFlowTable(wanted)
@@ -522,20 +532,37 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
         table = FlowTable(wanted)
         flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
     with _fewer_collections(), Judges(on_result, summarise, workers, prepare,
-                                      on_summary if summarise or ordinary_json else None, ordinary_json) as judges:
+                                      on_summary if summarise or ordinary_json else None, ordinary_json,
+                                      json_folder) as judges:
         for open_flow in flows:
             judges.add(open_flow)
     return table.totals
 
 
 _WORKER_PREPARE: list = [None]  # `prepare` for the worker processes (inherited by fork, not pickled)
+_WORKER_JSON: list = [None, None]  # the folder for ordinary flows' texts, and this worker's file there (fd, size)
 
 
-def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
+def _judge_batch(batch: list[tuple]) -> list[FlowResult | Summary]:
     """In a worker: judge flows sent as `detach` gives them (the compiled table's with the file they
-    were read from: their packets are read back from it here)."""
-    results = []
-    for client, client_port, server, server_port, raw, elided, source in batch:
+    were read from: their packets are read back from it here), each with what `Judges.add` knows of
+    an ordinary one: (its `verdict()`, start, packet count), or None. An ordinary flow's text is
+    written here (`ordinary_json_renderer`), to this worker's file, and comes back as a `Summary`
+    that says where; one the renderer leaves to the engine is judged as the others."""
+    results, texts = [], []
+    for detached, ordinary in batch:
+        if ordinary is not None:
+            from probe.files._flowjson import flow_json
+
+            found, start, packet_count = ordinary
+            text = _render_ordinary(flow_json, detached, found)
+            if text is not None:
+                summary = Summary(start, *detached[:4], packet_count)
+                summary.json = len(texts)  # its place in `texts`, then where it is written
+                texts.append(text)
+                results.append(summary)
+                continue
+        client, client_port, server, server_port, raw, elided, source = detached
         if source is None:
             open_flow = OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
         else:
@@ -547,7 +574,45 @@ def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
             result = replace(result, packets=[], count=len(result.packets), first_t=result.start, prepared=prepared,
                              analysis=replace(result.analysis, attributions=()))
         results.append(result)
+    if texts:
+        places = _store_texts(texts)
+        for result in results:
+            if type(result) is Summary:
+                result.json = places[result.json]
     return results
+
+
+def _store_texts(texts: list[bytes]) -> list[tuple[str, int, int]]:
+    """In a worker: append `texts` to this worker's file in `_WORKER_JSON`'s folder; (path, offset, length) of each."""
+    import os
+
+    if _WORKER_JSON[1] is None:
+        path = os.path.join(_WORKER_JSON[0], f"{os.getpid()}.json")
+        _WORKER_JSON[1] = [path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 0]
+    state = _WORKER_JSON[1]
+    path, descriptor, size = state
+    places = []
+    for text in texts:
+        places.append((path, size, len(text)))
+        size += len(text)
+    write_all(descriptor, texts)
+    state[2] = size
+    return places
+
+
+def write_all(descriptor: int, pieces: list) -> None:
+    """Write `pieces` (bytes-like) in order, in as few system calls as the kernel takes them (at most
+    1024 pieces each)."""
+    import os
+
+    while pieces:
+        written, done = os.writev(descriptor, pieces[:1024]), 0
+        while done < len(pieces) and written >= len(pieces[done]):
+            written -= len(pieces[done])
+            done += 1
+        pieces = pieces[done:]
+        if written:
+            pieces[0] = pieces[0][written:]
 
 
 class Judges:
@@ -558,15 +623,16 @@ class Judges:
     `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
 
     BATCH_PACKETS = 4_000  # a batch is sent when its flows hold this many packets (or BATCH_FLOWS flows)
-    BATCH_FLOWS = 64
+    BATCH_FLOWS = 256
     IN_FLIGHT = 3
     HAND_ON_EVERY = 64  # flows added between two looks at the head of the line (each look asks a future)
 
     def __init__(self, on_result: Callable[[FlowResult], None], summarise: bool, workers: int,
                  prepare: Callable[[FlowResult], object] | None, on_summary: Callable[[Summary], None] | None = None,
-                 ordinary_json: Callable[[OpenFlow], bytes | None] | None = None):
+                 ordinary_json: Callable[[OpenFlow], bytes | None] | None = None, json_folder: str | None = None):
         self.on_result, self.summarise, self.workers, self.prepare = on_result, summarise, workers, prepare
         self.on_summary, self.ordinary_json = on_summary, ordinary_json
+        self.json_folder = json_folder if ordinary_json is not None and workers > 0 else None
         self.pool = None
         self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
         self.head = 0
@@ -581,7 +647,7 @@ class Judges:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            _WORKER_PREPARE[0] = self.prepare
+            _WORKER_PREPARE[0], _WORKER_JSON[0] = self.prepare, self.json_folder
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
             self.pool.submit(int).result()  # fork the workers now, while this process holds little
         return self
@@ -594,11 +660,14 @@ class Judges:
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=True, cancel_futures=True)
-            _WORKER_PREPARE[0] = None
+            _WORKER_PREPARE[0] = _WORKER_JSON[0] = None
 
     def add(self, open_flow) -> None:
         summary = Summary.of(open_flow) if self.on_summary is not None else None
-        if summary is not None and self.ordinary_json is not None:
+        ordinary = None  # an ordinary flow whose text a worker writes: what the worker needs of it
+        if summary is not None and self.json_folder is not None:
+            ordinary, summary = (open_flow.ordinary.verdict(), summary.start, summary.packet_count), None
+        elif summary is not None and self.ordinary_json is not None:
             summary.json = self.ordinary_json(open_flow)
             if summary.json is None:  # something the renderer leaves to the engine
                 summary = None
@@ -612,7 +681,7 @@ class Judges:
             self.line.append(judge(open_flow, True))  # `prepare` is for the engine's flows
         else:
             self.line.append((self.sent, len(self.batch)))  # its batch's future (once sent), its place there
-            self.batch.append(open_flow.detach())
+            self.batch.append((open_flow.detach(), ordinary))
             self.batch_packets += open_flow.count
             if self.batch_packets >= self.BATCH_PACKETS or len(self.batch) >= self.BATCH_FLOWS:
                 self._send()
