@@ -543,24 +543,21 @@ _WORKER_PREPARE: list = [None]  # `prepare` for the worker processes (inherited 
 _WORKER_JSON: list = [None, None]  # the folder for ordinary flows' texts, and this worker's file there (fd, size)
 
 
-def _judge_batch(batch: list[tuple]) -> list[FlowResult | Summary]:
+def _judge_batch(batch: list[tuple]) -> list[FlowResult | tuple]:
     """In a worker: judge flows sent as `detach` gives them (the compiled table's with the file they
-    were read from: their packets are read back from it here), each with what `Judges.add` knows of
-    an ordinary one: (its `verdict()`, start, packet count), or None. An ordinary flow's text is
-    written here (`ordinary_json_renderer`), to this worker's file, and comes back as a `Summary`
-    that says where; one the renderer leaves to the engine is judged as the others."""
+    were read from: their packets are read back from it here), each with its pre-judgement's
+    `verdict()` if `Judges.add` found it ordinary. An ordinary flow's text is written here
+    (`ordinary_json_renderer`), to this worker's file, and what comes back is where: (path, offset,
+    length); one the renderer leaves to the engine is judged as the others."""
     results, texts = [], []
-    for detached, ordinary in batch:
-        if ordinary is not None:
+    for detached, found in batch:
+        if found is not None:
             from probe.files._flowjson import flow_json
 
-            found, start, packet_count = ordinary
             text = _render_ordinary(flow_json, detached, found)
             if text is not None:
-                summary = Summary(start, *detached[:4], packet_count)
-                summary.json = len(texts)  # its place in `texts`, then where it is written
+                results.append(len(texts))  # its place in `texts`, then where it is written
                 texts.append(text)
-                results.append(summary)
                 continue
         client, client_port, server, server_port, raw, elided, source = detached
         if source is None:
@@ -576,9 +573,7 @@ def _judge_batch(batch: list[tuple]) -> list[FlowResult | Summary]:
         results.append(result)
     if texts:
         places = _store_texts(texts)
-        for result in results:
-            if type(result) is Summary:
-                result.json = places[result.json]
+        results = [places[result] if type(result) is int else result for result in results]
     return results
 
 
@@ -664,9 +659,9 @@ class Judges:
 
     def add(self, open_flow) -> None:
         summary = Summary.of(open_flow) if self.on_summary is not None else None
-        ordinary = None  # an ordinary flow whose text a worker writes: what the worker needs of it
+        ordinary = None  # an ordinary flow whose text a worker writes: its summary, to be told where
         if summary is not None and self.json_folder is not None:
-            ordinary, summary = (open_flow.ordinary.verdict(), summary.start, summary.packet_count), None
+            ordinary, summary = summary, None
         elif summary is not None and self.ordinary_json is not None:
             summary.json = self.ordinary_json(open_flow)
             if summary.json is None:  # something the renderer leaves to the engine
@@ -680,8 +675,8 @@ class Judges:
         elif self.summarise and open_flow.ordinary is not None and open_flow.ordinary.holds():
             self.line.append(judge(open_flow, True))  # `prepare` is for the engine's flows
         else:
-            self.line.append((self.sent, len(self.batch)))  # its batch's future (once sent), its place there
-            self.batch.append((open_flow.detach(), ordinary))
+            self.line.append((self.sent, len(self.batch), ordinary))  # its batch's future (once sent), its place
+            self.batch.append((open_flow.detach(), None if ordinary is None else open_flow.ordinary.verdict()))
             self.batch_packets += open_flow.count
             if self.batch_packets >= self.BATCH_PACKETS or len(self.batch) >= self.BATCH_FLOWS:
                 self._send()
@@ -706,12 +701,14 @@ class Judges:
         while self.head < len(line):
             item = line[self.head]
             if type(item) is tuple:
-                sent, index = item
+                sent, index, summary = item
                 if not sent:
                     break  # in the batch not yet sent
                 if not wait and not sent[0].done():
                     break
                 item = sent[0].result()[index]
+                if type(item) is tuple:  # an ordinary flow's text, written by the worker: where
+                    summary.json, item = item, summary
             line[self.head] = None
             self.head += 1
             if type(item) is Summary:
