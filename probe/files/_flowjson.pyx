@@ -19,23 +19,24 @@ a round trip after the segment that drew it, and `ip_id_habit`'s sentence when i
 counter (weight 1: confidence "medium", `verdict.weigh`). Every other signal needs a reset, a TTL,
 DF or IPv6 field unlike the SYN-ACK's, or a fact the pre-judgement excludes. The sentences are the
 engine's own: each is asked once of the engine's function with two sets of sample numbers, split
-around them into fixed pieces (`_template`), and the numbers are written in between with Python's
-own float formatting (`PyOS_double_to_string`); a wording the pieces cannot reproduce leaves every
-flow to the engine.
+around them into fixed pieces (`_template`), and the numbers are written in between as Python's
+float formatting writes them (`put_decimal`); a wording the pieces cannot reproduce leaves every
+flow to the engine. (The IP-ID sentence is cut per flow, from `IpIdHabit.judge` of a habit holding
+the first and last IP-ID of the count, which is all a counter's sentence names.)
 
 Anything outside what is written here (a packet that is not a complete IPv4 TCP segment of the
 flow, an answer whose cause the engine would find by its range search, a server packet outside the
 baseline, an answer sooner than the path allows, a float too large for the short form) makes
 `flow_json` return None, and the flow goes to the engine like any other. `tests/unit/test_flowjson.py`
 holds this to the engine's JSON on every golden capture, every real capture of ../shared/realworld,
-the benchmark's shapes and property-generated flows.
+the benchmark's shapes and property-generated flows. With workers, `flows.Judges` has them write
+these texts (`flows._judge_batch`), beside the reader.
 """
 
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.string cimport memcpy, memcmp, strlen
-from libc.stdint cimport uint32_t, int32_t
+from libc.stdint cimport uint32_t
 from libc.math cimport fabs, floor, isfinite, signbit
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
 import json
@@ -44,9 +45,6 @@ cdef extern from "Python.h":
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int* ptype) except NULL
     void PyMem_Free(void* p)
     int Py_DTSF_ADD_DOT_0
-
-cdef extern from "string.h":
-    int memcmp(const void*, const void*, size_t)
 
 cdef int SYN = 0x02, ACK = 0x10, RST = 0x04, FIN = 0x01
 
