@@ -92,20 +92,37 @@ def test_benchmark_shapes_written_alike(tmp_path_factory, name):
     assert written > 0 and declined == 0
 
 
+def both_ways(path: Path, workers: str) -> list[tuple[int, bytes, bytes]]:
+    """`probe analyze --json PATH`, compiled (most flows without the engine) and pure (every flow through
+    the engine): exit status, stdout, stderr."""
+    outputs = []
+    for pure in ("0", "1"):
+        env = {**os.environ, "PROBE_PURE": pure, "PROBE_WORKERS": workers, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-m", "probe", "analyze", "--json", str(path)], cwd=ROOT, env=env,
+                              capture_output=True, timeout=300)
+        outputs.append((done.returncode, done.stdout, done.stderr))
+    return outputs
+
+
 @needs_fast
 @pytest.mark.parametrize("name", ["short", "long", "mix"])
 def test_the_command_writes_the_reference_document(tmp_path_factory, name):
-    """`probe analyze --json`, compiled (most flows without the engine, with workers) and pure (every flow
-    through the engine): the same bytes on stdout, the same exit status."""
-    path = shape(tmp_path_factory, name, 20_000 if name == "long" else 6_000)
-    outputs = []
-    for pure in ("0", "1"):
-        env = {**os.environ, "PROBE_PURE": pure, "PROBE_WORKERS": "2", "PYTHONPATH": str(ROOT)}
-        done = subprocess.run([sys.executable, "-m", "probe", "analyze", "--json", str(path)], cwd=ROOT, env=env,
-                              capture_output=True, timeout=300)
-        outputs.append((done.returncode, done.stdout))
+    """With workers (they write the ordinary flows' texts): the same bytes, the same exit status."""
+    outputs = both_ways(shape(tmp_path_factory, name, 20_000 if name == "long" else 6_000), "2")
     assert outputs[0] == outputs[1]
     assert outputs[0][1].count(b'"verdict": "clean"') > 0
+
+
+CAPTURES = sorted((ROOT / "tests" / "golden" / "captures").glob("*.pcap")) + [
+    p for p in REALWORLD if p.suffix == ".pcapng"]
+
+
+@needs_fast
+@pytest.mark.parametrize("path", CAPTURES, ids=[p.name for p in CAPTURES])
+def test_the_command_writes_the_reference_document_of_each_capture(path):
+    """The lab's recordings and the real pcapng captures (read by the pure reader, kept as bytes)."""
+    outputs = both_ways(path, "0")
+    assert outputs[0] == outputs[1]
 
 
 # --- generated exchanges, their packets dressed with drawn bytes -----------------------------------
