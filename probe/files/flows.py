@@ -704,9 +704,11 @@ class Judges:
                 sent, index, summary = item
                 if not sent:
                     break  # in the batch not yet sent
-                if not wait and not sent[0].done():
-                    break
-                item = sent[0].result()[index]
+                if len(sent) == 1:  # its batch's results, asked of the future once
+                    if not wait and not sent[0].done():
+                        break
+                    sent.append(sent[0].result())
+                item = sent[1][index]
                 if type(item) is tuple:  # an ordinary flow's text, written by the worker: where
                     summary.json, item = item, summary
             line[self.head] = None
