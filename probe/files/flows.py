@@ -614,8 +614,9 @@ class Judges:
     """Judge finished flows and hand the results on in the order the flows finished, as `judge`
     one by one would. With `workers`, a flow that needs the engine is sent (its kept bytes, in
     batches) to a pool of forked processes while the reader goes on; an ordinary flow is
-    summarised here at once, and waits in line behind the flows sent before it. At most
-    `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
+    summarised here at once, and waits in line behind the flows sent before it (with `ordinary_json`
+    and a `json_folder`, its text is written by a worker too, or here while every worker is busy).
+    At most `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
 
     BATCH_PACKETS = 4_000  # a batch is sent when its flows hold this many packets (or BATCH_FLOWS flows)
     BATCH_FLOWS = 256
@@ -628,6 +629,7 @@ class Judges:
         self.on_result, self.summarise, self.workers, self.prepare = on_result, summarise, workers, prepare
         self.on_summary, self.ordinary_json = on_summary, ordinary_json
         self.json_folder = json_folder if ordinary_json is not None and workers > 0 else None
+        self.workers_busy = False
         self.pool = None
         self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
         self.head = 0
@@ -660,7 +662,7 @@ class Judges:
     def add(self, open_flow) -> None:
         summary = Summary.of(open_flow) if self.on_summary is not None else None
         ordinary = None  # an ordinary flow whose text a worker writes: its summary, to be told where
-        if summary is not None and self.json_folder is not None:
+        if summary is not None and self.json_folder is not None and not self.workers_busy:
             ordinary, summary = summary, None
         elif summary is not None and self.ordinary_json is not None:
             summary.json = self.ordinary_json(open_flow)
@@ -683,6 +685,9 @@ class Judges:
         self.added += 1
         if not self.added % self.HAND_ON_EVERY:
             self._hand_on(wait=False)
+            # every worker busy with a batch (the engine's flows): the next ordinary flows' texts are
+            # written here, where the reader would otherwise wait for them; else by the workers
+            self.workers_busy = sum(not future.done() for future in self.in_flight) >= self.workers
 
     def _send(self) -> None:
         if not self.batch:

@@ -287,3 +287,38 @@ def test_numbers_written_as_python_writes_them(value):
     assert _flowjson.decimal_text(value, 1, False) == f"{value:.1f}"
     if abs(value) < 1e9:
         assert _flowjson.decimal_text(value, 3, True) == repr(round(value, 3))
+
+
+@needs_fast
+@pytest.mark.parametrize("busy", [False, True])
+def test_workers_and_reader_write_the_same_texts_in_the_same_order(tmp_path_factory, tmp_path, monkeypatch, busy):
+    """`Judges` has the workers write the ordinary flows' texts, or the reader while every worker is
+    busy: either way, the same texts in the same order as the engine's, flow by flow."""
+    path = shape(tmp_path_factory, "mix", 6_000)
+
+    class Forced(az.Judges):
+        workers_busy = property(lambda self: busy, lambda self, value: None)
+
+    def texts(**options) -> list[bytes]:
+        found = []
+
+        def on_summary(summary):
+            if type(summary.json) is tuple:
+                where, offset, length = summary.json
+                with open(where, "rb") as handle:
+                    handle.seek(offset)
+                    found.append(handle.read(length))
+            else:
+                found.append(summary.json)
+
+        az.analyze_stream(str(path), None, lambda result: found.append(engine_text(result)), on_summary=on_summary,
+                          **options)
+        return found
+
+    def engine_text(result) -> bytes:
+        return flow_json_text(analyzed_flow_json(result)).encode()
+
+    reference = texts()
+    monkeypatch.setattr(az, "Judges", Forced)
+    assert texts(workers=2, ordinary_json=az.ordinary_json_renderer(), json_folder=str(tmp_path)) == reference
+    assert any(f.suffix == ".json" for f in tmp_path.iterdir()) != busy  # the workers wrote, or none did
