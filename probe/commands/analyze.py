@@ -154,8 +154,12 @@ class _Spool:
         runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
         descriptors = [self.file.fileno()] + [os.open(path, os.O_RDONLY) for path in self.sources]
         windows = []  # (file, start, bytes), the most recently used last
+        source_now, start_now, end_now, window = -1, 0, 0, b""  # the last window used
         try:
             for _start, _arrival, source, offset, length in heapq.merge(*runs):
+                if source == source_now and start_now <= offset and offset + length <= end_now:
+                    yield window[offset - start_now:offset - start_now + length]  # the common case
+                    continue
                 descriptor = descriptors[source]
                 if length >= self.WINDOW // 4:
                     yield os.pread(descriptor, length, offset)
@@ -173,6 +177,7 @@ class _Spool:
                     windows.append((source, window_start, window))
                     if len(windows) > self.WINDOWS:
                         windows.pop(0)
+                source_now, start_now, end_now = source, window_start, window_start + len(window)
                 yield window[offset - window_start:offset - window_start + length]
         finally:
             for descriptor in descriptors[1:]:
