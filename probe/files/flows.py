@@ -540,7 +540,7 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
 
 
 _WORKER_PREPARE: list = [None]  # `prepare` for the worker processes (inherited by fork, not pickled)
-_WORKER_JSON: list = [None, None]  # the folder for ordinary flows' texts, and this worker's file there (fd, size)
+_WORKER_JSON: list = [None, None]  # the folder for ordinary flows' texts, and this worker's `TextFile` there
 
 
 def _judge_batch(batch: list[tuple]) -> list[FlowResult | tuple]:
@@ -572,27 +572,46 @@ def _judge_batch(batch: list[tuple]) -> list[FlowResult | tuple]:
                              analysis=replace(result.analysis, attributions=()))
         results.append(result)
     if texts:
-        places = _store_texts(texts)
+        if _WORKER_JSON[1] is None:
+            _WORKER_JSON[1] = TextFile(_WORKER_JSON[0])
+        places = [_WORKER_JSON[1].add(text) for text in texts]
+        _WORKER_JSON[1].flush()  # read by the reader once every batch is back
         results = [places[result] if type(result) is int else result for result in results]
     return results
 
 
-def _store_texts(texts: list[bytes]) -> list[tuple[str, int, int]]:
-    """In a worker: append `texts` to this worker's file in `_WORKER_JSON`'s folder; (path, offset, length) of each."""
-    import os
+class TextFile:
+    """Texts appended to this process's file in a folder (ordinary flows' `--json` texts), gathered
+    and written a megabyte at a time: `add` says where each will be, (path, offset, length)."""
 
-    if _WORKER_JSON[1] is None:
-        path = os.path.join(_WORKER_JSON[0], f"{os.getpid()}.json")
-        _WORKER_JSON[1] = [path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 0]
-    state = _WORKER_JSON[1]
-    path, descriptor, size = state
-    places = []
-    for text in texts:
-        places.append((path, size, len(text)))
-        size += len(text)
-    write_all(descriptor, texts)
-    state[2] = size
-    return places
+    GATHER, GATHER_PIECES = 1 << 20, 512
+
+    def __init__(self, folder: str):
+        import os
+
+        self.path = os.path.join(folder, f"{os.getpid()}.json")
+        self.descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.size = self.pending_size = 0
+        self.pending: list[bytes] = []
+
+    def add(self, text: bytes) -> tuple[str, int, int]:
+        place = (self.path, self.size, len(text))
+        self.size += len(text)
+        self.pending.append(text)
+        self.pending_size += len(text)
+        if self.pending_size >= self.GATHER or len(self.pending) >= self.GATHER_PIECES:
+            self.flush()
+        return place
+
+    def flush(self) -> None:
+        write_all(self.descriptor, self.pending)
+        self.pending, self.pending_size = [], 0
+
+    def close(self) -> None:
+        import os
+
+        self.flush()
+        os.close(self.descriptor)
 
 
 def write_all(descriptor: int, pieces: list) -> None:
@@ -630,6 +649,7 @@ class Judges:
         self.on_summary, self.ordinary_json = on_summary, ordinary_json
         self.json_folder = json_folder if ordinary_json is not None and workers > 0 else None
         self.workers_busy = False
+        self.texts: TextFile | None = None
         self.pool = None
         self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
         self.head = 0
@@ -645,6 +665,8 @@ class Judges:
             from concurrent.futures import ProcessPoolExecutor
 
             _WORKER_PREPARE[0], _WORKER_JSON[0] = self.prepare, self.json_folder
+            if self.json_folder is not None:  # the texts written here while the workers are busy
+                self.texts = TextFile(self.json_folder)
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
             self.pool.submit(int).result()  # fork the workers now, while this process holds little
         return self
@@ -657,6 +679,8 @@ class Judges:
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=True, cancel_futures=True)
+            if self.texts is not None:
+                self.texts.close()
             _WORKER_PREPARE[0] = _WORKER_JSON[0] = None
 
     def add(self, open_flow) -> None:
@@ -668,6 +692,8 @@ class Judges:
             summary.json = self.ordinary_json(open_flow)
             if summary.json is None:  # something the renderer leaves to the engine
                 summary = None
+            elif self.texts is not None:  # to its file at once, not held in the line
+                summary.json = self.texts.add(summary.json)
         if self.pool is None:
             if summary is not None:
                 return self.on_summary(summary)
@@ -685,9 +711,10 @@ class Judges:
         self.added += 1
         if not self.added % self.HAND_ON_EVERY:
             self._hand_on(wait=False)
-            # every worker busy with a batch (the engine's flows): the next ordinary flows' texts are
-            # written here, where the reader would otherwise wait for them; else by the workers
-            self.workers_busy = sum(not future.done() for future in self.in_flight) >= self.workers
+            # the workers nearly as far behind as the reader lets them get (`_send` would wait): the
+            # next ordinary flows' texts are written here, else by the workers
+            self.workers_busy = sum(not future.done() for future in self.in_flight) >= \
+                self.IN_FLIGHT * self.workers - 1
 
     def _send(self) -> None:
         if not self.batch:
