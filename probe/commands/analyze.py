@@ -8,6 +8,7 @@ import ipaddress
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import List, Optional
@@ -50,6 +51,21 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
     return tuple(parse_endpoint(part) for part in text.split("-", 1))
 
 
+def _pieces_writer(document) -> Callable[[list], None]:
+    """How UTF-8 pieces of text go into `document` (a text stream): straight to its file with
+    `write_all` (its buffer flushed first), or, when it has none (a test's capture), through it."""
+    import io
+
+    from probe.files.flows import write_all
+
+    try:
+        document.flush()
+        descriptor = document.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return lambda pieces: document.write("".join(bytes(piece).decode() for piece in pieces))
+    return lambda pieces: write_all(descriptor, pieces)
+
+
 class _Spool:
     """Rendered flows on disk, not in memory: a capture may hold ten million flows. Read back in the
     order the flows started, whatever order they finished in (flows that started at the same time
@@ -57,7 +73,10 @@ class _Spool:
     it fills, and the runs are merged on the way out, so memory does not grow with the flows."""
 
     RUN = 1 << 16
-    _ENTRY = struct.Struct("=dqqq")  # start, arrival, offset, length
+    _ENTRY = struct.Struct("=dqqqq")  # start, arrival, which file (0: the spool's own), offset, length
+    WRITE, WRITE_PIECES = 1 << 20, 512  # bytes (or texts: a system call takes 1024 at most) gathered per write
+    WINDOW, BEHIND, WINDOWS = 4 << 20, 1 << 20, 4  # bytes read at a time, from this far before the text wanted;
+    # windows kept
 
     def __init__(self):
         self.file = tempfile.TemporaryFile()
@@ -65,18 +84,47 @@ class _Spool:
         self.entries: list[tuple[float, int, int, int]] = []
         self.runs: list[tuple[int, int]] = []  # (where in `index`, entries)
         self.count = self.size = 0
+        self.pending: list[bytes] = []  # texts not yet written (`WRITE`)
+        self.pending_size = 0
+        self.sources: dict[str, int] = {}  # other files texts are read from (`add_stored`) -> their number
+        self._folder = None
+
+    def folder(self) -> str:
+        """A folder for other processes' files of texts (`add_stored`), removed with the spool."""
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="probe-spool-")
+        return self._folder.name
+
+    def add_stored(self, start: float, path: str, offset: int, length: int) -> None:
+        """A text another process wrote: `length` bytes at `offset` of `path`."""
+        source = self.sources.setdefault(path, len(self.sources) + 1)
+        self.entries.append((start, self.count, source, offset, length))
+        self.count += 1
+        if len(self.entries) >= self.RUN:
+            self._write_run()
 
     def __len__(self) -> int:
         return self.count
 
     def add(self, start: float, text: str) -> None:
-        data = text.encode()
-        self.entries.append((start, self.count, self.size, len(data)))
-        self.file.write(data)
+        self.add_bytes(start, text.encode())
+
+    def add_bytes(self, start: float, data: bytes) -> None:
+        self.entries.append((start, self.count, 0, self.size, len(data)))
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size >= self.WRITE or len(self.pending) >= self.WRITE_PIECES:
+            self._write_pending()
         self.size += len(data)
         self.count += 1
         if len(self.entries) >= self.RUN:
             self._write_run()
+
+    def _write_pending(self) -> None:
+        from probe.files.flows import write_all
+
+        write_all(self.file.fileno(), self.pending)
+        self.pending, self.pending_size = [], 0
 
     def _write_run(self) -> None:
         self.entries.sort()
@@ -93,16 +141,47 @@ class _Spool:
             yield from entry.iter_unpack(data)
 
     def texts(self):
-        self.file.flush()
+        return (data.decode() for data in self.chunks())
+
+    def chunks(self):
+        """`texts`, as the UTF-8 bytes they were added as. The texts are mostly in the order written,
+        but flows that finish late (idle, lingering) make the reading go back and forth between two
+        or three places: a few windows of the file are kept (`WINDOWS`, the least recently used
+        replaced), and a long text is read alone."""
+        self._write_pending()
         self.index.flush()
         self.entries.sort()
         runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
-        descriptor, window_start, window = self.file.fileno(), 0, b""
-        for _start, _arrival, offset, length in heapq.merge(*runs):
-            at = offset - window_start
-            if at < 0 or at + length > len(window):  # mostly in the order written: read ahead a megabyte
-                window_start, window, at = offset, os.pread(descriptor, max(1 << 20, length), offset), 0
-            yield window[at:at + length].decode()
+        descriptors = [self.file.fileno()] + [os.open(path, os.O_RDONLY) for path in self.sources]
+        windows = []  # (file, start, bytes), the most recently used last
+        source_now, start_now, end_now, window = -1, 0, 0, b""  # the last window used
+        try:
+            for _start, _arrival, source, offset, length in heapq.merge(*runs):
+                if source == source_now and start_now <= offset and offset + length <= end_now:
+                    yield window[offset - start_now:offset - start_now + length]  # the common case
+                    continue
+                descriptor = descriptors[source]
+                if length >= self.WINDOW // 4:
+                    yield os.pread(descriptor, length, offset)
+                    continue
+                for n in range(len(windows) - 1, -1, -1):
+                    window_source, window_start, window = windows[n]
+                    if window_source == source and window_start <= offset \
+                            and offset + length <= window_start + len(window):
+                        if n != len(windows) - 1:
+                            windows.append(windows.pop(n))
+                        break
+                else:
+                    window_start = max(0, offset - self.BEHIND)
+                    window = os.pread(descriptor, self.WINDOW, window_start)
+                    windows.append((source, window_start, window))
+                    if len(windows) > self.WINDOWS:
+                        windows.pop(0)
+                source_now, start_now, end_now = source, window_start, window_start + len(window)
+                yield window[offset - window_start:offset - window_start + length]
+        finally:
+            for descriptor in descriptors[1:]:
+                os.close(descriptor)
 
 
 def analyze(
@@ -212,7 +291,7 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     import json
     import sys
 
-    from probe.files.flows import analyze_stream
+    from probe.files.flows import analyze_stream, ordinary_json_renderer
     from probe.render.flows import (FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_json_text,
                                     flow_row)
     from probe.render.report import SCHEMA, packet_table
@@ -258,11 +337,17 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     clean_code = exit_code_for("clean", None)
 
     def render_summary(summary) -> None:
-        """`render` of an ordinary flow (`probe.files.flows.Summary`): its row is all it adds to the
-        table (only asked for when nothing prints its packets), and it is never a trace's."""
+        """`render` of an ordinary flow (`probe.files.flows.Summary`): its row and, when the document
+        is written, its JSON text (`ordinary_json`) are all it adds (only asked for when nothing
+        prints its packets), and it is never a trace's."""
         codes.add(clean_code)
-        table.add_clean(summary.start, f"{summary.client}:{summary.client_port}",
-                        f"{summary.server}:{summary.server_port}", summary.packet_count)
+        if outputs.text:
+            table.add_clean(summary.start, f"{summary.client}:{summary.client_port}",
+                            f"{summary.server}:{summary.server_port}", summary.packet_count)
+        if type(summary.json) is tuple:  # written by a worker: (path, offset, length)
+            spool.add_stored(summary.start, *summary.json)
+        elif summary.json is not None:
+            spool.add_bytes(summary.start, summary.json)
 
     from probe.files.traced import TraceCollector, control_fates, is_trace_probe
 
@@ -271,9 +356,14 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     with _progress_bar(path, outputs.quiet) as progress:
         # the table and the exit code need no more of an ordinary flow than its verdict (`probe.files.ordinary`)
         summarise = not (outputs.document or verbose or reported is not None)
+        # the document needs an ordinary flow's packets, origins and evidence: written without the
+        # engine when the compiled renderer is there (`probe.files.flows.ordinary_json_renderer`)
+        ordinary_json = ordinary_json_renderer() if outputs.document is not None and not verbose \
+            and reported is None else None
         totals = analyze_stream(path, wanted, collector.add, progress=progress, summarise=summarise,
                                 workers=_workers(path), prepare=prepare if reported is None else None,
-                                on_summary=render_summary if summarise else None)
+                                on_summary=render_summary if summarise or ordinary_json else None,
+                                ordinary_json=ordinary_json, json_folder=spool.folder() if ordinary_json else None)
     traces = collector.finish(control_traces, control)
     if not codes:
         raise ProbeError(_no_flows(path, totals))
@@ -283,8 +373,16 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     if outputs.document is not None:
         write = outputs.document.write  # flow by flow: the whole document may not fit in memory
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
-        for n, text in enumerate(spool.texts()):
-            write((",\n" if n else "") + text)
+        write_pieces, pieces, size = _pieces_writer(outputs.document), [], 0  # a few hundred at a time
+        for n, data in enumerate(spool.chunks()):
+            if n:
+                pieces.append(b",\n")
+            pieces.append(data)
+            size += len(data)
+            if len(pieces) >= 512 or size >= 4 << 20:
+                write_pieces(pieces)
+                pieces, size = [], 0
+        write_pieces(pieces)
         write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
                                                        json.dumps(vars(totals))))
         outputs.close()

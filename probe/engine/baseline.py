@@ -71,6 +71,9 @@ class IpIdHabit:
     kind: str
     ids: tuple[int, ...]
 
+    COUNTER_AHEAD = 2000  # a counter's IP-ID this far ahead of the last one or less keeps the habit,
+    COUNTER_BEHIND = 64  # and so does one this far behind it or less
+
     def judge(self, ip_id: int) -> str | None:
         """A sentence if `ip_id` breaks the habit, else None."""
         if self.kind == "zero" and ip_id != 0:
@@ -78,7 +81,7 @@ class IpIdHabit:
         if self.kind == "counter":
             last = self.ids[-1]
             ahead = (ip_id - last) % 65536
-            if not (ahead <= 2000 or ahead >= 65536 - 64):
+            if not (ahead <= self.COUNTER_AHEAD or ahead >= 65536 - self.COUNTER_BEHIND):
                 return f"IP-ID {ip_id}, the server counts up from {self.ids[0]} (last {last})"
         return None
 

@@ -101,10 +101,19 @@ def too_early(packets: list[PacketRecord], index: int, flow: Flow, baseline: Bas
                           f"its own can arrive sooner than {soonest * 1000:.1f} ms", decisive=True)]
     drawn_by = drawing_segment(packets, index, flow, baseline)
     elapsed = packet.t - drawn_by.t
-    if elapsed >= baseline.rtt * 0.8:
-        return [Signal(-1, f"arrived {elapsed * 1000:.1f} ms after {describe_segment(drawn_by)} it answers "
-                           f"(round trip {baseline.rtt * 1000:.1f} ms)")]
+    if elapsed >= baseline.rtt * ANSWER_SHARE:
+        return [Signal(-1, answered_after(elapsed, describe_segment(drawn_by), baseline.rtt))]
     return []
+
+
+ANSWER_SHARE = 0.8  # an answer this share of the round trip after what drew it or later is timed as the server's
+
+
+def answered_after(elapsed: float, segment: str, rtt: float) -> str:
+    """`too_early`'s evidence for the server: the answer took most of a round trip or more after
+    `segment` (`describe_segment`) drew it (also worded here for `probe analyze --json`'s ordinary
+    flows, `probe/files/_flowjson.pyx`)."""
+    return f"arrived {elapsed * 1000:.1f} ms after {segment} it answers (round trip {rtt * 1000:.1f} ms)"
 
 
 def describe_segment(packet: PacketRecord) -> str:

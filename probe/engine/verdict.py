@@ -91,13 +91,19 @@ def _attribute_icmp(packet: PacketRecord, flow: Flow) -> Attribution:
     return Attribution(origin, "high", tuple(evidence))
 
 
+def synack_evidence(ttl: int, rtt: float | None) -> tuple[str, ...]:
+    """The evidence of the SYN-ACK that answers our SYN (the baseline's first member): its TTL and
+    the round trip (also worded here for `probe analyze --json`'s ordinary flows, `_flowjson`)."""
+    evidence = [f"SYN-ACK acknowledging our SYN, TTL {ttl} (about hop {hop_distance(ttl)})"]
+    if rtt is not None:
+        evidence.append(f"round trip {rtt * 1000:.1f} ms")
+    return tuple(evidence)
+
+
 def _attribute_tcp(packets: list[PacketRecord], index: int, flow: Flow, baseline: Baseline) -> Attribution:
     packet = packets[index]
     if baseline.synack is not None and packet is baseline.synack:
-        evidence = [f"SYN-ACK acknowledging our SYN, TTL {packet.ttl} (about hop {hop_distance(packet.ttl)})"]
-        if baseline.rtt is not None:
-            evidence.append(f"round trip {baseline.rtt * 1000:.1f} ms")
-        return Attribution("server", "high", tuple(evidence))
+        return Attribution("server", "high", synack_evidence(packet.ttl, baseline.rtt))
     tables = h.tables_of(packets, flow, baseline)
     if baseline.synack is None:
         return _attribute_without_baseline(packets, index, flow, tables)

@@ -431,6 +431,7 @@ cdef class FastFlowTable:
     cdef double next_sweep
     cdef Py_ssize_t packets, ipv6_packets, tcp_packets, without_handshake, late, filtered_out, flows
     cdef list done
+    cdef public bint keep_bytes  # keep every packet's bytes, not its place (`_flowjson` reads them)
 
     def __init__(self, wanted=None):
         self.wanted = wanted or _az.FlowFilter()
@@ -446,6 +447,7 @@ cdef class FastFlowTable:
         self.filtered_out = self.flows = 0
         self.done = []
         self.source = None
+        self.keep_bytes = False
 
     def sync(self):
         """Write the counters into `totals` (the pure table counts there directly)."""
@@ -635,12 +637,12 @@ cdef class FastFlowTable:
                     if (kind[0] == 0x08 and kind[1] == 0x00) or (kind[0] == 0x86 and kind[1] == 0xdd):
                         # `buffer[start + fixed:end]`: empty when the record is shorter than the link header
                         self.feed_at(t, data + start + fixed, end - start - fixed if end - start > fixed else 0,
-                                     None, base + start + fixed if end - start > fixed else -1)
+                                     None, base + start + fixed if end - start > fixed and not self.keep_bytes else -1)
                         continue
                 if not ethernet:
                     continue
             elif fixed == 0:
-                self.feed_at(t, data + start, end - start, None, base + start)
+                self.feed_at(t, data + start, end - start, None, -1 if self.keep_bytes else base + start)
                 continue
             packet = _pf.ip_payload(linktype, buffer[start:end])
             if packet is not None:

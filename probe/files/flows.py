@@ -267,13 +267,14 @@ class Summary:
     and the table shows no more than that. Making a whole `FlowResult` (its `Flow`, `Analysis`,
     `Vantage` and sentences) for each of a million ordinary flows cost more than reading them."""
 
-    __slots__ = ("start", "client", "client_port", "server", "server_port", "packet_count")
+    __slots__ = ("start", "client", "client_port", "server", "server_port", "packet_count", "json")
     verdict, direction, vantage = "clean", None, "client"
 
     def __init__(self, start: float, client: str, client_port: int, server: str, server_port: int,
                  packet_count: int):
         self.start, self.client, self.client_port = start, client, client_port
         self.server, self.server_port, self.packet_count = server, server_port, packet_count
+        self.json: bytes | None = None  # the flow's `--json` text, when asked for (`ordinary_json`)
 
     @classmethod
     def of(cls, open_flow) -> "Summary | None":
@@ -473,10 +474,41 @@ def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
     return FlowResult(flow, records, analysis, vantage, open_flow.elided)
 
 
+def ordinary_json_renderer() -> Callable[[OpenFlow], bytes | None] | None:
+    """`--json` of an ordinary flow without the engine (`probe/files/_flowjson.pyx`): a function of a
+    finished flow the pre-judgement holds ordinary, giving the flow's text as the engine's path
+    writes it (`render.flows.flow_json_text(analyzed_flow_json(judge(flow)))`) or None (then the
+    engine judges it). None when the compiled reader is not in use (`fast_path`): the pure code is
+    the reference, and every flow of it goes through the engine."""
+    if fast_path() is None:
+        return None
+    try:
+        from probe.files._flowjson import flow_json
+    except ImportError:
+        return None
+
+    def render(open_flow) -> bytes | None:
+        return _render_ordinary(flow_json, (open_flow.client, open_flow.client_port, open_flow.server,
+                                            open_flow.server_port, open_flow.raw, open_flow.elided, None),
+                                open_flow.ordinary.verdict())
+
+    return render
+
+
+def _render_ordinary(flow_json, detached: tuple, found: tuple) -> bytes | None:
+    """`flow_json` of a flow as `detach` gives it, from its pre-judgement's `verdict()`."""
+    client, client_port, server, server_port, raw, elided, _source = detached
+    evidence, rtt_ms, note = found
+    return flow_json(raw, client, client_port, server, server_port, elided, evidence, rtt_ms,
+                     f"{CLEAN} {note}" if note else CLEAN)  # `judge`'s explanation
+
+
 def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None],
                    summarise: bool = False, progress: Callable[[int, int], None] | None = None,
                    workers: int = 0, prepare: Callable[[FlowResult], object] | None = None,
-                   on_summary: Callable[[Summary], None] | None = None) -> Totals:
+                   on_summary: Callable[[Summary], None] | None = None,
+                   ordinary_json: Callable[[OpenFlow], bytes | None] | None = None,
+                   json_folder: str | None = None) -> Totals:
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
     engine (`judge`); `progress(bytes read, file size)` is called as the file is read. `workers`:
@@ -484,10 +516,15 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
     run in the worker that judged a flow and its answer, unless None, kept in `result.prepared` (the
     caller's rendering, done in parallel too), the packets and attributions then left behind.
     `on_summary`, when given with `summarise`, takes each ordinary flow as a `Summary` instead of
-    `on_result` (in the same place of the order)."""
+    `on_result` (in the same place of the order). `ordinary_json` (`ordinary_json_renderer`), when
+    given with `on_summary`, writes each ordinary flow's `--json` text into its summary (`json`);
+    a flow it gives None for goes to the engine, and `on_result`, as every flow does without it.
+    With workers and a `json_folder`, the workers write those texts, each to a file of its own in
+    that folder, and the summary's `json` says where: (path, offset, length)."""
     fast = fast_path()
     if fast is not None:
         table = fast.FastFlowTable(wanted)
+        table.keep_bytes = ordinary_json is not None  # the renderer reads the packets' bytes
         flows = fast.flows_of_file(path, table, table.totals.warnings, progress)
     else:
         from probe.files.pcap import ip_packets
@@ -495,20 +532,34 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
         table = FlowTable(wanted)
         flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
     with _fewer_collections(), Judges(on_result, summarise, workers, prepare,
-                                      on_summary if summarise else None) as judges:
+                                      on_summary if summarise or ordinary_json else None, ordinary_json,
+                                      json_folder) as judges:
         for open_flow in flows:
             judges.add(open_flow)
     return table.totals
 
 
 _WORKER_PREPARE: list = [None]  # `prepare` for the worker processes (inherited by fork, not pickled)
+_WORKER_JSON: list = [None, None]  # the folder for ordinary flows' texts, and this worker's `TextFile` there
 
 
-def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
+def _judge_batch(batch: list[tuple]) -> list[FlowResult | tuple]:
     """In a worker: judge flows sent as `detach` gives them (the compiled table's with the file they
-    were read from: their packets are read back from it here)."""
-    results = []
-    for client, client_port, server, server_port, raw, elided, source in batch:
+    were read from: their packets are read back from it here), each with its pre-judgement's
+    `verdict()` if `Judges.add` found it ordinary. An ordinary flow's text is written here
+    (`ordinary_json_renderer`), to this worker's file, and what comes back is where: (path, offset,
+    length); one the renderer leaves to the engine is judged as the others."""
+    results, texts = [], []
+    for detached, found in batch:
+        if found is not None:
+            from probe.files._flowjson import flow_json
+
+            text = _render_ordinary(flow_json, detached, found)
+            if text is not None:
+                results.append(len(texts))  # its place in `texts`, then where it is written
+                texts.append(text)
+                continue
+        client, client_port, server, server_port, raw, elided, source = detached
         if source is None:
             open_flow = OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
         else:
@@ -520,25 +571,85 @@ def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
             result = replace(result, packets=[], count=len(result.packets), first_t=result.start, prepared=prepared,
                              analysis=replace(result.analysis, attributions=()))
         results.append(result)
+    if texts:
+        if _WORKER_JSON[1] is None:
+            _WORKER_JSON[1] = TextFile(_WORKER_JSON[0])
+        places = [_WORKER_JSON[1].add(text) for text in texts]
+        _WORKER_JSON[1].flush()  # read by the reader once every batch is back
+        results = [places[result] if type(result) is int else result for result in results]
     return results
+
+
+class TextFile:
+    """Texts appended to this process's file in a folder (ordinary flows' `--json` texts), gathered
+    and written a megabyte at a time: `add` says where each will be, (path, offset, length)."""
+
+    GATHER, GATHER_PIECES = 1 << 20, 512
+
+    def __init__(self, folder: str):
+        import os
+
+        self.path = os.path.join(folder, f"{os.getpid()}.json")
+        self.descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.size = self.pending_size = 0
+        self.pending: list[bytes] = []
+
+    def add(self, text: bytes) -> tuple[str, int, int]:
+        place = (self.path, self.size, len(text))
+        self.size += len(text)
+        self.pending.append(text)
+        self.pending_size += len(text)
+        if self.pending_size >= self.GATHER or len(self.pending) >= self.GATHER_PIECES:
+            self.flush()
+        return place
+
+    def flush(self) -> None:
+        write_all(self.descriptor, self.pending)
+        self.pending, self.pending_size = [], 0
+
+    def close(self) -> None:
+        import os
+
+        self.flush()
+        os.close(self.descriptor)
+
+
+def write_all(descriptor: int, pieces: list) -> None:
+    """Write `pieces` (bytes-like) in order, in as few system calls as the kernel takes them (at most
+    1024 pieces each)."""
+    import os
+
+    while pieces:
+        written, done = os.writev(descriptor, pieces[:1024]), 0
+        while done < len(pieces) and written >= len(pieces[done]):
+            written -= len(pieces[done])
+            done += 1
+        pieces = pieces[done:]
+        if written:
+            pieces[0] = pieces[0][written:]
 
 
 class Judges:
     """Judge finished flows and hand the results on in the order the flows finished, as `judge`
     one by one would. With `workers`, a flow that needs the engine is sent (its kept bytes, in
     batches) to a pool of forked processes while the reader goes on; an ordinary flow is
-    summarised here at once, and waits in line behind the flows sent before it. At most
-    `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
+    summarised here at once, and waits in line behind the flows sent before it (with `ordinary_json`
+    and a `json_folder`, its text is written by a worker too, or here while every worker is busy).
+    At most `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
 
     BATCH_PACKETS = 4_000  # a batch is sent when its flows hold this many packets (or BATCH_FLOWS flows)
-    BATCH_FLOWS = 64
+    BATCH_FLOWS = 256
     IN_FLIGHT = 3
     HAND_ON_EVERY = 64  # flows added between two looks at the head of the line (each look asks a future)
 
     def __init__(self, on_result: Callable[[FlowResult], None], summarise: bool, workers: int,
-                 prepare: Callable[[FlowResult], object] | None, on_summary: Callable[[Summary], None] | None = None):
+                 prepare: Callable[[FlowResult], object] | None, on_summary: Callable[[Summary], None] | None = None,
+                 ordinary_json: Callable[[OpenFlow], bytes | None] | None = None, json_folder: str | None = None):
         self.on_result, self.summarise, self.workers, self.prepare = on_result, summarise, workers, prepare
-        self.on_summary = on_summary
+        self.on_summary, self.ordinary_json = on_summary, ordinary_json
+        self.json_folder = json_folder if ordinary_json is not None and workers > 0 else None
+        self.workers_busy = False
+        self.texts: TextFile | None = None
         self.pool = None
         self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
         self.head = 0
@@ -553,7 +664,9 @@ class Judges:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            _WORKER_PREPARE[0] = self.prepare
+            _WORKER_PREPARE[0], _WORKER_JSON[0] = self.prepare, self.json_folder
+            if self.json_folder is not None:  # the texts written here while the workers are busy
+                self.texts = TextFile(self.json_folder)
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
             self.pool.submit(int).result()  # fork the workers now, while this process holds little
         return self
@@ -566,10 +679,21 @@ class Judges:
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=True, cancel_futures=True)
-            _WORKER_PREPARE[0] = None
+            if self.texts is not None:
+                self.texts.close()
+            _WORKER_PREPARE[0] = _WORKER_JSON[0] = None
 
     def add(self, open_flow) -> None:
         summary = Summary.of(open_flow) if self.on_summary is not None else None
+        ordinary = None  # an ordinary flow whose text a worker writes: its summary, to be told where
+        if summary is not None and self.json_folder is not None and not self.workers_busy:
+            ordinary, summary = summary, None
+        elif summary is not None and self.ordinary_json is not None:
+            summary.json = self.ordinary_json(open_flow)
+            if summary.json is None:  # something the renderer leaves to the engine
+                summary = None
+            elif self.texts is not None:  # to its file at once, not held in the line
+                summary.json = self.texts.add(summary.json)
         if self.pool is None:
             if summary is not None:
                 return self.on_summary(summary)
@@ -579,14 +703,18 @@ class Judges:
         elif self.summarise and open_flow.ordinary is not None and open_flow.ordinary.holds():
             self.line.append(judge(open_flow, True))  # `prepare` is for the engine's flows
         else:
-            self.line.append((self.sent, len(self.batch)))  # its batch's future (once sent), its place there
-            self.batch.append(open_flow.detach())
+            self.line.append((self.sent, len(self.batch), ordinary))  # its batch's future (once sent), its place
+            self.batch.append((open_flow.detach(), None if ordinary is None else open_flow.ordinary.verdict()))
             self.batch_packets += open_flow.count
             if self.batch_packets >= self.BATCH_PACKETS or len(self.batch) >= self.BATCH_FLOWS:
                 self._send()
         self.added += 1
         if not self.added % self.HAND_ON_EVERY:
             self._hand_on(wait=False)
+            # the workers nearly as far behind as the reader lets them get (`_send` would wait): the
+            # next ordinary flows' texts are written here, else by the workers
+            self.workers_busy = sum(not future.done() for future in self.in_flight) >= \
+                self.IN_FLIGHT * self.workers - 1
 
     def _send(self) -> None:
         if not self.batch:
@@ -605,12 +733,16 @@ class Judges:
         while self.head < len(line):
             item = line[self.head]
             if type(item) is tuple:
-                sent, index = item
+                sent, index, summary = item
                 if not sent:
                     break  # in the batch not yet sent
-                if not wait and not sent[0].done():
-                    break
-                item = sent[0].result()[index]
+                if len(sent) == 1:  # its batch's results, asked of the future once
+                    if not wait and not sent[0].done():
+                        break
+                    sent.append(sent[0].result())
+                item = sent[1][index]
+                if type(item) is tuple:  # an ordinary flow's text, written by the worker: where
+                    summary.json, item = item, summary
             line[self.head] = None
             self.head += 1
             if type(item) is Summary:

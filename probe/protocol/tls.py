@@ -340,11 +340,15 @@ def _name_matches(name: str, pattern: str) -> bool:
 # -- naming the records of a capture ------------------------------------------------------------
 
 
+HTTP_LINE_MAX = 60  # bytes of an HTTP message's first line that `describe` shows
+
+
 def describe(payload: bytes) -> str:
     """What a TCP payload is, in a few words: its TLS records (a run of one kind counted, as
-    "Application Data x4"), or an HTTP message's first line."""
+    "Application Data x4"), or an HTTP message's first line (`probe/files/_flowjson.pyx` writes that
+    one as this does)."""
     if payload.startswith(HTTP_STARTS):
-        return payload.split(b"\r\n", 1)[0].split(b"\n", 1)[0][:60].decode("latin-1")
+        return payload.split(b"\r\n", 1)[0].split(b"\n", 1)[0][:HTTP_LINE_MAX].decode("latin-1")
     runs: list[list] = []
     for name in tls_records(payload):
         if runs and runs[-1][0] == name:
