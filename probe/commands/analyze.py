@@ -141,10 +141,11 @@ class _Spool:
             yield from entry.iter_unpack(data)
 
     def texts(self):
-        return (data.decode() for data in self.chunks())
+        return (str(data, "utf-8") for data in self.chunks())
 
     def chunks(self):
-        """`texts`, as the UTF-8 bytes they were added as. The texts are mostly in the order written,
+        """`texts`, as the UTF-8 bytes they were added as (bytes-like: a text inside a window read is a
+        memoryview of it, not a copy). The texts are mostly in the order written,
         but flows that finish late (idle, lingering) make the reading go back and forth between two
         or three places: a few windows of the file are kept (`WINDOWS`, the least recently used
         replaced), and a long text is read alone."""
@@ -154,11 +155,11 @@ class _Spool:
         runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
         descriptors = [self.file.fileno()] + [os.open(path, os.O_RDONLY) for path in self.sources]
         windows = []  # (file, start, bytes), the most recently used last
-        source_now, start_now, end_now, window = -1, 0, 0, b""  # the last window used
+        source_now, start_now, end_now, view = -1, 0, 0, memoryview(b"")  # the last window used
         try:
             for _start, _arrival, source, offset, length in heapq.merge(*runs):
                 if source == source_now and start_now <= offset and offset + length <= end_now:
-                    yield window[offset - start_now:offset - start_now + length]  # the common case
+                    yield view[offset - start_now:offset - start_now + length]  # the common case
                     continue
                 descriptor = descriptors[source]
                 if length >= self.WINDOW // 4:
@@ -177,8 +178,9 @@ class _Spool:
                     windows.append((source, window_start, window))
                     if len(windows) > self.WINDOWS:
                         windows.pop(0)
-                source_now, start_now, end_now = source, window_start, window_start + len(window)
-                yield window[offset - window_start:offset - window_start + length]
+                source_now, start_now, end_now, view = source, window_start, window_start + len(window), \
+                    memoryview(window)
+                yield view[offset - window_start:offset - window_start + length]
         finally:
             for descriptor in descriptors[1:]:
                 os.close(descriptor)
@@ -291,19 +293,20 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     import json
     import sys
 
-    from probe.files.flows import analyze_stream, ordinary_json_renderer
-    from probe.render.flows import (FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_json_text,
-                                    flow_row)
+    from probe.files.flows import analyze_stream, judged_packets_writer, ordinary_json_renderer
+    from probe.render.flows import (FlowsTable, analyzed_flow_json, analyzed_flow_text, capture_trace_json,
+                                    capture_trace_text, flow_row)
     from probe.render.report import SCHEMA, packet_table
 
     spool, text_spool, table, codes = _Spool(), _Spool(), FlowsTable(_Spool()), set()
     verbose, paint = outputs.verbose, outputs.paint
     reported = _ReportFlows(verbose) if outputs.report_handle is not None else None
     rows = []  # the report's flows table (only with --report)
+    packets_writer = judged_packets_writer() if outputs.document is not None else None
 
     def texts_of(result) -> tuple[str | None, str | None]:
         """What the flow adds besides its row: its JSON for the document, and its text (not clean, or -v)."""
-        document = flow_json_text(analyzed_flow_json(result)) if outputs.document is not None else None
+        document = analyzed_flow_text(result, packets_writer) if outputs.document is not None else None
         if not outputs.text or not (verbose or result.analysis.verdict != "clean"):
             return document, None
         row = flow_row(result)
