@@ -50,11 +50,10 @@ from probe.engine.multipath import Multipath, multipath_of, path_changed
 from probe.engine.order import Copy, decide, keeps_identity
 from probe.engine.residual import ResidualFinding, ResidualWatch, try_outcome
 from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, server_ttl_of)
-from probe.errors import ProbeError
 from probe.protocol.exchange import Exchange, Plan
 from probe.protocol.http import Request
 from probe.network.single import CheckOptions, TlsOptions, new_exchange
-from probe.network.loop import Flows, Loop, Network
+from probe.network.loop import Flows, Loop, Network, hold_again
 from probe.network.target import Target
 from probe.protocol.tcp import Settings
 from probe.network.wire import Frame
@@ -138,9 +137,8 @@ class _Tracer:
     def adopt(self, flow) -> bool:
         """Reuse `flow`, the exchange's own four-tuple, for the copies that follow (its port held
         again); False when something of this host took the port meanwhile."""
-        try:
-            reservation = self.flows.network.port(flow.client, port=flow.client_port)
-        except (OSError, ProbeError):
+        reservation = hold_again(self.flows.network, flow.client, flow.client_port)
+        if reservation is None:
             return False
         self.reservations.append(reservation)
         self.flow = flow
