@@ -8,7 +8,6 @@ import ipaddress
 import os
 import struct
 import tempfile
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import List, Optional
@@ -51,19 +50,44 @@ def parse_flow(text: str) -> tuple[tuple[str, int | None], ...]:
     return tuple(parse_endpoint(part) for part in text.split("-", 1))
 
 
-def _pieces_writer(document) -> Callable[[list], None]:
+class _Pieces:
     """How UTF-8 pieces of text go into `document` (a text stream): straight to its file with
-    `write_all` (its buffer flushed first), or, when it has none (a test's capture), through it."""
-    import io
+    `write_all` (its buffer flushed first), or, when it has none (a test's capture), through it.
+    `copy` writes a long text where another file holds it (`_Spool.Stored`) with `os.sendfile`:
+    the kernel copies it, not this process (reading it in would cost a copy and a fresh buffer's
+    page faults for each, a fifth of `--json`'s time on a capture of long flows)."""
 
-    from probe.files.flows import write_all
+    def __init__(self, document):
+        import io
 
-    try:
-        document.flush()
-        descriptor = document.fileno()
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return lambda pieces: document.write("".join(bytes(piece).decode() for piece in pieces))
-    return lambda pieces: write_all(descriptor, pieces)
+        try:
+            document.flush()
+            self.descriptor = document.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self.descriptor, self.document = None, document
+        self.sendfile = self.descriptor is not None
+
+    def write(self, pieces: list) -> None:
+        from probe.files.flows import write_all
+
+        if self.descriptor is None:
+            self.document.write("".join(bytes(piece).decode() for piece in pieces))
+        else:
+            write_all(self.descriptor, pieces)
+
+    def copy(self, stored: "_Spool.Stored") -> None:
+        offset, left = stored.offset, stored.length
+        while left and self.sendfile:
+            try:
+                sent = os.sendfile(self.descriptor, stored.descriptor, offset, left)
+            except OSError:  # not to this kind of file (an O_APPEND file, a terminal, ...): read and write
+                self.sendfile = False
+                break
+            if not sent:
+                break
+            offset, left = offset + sent, left - sent
+        if left:
+            self.write([os.pread(stored.descriptor, left, offset)])
 
 
 class _Spool:
@@ -73,6 +97,15 @@ class _Spool:
     it fills, and the runs are merged on the way out, so memory does not grow with the flows."""
 
     RUN = 1 << 16
+
+    @dataclass(frozen=True)
+    class Stored:
+        """A long text where it is: `length` bytes at `offset` of the open file `descriptor`."""
+
+        descriptor: int
+        offset: int
+        length: int
+
     _ENTRY = struct.Struct("=dqqqq")  # start, arrival, which file (0: the spool's own), offset, length
     WRITE, WRITE_PIECES = 1 << 20, 512  # bytes (or texts: a system call takes 1024 at most) gathered per write
     WINDOW, BEHIND, WINDOWS = 4 << 20, 1 << 20, 4  # bytes read at a time, from this far before the text wanted;
@@ -141,10 +174,12 @@ class _Spool:
             yield from entry.iter_unpack(data)
 
     def texts(self):
-        return (data.decode() for data in self.chunks())
+        return (str(data, "utf-8") for data in self.chunks())
 
-    def chunks(self):
-        """`texts`, as the UTF-8 bytes they were added as. The texts are mostly in the order written,
+    def chunks(self, stored: bool = False):
+        """`texts`, as the UTF-8 bytes they were added as (bytes-like: a text inside a window read is a
+        memoryview of it, not a copy; with `stored`, a long text is a `Stored`, where it is, valid
+        until the next one is asked for). The texts are mostly in the order written,
         but flows that finish late (idle, lingering) make the reading go back and forth between two
         or three places: a few windows of the file are kept (`WINDOWS`, the least recently used
         replaced), and a long text is read alone."""
@@ -154,15 +189,15 @@ class _Spool:
         runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
         descriptors = [self.file.fileno()] + [os.open(path, os.O_RDONLY) for path in self.sources]
         windows = []  # (file, start, bytes), the most recently used last
-        source_now, start_now, end_now, window = -1, 0, 0, b""  # the last window used
+        source_now, start_now, end_now, view = -1, 0, 0, memoryview(b"")  # the last window used
         try:
             for _start, _arrival, source, offset, length in heapq.merge(*runs):
                 if source == source_now and start_now <= offset and offset + length <= end_now:
-                    yield window[offset - start_now:offset - start_now + length]  # the common case
+                    yield view[offset - start_now:offset - start_now + length]  # the common case
                     continue
                 descriptor = descriptors[source]
                 if length >= self.WINDOW // 4:
-                    yield os.pread(descriptor, length, offset)
+                    yield self.Stored(descriptor, offset, length) if stored else os.pread(descriptor, length, offset)
                     continue
                 for n in range(len(windows) - 1, -1, -1):
                     window_source, window_start, window = windows[n]
@@ -177,8 +212,9 @@ class _Spool:
                     windows.append((source, window_start, window))
                     if len(windows) > self.WINDOWS:
                         windows.pop(0)
-                source_now, start_now, end_now = source, window_start, window_start + len(window)
-                yield window[offset - window_start:offset - window_start + length]
+                source_now, start_now, end_now, view = source, window_start, window_start + len(window), \
+                    memoryview(window)
+                yield view[offset - window_start:offset - window_start + length]
         finally:
             for descriptor in descriptors[1:]:
                 os.close(descriptor)
@@ -291,19 +327,20 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     import json
     import sys
 
-    from probe.files.flows import analyze_stream, ordinary_json_renderer
-    from probe.render.flows import (FlowsTable, analyzed_flow_json, capture_trace_json, capture_trace_text, flow_json_text,
-                                    flow_row)
+    from probe.files.flows import analyze_stream, judged_packets_writer, ordinary_json_renderer
+    from probe.render.flows import (FlowsTable, analyzed_flow_json, analyzed_flow_text, capture_trace_json,
+                                    capture_trace_text, flow_row)
     from probe.render.report import SCHEMA, packet_table
 
     spool, text_spool, table, codes = _Spool(), _Spool(), FlowsTable(_Spool()), set()
     verbose, paint = outputs.verbose, outputs.paint
     reported = _ReportFlows(verbose) if outputs.report_handle is not None else None
     rows = []  # the report's flows table (only with --report)
+    packets_writer = judged_packets_writer() if outputs.document is not None else None
 
     def texts_of(result) -> tuple[str | None, str | None]:
         """What the flow adds besides its row: its JSON for the document, and its text (not clean, or -v)."""
-        document = flow_json_text(analyzed_flow_json(result)) if outputs.document is not None else None
+        document = analyzed_flow_text(result, packets_writer) if outputs.document is not None else None
         if not outputs.text or not (verbose or result.analysis.verdict != "clean"):
             return document, None
         row = flow_row(result)
@@ -373,16 +410,7 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     if outputs.document is not None:
         write = outputs.document.write  # flow by flow: the whole document may not fit in memory
         write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
-        write_pieces, pieces, size = _pieces_writer(outputs.document), [], 0  # a few hundred at a time
-        for n, data in enumerate(spool.chunks()):
-            if n:
-                pieces.append(b",\n")
-            pieces.append(data)
-            size += len(data)
-            if len(pieces) >= 512 or size >= 4 << 20:
-                write_pieces(pieces)
-                pieces, size = [], 0
-        write_pieces(pieces)
+        _write_joined(spool, outputs.document)
         write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
                                                        json.dumps(vars(totals))))
         outputs.close()
@@ -541,6 +569,26 @@ def _next_step(analysis, verdict: str | None = None, direction: str | None = Non
     from probe.render.advice import next_step
 
     return next_step(verdict or analysis.verdict, direction or analysis.direction, analysis.hop, command="analyze")
+
+
+def _write_joined(spool: _Spool, document) -> None:
+    """The spool's texts into `document`, in start order, joined by ",\n" (a few hundred at a time;
+    a long one copied where it is, `_Pieces.copy`)."""
+    writer, pieces, size = _Pieces(document), [], 0
+    for n, data in enumerate(spool.chunks(stored=True)):
+        if n:
+            pieces.append(b",\n")
+        if type(data) is _Spool.Stored:
+            writer.write(pieces)
+            pieces, size = [], 0
+            writer.copy(data)
+            continue
+        pieces.append(data)
+        size += len(data)
+        if len(pieces) >= 512 or size >= 4 << 20:
+            writer.write(pieces)
+            pieces, size = [], 0
+    writer.write(pieces)
 
 
 def _write_json_document(head: dict, arrays: dict, out) -> None:

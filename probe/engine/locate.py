@@ -65,13 +65,20 @@ def locate(tcp_sweep: list[HopReply], echo_sweep: list[HopReply], server: str) -
         # the address itself; only the TTL its answer arrives with (beside the echo reply's) tells.
         # Only for a reset: a SYN-ACK from there is as likely the server's own SYN proxy (scenario
         # 13), which hands the connection on to the server, and the exchange judges that better.
+        # A first answer past the echo's TTL, every TTL between silent, is the same box whose
+        # probes at the echo's TTL were lost (the sweep already sent each silent TTL twice): the
+        # TTL a probe first draws an answer at is an upper bound, the TTLs answers arrive with are
+        # measurements, so those decide. A time-exceeded in between is a router there: no claim.
+        lost_only = all(r.kind == "none" for r in tcp_sweep if echo.ttl <= r.ttl < tcp.ttl)
         nearer = ("R" in tcp.flags and tcp.reply_ttl is not None and echo.reply_ttl is not None
-                  and tcp.ttl == echo.ttl
+                  and lost_only
                   and initial_ttl(tcp.reply_ttl) == initial_ttl(echo.reply_ttl)
-                  and hop_distance(tcp.reply_ttl) == tcp.ttl - 1 < hop_distance(echo.reply_ttl))
+                  and hop_distance(tcp.reply_ttl) == echo.ttl - 1 < hop_distance(echo.reply_ttl))
         if not nearer:
             return Location(tcp.ttl, echo.ttl, False, None, tuple(evidence), tcp)
-        hop = tcp.ttl - 1
+        hop = echo.ttl - 1
+        if tcp.ttl > echo.ttl:
+            evidence.append(f"the SYNs with TTL {echo.ttl} to {tcp.ttl - 1} drew nothing, even sent again")
         evidence.append(f"but its answer arrives with TTL {tcp.reply_ttl} against the echo reply's "
                         f"{echo.reply_ttl}: it was sent from hop {hop}, in the forwarding path of the last "
                         f"router before the server")

@@ -921,3 +921,158 @@ def decimal_text(double value, int places, bint strip):
         return PyBytes_FromStringAndSize(b.data, b.size).decode("ascii")
     finally:
         free(b.data)
+
+
+# --- the packets of a judged flow ------------------------------------------------------------------
+
+def packets_text(list packets, attributions, str client, int client_port, str server, int server_port,
+                 bint server_seat, fallback):
+    """The `"packets"` value of a flow the engine judged, as `render.flows.flow_json_text` writes it:
+    `"[\\n    " + ",\\n    ".join(json.dumps(packet_json(n, packet, t0, flow, attribution)) for each)
+    + "\\n  ]"`, as a str. A TCP segment over IPv4 or IPv6 whose fields are of the types `packet_json`
+    is made for is written here; any other packet (ICMP, a value of another type, a time too large for
+    `put_decimal`'s short form) is `fallback(n, packet, attribution)`'s text, `json.dumps` of its
+    `packet_json`. `server_seat`: the flow was captured at the server (`render.report._direction`)."""
+    if not READY:
+        setup()
+    cdef Buf b
+    cdef Py_ssize_t n, mark
+    cdef double t0
+    cdef bint fast = describe is not None  # `setup` read `tls.HTTP_STARTS` (for `put_description`)
+    b.data, b.size, b.cap = NULL, 0, 0
+    try:
+        puts(&b, "[\n    ")
+        t0 = packets[0].t if packets else 0.0
+        for n in range(min(len(packets), len(attributions))):  # `zip`'s
+            if n:
+                puts(&b, ",\n    ")
+            mark = b.size
+            packet, attribution = packets[n], attributions[n]
+            if not fast or not put_packet(&b, n + 1, packet, attribution, t0, client, client_port, server, server_port,
+                              server_seat):
+                b.size = mark
+                put_bytes(&b, (<str>fallback(n + 1, packet, attribution)).encode("ascii"))
+        puts(&b, "\n  ]")
+        return PyBytes_FromStringAndSize(b.data, b.size).decode("ascii")
+    finally:
+        free(b.data)
+
+
+cdef inline bint is_int(object value):
+    return type(value) is int
+
+
+cdef int put_packet(Buf* b, Py_ssize_t n, object p, object a, double t0, str client, int client_port, str server,
+                    int server_port, bint server_seat) except -1:
+    """`json.dumps(render.report.packet_json(...))` of one TCP segment; 0 (part written) when it is
+    not one this writes."""
+    cdef double t_ms
+    cdef object version, payload, evidence
+    cdef bint sent
+    cdef Py_ssize_t i, shown
+    if p.proto != "tcp" or type(p.t) is not float:
+        return 0
+    version = p.version
+    if not (is_int(version) and (version == 4 or version == 6)):
+        return 0
+    ttl, ip_id, df, tos, sport, dport = p.ttl, p.ip_id, p.df, p.tos, p.sport, p.dport
+    seq, ack, win, flags, payload = p.seq, p.ack, p.win, p.flags, p.payload
+    if not (is_int(ttl) and is_int(ip_id) and type(df) is bool and is_int(tos) and is_int(sport) and is_int(dport)
+            and is_int(seq) and is_int(ack) and is_int(win) and type(flags) is str and type(payload) is bytes
+            and type(p.src) is str and type(p.dst) is str and type(a.origin) is str
+            and type(a.confidence) is str):
+        return 0
+    t_ms = (<double>p.t - t0) * 1000
+    if not fabs(t_ms) < 1e9:
+        return 0  # `put_round3`'s short form would not be `repr`'s
+    sent = p.src == client and sport == client_port and p.dst == server and dport == server_port  # `sent_by_client`
+    if server_seat:
+        sent = not sent
+    if b.size + 64 > b.cap:
+        grow(b, 64)
+    j_packet_start(b, n, sent)
+    put_decimal(b, t_ms, 3, True)
+    puts(b, ", \"proto\": \"tcp\", \"src\": ")
+    put_bytes(b, quoted(p.src))
+    puts(b, ", \"dst\": ")
+    put_bytes(b, quoted(p.dst))
+    put_field(b, ", \"ttl\": ", ttl)
+    put_field(b, ", \"ip_id\": ", ip_id)
+    puts(b, ", \"df\": true" if df else ", \"df\": false")
+    put_field(b, ", \"tos\": ", tos)
+    if version == 6:
+        if not is_int(p.flow_label):
+            return 0
+        put_field(b, ", \"version\": 6, \"flow_label\": ", p.flow_label)
+    put_field(b, ", \"sport\": ", sport)
+    put_field(b, ", \"dport\": ", dport)
+    puts(b, ", \"flags\": ")
+    put_bytes(b, quoted(flags))
+    put_field(b, ", \"seq\": ", seq)
+    put_field(b, ", \"ack\": ", ack)
+    put_field(b, ", \"win\": ", win)
+    length = p.length
+    if not is_int(length):
+        return 0
+    put_field(b, ", \"len\": ", length)
+    puts(b, ", \"options\": [")
+    for i, option in enumerate(p.options):
+        if type(option) is not tuple or len(option) != 2 or type(option[0]) is not str:
+            return 0
+        puts(b, ", [" if i else "[")
+        put_string(b, option[0])
+        puts(b, ", ")
+        if not put_jsonable(b, option[1]):
+            return 0
+        puts(b, "]")
+    puts(b, "]")
+    if length:
+        shown = len(payload) if len(payload) < 64 else 64
+        puts(b, ", \"payload_head\": \"")
+        put_escaped(b, <const unsigned char*><const char*>payload, shown)
+        puts(b, "\", \"info\": ")
+        put_description(b, <const unsigned char*><const char*>payload, len(payload))
+    puts(b, ", \"origin\": ")
+    put_bytes(b, quoted(a.origin))
+    puts(b, ", \"confidence\": ")
+    put_bytes(b, quoted(a.confidence))
+    puts(b, ", \"evidence\": [")
+    evidence = a.evidence
+    if type(evidence) is not tuple and type(evidence) is not list:
+        return 0
+    for i, sentence in enumerate(evidence):
+        if type(sentence) is not str:
+            return 0
+        if i:
+            puts(b, ", ")
+        put_string(b, sentence)
+    puts(b, "]}")
+    return 1
+
+
+cdef int put_jsonable(Buf* b, object value) except -1:
+    """`json.dumps(packet_json's _jsonable(value))` for an option's value: None, a bool, an int, bytes
+    (in hex) or a tuple of them; 0 for anything else."""
+    if value is None:
+        puts(b, "null")
+    elif value is True:
+        puts(b, "true")
+    elif value is False:
+        puts(b, "false")
+    elif type(value) is int:
+        if not -(1 << 62) < value < (1 << 62):
+            return 0
+        put_int(b, value)
+    elif type(value) is bytes:
+        put_hex(b, <const unsigned char*><const char*>value, len(value))
+    elif type(value) is tuple:
+        puts(b, "[")
+        for i, item in enumerate(value):
+            if i:
+                puts(b, ", ")
+            if not put_jsonable(b, item):
+                return 0
+        puts(b, "]")
+    else:
+        return 0
+    return 1

@@ -495,6 +495,18 @@ def ordinary_json_renderer() -> Callable[[OpenFlow], bytes | None] | None:
     return render
 
 
+def judged_packets_writer():
+    """The compiled writer of a judged flow's packets in `--json` (`_flowjson.packets_text`, for
+    `render.flows.analyzed_flow_text`), or None when the compiled code is not in use (`fast_path`)."""
+    if fast_path() is None:
+        return None
+    try:
+        from probe.files._flowjson import packets_text
+    except ImportError:
+        return None
+    return packets_text
+
+
 def _render_ordinary(flow_json, detached: tuple, found: tuple) -> bytes | None:
     """`flow_json` of a flow as `detach` gives it, from its pre-judgement's `verdict()`."""
     client, client_port, server, server_port, raw, elided, _source = detached

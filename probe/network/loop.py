@@ -75,6 +75,16 @@ class Network:
                    local_addresses)
 
 
+def hold_again(network: Network, client: str, port: int):
+    """The reservation of `port`, an exchange's own source port, held again for the packets that
+    follow it on the same four-tuple (Paris traceroute's principle); None when something of this
+    host took the port meanwhile."""
+    try:
+        return network.port(client, port=port)
+    except (OSError, ProbeError):
+        return None
+
+
 class Flows:
     """Four-tuples for new exchanges: our source address toward the target (one route lookup
     per address and port), and an ephemeral port never used toward the same server and port in

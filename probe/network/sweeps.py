@@ -23,7 +23,7 @@ from probe.engine.locate import HopReply
 from probe.errors import ProbeError
 from probe.protocol.exchange import Outgoing
 from probe.protocol.craft import echo_request
-from probe.network.loop import Loop, Network
+from probe.network.loop import Loop, Network, hold_again
 from probe.record import PacketRecord, is_time_exceeded
 from probe.protocol.tcp import RECEIVE_WINDOW, Segment
 from probe.network.wire import Frame, random_u32
@@ -123,13 +123,8 @@ def run_sweeps(client: str, server: str, port: int, max_ttl: int = 16, wait: flo
     echo_request_type, echo_reply = _echo_types(version)
     echo_proto = 58 if version == 6 else 1
     sweeps = Sweeps()
-    reservation = None
-    if source_port is not None:
-        try:
-            reservation = network.port(client, port=source_port)
-        except (OSError, ProbeError):
-            reservation = None  # something of this host took it: a fresh port, as before
-    if reservation is None:
+    reservation = hold_again(network, client, source_port) if source_port is not None else None
+    if reservation is None:  # something of this host took it: a fresh port, as before
         reservation = network.port(client)
     sweeps.source_port = reservation.port
     try:

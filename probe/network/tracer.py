@@ -50,11 +50,10 @@ from probe.engine.multipath import Multipath, multipath_of, path_changed
 from probe.engine.order import Copy, decide, keeps_identity
 from probe.engine.residual import ResidualFinding, ResidualWatch, try_outcome
 from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, server_ttl_of)
-from probe.errors import ProbeError
 from probe.protocol.exchange import Exchange, Plan
 from probe.protocol.http import Request
 from probe.network.single import CheckOptions, TlsOptions, new_exchange
-from probe.network.loop import Flows, Loop, Network
+from probe.network.loop import Flows, Loop, Network, hold_again
 from probe.network.target import Target
 from probe.protocol.tcp import Settings
 from probe.network.wire import Frame
@@ -138,9 +137,8 @@ class _Tracer:
     def adopt(self, flow) -> bool:
         """Reuse `flow`, the exchange's own four-tuple, for the copies that follow (its port held
         again); False when something of this host took the port meanwhile."""
-        try:
-            reservation = self.flows.network.port(flow.client, port=flow.client_port)
-        except (OSError, ProbeError):
+        reservation = hold_again(self.flows.network, flow.client, flow.client_port)
+        if reservation is None:
             return False
         self.reservations.append(reservation)
         self.flow = flow
@@ -213,7 +211,6 @@ class _Run:
         self.deadline, self.clock = deadline, clock
         self.on_progress, self.on_hop = on_progress, on_hop
         self.ttl = 0
-        self.confirming = None  # the last confirming pair (control, trigger) of `confirm`
 
     def say(self, line: str) -> None:
         if self.on_progress is not None:
@@ -292,16 +289,16 @@ class _Run:
                 self.tracer.flow = None  # the trigger may have met a box that remembers its four-tuple
             if differs(trigger.fate, control.fate):
                 try:
-                    confirmed = self.confirm(ttl, control, trigger)
+                    confirmed, confirming = self.confirm(ttl, control, trigger)
                 except (KeyboardInterrupt, SystemExit):  # not confirmed: one pair was seen
                     self.row(ttl, control, trigger, False)
                     raise
-                if confirmed and self.confirming is not None and self.confirming[1].fate.expired \
-                        and not trigger.fate.expired and self.confirming[1].fate.word != "time-exceeded":
+                if confirmed and confirming is not None and confirming[1].fate.expired \
+                        and not trigger.fate.expired and confirming[1].fate.word != "time-exceeded":
                     # the repeat's trigger drew the router's time-exceeded beside the box's answer,
                     # the first one only the answer: a time-exceeded can be lost on the way, never
                     # made up, so the repeat's pair is the one that says where the box is
-                    control, trigger = self.confirming
+                    control, trigger = confirming
             self.row(ttl, control, trigger, confirmed)
             if confirmed:
                 return "confirmed"
@@ -326,15 +323,15 @@ class _Run:
             self.say(f"  ttl {ttl:2d}  {address or '*':15s}  trigger: {trigger.fate.word:24s} "
                      f"control: {control.fate.word}{'  (confirmed)' if confirmed else ''}")
 
-    def confirm(self, ttl: int, control: Attempt, trigger: Attempt) -> bool:
+    def confirm(self, ttl: int, control: Attempt, trigger: Attempt) -> tuple[bool, tuple[Attempt, Attempt] | None]:
         """A fresh pair at the same TTL must show interference too, though not necessarily the same
         word (a box's answer late under load reads as silence); a control that can no longer connect
         after the trigger is a box blocking the address pair for a while, which confirms rather than
         refutes. The pair goes on a fresh identity (the trigger's may hold state on the box); when
         it shows no difference, its control, and controls on it at the TTLs before, must end where
         the deciding identity's did, or it took another path and counts for nothing: another fresh
-        pair (at most CONFIRM_SAMPLES).""" 
-        self.confirming = None
+        pair (at most CONFIRM_SAMPLES). With the last pair sent (control, trigger), if any."""
+        again = None
         for _ in range(CONFIRM_SAMPLES):
             self.tracer.flow = None
             control_again = self.copy(ttl, "control")
@@ -343,24 +340,23 @@ class _Run:
                 self.say(f"  the confirming control at TTL {ttl} took another path (multipath): another source port")
                 continue
             again = control_again, self.copy(ttl, "trigger")
-            self.confirming = again
             if differs(again[1].fate, again[0].fate) or (
                     again[1].fate.word == trigger.fate.word and again[0].fate.word == "no-handshake"):
-                return True
+                return True, again
             # a box blocking the address and port after the trigger: neither copy of the pair could
             # connect (probe.engine.order, rule 3)
             decision = decide([Copy(a.ttl, a.role, a.fate) for a in self.measurement.attempts])
             if decision.ttl == ttl and decision.confirmed_by == "residual":
-                return True
+                return True, again
             if "no-handshake" in (again[0].fate.word, again[1].fate.word):
-                return False
+                return False, again
             if not keeps_identity(again[1].fate, again[0].fate):
                 self.tracer.flow = None
             if _same_place(control.fate, again[0].fate) and self.same_path(ttl, trigger.port):
-                return False
+                return False, again
             self.say(f"  the confirming pair at TTL {ttl} took another path than the difference (multipath): "
                      f"another source port")
-        return False
+        return False, again
 
     def same_path(self, ttl: int, port: int | None) -> bool:
         """Whether the current identity's controls end where the identity `port`'s did at every TTL

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 
 from probe.render.table import MIN_PADDING
-from probe.render.report import next_step_of, packets_json
+from probe.render.report import next_step_of, packet_json, packets_json
 
 
-def analyzed_flow_json(result) -> dict:
-    """One flow of `probe analyze --json` (a `probe.files.flows.FlowResult`)."""
+def analyzed_flow_json(result, packets: bool = True) -> dict:
+    """One flow of `probe analyze --json` (a `probe.files.flows.FlowResult`); without `packets`,
+    its packets are left for the caller to write (`analyzed_flow_text`)."""
     flow, analysis = result.flow, result.analysis
     item = {"client": {"address": flow.client, "port": flow.client_port},
             "server": {"address": flow.server, "port": flow.server_port},
             "vantage": flow.vantage, "vantage_evidence": result.vantage.evidence,
             "start": result.packets[0].t if result.packets else None,
             "verdict": analysis.verdict, "direction": analysis.direction, "hop": analysis.hop,
-            "rtt_ms": analysis.rtt_ms, "packets": packets_json(result.packets, flow, analysis),
+            "rtt_ms": analysis.rtt_ms,
+            "packets": packets_json(result.packets, flow, analysis) if packets else None,
             "explanation": analysis.explanation}
     item["next_step"] = next_step_of({**item, "command": "analyze"})
     if result.elided:
@@ -24,15 +26,33 @@ def analyzed_flow_json(result) -> dict:
     return item
 
 
-def flow_json_text(item: dict) -> str:
+def analyzed_flow_text(result, packets_text=None) -> str:
+    """`flow_json_text(analyzed_flow_json(result))`. `packets_text`, when given, is the compiled writer
+    of the packets' array (`probe.files._flowjson.packets_text`): the same text, written in C from
+    the records, where building a dict per packet and encoding it took most of `--json`'s time on a
+    capture of long flows. `tests/unit/test_flowjson.py` holds the two equal."""
+    if packets_text is None or not result.packets or not result.analysis.attributions:
+        return flow_json_text(analyzed_flow_json(result))
+    flow, packets, attributions = result.flow, result.packets, result.analysis.attributions
+    t0 = packets[0].t
+    text = packets_text(packets, attributions, flow.client, flow.client_port, flow.server, flow.server_port,
+                        flow.vantage == "server", lambda n, packet, attribution: json.dumps(
+                            packet_json(n, packet, t0, flow, attribution)))
+    return flow_json_text(analyzed_flow_json(result, packets=False), packets_text=text)
+
+
+def flow_json_text(item: dict, packets_text: str | None = None) -> str:
     """One flow of the `--json` document as text: its fields two spaces in, each packet on one line
     of its own. Python's C encoder (`json.dumps` without an indent) writes every value: with an
     indent, `json` falls back to its encoder in pure Python, three times slower, a quarter of the
-    time `analyze --json` took (the same values either way; only the white space differs)."""
+    time `analyze --json` took (the same values either way; only the white space differs).
+    `packets_text`: the packets' array already written (`analyzed_flow_text`)."""
     dumps = json.dumps
     fields = []
     for key, value in item.items():
-        if key == "packets" and value:  # one call for all: a packet's object starts with "n"; inside a
+        if key == "packets" and packets_text is not None:
+            text = packets_text
+        elif key == "packets" and value:  # one call for all: a packet's object starts with "n"; inside a
             # string a quote is always escaped, so `}, {"n": ` is found only between two packets
             text = "[\n    " + dumps(value)[1:-1].replace('}, {"n": ', '},\n    {"n": ') + "\n  ]"
         else:

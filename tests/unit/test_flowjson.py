@@ -19,7 +19,7 @@ from hypothesis import given, strategies as st
 
 from probe.files import flows as az
 from probe.record import TCP_FLAG_LETTERS
-from probe.render.flows import analyzed_flow_json, flow_json_text
+from probe.render.flows import analyzed_flow_json, analyzed_flow_text, flow_json_text
 from tests.properties.exchanges import forged_exchanges, genuine_exchanges, property_settings
 from tests.unit.test_fastscan import TWO_ENDED, shape
 from tests.unit.test_ordinary import GOLDEN, REALWORLD, ROOT
@@ -40,12 +40,22 @@ def engine_json(open_flow) -> bytes:
     return flow_json_text(analyzed_flow_json(az.judge(open_flow))).encode()
 
 
+def judged_alike(open_flow) -> None:
+    """A flow the engine judged: its packets written by the compiled writer (`_flowjson.packets_text`,
+    ICMP and odd values handed back to `packet_json`) as by `packet_json` and `json.dumps`."""
+    result = az.judge(open_flow)
+    assert analyzed_flow_text(result, _flowjson.packets_text) == flow_json_text(analyzed_flow_json(result)), \
+        f"{open_flow.client}:{open_flow.client_port}"
+
+
 def compare(flows) -> tuple[int, int]:
-    """Every flow the pre-judgement holds ordinary, both ways: (written without the engine, declined)."""
+    """Every flow the pre-judgement holds ordinary, both ways: (written without the engine, declined).
+    Every flow, ordinary or not, also as the engine judged it (`judged_alike`)."""
     render = az.ordinary_json_renderer()
     assert render is not None
     written = declined = 0
     for open_flow in flows:
+        judged_alike(open_flow)
         if open_flow.ordinary is None or not open_flow.ordinary.holds():
             continue
         fast = render(open_flow)
@@ -69,6 +79,43 @@ def file_flows(path: Path) -> list:
                                                          for p in GOLDEN + TWO_ENDED])
 def test_golden_captures_written_alike(path):
     compare(file_flows(path))
+
+
+@needs_fast
+@pytest.mark.parametrize("server_seat", [False, True])
+def test_judged_packets_of_every_kind_written_alike(server_seat):
+    """IPv4 and IPv6 segments, an ICMP error (handed back), option values of every type `_jsonable`
+    takes and one it does not (a list: handed back), non-ASCII evidence, a payload cut by a snap
+    length, a time too far from the first for the short form (handed back), and from either seat."""
+    from probe.engine.model import Analysis, Attribution, Flow
+    from probe.engine.vantage import Vantage
+    from probe.record import PacketRecord, Quoted
+
+    client, server = ("192.0.2.10", "198.51.100.80")
+    flow = Flow(client, 40000, server, 80, "server" if server_seat else "client")
+    packets = [
+        PacketRecord(1.5, client, server, "tcp", 64, 7, True, 0, 60, "S", 40000, 80, 1, 0, 64240,
+                     (("MSS", 1460), ("SAckOK", True), ("Timestamp", (1, 2)), ("NOP", None), ("opt99", b"\x00\xff"),
+                      ("SAck", ((1, 2), (3, 4))))),
+        PacketRecord(1.55, server, client, "tcp", 58, 0, False, 0xb8, 60, "SA", 80, 40000, 9, 2, 65535,
+                     (("odd", [1, 2]),)),
+        PacketRecord(1.6, client, server, "tcp", 64, 8, True, 0, 90, "PA", 40000, 80, 2, 10, 502, (),
+                     b'GET /\xe9"\\\x7f HTTP/1.1\r\nHost: x\r\n' + bytes(range(40)), cut=12),
+        PacketRecord(1.65, "203.0.113.1", client, "icmp", 250, 1, False, 0, 56, icmp_type=11, icmp_code=0,
+                     quoted=Quoted(client, server, 6, 1, 8, 0, 90, 40000, 80, 2)),
+        PacketRecord(2e9, server, client, "tcp", 58, 3, True, 0, 40, "R", 80, 40000, 10, 0, 0),
+        PacketRecord(1.7, "2001:db8::1", "2001:db8::2", "tcp", 60, 0, True, 0, 0, "A", 80, 40000, 5, 6, 100,
+                     version=6, flow_label=0xabcde),
+    ]
+    attributions = tuple(Attribution(origin, confidence, evidence) for origin, confidence, evidence in [
+        ("self", "high", ()), ("server", "high", ("TTL 58 (about hop 6) \u2014 as expected", "round trip 50.0 ms")),
+        ("self", "high", []), ("middlebox", "medium", ("time exceeded",)), ("middlebox", "low", ("a \"reset\"",)),
+        ("unknown", "low", ())])
+    analysis = Analysis("middlebox-reset", "to-client", 2, 50.0, attributions, "explained", None, ())
+    result = az.FlowResult(flow, packets, analysis, Vantage(flow.vantage, "evidence"), 0)
+    written = analyzed_flow_text(result, _flowjson.packets_text)
+    assert written == flow_json_text(analyzed_flow_json(result))
+    assert '"flow_label": 703710' in written and '"icmp_type": 11' in written and '\\u00e9' in written
 
 
 @needs_fast

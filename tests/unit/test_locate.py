@@ -58,6 +58,26 @@ def test_a_reset_from_the_last_router_is_in_front_of_the_server_at_the_same_ttl(
     assert not genuine.in_front
 
 
+def test_a_reset_from_the_last_router_is_placed_when_the_probes_at_the_servers_ttl_were_lost():
+    """Under loss both SYNs with the server's own TTL (5) may draw nothing, and the firewall's reset
+    first shows at TTL 6. Its arrival TTL (61: hop 4) against the echo reply's (60: hop 5) still
+    tells it apart: before, the answer past the echo's TTL read as the server's own (one wrong
+    blame in 80 SYN-firewall runs under 3% loss, issue 16's matrix). The false positives: a router
+    that answered at TTL 5 (a time-exceeded: a hop is there, so no claim), and a reset arriving
+    with the server's own TTL."""
+    echo = routers(1, 2, 3, 4) + [HopReply(5, "echo-reply", SERVER, 60)]
+    lost = routers(1, 2, 3, 4) + [HopReply(5, "none")]
+    reset = locate(lost + [HopReply(6, "tcp", SERVER, 61, "RA")], echo, SERVER)
+    assert (reset.in_front, reset.tcp_answer_at, reset.hop) == (True, 6, 4)
+    assert any("drew nothing" in sentence for sentence in reset.evidence)
+    expired = locate(routers(1, 2, 3, 4, 5) + [HopReply(6, "tcp", SERVER, 61, "RA")], echo, SERVER)
+    assert (expired.in_front, expired.hop) == (False, None)
+    genuine = locate(lost + [HopReply(6, "tcp", SERVER, 60, "RA")], echo, SERVER)
+    assert (genuine.in_front, genuine.hop) == (False, None)
+    far = locate(lost + [HopReply(6, "none"), HopReply(7, "tcp", SERVER, 61, "RA")], echo, SERVER)
+    assert (far.in_front, far.hop) == (True, 4)
+
+
 # --- a reset to the SYN, against the server's own SYN-ACK drawn by the sweep ----------------------
 
 from probe.engine import analyze_flow  # noqa: E402
