@@ -628,6 +628,15 @@ cdef int put_description(Buf* b, const unsigned char* payload, Py_ssize_t n) exc
     return puts(b, "\"\"")
 
 
+cdef int put_payload(Buf* b, const unsigned char* payload, Py_ssize_t n) except -1:
+    """`packet_json`'s fields of a segment with a payload (`n` bytes captured): its first 64 bytes
+    as Latin-1 text, and what it is (`tls.describe`)."""
+    puts(b, ", \"payload_head\": \"")
+    put_escaped(b, payload, n if n < 64 else 64)
+    puts(b, "\", \"info\": ")
+    return put_description(b, payload, n)
+
+
 def flow_json(const unsigned char[::1] raw, str client, int client_port, str server, int server_port, Py_ssize_t elided,
               str vantage_evidence, double rtt_ms, str explanation):
     """The `--json` text of an ordinary flow (see the module's docstring) from its kept packets
@@ -716,7 +725,6 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
     cdef Packet* p
     cdef Packet* c
     cdef Packet* s
-    cdef const unsigned char* payload
     cdef double t_ms
     cdef const unsigned char* ours_from
     cdef double handshake, rtt, rtt_spread, soonest, elapsed, fastest_one, fastest_two
@@ -850,11 +858,7 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
                             p.sport, p.dport, flags, len(flags), p.seq, p.ack, p.win, p.length)
             put_options(b, p.ip + p.l4 + 20, p.offset - 20)
             if p.length:
-                payload = p.ip + p.l4 + p.offset
-                puts(b, ", \"payload_head\": \"")
-                put_escaped(b, payload, min(p.end - p.l4 - p.offset, 64))
-                puts(b, "\", \"info\": ")
-                put_description(b, payload, p.end - p.l4 - p.offset)
+                put_payload(b, p.ip + p.l4 + p.offset, p.end - p.l4 - p.offset)
             if p.ours:
                 puts(b, ", \"origin\": \"self\", \"confidence\": \"high\", \"evidence\": []}")
                 continue
@@ -969,7 +973,7 @@ cdef int put_packet(Buf* b, Py_ssize_t n, object p, object a, double t0, str cli
     cdef double t_ms
     cdef object version, payload, evidence
     cdef bint sent
-    cdef Py_ssize_t i, shown
+    cdef Py_ssize_t i
     if p.proto != "tcp" or type(p.t) is not float:
         return 0
     version = p.version
@@ -1027,11 +1031,7 @@ cdef int put_packet(Buf* b, Py_ssize_t n, object p, object a, double t0, str cli
         puts(b, "]")
     puts(b, "]")
     if length:
-        shown = len(payload) if len(payload) < 64 else 64
-        puts(b, ", \"payload_head\": \"")
-        put_escaped(b, <const unsigned char*><const char*>payload, shown)
-        puts(b, "\", \"info\": ")
-        put_description(b, <const unsigned char*><const char*>payload, len(payload))
+        put_payload(b, <const unsigned char*><const char*>payload, len(payload))
     puts(b, ", \"origin\": ")
     put_bytes(b, quoted(a.origin))
     puts(b, ", \"confidence\": ")

@@ -480,11 +480,8 @@ def ordinary_json_renderer() -> Callable[[OpenFlow], bytes | None] | None:
     writes it (`render.flows.flow_json_text(analyzed_flow_json(judge(flow)))`) or None (then the
     engine judges it). None when the compiled reader is not in use (`fast_path`): the pure code is
     the reference, and every flow of it goes through the engine."""
-    if fast_path() is None:
-        return None
-    try:
-        from probe.files._flowjson import flow_json
-    except ImportError:
+    flow_json = _compiled_json("flow_json")
+    if flow_json is None:
         return None
 
     def render(open_flow) -> bytes | None:
@@ -498,13 +495,19 @@ def ordinary_json_renderer() -> Callable[[OpenFlow], bytes | None] | None:
 def judged_packets_writer():
     """The compiled writer of a judged flow's packets in `--json` (`_flowjson.packets_text`, for
     `render.flows.analyzed_flow_text`), or None when the compiled code is not in use (`fast_path`)."""
+    return _compiled_json("packets_text")
+
+
+def _compiled_json(name: str):
+    """`probe.files._flowjson`'s function `name`, or None: not built, or the pure code asked for
+    (`fast_path`: the reference the tests compare against)."""
     if fast_path() is None:
         return None
     try:
-        from probe.files._flowjson import packets_text
+        from probe.files import _flowjson
     except ImportError:
         return None
-    return packets_text
+    return getattr(_flowjson, name)
 
 
 def _render_ordinary(flow_json, detached: tuple, found: tuple) -> bytes | None:
