@@ -40,6 +40,11 @@ def end_seq(p) -> int:
     return (p.seq + len(payload_of(p))) % 2**32
 
 
+def resets_from_server(packets) -> int:
+    """How many resets in the server's name a capture holds so far (for `Capture.wait_for`)."""
+    return sum("R" in flags(p) for p in tcp_packets(packets, src=SERVER))
+
+
 def assert_control_passes(boxlab):
     rc, code, body = boxlab.curl(CONTROL_HOST)
     assert (rc, code) == (0, "200") and "hello from the server" in body
@@ -64,6 +69,7 @@ def test_tap_races_resets_both_ways_and_lets_the_request_pass(boxlab):
             rc, _, _ = boxlab.curl(TRIGGER_HOST)
             server.wait_for(lambda ps: sum(p.ttl == BOX_TTL_AT_SERVER and "R" in flags(p)
                                            for p in tcp_packets(ps, src=CLIENT)) == 10)
+            client.wait_for(lambda ps: resets_from_server(ps) >= 4)
         assert_control_passes(boxlab)
         # a copy of the request that dies at r1 (TTL 1) is seen in PREROUTING and draws resets
         assert boxlab.raw_request(TRIGGER_HOST, ttl=1) == "reset"
@@ -166,6 +172,8 @@ def test_ttlcopy_forges_with_the_servers_ttl_df_and_next_ip_id(boxlab):
     with boxlab.box("r1", "ttlcopy"):
         with boxlab.capture("c") as client:
             rc, _, _ = boxlab.curl(TRIGGER_HOST)
+            # curl ends at the first reset; the second may still be in tcpdump's buffer
+            client.wait_for(lambda ps: resets_from_server(ps) >= 2)
         assert_control_passes(boxlab)
     assert rc == 56
     synack, request = handshake(client.packets)
@@ -216,6 +224,7 @@ def test_ttlprobe_copies_the_ttl_the_request_arrived_with(boxlab):
     with boxlab.box("r1", "ttlprobe"):
         with boxlab.capture("c") as client:
             outcome = boxlab.raw_request(TRIGGER_HOST, ttl=5)
+            client.wait_for(lambda ps: resets_from_server(ps) >= 4)
         assert_control_passes(boxlab)
     assert outcome == "reset"
     forged = [p for p in tcp_packets(client.packets, src=SERVER) if "R" in flags(p)]
