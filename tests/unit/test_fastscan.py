@@ -272,3 +272,43 @@ def test_summaries_stand_for_the_summarised_results_in_their_place(tmp_path_fact
         else:
             assert item == result
     assert summaries and summaries < len(results)
+
+
+def download(copied: int | None) -> list[tuple[float, bytes]]:
+    """A download of 40 segments, each acknowledged by its own ACK of ours (40 IP-IDs of ours, more
+    than the compiled pre-judgement keeps in its small array); with `copied`, the server's last
+    segment carries the IP-ID of our ACK number `copied` (`ip_id_copied`, rule 6)."""
+    from scapy.layers.inet import IP, TCP
+
+    client, server, port = "192.0.2.1", "203.0.113.5", 40000
+    ours = lambda ip_id, **kw: bytes(IP(src=client, dst=server, ttl=64, id=ip_id) / TCP(sport=port, dport=80, **kw))
+    theirs = lambda ip_id, **kw: bytes(IP(src=server, dst=client, ttl=60, id=ip_id, flags="DF") /
+                                       TCP(sport=80, dport=port, **kw))
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    packets = [(0.0, ours(100, flags="S", seq=1000)), (0.05, theirs(5000, flags="SA", seq=9000, ack=1001)),
+               (0.051, ours(101, flags="A", seq=1001, ack=9001)),
+               (0.052, bytes(IP(src=client, dst=server, ttl=64, id=102) /
+                             TCP(sport=port, dport=80, flags="PA", seq=1001, ack=9001) / request))]
+    end = 1001 + len(request)
+    for n in range(40):
+        ip_id = 200 + n if copied is None or n < 39 else 103 + copied
+        packets.append((0.2 + n * 0.01, bytes(IP(src=server, dst=client, ttl=60, id=ip_id, flags="DF") /
+                                              TCP(sport=80, dport=port, flags="A", seq=9001 + 100 * n, ack=end) /
+                                              (b"x" * 100))))
+        packets.append((0.201 + n * 0.01, ours(103 + n, flags="A", seq=end, ack=9001 + 100 * (n + 1))))
+    return packets
+
+
+@needs_fast
+@pytest.mark.parametrize("copied", [None, 30, 3])
+def test_a_long_flows_ip_ids_are_all_remembered(copied):
+    """Past the small array (16 IP-IDs), the compiled table keeps our IP-IDs in a bitmap: a server
+    segment that copies our 31st is caught as the pure set catches it, and the flow goes to the
+    engine; without a copy the flow stays ordinary."""
+    states = []
+    for table in (az.FlowTable(), _fastscan.FastFlowTable()):
+        flows = [flow for t, packet in download(copied) for flow in table.feed(t, packet)] + table.drain()
+        assert len(flows) == 1
+        states.append(flow_state(flows[0]))
+    assert states[1] == states[0]
+    assert states[0][-1][0] is (copied is None)  # `still`
