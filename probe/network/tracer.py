@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from probe.engine.baseline import hop_distance
 from probe.engine.multipath import Multipath, multipath_of, path_changed
 from probe.engine.order import Copy, decide, keeps_identity
-from probe.engine.residual import ResidualFinding, ResidualWatch, try_outcome
+from probe.engine.residual import OWN, ResidualFinding, ResidualWatch, try_outcome
 from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, server_ttl_of)
 from probe.protocol.exchange import Exchange, Plan
 from probe.protocol.http import Request
@@ -345,7 +345,7 @@ class _Run:
                 return True, again
             # a box blocking the address and port after the trigger: neither copy of the pair could
             # connect (probe.engine.order, rule 3)
-            decision = decide([Copy(a.ttl, a.role, a.fate) for a in self.measurement.attempts])
+            decision = decide([Copy(a.ttl, a.role, a.fate, a.port) for a in self.measurement.attempts])
             if decision.ttl == ttl and decision.confirmed_by == "residual":
                 return True, again
             if "no-handshake" in (again[0].fate.word, again[1].fate.word):
@@ -425,10 +425,12 @@ RESIDUAL_SETTINGS = Settings(syn_retries=1, data_retries=1)
 
 def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
                    network: Network | None = None) -> tuple[ResidualFinding | None, list[Frame]]:
-    """After interference: are fresh connections to the same address and port, carrying the
+    """After interference: are new connections to the same address and port, carrying the
     control's innocuous request, blocked too, and until when? Tries on `ResidualWatch`'s schedule
-    (counted from when the trigger left), one connection at a time, each closed with resets; the
-    reasoning is in `probe.engine.residual`. None when the exchange sent no request."""
+    (counted from when the trigger left), one connection at a time, each closed with resets, on
+    the exchange's own four-tuple (its port held again: the tries cross the routers the trigger
+    did, whatever ECMP does) and, while that is blocked, a few from fresh ports; the reasoning is
+    in `probe.engine.residual`. None when the exchange sent no request."""
     flow = measurement.flow
     request = next((p for p in measurement.packets if flow.sent_by_client(p) and p.length), None)
     if request is None:
@@ -444,22 +446,31 @@ def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
     frames: list[Frame] = []
     flows = Flows(network)
     with ExitStack() as stack:
+        own = hold_again(network, flow.client, flow.client_port)
+        if own is not None:
+            stack.callback(own.close)
+            watch.own_flow = True
         loop = Loop.opened(network, stack, [target.address], keep_late=True)
         while (at := watch.next_try()) is not None:
             while (remaining := trigger_at + at - network.clock()) > 0:
                 loop.take(remaining)  # late packets of earlier tries are still recorded meanwhile
-            flow, reservation = flows.open(target.address, target.port)
+            kind = watch.next_flow()
+            # on the exchange's own four-tuple, every earlier connection was closed with resets; a
+            # SYN with a later ISN opens a new one, as the trace's copies do
+            tried, reservation = (flow, None) if kind == OWN else flows.open(target.address, target.port)
             try:
-                exchange = new_exchange(target, flow, check, network.crafter, host=options.control_host,
+                exchange = new_exchange(target, tried, check, network.crafter, host=options.control_host,
                                         plan=Plan(max_time=RESIDUAL_TRY_BOUND, linger=0.0))
                 started = network.clock()
                 loop.drive(exchange)
             finally:
-                reservation.close()
-            outcome = try_outcome(exchange.measurement.packets, flow)
-            watch.record(round(started - trigger_at, 3), outcome)
+                if reservation is not None:
+                    reservation.close()
+            outcome = try_outcome(exchange.measurement.packets, tried)
+            watch.record(round(started - trigger_at, 3), outcome, kind)
             frames += exchange.measurement.frames
             if say is not None:
-                say(f"  residual try at +{started - trigger_at:.1f} s: {outcome}")
+                where = "its own flow" if kind == OWN else f"fresh port {tried.client_port}"
+                say(f"  residual try at +{started - trigger_at:.1f} s ({where}): {outcome}")
         loop.finish()
     return watch.finding(), frames

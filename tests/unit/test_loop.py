@@ -307,6 +307,35 @@ def test_ecmp_the_sweeps_keep_the_exchanges_port_and_place_a_syn_firewall_it_met
     assert met and fresh_missed  # the kept port mattered in at least one case
 
 
+
+def test_ecmp_a_residual_blocker_on_one_branch_is_watched_on_the_exchanges_path_and_placed():
+    """A residual blocker on one branch of an ECMP pair at hop 3 (the lab's cell that was 2/13):
+    fresh ports spread over both branches, so a watch on fresh ports read a pass on the clean
+    branch as the block's end and the trace began inside the block. The watch follows the
+    exchange's own four-tuple, so it sees the block as long as it lasts on the box's branch, and
+    the trace after it names the hop whenever the exchange met the box."""
+    from probe.jobs.locating import localize
+
+    met = clean = 0
+    duration = 8.0
+    for salt in range(16):
+        net = FakeNet(distance=5, box_at=3, box="residual", residual_for=duration, ecmp_at=3, ecmp_salt=salt,
+                      server_state=True)
+        measurement, analysis = checked(net)
+        if analysis.verdict == "clean":
+            clean += 1
+            continue
+        met += 1
+        found = localize(target("203.0.113.80", 80), measurement, analysis, TraceOptions(max_ttl=16, max_time=60),
+                         network=net.network())
+        residual = found.extra["residual_blocking"]
+        assert residual["seen"], (salt, residual)
+        assert residual["last_blocked_s"] < duration <= residual["first_passed_s"] <= duration + 1.1, (salt, residual)
+        assert found.analysis.hop == 3, (salt, found.extra["trace"])
+        assert net.half_open == []
+    assert met and clean
+
+
 class LosesOneTimeExceeded(FakeNet):
     """The fake path with one loss: the time-exceeded of the first trigger copy that reaches the
     box's hop is lost on the way back (3% loss at r1 in the accuracy matrix did this)."""
