@@ -18,7 +18,8 @@ Conditions:
   after the pair joins it).
 
 The residual blocker blocks the 3-tuple for RESIDUAL_S after a trigger; between its runs the
-bench waits (bounded) until an innocuous request passes again, as CenTrace waits between runs.
+bench waits (bounded) until an innocuous request passes again, as CenTrace waits between runs
+(under ECMP, also from a source port the box's branch forwarded in an earlier run).
 
 Run by hand, as root, from the repository root, under the lab lock:
     flock /tmp/probe-lab.lock python3 bench/locate_accuracy.py [--runs 20] [--kinds tap,swallow]
@@ -234,13 +235,37 @@ def lab_for(condition: str, hop: int) -> tuple[Lab, str]:
     return lab, lab.router_ns(hop)
 
 
-def wait_until_open(lab: Lab, limit: float) -> bool:
-    """Poll an innocuous request until it passes (a residual block ended), bounded by `limit`."""
+# an innocuous request from one source port (None: any), aborted with a reset so that no TIME-WAIT
+# holds the port; prints the status line's code, or nothing
+INNOCUOUS = """
+import socket, struct, sys
+address, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.settimeout(1.0)
+try:
+    if port:
+        s.bind(("", port))
+    s.connect((address, 80))
+    s.sendall(("GET / HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n" % sys.argv[3]).encode())
+    print(s.recv(64).split(b" ")[1].decode())
+except (OSError, IndexError):
+    pass
+finally:
+    s.close()
+"""
+
+
+def wait_until_open(lab: Lab, limit: float, port: int | None = None) -> bool:
+    """Poll an innocuous request until it passes (a residual block ended), bounded by `limit`.
+    Under ECMP the block holds on the box's branch only, and a request from a port of the other
+    branch passes at once: `port`, a source port the box's branch forwarded, keeps the poll on
+    that branch (a plain request must pass too)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        done = lab.exec(lab.client_ns, ["curl", "-s", "-o", "/dev/null", "-m", "1", "-w", "%{http_code}",
-                                        "-H", f"Host: {CONTROL_HOST}", f"http://{lab.server_addr}/"], check=False)
-        if done.stdout.strip() == "200":
+        codes = [lab.exec(lab.client_ns, [sys.executable, "-c", INNOCUOUS, lab.server_addr, str(source or 0),
+                                          CONTROL_HOST], check=False).stdout.strip() for source in {None, port}]
+        if all(code == "200" for code in codes):
             return True
         time.sleep(0.5)  # pacing between polls, bounded by the deadline
     return False
@@ -257,9 +282,10 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float, keep: 
     truth = EcmpTruth(lab) if lab.ecmp_hop is not None and box_ns == lab.twin_ns else None
     polite = Politeness(lab)
     outcomes = []
+    witness = None  # a source port the box's branch forwarded in an earlier run (ECMP)
     try:
         for _ in range(runs):
-            if module == "residual" and not wait_until_open(lab, RESIDUAL_S + 15):
+            if module == "residual" and not wait_until_open(lab, RESIDUAL_S + 15, witness):
                 print(f"  {kind}: still blocked {RESIDUAL_S + 15:g} s after the last run", file=sys.stderr)
             if truth is not None:
                 truth.reset()
@@ -272,10 +298,12 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float, keep: 
                 keep.mkdir(parents=True, exist_ok=True)
                 (keep / f"{name}-{len(outcomes)}.json").write_text(done.stdout)
                 (keep / f"{name}-{len(outcomes)}.err").write_text(done.stderr)
-            if truth is not None and outcome.port is not None:
+            if truth is not None:
                 _, twin_ports, expired_a, expired_b = truth.read()
-                outcome = replace(outcome, met_box=outcome.port in twin_ports,
-                                  both_branches=expired_a > 0 and expired_b > 0)
+                witness = min(twin_ports) if twin_ports else witness
+                if outcome.port is not None:
+                    outcome = replace(outcome, met_box=outcome.port in twin_ports,
+                                      both_branches=expired_a > 0 and expired_b > 0)
             outcomes.append(outcome)
     finally:
         lab.stop(proc)
