@@ -67,7 +67,8 @@ class Outcome:
     """One run: the hop named, the bracket, the exit status (hop None: nothing located); the
     verdict, the exchange's source port, whether the document says multipath was seen; under
     `ecmp`, the lab's ground truth (`EcmpTruth`): whether the exchange's flow crossed the box's
-    branch, and whether the trace's copies expired at both routers of the pair."""
+    branch, and whether copies that came over both branches expired (at the pair, or at the
+    router after it)."""
 
     hop: int | None
     bracket: tuple[int, int] | None
@@ -148,36 +149,48 @@ def politeness_line(outcomes: list[Outcome]) -> str | None:
 class EcmpTruth:
     """Ground truth of one run under `ecmp`, from the routers' own counters (nftables): the
     source ports of the client's TCP segments to the server's port that the twin (the box's
-    branch) forwarded, and how many ICMP time-exceeded each router of the pair sent."""
+    branch) forwarded, and how many ICMP time-exceeded each router of the pair sent. The router
+    after the pair answers a copy from the interface it came in on (`Lab.rejoin_addr` for one that
+    came through the twin), so its time-exceeded from both interfaces is multipath seen too."""
 
     TABLE = "plab_truth"
 
     def __init__(self, lab: Lab):
         self.lab = lab
         self.branches = (lab.branch_ns("a"), lab.twin_ns)
+        self.rejoin = lab.router_ns(lab.ecmp_hop + 1)
 
     def reset(self) -> None:
-        for ns in self.branches:
-            ruleset = (f"table inet {self.TABLE} {{\n set sports {{ type inet_service; }}\n"
-                       f" chain pre {{ type filter hook prerouting priority -250;\n"
-                       f"  ip saddr {self.lab.client_addr} tcp dport 80 add @sports {{ tcp sport }}\n }}\n"
-                       f" chain out {{ type filter hook output priority 0;\n  icmp type time-exceeded counter\n }}\n}}\n")
+        rejoin = (f"table inet {self.TABLE} {{\n chain out {{ type filter hook output priority 0;\n"
+                  f"  icmp type time-exceeded ip saddr {self.lab.rejoin_addr} counter\n"
+                  f"  icmp type time-exceeded ip saddr != {self.lab.rejoin_addr} counter\n }}\n}}\n")
+        for ns in (*self.branches, self.rejoin):
+            ruleset = rejoin if ns == self.rejoin else (
+                f"table inet {self.TABLE} {{\n set sports {{ type inet_service; }}\n"
+                f" chain pre {{ type filter hook prerouting priority -250;\n"
+                f"  ip saddr {self.lab.client_addr} tcp dport 80 add @sports {{ tcp sport }}\n }}\n"
+                f" chain out {{ type filter hook output priority 0;\n  icmp type time-exceeded counter\n }}\n}}\n")
             self.lab.exec(ns, ["nft", "-f", "-"], input=f"add table inet {self.TABLE}\ndelete table inet {self.TABLE}\n"
                           + ruleset)
 
-    def read(self) -> tuple[set[int], set[int], int, int]:
-        """(ports seen on branch a, on the twin, time-exceeded sent by a, by the twin)."""
-        found = []
-        for ns in self.branches:
-            listing = json.loads(self.lab.exec(ns, ["nft", "-j", "list", "table", "inet", self.TABLE]).stdout)
-            ports, expired = set(), 0
-            for item in listing["nftables"]:
-                if "set" in item:
-                    ports |= {e for e in item["set"].get("elem", []) if isinstance(e, int)}
-                if "rule" in item:
-                    expired += sum(x["counter"]["packets"] for x in item["rule"]["expr"] if "counter" in x)
-            found.append((ports, expired))
-        return found[0][0], found[1][0], found[0][1], found[1][1]
+    def _listing(self, ns: str) -> tuple[set[int], list[int]]:
+        """The ports in the table's set, and each counter's packets in rule order."""
+        listing = json.loads(self.lab.exec(ns, ["nft", "-j", "list", "table", "inet", self.TABLE]).stdout)
+        ports, counters = set(), []
+        for item in listing["nftables"]:
+            if "set" in item:
+                ports |= {e for e in item["set"].get("elem", []) if isinstance(e, int)}
+            if "rule" in item:
+                counters += [x["counter"]["packets"] for x in item["rule"]["expr"] if "counter" in x]
+        return ports, counters
+
+    def read(self) -> tuple[set[int], set[int], bool]:
+        """(ports seen on branch a, on the twin, whether time-exceeded came for copies of both
+        branches: from both routers of the pair, or from both interfaces of the router after it)."""
+        (ports_a, expired_a), (ports_b, expired_b) = (self._listing(ns) for ns in self.branches)
+        _, (via_twin, via_a) = self._listing(self.rejoin)
+        both = (sum(expired_a) > 0 and sum(expired_b) > 0) or (via_twin > 0 and via_a > 0)
+        return ports_a, ports_b, both
 
 
 def cell(outcomes: list[Outcome], truth: int) -> str:
@@ -299,11 +312,10 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float, keep: 
                 (keep / f"{name}-{len(outcomes)}.json").write_text(done.stdout)
                 (keep / f"{name}-{len(outcomes)}.err").write_text(done.stderr)
             if truth is not None:
-                _, twin_ports, expired_a, expired_b = truth.read()
+                _, twin_ports, both = truth.read()
                 witness = min(twin_ports) if twin_ports else witness
                 if outcome.port is not None:
-                    outcome = replace(outcome, met_box=outcome.port in twin_ports,
-                                      both_branches=expired_a > 0 and expired_b > 0)
+                    outcome = replace(outcome, met_box=outcome.port in twin_ports, both_branches=both)
             outcomes.append(outcome)
     finally:
         lab.stop(proc)
