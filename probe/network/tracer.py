@@ -2,6 +2,8 @@
 
 For each TTL a connection is opened at full TTL for the control (an innocuous host), then one
 for the trigger (the host under test), and each sends its request once with the TTL under test.
+A control that drew nothing (silence, or no handshake: loss, most often) is sent once more
+before the trigger, as traceroute sends several queries per hop.
 Whatever comes back within the window is recorded (every copy runs through one loop,
 `probe.network.loop`, whose finished exchanges still record their late packets). Each copy is an
 exchange (`probe.protocol.exchange`) with its own plan: the request at the TTL under test, no
@@ -62,6 +64,7 @@ CONTROL_HOST = "example.com"  # RFC 2606's own example: no filter anywhere is ab
 ATTEMPT_SETTINGS = Settings(syn_retries=1, data_retries=0)
 HANDSHAKE_BOUND = 3.5  # seconds: a SYN and its one retransmission (1 s, then 2 s)
 SILENT_TTLS = 3
+UNANSWERED = ("silent", "no-handshake")  # a control's fates that say nothing of the path (sent again once)
 # Flow identities sampled, one control each, for one that follows the exchange's path where it
 # leaves the trace's: Paris traceroute's multipath detection varies the flow identifier to reach
 # a load balancer's other branches; PATH_SAMPLES identities miss one of two equal branches with
@@ -189,7 +192,7 @@ class _OutOfTime(Exception):
 
 def connection_budget(max_ttl: int) -> int:
     """The most connections one trace opens: four per TTL (a pair, and a confirming or repeated
-    pair), whatever passes and path samples it makes. Each connection sends at most eight
+    pair, or a control sent again), whatever passes and path samples it makes. Each connection sends at most eight
     packets of ours (a SYN and its retransmission, the ACK, the request copy, an ACK of what the
     server sent, three closing resets), so a trace sends at most 32 x max_ttl packets (512 with
     the default --max-ttl 16), beside the check before it and the residual watch."""
@@ -276,6 +279,11 @@ class _Run:
             self._in_time(ttl)
             # an interrupt here leaves the TTL under way out
             control = first if first is not None and ttl == start else self.copy(ttl, "control")
+            if control.fate.word in UNANSWERED:
+                # traceroute sends several queries per hop: a control that drew nothing (its request,
+                # its time-exceeded or its handshake lost) is sent once more, still before the trigger,
+                # which against a residual blocker is the only copy that can differ
+                control = self.copy(ttl, "control")
             trigger = self.copy(ttl, "trigger")
             confirmed = False
             earlier = [(a.ttl, a.role, a.fate) for a in self.measurement.attempts[:-2] if a.port == trigger.port]
