@@ -18,7 +18,8 @@ Conditions:
   after the pair joins it).
 
 The residual blocker blocks the 3-tuple for RESIDUAL_S after a trigger; between its runs the
-bench waits (bounded) until an innocuous request passes again, as CenTrace waits between runs.
+bench waits (bounded) until an innocuous request passes again, as CenTrace waits between runs
+(under ECMP, also from a source port the box's branch forwarded in an earlier run).
 
 Run by hand, as root, from the repository root, under the lab lock:
     flock /tmp/probe-lab.lock python3 bench/locate_accuracy.py [--runs 20] [--kinds tap,swallow]
@@ -66,7 +67,8 @@ class Outcome:
     """One run: the hop named, the bracket, the exit status (hop None: nothing located); the
     verdict, the exchange's source port, whether the document says multipath was seen; under
     `ecmp`, the lab's ground truth (`EcmpTruth`): whether the exchange's flow crossed the box's
-    branch, and whether the trace's copies expired at both routers of the pair."""
+    branch, and whether copies that came over both branches expired (at the pair, or at the
+    router after it)."""
 
     hop: int | None
     bracket: tuple[int, int] | None
@@ -147,36 +149,48 @@ def politeness_line(outcomes: list[Outcome]) -> str | None:
 class EcmpTruth:
     """Ground truth of one run under `ecmp`, from the routers' own counters (nftables): the
     source ports of the client's TCP segments to the server's port that the twin (the box's
-    branch) forwarded, and how many ICMP time-exceeded each router of the pair sent."""
+    branch) forwarded, and how many ICMP time-exceeded each router of the pair sent. The router
+    after the pair answers a copy from the interface it came in on (`Lab.rejoin_addr` for one that
+    came through the twin), so its time-exceeded from both interfaces is multipath seen too."""
 
     TABLE = "plab_truth"
 
     def __init__(self, lab: Lab):
         self.lab = lab
         self.branches = (lab.branch_ns("a"), lab.twin_ns)
+        self.rejoin = lab.router_ns(lab.ecmp_hop + 1)
 
     def reset(self) -> None:
-        for ns in self.branches:
-            ruleset = (f"table inet {self.TABLE} {{\n set sports {{ type inet_service; }}\n"
-                       f" chain pre {{ type filter hook prerouting priority -250;\n"
-                       f"  ip saddr {self.lab.client_addr} tcp dport 80 add @sports {{ tcp sport }}\n }}\n"
-                       f" chain out {{ type filter hook output priority 0;\n  icmp type time-exceeded counter\n }}\n}}\n")
+        rejoin = (f"table inet {self.TABLE} {{\n chain out {{ type filter hook output priority 0;\n"
+                  f"  icmp type time-exceeded ip saddr {self.lab.rejoin_addr} counter\n"
+                  f"  icmp type time-exceeded ip saddr != {self.lab.rejoin_addr} counter\n }}\n}}\n")
+        for ns in (*self.branches, self.rejoin):
+            ruleset = rejoin if ns == self.rejoin else (
+                f"table inet {self.TABLE} {{\n set sports {{ type inet_service; }}\n"
+                f" chain pre {{ type filter hook prerouting priority -250;\n"
+                f"  ip saddr {self.lab.client_addr} tcp dport 80 add @sports {{ tcp sport }}\n }}\n"
+                f" chain out {{ type filter hook output priority 0;\n  icmp type time-exceeded counter\n }}\n}}\n")
             self.lab.exec(ns, ["nft", "-f", "-"], input=f"add table inet {self.TABLE}\ndelete table inet {self.TABLE}\n"
                           + ruleset)
 
-    def read(self) -> tuple[set[int], set[int], int, int]:
-        """(ports seen on branch a, on the twin, time-exceeded sent by a, by the twin)."""
-        found = []
-        for ns in self.branches:
-            listing = json.loads(self.lab.exec(ns, ["nft", "-j", "list", "table", "inet", self.TABLE]).stdout)
-            ports, expired = set(), 0
-            for item in listing["nftables"]:
-                if "set" in item:
-                    ports |= {e for e in item["set"].get("elem", []) if isinstance(e, int)}
-                if "rule" in item:
-                    expired += sum(x["counter"]["packets"] for x in item["rule"]["expr"] if "counter" in x)
-            found.append((ports, expired))
-        return found[0][0], found[1][0], found[0][1], found[1][1]
+    def _listing(self, ns: str) -> tuple[set[int], list[int]]:
+        """The ports in the table's set, and each counter's packets in rule order."""
+        listing = json.loads(self.lab.exec(ns, ["nft", "-j", "list", "table", "inet", self.TABLE]).stdout)
+        ports, counters = set(), []
+        for item in listing["nftables"]:
+            if "set" in item:
+                ports |= {e for e in item["set"].get("elem", []) if isinstance(e, int)}
+            if "rule" in item:
+                counters += [x["counter"]["packets"] for x in item["rule"]["expr"] if "counter" in x]
+        return ports, counters
+
+    def read(self) -> tuple[set[int], set[int], bool]:
+        """(ports seen on branch a, on the twin, whether time-exceeded came for copies of both
+        branches: from both routers of the pair, or from both interfaces of the router after it)."""
+        (ports_a, expired_a), (ports_b, expired_b) = (self._listing(ns) for ns in self.branches)
+        _, (via_twin, via_a) = self._listing(self.rejoin)
+        both = (sum(expired_a) > 0 and sum(expired_b) > 0) or (via_twin > 0 and via_a > 0)
+        return ports_a, ports_b, both
 
 
 def cell(outcomes: list[Outcome], truth: int) -> str:
@@ -234,13 +248,37 @@ def lab_for(condition: str, hop: int) -> tuple[Lab, str]:
     return lab, lab.router_ns(hop)
 
 
-def wait_until_open(lab: Lab, limit: float) -> bool:
-    """Poll an innocuous request until it passes (a residual block ended), bounded by `limit`."""
+# an innocuous request from one source port (None: any), aborted with a reset so that no TIME-WAIT
+# holds the port; prints the status line's code, or nothing
+INNOCUOUS = """
+import socket, struct, sys
+address, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.settimeout(1.0)
+try:
+    if port:
+        s.bind(("", port))
+    s.connect((address, 80))
+    s.sendall(("GET / HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n" % sys.argv[3]).encode())
+    print(s.recv(64).split(b" ")[1].decode())
+except (OSError, IndexError):
+    pass
+finally:
+    s.close()
+"""
+
+
+def wait_until_open(lab: Lab, limit: float, port: int | None = None) -> bool:
+    """Poll an innocuous request until it passes (a residual block ended), bounded by `limit`.
+    Under ECMP the block holds on the box's branch only, and a request from a port of the other
+    branch passes at once: `port`, a source port the box's branch forwarded, keeps the poll on
+    that branch (a plain request must pass too)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        done = lab.exec(lab.client_ns, ["curl", "-s", "-o", "/dev/null", "-m", "1", "-w", "%{http_code}",
-                                        "-H", f"Host: {CONTROL_HOST}", f"http://{lab.server_addr}/"], check=False)
-        if done.stdout.strip() == "200":
+        codes = [lab.exec(lab.client_ns, [sys.executable, "-c", INNOCUOUS, lab.server_addr, str(source or 0),
+                                          CONTROL_HOST], check=False).stdout.strip() for source in {None, port}]
+        if all(code == "200" for code in codes):
             return True
         time.sleep(0.5)  # pacing between polls, bounded by the deadline
     return False
@@ -257,9 +295,10 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float, keep: 
     truth = EcmpTruth(lab) if lab.ecmp_hop is not None and box_ns == lab.twin_ns else None
     polite = Politeness(lab)
     outcomes = []
+    witness = None  # a source port the box's branch forwarded in an earlier run (ECMP)
     try:
         for _ in range(runs):
-            if module == "residual" and not wait_until_open(lab, RESIDUAL_S + 15):
+            if module == "residual" and not wait_until_open(lab, RESIDUAL_S + 15, witness):
                 print(f"  {kind}: still blocked {RESIDUAL_S + 15:g} s after the last run", file=sys.stderr)
             if truth is not None:
                 truth.reset()
@@ -272,10 +311,11 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float, keep: 
                 keep.mkdir(parents=True, exist_ok=True)
                 (keep / f"{name}-{len(outcomes)}.json").write_text(done.stdout)
                 (keep / f"{name}-{len(outcomes)}.err").write_text(done.stderr)
-            if truth is not None and outcome.port is not None:
-                _, twin_ports, expired_a, expired_b = truth.read()
-                outcome = replace(outcome, met_box=outcome.port in twin_ports,
-                                  both_branches=expired_a > 0 and expired_b > 0)
+            if truth is not None:
+                _, twin_ports, both = truth.read()
+                witness = min(twin_ports) if twin_ports else witness
+                if outcome.port is not None:
+                    outcome = replace(outcome, met_box=outcome.port in twin_ports, both_branches=both)
             outcomes.append(outcome)
     finally:
         lab.stop(proc)

@@ -14,7 +14,11 @@ So the order of the copies is part of the measurement:
    at its TTL decides. Copies sent after it confirm it either as now (a fresh pair at the same
    TTL differs again) or, against a residual blocker, because they could not connect at all:
    at least MIN_BLOCKED of them, a control among them (an innocuous request that cannot connect
-   right after a trigger went through is the block itself, not noise).
+   right after a trigger went through is the block itself, not noise). A later copy that
+   demonstrably took another path than the deciding one (it expired at another router at a TTL
+   where the decider's flow expired, as an ECMP pair's other branch does) never crossed the box
+   and is no evidence either way: it is left out of that count (Paris traceroute, IMC 2006: only
+   copies of one path can be compared).
 
 Known limit: a trace that starts while a block from an earlier trigger (the full-TTL exchange
 before it, `check`) is still on finds every copy blocked from the first one and can name no
@@ -39,6 +43,7 @@ class Copy:
     ttl: int
     role: str
     fate: Fate
+    port: int | None = None  # the source port (the flow identity); None when not known
 
 
 def sending_order(max_ttl: int) -> list[tuple[int, str]]:
@@ -72,7 +77,7 @@ def decide(copies: Sequence[Copy]) -> Decision:
         control = _control_before(copies, index)
         if control is None or not differs(copy.fate, control.fate):
             continue
-        later = copies[index + 1:]
+        later = _on_the_path_of(copies, index)
         blocked = [c for c in later if c.fate.word == BLOCKED_WORD]
         repeat = any(c.role == "trigger" and c.ttl == copy.ttl and (before := _control_before(copies, j)) is not None
                      and before is not control and differs(c.fate, before.fate)
@@ -84,6 +89,22 @@ def decide(copies: Sequence[Copy]) -> Decision:
             return decision
         first = first or decision
     return first or Decision(None, None, None, 0)
+
+
+def _on_the_path_of(copies: Sequence[Copy], index: int) -> list[Copy]:
+    """The copies after copies[index] but those that demonstrably took another path (rule 3): of
+    another flow identity (source port) any of whose copies expired at another router at a TTL
+    where the decider's identity expired, up to and with the decider. Copies of no known port
+    are judged one by one."""
+    decider = copies[index]
+    path = {c.ttl: c.fate.router for c in copies[:index + 1]
+            if c.port == decider.port and c.fate.expired and c.fate.router is not None}
+
+    def elsewhere(c: Copy) -> bool:
+        return (c.port != decider.port and c.fate.expired and c.fate.router is not None
+                and path.get(c.ttl, c.fate.router) != c.fate.router)
+    other_ports = {c.port for c in copies if c.port is not None and elsewhere(c)}
+    return [c for c in copies[index + 1:] if not (elsewhere(c) or c.port in other_ports)]
 
 
 def _control_before(copies: Sequence[Copy], index: int) -> Copy | None:

@@ -22,6 +22,18 @@ and read the fates as an interval:
 
 A blocked try is one that drew a reset (to the SYN or to the request) or nothing at all.
 
+Which flow the tries use. Routers balance flows over equal-cost paths by a hash of the 5-tuple,
+and a box may sit on one branch only (Monocle, CCS 2024: routing multipath changed measured
+censorship for 42% of IPs). A try from a fresh source port then takes either branch, and one
+that passes on the clean branch would read as the block's end while the box's branch is still
+blocked. So the tries reuse the exchange's own four-tuple (Paris traceroute's principle,
+Augustin et al., IMC 2006: keep what the routers hash), which crosses the routers the trigger
+did; every earlier connection on it was closed with resets, so the server holds nothing for it.
+While that flow is blocked, up to SCOPE_SAMPLES tries from fresh source ports tell how far the
+block reaches (`scope`): one of them blocked too makes it a block of the address and port; all
+of them passing leaves it a block of that flow, or of one of several paths. When the exchange's
+port cannot be held again (this host took it meanwhile) every try is from a fresh port.
+
 Known false positives, and why they do not fire:
 - a server that refuses everything (a closed port, a firewall in front of it) refuses before the
   trigger as well: without a connection accepted before the trigger there is no finding;
@@ -29,12 +41,15 @@ Known false positives, and why they do not fire:
   MIN_BLOCKED tries in a row, starting with the first one after the trigger, must fail (one
   failed try among passing ones is loss, and is reported as such);
 - a server that went down at the moment of the trigger reads as "still blocked" (nothing here
-  can tell the two apart; the finding then names no end).
+  can tell the two apart; the finding then names no end);
+- a box that remembers only the offending four-tuple (a flow table's drop entry) blocks every
+  try on the exchange's own flow: the fresh-port samples pass, and the scope says "flow", not
+  "address and port".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 PASSED, RESET, SILENT = "passed", "reset", "silent"
 OUTCOMES = (PASSED, RESET, SILENT)
@@ -43,6 +58,10 @@ FIRST_AFTER_S = 0.5  # the first try: long enough for the trigger's own resets t
 FINE_STEP_S = 1.0  # one try a second at first: the end is known within a second
 FINE_UNTIL_S = 30.0
 COARSE_STEP_S = 2.0  # then one every 2 s (120 s: 75 tries at most)
+SCOPE_SAMPLES = 3  # fresh-port tries while the exchange's own flow is blocked (an ECMP pair hides a
+# blocked branch from all three with probability 1/8: the scope then says "flow", not "address and port")
+OWN, FRESH = "own", "fresh"  # the flow a try used: the exchange's own four-tuple, or a fresh source port
+SCOPES = ("address and port", "flow")
 
 
 @dataclass(frozen=True)
@@ -52,10 +71,13 @@ class Try:
 
     after_s: float
     outcome: str  # PASSED, RESET or SILENT
+    flow: str = FRESH  # OWN: on the exchange's own four-tuple; FRESH: from a fresh source port
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, not {self.outcome!r}")
+        if self.flow not in (OWN, FRESH):
+            raise ValueError(f"flow must be {OWN!r} or {FRESH!r}, not {self.flow!r}")
 
     @property
     def blocked(self) -> bool:
@@ -83,6 +105,7 @@ class ResidualFinding:
     still_blocked_at_s: float | None  # no try passed again up to this one
     tries: tuple[Try, ...]
     evidence: tuple[str, ...]
+    scope: str | None = None  # SCOPES: what the block covers; None when not seen or not sampled
 
 
 def schedule(max_time_s: float) -> list[float]:
@@ -97,28 +120,47 @@ def schedule(max_time_s: float) -> list[float]:
 
 @dataclass
 class ResidualWatch:
-    """What the I/O asks after interference: `next_try()` says when to start the next fresh
-    connection (seconds after the trigger; None: stop), `record()` takes its fate, `finding()`
-    judges. It stops as soon as the answer is known: two tries passed before any block showed, or
-    a block of MIN_BLOCKED tries or more has been followed by a try that passed."""
+    """What the I/O asks after interference: `next_try()` says when to start the next connection
+    (seconds after the trigger; None: stop) and `next_flow()` on which flow (OWN or FRESH),
+    `record()` takes its fate, `finding()` judges. The schedule's tries are on the exchange's own
+    flow when `own_flow` (else fresh); once that flow is seen blocked, each of the next
+    SCOPE_SAMPLES tries is followed at once by one from a fresh port, until one of those is
+    blocked. It stops as soon as the answer is known: two tries passed before any block showed,
+    or a block of MIN_BLOCKED tries or more has been followed by a try that passed."""
 
     open_before: bool  # the address and port accepted a connection before the trigger
     max_time_s: float = 120.0
+    own_flow: bool = False  # the exchange's own four-tuple can be used again
     tries: list[Try] = field(default_factory=list)
+
+    def _timed(self) -> list[Try]:
+        """The schedule's tries (the fresh-port samples beside them are not)."""
+        return [t for t in self.tries if t.flow == OWN] if self.own_flow else list(self.tries)
 
     def next_try(self) -> float | None:
         if not self.open_before or self._answered():
             return None
+        if self.next_flow() == FRESH and self.own_flow:
+            return self.tries[-1].after_s  # a scope sample: right after the own flow's blocked try
         planned = schedule(self.max_time_s)
-        done = len(self.tries)
+        done = len(self._timed())
         return planned[done] if done < len(planned) else None
 
-    def record(self, after_s: float, outcome: str) -> None:
-        self.tries.append(Try(after_s, outcome))
+    def next_flow(self) -> str:
+        if not self.own_flow:
+            return FRESH
+        timed, samples = self._timed(), [t for t in self.tries if t.flow == FRESH]
+        sampling = (len(_initial_run(timed)) >= MIN_BLOCKED and len(samples) < SCOPE_SAMPLES
+                    and not any(t.blocked for t in samples))
+        return FRESH if sampling and self.tries[-1].flow == OWN and self.tries[-1].blocked else OWN
+
+    def record(self, after_s: float, outcome: str, flow: str = FRESH) -> None:
+        self.tries.append(Try(after_s, outcome, flow))
 
     def _answered(self) -> bool:
-        run = _initial_run(self.tries)
-        passes = sum(not t.blocked for t in self.tries)
+        timed = self._timed()
+        run = _initial_run(timed)
+        passes = sum(not t.blocked for t in timed)
         return (len(run) >= MIN_BLOCKED and passes >= 1) or passes >= 2
 
     def finding(self) -> ResidualFinding:
@@ -141,10 +183,37 @@ def _blocked_by(tries: list[Try]) -> str | None:
     return {frozenset({RESET}): "reset", frozenset({SILENT}): "silence"}.get(frozenset(kinds), "reset and silence")
 
 
+def _scope(samples: list[Try], own_seen: bool) -> tuple[str | None, str | None]:
+    """What a block of the exchange's own flow covers, from the fresh-port samples taken during
+    it: (scope, the evidence's sentence)."""
+    if not own_seen or not samples:
+        return None, None
+    blocked = [t for t in samples if t.blocked]
+    if blocked:
+        return "address and port", (f"a try from a fresh source port at +{blocked[0].after_s:g} s was blocked too: "
+                                    f"the block covers the address and port, not only the exchange's flow")
+    return "flow", (f"the {len(samples)} try(s) from fresh source ports during the block all passed: it covers the "
+                    f"exchange's own four-tuple, or one of several paths (ECMP), not every connection to the "
+                    f"address and port")
+
+
 def judge(tries: list[Try] | tuple[Try, ...], open_before: bool) -> ResidualFinding:
     """Residual blocking from the tries after a trigger (in the order made) and whether the same
-    address and port accepted a connection before it (see the module doc)."""
+    address and port accepted a connection before it (see the module doc). When some tries were on
+    the exchange's own flow, those decide the interval and the fresh-port ones the scope."""
     tries = tuple(sorted(tries, key=lambda t: t.after_s))
+    own = tuple(t for t in tries if t.flow == OWN)
+    if own:
+        samples = [t for t in tries if t.flow == FRESH]
+        finding = _judge_timed(own, open_before)
+        scope, said = _scope(samples, finding.seen)
+        return replace(finding, tries=tries, scope=scope, evidence=finding.evidence + ((said,) if said else ()))
+    finding = _judge_timed(tries, open_before)
+    return replace(finding, scope="address and port") if finding.seen else finding
+
+
+def _judge_timed(tries: tuple[Try, ...], open_before: bool) -> ResidualFinding:
+    """`judge` over one series of tries, all on one kind of flow."""
     blocked = [t for t in tries if t.blocked]
     if not blocked:
         return ResidualFinding(False, None, None, None, None, None, tries, (
@@ -180,8 +249,13 @@ def sentence(finding: ResidualFinding, address: str, port: int) -> str | None:
     if not finding.seen:
         return None
     how = {"reset": "reset", "silence": "dropped"}.get(finding.blocked_by or "", "reset or dropped")
-    head = (f"After the trigger, fresh connections to {address} port {port} with an innocuous request were "
-            f"{how} too (residual blocking of the address and port)")
+    if finding.scope == "flow":
+        head = (f"After the trigger, new connections to {address} port {port} from the exchange's own source port "
+                f"with an innocuous request were {how} too, while fresh source ports passed (a block of that flow, "
+                f"or of one of several paths)")
+    else:
+        head = (f"After the trigger, fresh connections to {address} port {port} with an innocuous request were "
+                f"{how} too (residual blocking of the address and port)")
     if finding.first_passed_s is None:
         return f"{head}, still at +{finding.still_blocked_at_s:g} s."
     return (f"{head}: last seen blocked at +{finding.last_blocked_s:g} s, passing again at "
@@ -195,5 +269,6 @@ def residual_json(finding: ResidualFinding | None) -> dict | None:
     return {"seen": finding.seen, "began_after_trigger": finding.began_after_trigger,
             "blocked_by": finding.blocked_by, "last_blocked_s": finding.last_blocked_s,
             "first_passed_s": finding.first_passed_s, "still_blocked_at_s": finding.still_blocked_at_s,
-            "tries": [{"after_s": t.after_s, "outcome": t.outcome} for t in finding.tries],
+            "scope": finding.scope,
+            "tries": [{"after_s": t.after_s, "outcome": t.outcome, "flow": t.flow} for t in finding.tries],
             "evidence": list(finding.evidence)}

@@ -2,6 +2,8 @@
 
 For each TTL a connection is opened at full TTL for the control (an innocuous host), then one
 for the trigger (the host under test), and each sends its request once with the TTL under test.
+A control that drew nothing (silence, or no handshake: loss, most often) is sent once more
+before the trigger, as traceroute sends several queries per hop.
 Whatever comes back within the window is recorded (every copy runs through one loop,
 `probe.network.loop`, whose finished exchanges still record their late packets). Each copy is an
 exchange (`probe.protocol.exchange`) with its own plan: the request at the TTL under test, no
@@ -48,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from probe.engine.baseline import hop_distance
 from probe.engine.multipath import Multipath, multipath_of, path_changed
 from probe.engine.order import Copy, decide, keeps_identity
-from probe.engine.residual import ResidualFinding, ResidualWatch, try_outcome
+from probe.engine.residual import OWN, ResidualFinding, ResidualWatch, try_outcome
 from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, server_ttl_of)
 from probe.protocol.exchange import Exchange, Plan
 from probe.protocol.http import Request
@@ -62,6 +64,7 @@ CONTROL_HOST = "example.com"  # RFC 2606's own example: no filter anywhere is ab
 ATTEMPT_SETTINGS = Settings(syn_retries=1, data_retries=0)
 HANDSHAKE_BOUND = 3.5  # seconds: a SYN and its one retransmission (1 s, then 2 s)
 SILENT_TTLS = 3
+UNANSWERED = ("silent", "no-handshake")  # a control's fates that say nothing of the path (sent again once)
 # Flow identities sampled, one control each, for one that follows the exchange's path where it
 # leaves the trace's: Paris traceroute's multipath detection varies the flow identifier to reach
 # a load balancer's other branches; PATH_SAMPLES identities miss one of two equal branches with
@@ -189,7 +192,7 @@ class _OutOfTime(Exception):
 
 def connection_budget(max_ttl: int) -> int:
     """The most connections one trace opens: four per TTL (a pair, and a confirming or repeated
-    pair), whatever passes and path samples it makes. Each connection sends at most eight
+    pair, or a control sent again), whatever passes and path samples it makes. Each connection sends at most eight
     packets of ours (a SYN and its retransmission, the ACK, the request copy, an ACK of what the
     server sent, three closing resets), so a trace sends at most 32 x max_ttl packets (512 with
     the default --max-ttl 16), beside the check before it and the residual watch."""
@@ -276,6 +279,11 @@ class _Run:
             self._in_time(ttl)
             # an interrupt here leaves the TTL under way out
             control = first if first is not None and ttl == start else self.copy(ttl, "control")
+            if control.fate.word in UNANSWERED:
+                # traceroute sends several queries per hop: a control that drew nothing (its request,
+                # its time-exceeded or its handshake lost) is sent once more, still before the trigger,
+                # which against a residual blocker is the only copy that can differ
+                control = self.copy(ttl, "control")
             trigger = self.copy(ttl, "trigger")
             confirmed = False
             earlier = [(a.ttl, a.role, a.fate) for a in self.measurement.attempts[:-2] if a.port == trigger.port]
@@ -345,7 +353,7 @@ class _Run:
                 return True, again
             # a box blocking the address and port after the trigger: neither copy of the pair could
             # connect (probe.engine.order, rule 3)
-            decision = decide([Copy(a.ttl, a.role, a.fate) for a in self.measurement.attempts])
+            decision = decide([Copy(a.ttl, a.role, a.fate, a.port) for a in self.measurement.attempts])
             if decision.ttl == ttl and decision.confirmed_by == "residual":
                 return True, again
             if "no-handshake" in (again[0].fate.word, again[1].fate.word):
@@ -425,10 +433,12 @@ RESIDUAL_SETTINGS = Settings(syn_retries=1, data_retries=1)
 
 def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
                    network: Network | None = None) -> tuple[ResidualFinding | None, list[Frame]]:
-    """After interference: are fresh connections to the same address and port, carrying the
+    """After interference: are new connections to the same address and port, carrying the
     control's innocuous request, blocked too, and until when? Tries on `ResidualWatch`'s schedule
-    (counted from when the trigger left), one connection at a time, each closed with resets; the
-    reasoning is in `probe.engine.residual`. None when the exchange sent no request."""
+    (counted from when the trigger left), one connection at a time, each closed with resets, on
+    the exchange's own four-tuple (its port held again: the tries cross the routers the trigger
+    did, whatever ECMP does) and, while that is blocked, a few from fresh ports; the reasoning is
+    in `probe.engine.residual`. None when the exchange sent no request."""
     flow = measurement.flow
     request = next((p for p in measurement.packets if flow.sent_by_client(p) and p.length), None)
     if request is None:
@@ -444,22 +454,31 @@ def watch_residual(target: Target, measurement, options: TraceOptions, say=None,
     frames: list[Frame] = []
     flows = Flows(network)
     with ExitStack() as stack:
+        own = hold_again(network, flow.client, flow.client_port)
+        if own is not None:
+            stack.callback(own.close)
+            watch.own_flow = True
         loop = Loop.opened(network, stack, [target.address], keep_late=True)
         while (at := watch.next_try()) is not None:
             while (remaining := trigger_at + at - network.clock()) > 0:
                 loop.take(remaining)  # late packets of earlier tries are still recorded meanwhile
-            flow, reservation = flows.open(target.address, target.port)
+            kind = watch.next_flow()
+            # on the exchange's own four-tuple, every earlier connection was closed with resets; a
+            # SYN with a later ISN opens a new one, as the trace's copies do
+            tried, reservation = (flow, None) if kind == OWN else flows.open(target.address, target.port)
             try:
-                exchange = new_exchange(target, flow, check, network.crafter, host=options.control_host,
+                exchange = new_exchange(target, tried, check, network.crafter, host=options.control_host,
                                         plan=Plan(max_time=RESIDUAL_TRY_BOUND, linger=0.0))
                 started = network.clock()
                 loop.drive(exchange)
             finally:
-                reservation.close()
-            outcome = try_outcome(exchange.measurement.packets, flow)
-            watch.record(round(started - trigger_at, 3), outcome)
+                if reservation is not None:
+                    reservation.close()
+            outcome = try_outcome(exchange.measurement.packets, tried)
+            watch.record(round(started - trigger_at, 3), outcome, kind)
             frames += exchange.measurement.frames
             if say is not None:
-                say(f"  residual try at +{started - trigger_at:.1f} s: {outcome}")
+                where = "its own flow" if kind == OWN else f"fresh port {tried.client_port}"
+                say(f"  residual try at +{started - trigger_at:.1f} s ({where}): {outcome}")
         loop.finish()
     return watch.finding(), frames

@@ -142,3 +142,50 @@ def test_a_lone_unconfirmed_difference_still_decides_unconfirmed():
                                Copy(4, "control", te(4)), Copy(4, "trigger", Fate("silent"))]
     decision = decide(copies)
     assert (decision.ttl, decision.confirmed_by) == (3, None)
+
+
+def ecmp_residual_at_hop_3(sample_ports: list[tuple[int, str]]) -> list[Copy]:
+    """A residual blocker on branch b of an ECMP pair at hop 3 (routers r3 and r3b): port 1's
+    trigger with TTL 3 is the first to reach it; then confirming controls on fresh ports, each
+    ending at branch `r3` (the clean branch: it connects) or blocked, as `sample_ports` says."""
+    path = [Copy(ttl, role, te(ttl), port=1) for ttl in (1, 2) for role in ("control", "trigger")]
+    path += [Copy(3, "control", Fate("time-exceeded", "r3b"), port=1),
+             Copy(3, "trigger", Fate("time-exceeded+reset", "r3b", reply_ttl=62), port=1)]
+    for port, end in sample_ports:
+        if end == "clean":  # another router at this TTL: no trigger is spent on it
+            path.append(Copy(3, "control", te(3), port=port))
+        else:
+            path += [Copy(3, "control", BLOCKED, port=port), Copy(3, "trigger", BLOCKED, port=port)]
+    return path
+
+
+def test_ecmp_copies_that_took_the_other_branch_neither_confirm_nor_refute_a_residual_block():
+    """Rule 3 under ECMP: fresh controls that expired at the other router of the pair (r3, the
+    decider's flow expired at r3b) never crossed the box; the pair that did could not connect,
+    which confirms the block. Before, the clean branch's controls refuted it."""
+    copies = ecmp_residual_at_hop_3([(2, "clean"), (3, "clean"), (4, "blocked")])
+    decision = decide(copies)
+    assert (decision.ttl, decision.confirmed_by, decision.blocked_after) == (3, "residual", 2)
+    assert locate_in_order(copies).hop == 3
+
+
+def test_a_flow_that_showed_another_router_once_is_left_out_at_every_ttl():
+    """The other branch rejoins at hop 4: a sample port's copy there expired where the decider's
+    flow would, but its TTL-3 control showed the other branch, so the port is left out whole."""
+    copies = ecmp_residual_at_hop_3([(2, "clean")]) + [Copy(4, "control", te(4), port=2),
+                                                        Copy(4, "trigger", te(4), port=2)]
+    copies += [Copy(4, "control", BLOCKED, port=3), Copy(4, "trigger", BLOCKED, port=3)]
+    assert decide(copies).confirmed_by == "residual"
+
+
+def test_copies_on_the_deciders_own_path_that_connect_still_refute_the_block():
+    """The known false positive of leaving copies out (loss read as a block): a later flow that
+    expired at the decider's routers, or of unknown path, and connected, is evidence against a
+    block; only a different router at a shared TTL moves a copy out."""
+    same_path = ecmp_residual_at_hop_3([(2, "blocked")]) + [Copy(3, "control", Fate("time-exceeded", "r3b"), port=5)]
+    assert decide(same_path).confirmed_by is None
+    unknown = ecmp_residual_at_hop_3([(2, "blocked")]) + [Copy(5, "control", SERVER, port=6)]
+    assert decide(unknown).confirmed_by is None
+    no_ports = [Copy(c.ttl, c.role, c.fate) for c in ecmp_residual_at_hop_3([(2, "blocked")])] + \
+        [Copy(4, "control", te(4))]
+    assert decide(no_ports).confirmed_by is None

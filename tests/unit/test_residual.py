@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from probe.engine.residual import (COARSE_STEP_S, FINE_STEP_S, MIN_BLOCKED, PASSED, RESET, SILENT, ResidualWatch,
-                                   Try, judge, residual_json, schedule, sentence)
+from probe.engine.residual import (COARSE_STEP_S, FINE_STEP_S, FRESH, MIN_BLOCKED, OWN, PASSED, RESET,
+                                   SCOPE_SAMPLES, SILENT, ResidualWatch, Try, judge, residual_json, schedule,
+                                   sentence)
 
 
 def watch_against(block_s: float | None, outcome: str = RESET, open_before: bool = True, max_time_s: float = 120.0,
@@ -102,7 +103,7 @@ def test_the_sentence_and_the_json_carry_the_numbers():
     assert f"+{finding.last_blocked_s:g} s" in text and f"+{finding.first_passed_s:g} s" in text
     assert "203.0.113.80 port 80" in text and "reset" in text
     keys = {"seen", "began_after_trigger", "blocked_by", "last_blocked_s", "first_passed_s", "still_blocked_at_s",
-            "tries", "evidence"}
+            "scope", "tries", "evidence"}
     assert set(residual_json(finding)) == keys
     assert set(residual_json(judge([Try(0.5, PASSED)], True))) == keys  # every key, also when not seen
     assert residual_json(None) is None
@@ -135,3 +136,57 @@ def test_the_section_validates_against_the_schema_and_a_broken_one_does_not():
     multipath.validate(multipath_json(multipath_of([(2, "control", Fate("time-exceeded", "a")),
                                                     (2, "trigger", Fate("time-exceeded", "b"))])))
     assert not multipath.is_valid({"seen": True})
+
+
+def watch_on_own_flow(block_s: float, fresh_blocked) -> ResidualWatch:
+    """A watch that may reuse the exchange's four-tuple, against a path where that flow is blocked
+    until `block_s` and a fresh port's try is blocked when `fresh_blocked(n)` (n: the sample's
+    number) says so, while the block lasts."""
+    watch = ResidualWatch(open_before=True, max_time_s=60.0, own_flow=True)
+    samples = 0
+    while (at := watch.next_try()) is not None:
+        flow = watch.next_flow()
+        if flow == OWN:
+            watch.record(at, RESET if at < block_s else PASSED, OWN)
+        else:
+            watch.record(at, RESET if at < block_s and fresh_blocked(samples) else PASSED, FRESH)
+            samples += 1
+    return watch
+
+
+def test_on_the_exchanges_own_flow_the_interval_is_read_from_that_flow_alone():
+    """ECMP: fresh ports land on either branch, so a fresh port's pass says nothing about the
+    block's end; the exchange's own flow crosses the box's branch every time."""
+    watch = watch_on_own_flow(20.0, fresh_blocked=lambda n: n % 2 == 1)  # clean branch, then the box's
+    finding = watch.finding()
+    assert finding.seen and finding.last_blocked_s < 20.0 <= finding.first_passed_s <= 21.0
+    assert finding.scope == "address and port"
+    own = [t for t in finding.tries if t.flow == OWN]
+    assert [t.after_s for t in own] == schedule(60.0)[:len(own)]  # the samples take no slot of the schedule
+    assert [t.outcome for t in finding.tries if t.flow == FRESH] == [PASSED, RESET]  # stops at the first blocked
+    assert {t["flow"] for t in residual_json(finding)["tries"]} == {OWN, FRESH}
+
+
+def test_a_box_that_remembers_only_the_offending_flow_is_not_called_a_block_of_the_address_and_port():
+    """The known false positive of reusing the four-tuple: a flow table's drop entry blocks that
+    four-tuple alone. Every fresh port passes, so the scope says so and the sentence does not
+    claim the address and port."""
+    finding = watch_on_own_flow(10.0, fresh_blocked=lambda n: False).finding()
+    assert finding.seen and finding.scope == "flow"
+    samples = [t for t in finding.tries if t.flow == FRESH]
+    assert len(samples) == SCOPE_SAMPLES and all(not t.blocked for t in samples)
+    text = sentence(finding, "203.0.113.80", 80)
+    assert "own source port" in text and "fresh source ports passed" in text
+    assert "residual blocking of the address and port" not in text
+
+
+def test_without_the_own_flow_every_try_is_fresh_and_the_scope_is_the_address_and_port():
+    watch = watch_against(12.0)
+    assert {t.flow for t in watch.tries} == {FRESH}
+    assert watch.finding().scope == "address and port"
+    assert watch_against(None).finding().scope is None
+
+
+def test_a_try_on_an_unknown_flow_is_refused():
+    with pytest.raises(ValueError):
+        Try(1.0, PASSED, "other")
