@@ -61,7 +61,7 @@ COARSE_STEP_S = 2.0  # then one every 2 s (120 s: 75 tries at most)
 SCOPE_SAMPLES = 3  # fresh-port tries while the exchange's own flow is blocked (an ECMP pair hides a
 # blocked branch from all three with probability 1/8: the scope then says "flow", not "address and port")
 OWN, FRESH = "own", "fresh"  # the flow a try used: the exchange's own four-tuple, or a fresh source port
-SCOPES = ("address and port", "flow")
+SCOPES = ADDRESS_AND_PORT, FLOW = "address and port", "flow"  # what a seen block covers (`ResidualFinding.scope`)
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,9 @@ def _scope(samples: list[Try], own_seen: bool) -> tuple[str | None, str | None]:
         return None, None
     blocked = [t for t in samples if t.blocked]
     if blocked:
-        return "address and port", (f"a try from a fresh source port at +{blocked[0].after_s:g} s was blocked too: "
+        return ADDRESS_AND_PORT, (f"a try from a fresh source port at +{blocked[0].after_s:g} s was blocked too: "
                                     f"the block covers the address and port, not only the exchange's flow")
-    return "flow", (f"the {len(samples)} try(s) from fresh source ports during the block all passed: it covers the "
+    return FLOW, (f"the {len(samples)} try(s) from fresh source ports during the block all passed: it covers the "
                     f"exchange's own four-tuple, or one of several paths (ECMP), not every connection to the "
                     f"address and port")
 
@@ -209,7 +209,7 @@ def judge(tries: list[Try] | tuple[Try, ...], open_before: bool) -> ResidualFind
         scope, said = _scope(samples, finding.seen)
         return replace(finding, tries=tries, scope=scope, evidence=finding.evidence + ((said,) if said else ()))
     finding = _judge_timed(tries, open_before)
-    return replace(finding, scope="address and port") if finding.seen else finding
+    return replace(finding, scope=ADDRESS_AND_PORT) if finding.seen else finding
 
 
 def _judge_timed(tries: tuple[Try, ...], open_before: bool) -> ResidualFinding:
@@ -249,7 +249,7 @@ def sentence(finding: ResidualFinding, address: str, port: int) -> str | None:
     if not finding.seen:
         return None
     how = {"reset": "reset", "silence": "dropped"}.get(finding.blocked_by or "", "reset or dropped")
-    if finding.scope == "flow":
+    if finding.scope == FLOW:
         head = (f"After the trigger, new connections to {address} port {port} from the exchange's own source port "
                 f"with an innocuous request were {how} too, while fresh source ports passed (a block of that flow, "
                 f"or of one of several paths)")

@@ -126,7 +126,9 @@ def test_the_section_validates_against_the_schema_and_a_broken_one_does_not():
     schema = json.loads(schema_path().read_text())
     residual = Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/residual_blocking"})
     for finding in (watch_against(20.0).finding(), watch_against(None).finding(),
-                    judge([Try(0.5, RESET)], open_before=False)):
+                    judge([Try(0.5, RESET)], open_before=False),
+                    watch_on_own_flow(10.0, fresh_blocked=lambda n: False).finding(),  # scope "flow"
+                    watch_on_own_flow(10.0, fresh_blocked=lambda n: True).finding()):
         residual.validate(residual_json(finding))
     residual.validate(None)
     broken = residual_json(watch_against(20.0).finding())
