@@ -192,10 +192,10 @@ class _OutOfTime(Exception):
 
 def connection_budget(max_ttl: int) -> int:
     """The most connections one trace opens: four per TTL (a pair, and a confirming or repeated
-    pair, or a control sent again), whatever passes and path samples it makes. Each connection sends at most eight
-    packets of ours (a SYN and its retransmission, the ACK, the request copy, an ACK of what the
-    server sent, three closing resets), so a trace sends at most 32 x max_ttl packets (512 with
-    the default --max-ttl 16), beside the check before it and the residual watch."""
+    pair, or a control sent again), whatever passes and path samples it makes. Each connection
+    sends at most eight packets of ours (a SYN and its retransmission, the ACK, the request copy,
+    an ACK of what the server sent, three closing resets), so a trace sends at most 32 x max_ttl
+    packets (512 with the default --max-ttl 16), beside the check before it and the residual watch."""
     return 4 * max_ttl
 
 
