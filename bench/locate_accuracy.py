@@ -161,15 +161,14 @@ class EcmpTruth:
         self.rejoin = lab.router_ns(lab.ecmp_hop + 1)
 
     def reset(self) -> None:
-        rejoin = (f"table inet {self.TABLE} {{\n chain out {{ type filter hook output priority 0;\n"
-                  f"  icmp type time-exceeded ip saddr {self.lab.rejoin_addr} counter\n"
-                  f"  icmp type time-exceeded ip saddr != {self.lab.rejoin_addr} counter\n }}\n}}\n")
-        for ns in (*self.branches, self.rejoin):
-            ruleset = rejoin if ns == self.rejoin else (
-                f"table inet {self.TABLE} {{\n set sports {{ type inet_service; }}\n"
+        pair = (f"table inet {self.TABLE} {{\n set sports {{ type inet_service; }}\n"
                 f" chain pre {{ type filter hook prerouting priority -250;\n"
                 f"  ip saddr {self.lab.client_addr} tcp dport 80 add @sports {{ tcp sport }}\n }}\n"
                 f" chain out {{ type filter hook output priority 0;\n  icmp type time-exceeded counter\n }}\n}}\n")
+        rejoin = (f"table inet {self.TABLE} {{\n chain out {{ type filter hook output priority 0;\n"
+                  f"  icmp type time-exceeded ip saddr {self.lab.rejoin_addr} counter\n"
+                  f"  icmp type time-exceeded ip saddr != {self.lab.rejoin_addr} counter\n }}\n}}\n")
+        for ns, ruleset in [*((ns, pair) for ns in self.branches), (self.rejoin, rejoin)]:
             self.lab.exec(ns, ["nft", "-f", "-"], input=f"add table inet {self.TABLE}\ndelete table inet {self.TABLE}\n"
                           + ruleset)
 
