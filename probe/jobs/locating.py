@@ -88,7 +88,7 @@ def localize(target: Target, measurement, analysis, options: TraceOptions, alway
         interfered = needs_trace(analysis)  # interference, or a reset nobody vouches for (the residual watch
         # only adds a sentence to the explanation, so the answer holds for the trace below too)
         if interfered:
-            say(f"trying fresh connections to {target.address} port {target.port} with an innocuous request "
+            say(f"trying new connections to {target.address} port {target.port} with an innocuous request "
                 f"(residual blocking?) ...")
             residual, frames = watch_residual(target, measurement, options, say, network)
             analysis = with_residual(analysis, residual, target)
