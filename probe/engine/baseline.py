@@ -72,18 +72,29 @@ class IpIdHabit:
     ids: tuple[int, ...]
 
     COUNTER_AHEAD = 2000  # a counter's IP-ID this far ahead of the last one or less keeps the habit,
-    COUNTER_BEHIND = 64  # and so does one this far behind it or less
+    COUNTER_BEHIND = 64  # and so does one this far behind the first one or less
 
     def judge(self, ip_id: int) -> str | None:
-        """A sentence if `ip_id` breaks the habit, else None."""
+        """A sentence if `ip_id` breaks the habit, else None.
+
+        A counter's habit is the run of numbers it went through, from its first IP-ID to its last,
+        widened by COUNTER_BEHIND before and COUNTER_AHEAD after: every one of the server's own
+        packets lies in it, whichever of them is judged (the first of a long download is thousands
+        behind the last, and is still the server's)."""
         if self.kind == "zero" and ip_id != 0:
             return f"IP-ID {ip_id}, the server's packets all carry IP-ID 0"
         if self.kind == "counter":
-            last = self.ids[-1]
-            ahead = (ip_id - last) % 65536
-            if not (ahead <= self.COUNTER_AHEAD or ahead >= 65536 - self.COUNTER_BEHIND):
-                return f"IP-ID {ip_id}, the server counts up from {self.ids[0]} (last {last})"
+            first, last = self.ids[0], self.ids[-1]
+            if not counter_keeps(ip_id, first, last):
+                return f"IP-ID {ip_id}, the server counts up from {first} (last {last})"
         return None
+
+
+def counter_keeps(ip_id: int, first: int, last: int) -> bool:
+    """Whether `ip_id` lies in a counter's run from `first` to `last` (modulo 65536), widened by
+    `IpIdHabit.COUNTER_BEHIND` before it and `COUNTER_AHEAD` after it."""
+    into = (ip_id - first + IpIdHabit.COUNTER_BEHIND) % 65536
+    return into <= (last - first) % 65536 + IpIdHabit.COUNTER_BEHIND + IpIdHabit.COUNTER_AHEAD
 
 
 def classify_ip_ids(ids: list[int]) -> IpIdHabit:

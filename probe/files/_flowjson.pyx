@@ -732,7 +732,7 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
     cdef double* fastest = NULL
     cdef int* ids = NULL
     cdef bint has_soonest, fires
-    cdef uint32_t ahead
+    cdef uint32_t into, span
     # who sent what: the first packet is the client's SYN (the pre-judgement made sure)
     ours_from = packets[0].ip
     if memcmp(ours_from + 12, ours_from + 16, 4) == 0 and packets[0].sport == packets[0].dport:
@@ -876,8 +876,10 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
                 return None  # sooner than the path allows: the engine blames it
             fires = False
             if kind == 2:
-                ahead = <uint32_t>(((p.ip_id - id_last) % 65536 + 65536) % 65536)
-                fires = not (ahead <= COUNTER_AHEAD or ahead >= 65536 - COUNTER_BEHIND)
+                # `baseline.counter_keeps`: inside the run from the first IP-ID to the last, widened
+                into = ((p.ip_id - id_first + COUNTER_BEHIND) % 65536 + 65536) % 65536
+                span = ((id_last - id_first) % 65536 + 65536) % 65536
+                fires = into > span + COUNTER_BEHIND + COUNTER_AHEAD
             if fires:
                 puts(b, ", \"origin\": \"server\", \"confidence\": \"medium\", \"evidence\": [")
             else:
@@ -892,7 +894,7 @@ cdef object render(Packet* packets, int count, Buf* b, Ends* ends, str client, i
             if fires:
                 if habit is None:  # `ip_id_habit`'s sentence in pieces around the IP-ID (else asked each time)
                     habit = habit_class("counter", (id_first, id_last))
-                    id_pieces = _template(habit.judge, ((id_last + 3000) % 65536,), ((id_last + 5000) % 65536,), str)
+                    id_pieces = _template(habit.judge, (p.ip_id,), (((id_first - COUNTER_BEHIND - 1) % 65536 + 65536) % 65536,), str)
                 puts(b, ", ")
                 if id_pieces is None:
                     put_string(b, habit.judge(p.ip_id))
