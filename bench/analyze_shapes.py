@@ -14,6 +14,10 @@ or the summed proportional memory of it and its workers if larger) and the ratio
   toward the client after the request (then the server's answer, and the client's reset to it).
 - `long`: 200 downloads of 5,000 packets each, all under way at once, each frame cut to 96 bytes
   as `tcpdump -s 96` does; 1 in 10 cut half-way by a forged burst.
+- `waves`: `long`'s downloads 200 at a time, one wave after another: at one million packets the
+  same traffic as `long`, at ten million a ten times longer capture of the same link (where `long`
+  has ten times as many downloads open at once; memory follows the flows open at once, each
+  bounded by `flows.KEEP_ALL` packets kept, so `waves` is the one to read for "flat").
 - `mix`: half the packets of each, interleaved, cut to 96 bytes too.
 - `old`: `analyze_speed.py`'s capture (short exchanges, downloads, closed ports, DNS, ...).
 
@@ -213,12 +217,25 @@ def short_packets(rng: random.Random, packets: int):
         yield stamp, packet
 
 
-def long_packets(rng: random.Random, flows: int, per_flow: int):
+def long_packets(rng: random.Random, flows: int, per_flow: int, begin: float = START):
     """`flows` downloads of `per_flow` packets, all under way at once, in time order."""
     clients, servers = _addresses(rng)
-    streams = [long_flow(rng, START + rng.uniform(0, 1), rng.choice(clients), rng.choice(servers),
+    streams = [long_flow(rng, begin + rng.uniform(0, 1), rng.choice(clients), rng.choice(servers),
                          rng.randint(1024, 65535), per_flow, rng.random() < 1 / 10) for _ in range(flows)]
     return heapq.merge(*streams, key=lambda event: event[0])
+
+
+def long_waves(rng: random.Random, flows: int, per_flow: int, at_once: int = 200):
+    """`flows` downloads as `long_packets`, `at_once` at a time: each wave starts a second after the
+    last packet of the one before. A longer capture of the same link, where `long` at ten million
+    packets is ten times as many downloads under way at once."""
+    start = 0.0
+    for first in range(0, flows, at_once):
+        last = start
+        for stamp, packet in long_packets(rng, min(at_once, flows - first), per_flow, START + start):
+            last = stamp
+            yield stamp, packet
+        start = last - START + 1.0
 
 
 def write_shape(shape: str, path: Path, packets: int, seed: int = 17) -> int:
@@ -226,11 +243,13 @@ def write_shape(shape: str, path: Path, packets: int, seed: int = 17) -> int:
     if shape == "old":
         return generate(path, packets, seed)
     rng = random.Random(seed)
-    writer = Writer(path, SNAPLEN if shape in ("long", "mix") else 262144)
+    writer = Writer(path, SNAPLEN if shape in ("long", "waves", "mix") else 262144)
     if shape == "short":
         events = short_packets(rng, packets)
     elif shape == "long":
         events = long_packets(rng, max(1, packets // 5000), 5000)
+    elif shape == "waves":
+        events = long_waves(rng, max(1, packets // 5000), 5000)
     else:  # mix: the short flows and a quarter as many downloads, interleaved by time
         events = heapq.merge(short_packets(rng, packets // 2), long_packets(random.Random(seed + 1),
                                                                             max(1, packets // 10000), 5000),
