@@ -30,6 +30,7 @@ Everything runs inside lab namespaces (documentation addresses only) and is torn
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import datetime
 import json
@@ -80,6 +81,7 @@ class Outcome:
     both_branches: bool | None = None
     packets_sent: int | None = None
     left_open: int | None = None  # server sockets toward the client not closed after the run
+    left_states: tuple[str, ...] = ()  # their states (`ss`), as SYN-RECV or FIN-WAIT-1
     seconds: float | None = None  # wall time of the trace command
 
     def hop_right(self, truth: int) -> bool:
@@ -124,14 +126,16 @@ class Politeness:
         return sum(x["counter"]["packets"] for item in listing["nftables"] if "rule" in item
                    for x in item["rule"]["expr"] if "counter" in x)
 
-    def left_open(self) -> int:
+    def left_open(self) -> tuple[str, ...]:
+        """The states of the sockets left open (none: the empty tuple)."""
         deadline = time.monotonic() + 5.0
         while True:
             out = self.lab.exec(self.lab.server_ns, ["ss", "-Htan"]).stdout
-            count = sum(1 for fields in map(str.split, out.splitlines()) if len(fields) >= 5
-                        and fields[4].startswith(f"{self.lab.client_addr}:") and fields[0] not in ("TIME-WAIT", "LISTEN"))
-            if count == 0 or time.monotonic() > deadline:
-                return count
+            states = tuple(fields[0] for fields in map(str.split, out.splitlines()) if len(fields) >= 5
+                           and fields[4].startswith(f"{self.lab.client_addr}:")
+                           and fields[0] not in ("TIME-WAIT", "LISTEN"))
+            if not states or time.monotonic() > deadline:
+                return states
             time.sleep(0.2)  # polling the server's sockets, bounded by the deadline
 
 
@@ -140,6 +144,9 @@ def politeness_line(outcomes: list[Outcome]) -> str | None:
     if not counted:
         return None
     left = sum(o.left_open or 0 for o in counted)
+    states = collections.Counter(state for o in counted for state in o.left_states)
+    if states:
+        left = f"{left} ({', '.join(f'{state} {n}' for state, n in sorted(states.items()))})"
     timed = [o.seconds for o in counted if o.seconds is not None]
     took = f"; trace took {min(timed):.1f} to {max(timed):.1f} s" if timed else ""
     return (f"packets to the server per run: max {max(o.packets_sent for o in counted)}, "
@@ -305,7 +312,9 @@ def run_cell(lab: Lab, box_ns: str, kind: str, runs: int, timeout: float, keep: 
             began = time.monotonic()
             done = lab.exec(lab.client_ns, argv, check=False, timeout=timeout)
             outcome = replace(outcome_of(done.stdout, done.returncode), seconds=time.monotonic() - began,
-                              packets_sent=polite.packets(), left_open=polite.left_open())
+                              packets_sent=polite.packets())
+            left = polite.left_open()
+            outcome = replace(outcome, left_open=len(left), left_states=left)
             if keep is not None and outcome.hop != truth_hop:
                 keep.mkdir(parents=True, exist_ok=True)
                 (keep / f"{name}-{len(outcomes)}.json").write_text(done.stdout)
@@ -362,7 +371,8 @@ def load_cells(paths: list[Path]) -> dict[tuple[str, str, int], list[Outcome]]:
     for path in paths:
         for line in path.read_text().splitlines():
             saved = json.loads(line)
-            outcomes = [Outcome(**{**o, "bracket": tuple(o["bracket"]) if o["bracket"] else None})
+            outcomes = [Outcome(**{**o, "bracket": tuple(o["bracket"]) if o["bracket"] else None,
+                                   "left_states": tuple(o.get("left_states", ()))})
                         for o in saved["outcomes"]]
             results[(saved["kind"], saved["condition"], saved["hop"])] = outcomes
     return results

@@ -89,3 +89,5 @@ def test_politeness_sums_up_packets_and_what_was_left_open():
     assert bench.politeness_line(runs) == ("packets to the server per run: max 61, mean 50; "
                                            "server sockets left open: 1")
     assert bench.politeness_line([base]) is None
+    runs.append(replace(base, packets_sent=50, left_open=2, left_states=("SYN-RECV", "FIN-WAIT-1")))
+    assert bench.politeness_line(runs).endswith("server sockets left open: 3 (FIN-WAIT-1 1, SYN-RECV 1)")
