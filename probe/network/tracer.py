@@ -3,7 +3,8 @@
 For each TTL a connection is opened at full TTL for the control (an innocuous host), then one
 for the trigger (the host under test), and each sends its request once with the TTL under test.
 A control that drew nothing (silence, or no handshake: loss, most often) is sent once more
-before the trigger, as traceroute sends several queries per hop.
+before the trigger, as traceroute sends several queries per hop; so is a trigger that could not
+connect while its control could (its request never left).
 Whatever comes back within the window is recorded (every copy runs through one loop,
 `probe.network.loop`, whose finished exchanges still record their late packets). Each copy is an
 exchange (`probe.protocol.exchange`) with its own plan: the request at the TTL under test, no
@@ -278,6 +279,8 @@ class _Run:
         for ttl in range(start, self.options.max_ttl + 1):
             self._in_time(ttl)
             # an interrupt here leaves the TTL under way out
+            # the copies sent before this TTL's own (`first` is one of them, sent by the caller)
+            begun = len(self.measurement.attempts) - (1 if first is not None and ttl == start else 0)
             control = first if first is not None and ttl == start else self.copy(ttl, "control")
             if control.fate.word in UNANSWERED:
                 # traceroute sends several queries per hop: a control that drew nothing (its request,
@@ -285,8 +288,15 @@ class _Run:
                 # which against a residual blocker is the only copy that can differ
                 control = self.copy(ttl, "control")
             trigger = self.copy(ttl, "trigger")
+            if trigger.fate.word == "no-handshake" and control.fate.word != "no-handshake":
+                # a trigger that could not connect never sent its request, so no box acted on what
+                # it asks: a SYN or SYN-ACK lost twice, most often (a four-tuple reused at once costs
+                # its first SYN where the server's side tracks connections: measured in the lab).
+                # Sent once more, as the control is; when the control could not connect either,
+                # that is the address blocked (probe.engine.order, rule 3) and no copy is spent
+                trigger = self.copy(ttl, "trigger")
             confirmed = False
-            earlier = [(a.ttl, a.role, a.fate) for a in self.measurement.attempts[:-2] if a.port == trigger.port]
+            earlier = [(a.ttl, a.role, a.fate) for a in self.measurement.attempts[:begun] if a.port == trigger.port]
             if path_changed(earlier, ttl, control.fate) or path_changed(earlier, ttl, trigger.fate):
                 # one identity, another router than before at this TTL (a route changed, or a
                 # balancer that does not hash the flow): one more pair, so that the hop is read

@@ -399,3 +399,39 @@ def test_a_control_that_drew_nothing_is_sent_again_before_the_trigger():
     assert at_box[2][0] == "trigger"
     assert traced.result.interference and traced.result.hop == 2
     assert len([a for a in traced.attempts if a.role == "control" and a.ttl == 1]) == 1  # only when it drew nothing
+
+
+class LosesOneHandshake(FakeNet):
+    """The fake path with one handshake lost: every SYN of the `nth` connection opened (its
+    retransmission too) goes missing, as when a SYN is dropped and its one retransmission lost."""
+
+    def __init__(self, nth: int, **kwargs):
+        super().__init__(**kwargs)
+        self.nth, self.isns, self.dropped = nth, [], 0
+
+    def _along_the_path(self, raw, record):
+        if record.proto == "tcp" and record.flags == "S":
+            if record.seq not in self.isns:
+                self.isns.append(record.seq)
+            if self.isns.index(record.seq) == self.nth - 1:
+                self.dropped += 1
+                return False
+        return super()._along_the_path(raw, record)
+
+
+def test_a_trigger_that_could_not_connect_is_sent_again():
+    """A trigger whose handshake failed never sent its request, so no box acted on it: under 3%
+    loss it read as a difference one or two hops before the box, and a confirming pair that lost
+    a handshake too named that hop (the accuracy matrix's wrong hops under loss). It is sent once
+    more; the TTL's row then holds the copy that connected."""
+    net = LosesOneHandshake(4, distance=5, box_at=3, box="swallow", server_state=True)
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 4, network=net.network())
+    at_two = [(a.role, a.fate.word) for a in traced.attempts if a.ttl == 2]
+    assert net.dropped == 2  # the 4th connection (the trigger with TTL 2): its SYN and retransmission
+    assert at_two == [("control", "time-exceeded"), ("trigger", "no-handshake"), ("trigger", "time-exceeded")]
+    row = next(r for r in traced.rows if r.ttl == 2)
+    assert (row.trigger.word, row.control.word, row.confirmed) == ("time-exceeded", "time-exceeded", False)
+    clean = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 4,
+                      network=LosesOneHandshake(0, distance=5, box_at=3, box="swallow", server_state=True).network())
+    assert traced.result.interference and (traced.result.hop, traced.result.bracket) == \
+        (clean.result.hop, clean.result.bracket) == (2, (2, 3))  # what the same path says with no loss
