@@ -65,6 +65,7 @@ CONTROL_HOST = "example.com"  # RFC 2606's own example: no filter anywhere is ab
 ATTEMPT_SETTINGS = Settings(syn_retries=1, data_retries=0)
 HANDSHAKE_BOUND = 3.5  # seconds: a SYN and its one retransmission (1 s, then 2 s)
 SILENT_TTLS = 3
+REUSE_PAUSE_MIN, REUSE_PAUSE_MAX = 0.05, 1.0  # seconds between two copies on one four-tuple (`_Tracer.attempt`)
 UNANSWERED = ("silent", "no-handshake")  # a control's fates that say nothing of the path (sent again once)
 # Flow identities sampled, one control each, for one that follows the exchange's path where it
 # leaves the trace's: Paris traceroute's multipath detection varies the flow identifier to reach
@@ -127,6 +128,9 @@ class _Tracer:
         self.check = CheckOptions(request=options.request, settings=ATTEMPT_SETTINGS, tls=options.tls)
         self.reservations = []
         self.flow = None  # the four-tuple the next copy reuses; None: a fresh one
+        # a four-tuple is opened again no sooner than this after its last copy ended (`attempt`)
+        self.reuse_pause = min(max(rtt, REUSE_PAUSE_MIN), REUSE_PAUSE_MAX) if rtt else REUSE_PAUSE_MIN
+        self.ended_at: float | None = None  # when the last copy on `flow` ended (its resets sent)
         self.ports: list[int] = []  # the source ports used, in order
         self.budget, self.opened = connection_budget(options.max_ttl), 0
 
@@ -135,7 +139,7 @@ class _Tracer:
         server in the last PORT_QUARANTINE seconds (probe.network.loop.Flows)."""
         flow, reservation = self.flows.open(self.target.address, self.target.port)
         self.reservations.append(reservation)
-        self.flow = flow
+        self.flow, self.ended_at = flow, None
         self.ports.append(flow.client_port)
 
     def adopt(self, flow) -> bool:
@@ -145,7 +149,7 @@ class _Tracer:
         if reservation is None:
             return False
         self.reservations.append(reservation)
-        self.flow = flow
+        self.flow, self.ended_at = flow, None
         self.ports.append(flow.client_port)
         return True
 
@@ -154,6 +158,17 @@ class _Tracer:
             raise _OutOfBudget
         if self.flow is None:
             self.fresh()
+        elif self.ended_at is not None:
+            # The previous copy on this four-tuple was closed with resets, but a SYN close behind
+            # them found nothing to answer it: measured on the lab's Linux server, a SYN sent 7 ms
+            # after our resets drew no SYN-ACK (no counter moved, with or without conntrack) and
+            # only its retransmission a second later connected, while one sent 20 ms or more after
+            # them connected at once. Each reuse then cost a second, and one more loss its whole
+            # handshake (the accuracy matrix's `no-handshake` copies under 3% loss). So the copy
+            # waits one round trip (the resets have arrived by then), reading the capture meanwhile.
+            resume = self.ended_at + self.reuse_pause
+            while self.loop.clock() < resume:
+                self.loop.step(wake_by=resume)
         self.opened += 1
         flow = self.flow
         # the previous copy on this four-tuple was closed with resets (the server holds nothing for
@@ -162,7 +177,9 @@ class _Tracer:
         plan = Plan(max_time=HANDSHAKE_BOUND, linger=self.window, request_ttl=ttl, until="request",
                     linger_timers=True)
         exchange = new_exchange(self.target, flow, self.check, self.loop.network.crafter, plan=plan, host=host)
+        self.ended_at = None
         self.loop.drive(exchange)  # a send refused (no route, a local rule) ends the trace: ProbeError
+        self.ended_at = self.loop.clock()
         attempt = Attempt(ttl, role, exchange, port=flow.client_port)
         packets = exchange.measurement.packets
         request = next((p for p in packets if flow.sent_by_client(p) and p.length), None)

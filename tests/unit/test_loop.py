@@ -435,3 +435,34 @@ def test_a_trigger_that_could_not_connect_is_sent_again():
                       network=LosesOneHandshake(0, distance=5, box_at=3, box="swallow", server_state=True).network())
     assert traced.result.interference and (traced.result.hop, traced.result.bracket) == \
         (clean.result.hop, clean.result.bracket) == (2, (2, 3))  # what the same path says with no loss
+
+
+class IgnoresQuickReuse(FakeNet):
+    """The lab's Linux server as measured: a SYN that reopens a four-tuple less than 10 ms after
+    the reset that closed it draws nothing (its retransmission a second later connects)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(server_state=True, **kwargs)
+        self.reset_at: dict[tuple, float] = {}
+        self.ignored = 0
+
+    def _along_the_path(self, raw, record):
+        key = (record.src, record.sport, record.dst, record.dport)
+        if record.proto == "tcp" and "R" in record.flags:
+            self.reset_at[key] = self.now
+        elif record.proto == "tcp" and record.flags == "S" and self.now - self.reset_at.get(key, -1e9) < 0.010:
+            self.ignored += 1
+            return False
+        return super()._along_the_path(raw, record)
+
+
+def test_a_four_tuple_is_opened_again_a_round_trip_after_its_resets():
+    """Paris traceroute's one source port means a new connection on a four-tuple just reset. A SYN
+    sent right behind the resets cost a second (its retransmission) on every copy, and a
+    handshake whenever that retransmission was lost too; the copy now waits one round trip."""
+    net = IgnoresQuickReuse(distance=5, box_at=3, box="tap")
+    traced = run_trace(target("203.0.113.80", 80), TraceOptions(max_ttl=8), 0.05, 64 - 4, network=net.network())
+    syns = [(r.sport, r.seq) for r in net.sent if r.proto == "tcp" and r.flags == "S"]
+    assert len(set(syns)) >= 6 and len(traced.ports) < len(set(syns))  # four-tuples were reused
+    assert net.ignored == 0 and len(syns) == len(set(syns))  # no SYN ignored, none retransmitted
+    assert traced.result.interference and traced.result.hop is not None
