@@ -89,6 +89,21 @@ def nfqueue(queue: int) -> list[str]:
     return ["-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass"]
 
 
+def new_connection_rule(where: str, port: int, queue: int) -> tuple[str, str, list[str]]:
+    """Queue the client's SYNs too, so that a box keeping a connection's state sees each new one
+    (`is_new_connection`, then `FlowMemory.forget`), as a box on conntrack does: a connection
+    ended by its resets and opened again on the same four-tuple is a new flow to it. (Its
+    sequence numbers cannot tell: Linux draws a four-tuple's ISN from a clock, RFC 6528, so a
+    new connection's request lies just after the last one's.)"""
+    table, chain = hook(where)
+    return table, chain, ["-p", "tcp", "--dport", str(port), "--syn", *nfqueue(queue)]
+
+
+def is_new_connection(segment) -> bool:
+    """A client's SYN (`new_connection_rule`)."""
+    return segment is not None and segment.flags == "S"
+
+
 def server_and_trigger_rules(where: str, port: int, trigger: str, queue: int) -> list[tuple[str, str, list[str]]]:
     """Queue the server's packets (to learn how they look) and the client's trigger segments."""
     table, chain = hook(where)
@@ -210,6 +225,9 @@ class FlowMemory:
         self.items.move_to_end(key)
         if len(self.items) > self.limit:
             self.items.popitem(last=False)
+
+    def forget(self, key) -> None:
+        self.items.pop(key, None)
 
 
 class Queue:

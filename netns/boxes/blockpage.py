@@ -40,6 +40,10 @@ def main() -> None:
 
     def on_trigger(packet) -> None:
         req = _packets.parse(packet.get_payload())
+        if _common.is_new_connection(req):  # a new connection on a four-tuple answered before
+            answered.forget(req.flow)
+            packet.accept()
+            return
         if req is None or not _common.is_trigger(req.payload, args.trigger, args.match):
             packet.accept()
             return
@@ -53,7 +57,8 @@ def main() -> None:
     table, chain = _common.hook(args.where)
     spec = ["-p", "tcp", "--dport", str(args.port), *_common.string_match(args.trigger),
             *_common.nfqueue(args.queue)]
-    _common.main_queue("blockpage", args.queue, on_trigger, [(table, chain, spec)])
+    _common.main_queue("blockpage", args.queue, on_trigger,
+                       [(table, chain, spec), _common.new_connection_rule(args.where, args.port, args.queue)])
 
 
 if __name__ == "__main__":

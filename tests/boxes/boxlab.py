@@ -142,11 +142,12 @@ class Lab:
         body, _, code = out.stdout.rpartition("\n")
         return out.returncode, code, body
 
-    def raw_request(self, host: str, ttl: int, port: int = 80, wait: float = 1.0) -> str:
-        """Connect from the client, send a request with the given IP TTL; what happened."""
+    def raw_request(self, host: str, ttl: int, port: int = 80, wait: float = 1.0, source_port: int = 0) -> str:
+        """Connect from the client (from `source_port`, or any), send a request with the given IP
+        TTL; what happened."""
         script = (
             "import socket,struct,sys\n"
-            f"s=socket.create_connection(({SERVER!r},{port}),timeout=3)\n"
+            f"s=socket.create_connection(({SERVER!r},{port}),timeout=3,source_address=('',{source_port}))\n"
             f"s.setsockopt(socket.IPPROTO_IP,socket.IP_TTL,{ttl})\n"
             f"s.sendall(b'HEAD / HTTP/1.1\\r\\nHost: {host}\\r\\n\\r\\n')\n"
             f"s.settimeout({wait})\n"

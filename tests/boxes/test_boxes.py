@@ -131,6 +131,18 @@ def test_swallow_drops_the_request_and_resets_the_server_in_the_clients_name(box
     assert not any("R" in flags(p) for p in tcp_packets(client.packets, src=CLIENT))
 
 
+def test_swallow_acts_again_on_a_new_connection_of_the_same_four_tuple(boxlab):
+    """The box keeps a connection's state, not a four-tuple's forever: a new connection from the
+    same source port (a trace reuses its four-tuple once its resets closed the last one) is a new
+    flow to it (its SYN says so), whose first trigger segment it swallows again. Keyed by
+    four-tuple alone, it let the second request through ('data'): an accuracy run's full-TTL
+    exchange read 'clean' when its port had carried an earlier run's trigger."""
+    with boxlab.box("r1", "swallow"):
+        first = boxlab.raw_request(TRIGGER_HOST, ttl=64, source_port=40001)
+        second = boxlab.raw_request(TRIGGER_HOST, ttl=64, source_port=40001)
+    assert (first, second) == ("reset", "reset")  # each request swallowed, its retransmission reset
+
+
 def test_blockpage_replaces_the_answer_and_the_server_never_sees_the_request(boxlab):
     with boxlab.box("r1", "blockpage"):
         with boxlab.capture("c") as client, boxlab.capture("s") as server:
@@ -144,6 +156,16 @@ def test_blockpage_replaces_the_answer_and_the_server_never_sees_the_request(box
     assert page.seq == request.ack and page.ack == end_seq(request)
     assert payload_of(page).startswith(b"HTTP/1.1 403 Forbidden")
     assert not trigger_segments(server.packets)
+
+
+def test_blockpage_answers_a_new_connection_of_the_same_four_tuple(boxlab):
+    """A new connection from the same source port is answered again. Keyed by four-tuple alone,
+    the box took its request for a retransmission of the first and dropped it unanswered
+    ('timeout')."""
+    with boxlab.box("r1", "blockpage"):
+        first = boxlab.raw_request(TRIGGER_HOST, ttl=64, source_port=40003)
+        second = boxlab.raw_request(TRIGGER_HOST, ttl=64, source_port=40003)
+    assert (first, second) == ("data", "data")
 
 
 def test_silentdrop_drops_every_copy_of_the_request(boxlab):
