@@ -23,6 +23,13 @@ and `_settle` follow it, in that order):
               are all in the record
     DONE      recorded if the loop keeps it      none                           -
 
+In CLOSING and DONE, once resets went, the connection is CLOSED to us, and a segment the
+server still sends (without RST, with ACK) is answered as RFC 9293 3.10.7.1 says a closed
+port does, <SEQ=SEG.ACK><CTL=RST> (`_answer_closed`): it means a reset of ours did not close
+the server's side. Mostly a challenge ACK (RFC 5961 3.2) to one at an in-window but inexact
+sequence number, the exact one lost on the way; left unanswered, the server kept the
+connection, and a trace's next copy on that four-tuple met it with a challenge ACK.
+
 The closing resets go at every sequence number the server may expect (`closing_resets`), and
 only when the connection did not close politely (FINs both ways). A send that fails hard (no
 route, a local firewall rule) ends the exchange with `error` set, except a closing reset's,
@@ -42,6 +49,7 @@ from probe.engine.model import Flow
 from probe.protocol.tcp import ClientConnection, Progress, Segment, seq_add
 
 CLOSE_WAIT = 0.5  # seconds to wait for our closing resets to show in the capture
+CLOSED_ANSWERS = 2  # resets at most in answer to the server's segments after ours (`_answer_closed`)
 
 
 def default_linger(rtt: float | None) -> float:
@@ -123,6 +131,8 @@ class Exchange:
         self.linger_until = 0.0
         self.closing_until = 0.0
         self.closing_expected = 0  # packets recorded once every closing reset that left is in
+        self.reset_sent = False  # closing resets went: the connection is CLOSED to us
+        self.closed_answers = 0  # resets sent since, answering the server (`_answer_closed`)
         self.error: str | None = None
         self.request_ip_id: int | None = None  # the first request copy's IP-ID, when `request_ttl` is set
         self.reservation = None  # what holds its port: the caller's, closed by the caller
@@ -147,11 +157,12 @@ class Exchange:
         received one handed to the connection unless the exchange is closing or done."""
         self.measurement.frames.append(frame)
         self.measurement.packets.append(record)
-        if self.phase is Phase.CLOSING:
-            if len(self.measurement.packets) >= self.closing_expected:
+        if self.phase in (Phase.CLOSING, Phase.DONE):
+            out = self._answer_closed(frame, record, now)
+            if self.phase is Phase.CLOSING and len(self.measurement.packets) >= self.closing_expected:
                 self._finish()
-            return []
-        if self.phase is Phase.DONE or frame.outgoing or self.flow.sent_by_client(record):
+            return out
+        if frame.outgoing or self.flow.sent_by_client(record):
             return []
         out = self._craft(self.connection.on_packet(record, now), now)
         return out + self._settle(now)
@@ -222,9 +233,23 @@ class Exchange:
             self._finish()
             return []
         self.phase = Phase.CLOSING
+        self.reset_sent = True
         self.closing_expected = len(self.measurement.packets) + len(resets)
         self.closing_until = now + self.plan.close_wait
         return resets
+
+    def _answer_closed(self, frame, record, now: float) -> list[Outgoing]:
+        """After our resets, a TCP segment from the server without RST and with ACK is answered
+        <SEQ=SEG.ACK><CTL=RST> (see the module doc), at most CLOSED_ANSWERS times; its ACK number
+        is the one sequence number the server takes a reset at (RFC 5961 3.2)."""
+        if (not self.reset_sent or frame.outgoing or record.proto != "tcp" or self.flow.sent_by_client(record)
+                or "R" in record.flags or "A" not in record.flags or self.closed_answers >= CLOSED_ANSWERS):
+            return []
+        self.closed_answers += 1
+        out = self._craft([Segment("R", record.ack, 0, 0, purpose="close")], now)
+        if self.phase is Phase.CLOSING:
+            self.closing_expected += len(out)
+        return out
 
     def _finish(self) -> None:
         self.phase = Phase.DONE

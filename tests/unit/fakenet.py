@@ -23,7 +23,10 @@ b), chosen by a hash of the five-tuple salted with `ecmp_salt` (an ECMP router h
 flow); the box, if any, sits on branch b only (when `box_at >= k`). With `server_state`, the
 server keeps its connections by four-tuple as a kernel does: a SYN to a four-tuple it still
 holds draws a challenge ACK (RFC 5961 4), a reset or a FIN exchange ends it, and `half_open`
-lists what it still holds.
+lists what it still holds. With `exact_resets` too, it judges resets as RFC 5961 3 has Linux do:
+only one at the sequence number it expects next ends a connection, one elsewhere draws a challenge
+ACK, and it sends a connection at most one challenge ACK per CHALLENGE_EVERY seconds (Linux's
+tcp_invalid_ratelimit), whatever asked for it (a reset or a SYN).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ RTT = 0.05
 LAST_ROUTER = "198.51.100.14"
 DEAD_HOST_ERROR_AFTER = 0.015  # seconds from a packet to a dead host to the router's error
 BOX_HOST = b"Host: www.example.com"
+CHALLENGE_EVERY = 0.5  # seconds: Linux's net.ipv4.tcp_invalid_ratelimit default (500 ms)
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
 
 
@@ -54,7 +58,8 @@ class FakeNet:
     def __init__(self, icmp_for: set[str] = frozenset(), dead: set[str] = frozenset(),
                  forged_unreachable: set[str] = frozenset(), distance: int | None = None,
                  box_at: int | None = None, box: str = "tap", residual_for: float = 20.0,
-                 ecmp_at: int | None = None, ecmp_salt: int = 0, server_state: bool = False):
+                 ecmp_at: int | None = None, ecmp_salt: int = 0, server_state: bool = False,
+                 exact_resets: bool = False):
         self.now = 1000.0
         self.queue: list = []  # (arrival, n, Frame)
         self.n = itertools.count()
@@ -70,7 +75,9 @@ class FakeNet:
         self.residual_for, self.blocked_until = residual_for, None
         self.ecmp_at, self.ecmp_salt = ecmp_at, ecmp_salt
         self.swallowed: set[tuple] = set()
-        self.server_state, self.connections = server_state, {}
+        self.server_state, self.connections = server_state, {}  # four-tuple -> the sequence number expected next
+        self.exact_resets, self.challenged_at = exact_resets, {}  # four-tuple -> its last challenge ACK's time
+        self.challenges = 0
         self.branches_met: set[str] = set()  # the ECMP branches our packets took
         self.expired_at_split: set[str] = set()  # the routers of hop `ecmp_at` that sent time-exceeded
 
@@ -111,10 +118,13 @@ class FakeNet:
         key = (record.src, record.sport, record.dst, record.dport)
         if self.server_state and record.proto == "tcp":
             if "R" in record.flags:
-                self.connections.pop(key, None)
+                if not self.exact_resets or record.seq == self.connections.get(key):
+                    self.connections.pop(key, None)
+                elif key in self.connections:
+                    self._challenge(key, answer)
                 return
             if record.flags == "S" and key in self.connections:
-                answer("A", 7001, self.connections[key])  # a challenge ACK: the old connection's
+                self._challenge(key, answer)  # a challenge ACK: the old connection's
                 return
             if record.flags == "S":
                 self.connections[key] = record.seq + 1
@@ -123,6 +133,8 @@ class FakeNet:
                 return
             elif "F" in record.flags:
                 self.connections.pop(key, None)
+            elif record.length and record.seq == self.connections[key]:
+                self.connections[key] += record.length  # in order: expected next moves on
         if record.flags == "S":
             if record.dst in self.forged_unreachable:
                 self.deliver(icmp_quoting(raw, code=1, router=LAST_ROUTER), RTT / 4, False)
@@ -138,6 +150,16 @@ class FakeNet:
         elif "F" in record.flags:
             answer("A", 7002 + len(RESPONSE), record.seq + 1)
 
+
+    def _challenge(self, key: tuple, answer) -> None:
+        """A challenge ACK of the connection held on `key` (RFC 5961 4, rate-limited with
+        `exact_resets`)."""
+        if self.exact_resets:
+            if self.now - self.challenged_at.get(key, -1e9) < CHALLENGE_EVERY:
+                return
+            self.challenged_at[key] = self.now
+        self.challenges += 1
+        answer("A", 7001, self.connections[key])
 
     def _along_the_path(self, raw: bytes, record) -> bool:
         """The hops before the server: the box, then the router where the TTL runs out. True if
