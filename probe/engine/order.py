@@ -12,7 +12,8 @@ So the order of the copies is part of the measurement:
    block off fails for that reason alone, and a failing control hides the difference.
 3. The first trigger copy (in sending order) whose fate differs from the control sent before it
    at its TTL decides. Copies sent after it confirm it either as now (a fresh pair at the same
-   TTL differs again) or, against a residual blocker, because they could not connect at all:
+   TTL differs again; twice when every difference is the trigger's silence alone, which loss
+   makes too: `probe.engine.trace.only_silence`) or, against a residual blocker, because they could not connect at all:
    at least MIN_BLOCKED of them, a control among them (an innocuous request that cannot connect
    right after a trigger went through is the block itself, not noise). A later copy that
    demonstrably took another path than the deciding one (it expired at another router at a TTL
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from probe.engine.residual import MIN_BLOCKED
-from probe.engine.trace import NOT_PROBED, Fate, HopRow, TraceResult, differs, locate_box
+from probe.engine.trace import NOT_PROBED, Fate, HopRow, TraceResult, differs, locate_box, only_silence
 
 BLOCKED_WORD = "no-handshake"  # the fate of a copy whose connection could not be opened
 
@@ -79,9 +80,11 @@ def decide(copies: Sequence[Copy]) -> Decision:
             continue
         later = _on_the_path_of(copies, index)
         blocked = [c for c in later if c.fate.word == BLOCKED_WORD]
-        repeat = any(c.role == "trigger" and c.ttl == copy.ttl and (before := _control_before(copies, j)) is not None
-                     and before is not control and differs(c.fate, before.fate)
-                     for j, c in enumerate(copies) if j > index)
+        repeats = [only_silence(c.fate, before.fate) for j, c in enumerate(copies)
+                   if j > index and c.role == "trigger" and c.ttl == copy.ttl
+                   and (before := _control_before(copies, j)) is not None and before is not control
+                   and differs(c.fate, before.fate)]
+        repeat = (not all(repeats) or len(repeats) >= 2 or not only_silence(copy.fate, control.fate)) and bool(repeats)
         residual = (len(later) >= MIN_BLOCKED and len(blocked) == len(later)
                     and any(c.role == "control" for c in later))
         decision = Decision(index, copy.ttl, "repeat" if repeat else "residual" if residual else None, len(blocked))

@@ -212,6 +212,15 @@ def differs(trigger: Fate, control: Fate) -> bool:
         and control.word not in INTERFERING
 
 
+def only_silence(trigger: Fate, control: Fate) -> bool:
+    """A difference that is the trigger's silence alone, beside a control that drew an answer.
+    A lost request or a lost time-exceeded makes it too (under 3% loss each way, about 6% of
+    copies), so one repeat of it is two losses in a row about 1 time in 300 at each TTL before
+    the box: the accuracy matrix's hops named too near under loss. It takes two repeats
+    (`probe.engine.order`, rule 3); any other difference, one."""
+    return trigger.word == "silent" and control.word not in ("silent", "no-handshake")
+
+
 def locate_box(rows: list[HopRow]) -> TraceResult:
     """The first hop at which the trigger's fate parts from the control's, and what that means."""
     reached = next((row.ttl for row in rows if row.control.word == "server"), None)

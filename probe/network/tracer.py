@@ -52,7 +52,8 @@ from probe.engine.baseline import hop_distance
 from probe.engine.multipath import Multipath, multipath_of, path_changed
 from probe.engine.order import Copy, decide, keeps_identity
 from probe.engine.residual import OWN, ResidualFinding, ResidualWatch, try_outcome
-from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, server_ttl_of)
+from probe.engine.trace import (Fate, HopRow, SentRequest, TraceResult, differs, fate_of, locate_box, only_silence,
+                                server_ttl_of)
 from probe.protocol.exchange import Exchange, Plan
 from probe.protocol.http import Request
 from probe.network.single import CheckOptions, TlsOptions, new_exchange
@@ -365,16 +366,25 @@ class _Run:
         refutes. The pair goes on a fresh identity (the trigger's may hold state on the box); when
         it shows no difference, its control, and controls on it at the TTLs before, must end where
         the deciding identity's did, or it took another path and counts for nothing: another fresh
-        pair (at most CONFIRM_SAMPLES). With the last pair sent (control, trigger), if any."""
+        pair (at most CONFIRM_SAMPLES). A difference that is only the trigger's silence, seen twice,
+        takes a third pair (`only_silence`: loss makes it too), and a control that drew nothing is
+        sent again, as in the first pass. With the last pair sent (control, trigger), if any."""
         again = None
+        silences = only_silence(trigger.fate, control.fate)
         for _ in range(CONFIRM_SAMPLES):
             self.tracer.flow = None
             control_again = self.copy(ttl, "control")
+            if control_again.fate.word == "silent":  # its request or time-exceeded lost: says nothing
+                control_again = self.copy(ttl, "control")
             if control.fate.expired and control_again.fate.expired and not _same_place(control.fate, control_again.fate):
                 # another router at this very TTL: another path; no trigger spent on it
                 self.say(f"  the confirming control at TTL {ttl} took another path (multipath): another source port")
                 continue
             again = control_again, self.copy(ttl, "trigger")
+            if differs(again[1].fate, again[0].fate) and silences and only_silence(again[1].fate, again[0].fate):
+                silences = False  # silence twice: two losses in a row would make it too
+                self.say(f"  silence again at TTL {ttl}, as two lost packets would make it: one more pair")
+                continue
             if differs(again[1].fate, again[0].fate) or (
                     again[1].fate.word == trigger.fate.word and again[0].fate.word == "no-handshake"):
                 return True, again

@@ -88,10 +88,34 @@ def test_blocked_triggers_alone_do_not_confirm():
 
 
 def test_a_repeat_confirms_as_before():
-    copies = clean_pairs(2) + [Copy(3, "control", te(3)), Copy(3, "trigger", Fate("silent")),
-                               Copy(3, "control", te(3)), Copy(3, "trigger", Fate("silent"))]
+    reset = Fate("reset", reply_ttl=63)
+    copies = clean_pairs(2) + [Copy(3, "control", te(3)), Copy(3, "trigger", reset),
+                               Copy(3, "control", te(3)), Copy(3, "trigger", reset)]
     assert decide(copies).confirmed_by == "repeat"
     assert locate_in_order(copies).hop == 2
+
+
+def silent_pair(ttl: int) -> list[Copy]:
+    return [Copy(ttl, "control", te(ttl)), Copy(ttl, "trigger", Fate("silent"))]
+
+
+def test_silence_alone_takes_two_repeats_for_loss_makes_it_too():
+    """Under 3% loss each way, about 6% of copies read as silence; a silent trigger and one
+    silent repeat at a TTL before the box (two losses in a row) named the hop too near."""
+    once = clean_pairs(1) + silent_pair(2) + silent_pair(2) + [Copy(2, "control", te(2)), Copy(2, "trigger", te(2))]
+    twice = clean_pairs(1) + silent_pair(2) + silent_pair(2) + silent_pair(2)
+    assert decide(once).confirmed_by is None
+    assert decide(twice).confirmed_by == "repeat" and locate_in_order(twice).hop == 1
+    # the box further on is then the first confirmed difference
+    later = once + silent_pair(3) + silent_pair(3) + silent_pair(3)
+    assert decide(later).ttl == 3 and locate_in_order(later).hop == 2
+
+
+def test_a_silence_repeated_as_an_answer_needs_no_third_pair():
+    """The false positive the rule must not have: a box's answer (a reset) repeating a silence is
+    not what loss makes, and confirms at once, as any other difference's one repeat does."""
+    copies = clean_pairs(2) + silent_pair(3) + [Copy(3, "control", te(3)), Copy(3, "trigger", Fate("reset", reply_ttl=63))]
+    assert decide(copies).confirmed_by == "repeat" and locate_in_order(copies).hop == 2
 
 
 def test_a_trace_blocked_from_its_first_copy_says_why_it_cannot_place_the_box():
