@@ -13,7 +13,8 @@ So the order of the copies is part of the measurement:
 3. The first trigger copy (in sending order) whose fate differs from the control sent before it
    at its TTL decides. Copies sent after it confirm it either as now (a fresh pair at the same
    TTL differs again; twice when every difference is the trigger's silence alone, which loss
-   makes too: `probe.engine.trace.only_silence`) or, against a residual blocker, because they could not connect at all:
+   makes too: `probe.engine.trace.only_silence`) or, against a residual blocker, because they
+   could not connect at all:
    at least MIN_BLOCKED of them, a control among them (an innocuous request that cannot connect
    right after a trigger went through is the block itself, not noise). A later copy that
    demonstrably took another path than the deciding one (it expired at another router at a TTL
@@ -84,7 +85,8 @@ def decide(copies: Sequence[Copy]) -> Decision:
                    if j > index and c.role == "trigger" and c.ttl == copy.ttl
                    and (before := _control_before(copies, j)) is not None and before is not control
                    and differs(c.fate, before.fate)]
-        repeat = (not all(repeats) or len(repeats) >= 2 or not only_silence(copy.fate, control.fate)) and bool(repeats)
+        needed = 2 if only_silence(copy.fate, control.fate) and all(repeats) else 1  # silence alone: two
+        repeat = len(repeats) >= needed
         residual = (len(later) >= MIN_BLOCKED and len(blocked) == len(later)
                     and any(c.role == "control" for c in later))
         decision = Decision(index, copy.ttl, "repeat" if repeat else "residual" if residual else None, len(blocked))
