@@ -67,6 +67,13 @@ class _Pieces:
             self.descriptor, self.document = None, document
         self.sendfile = self.descriptor is not None
 
+    @classmethod
+    def of_descriptor(cls, descriptor: int) -> "_Pieces":
+        """Pieces written straight to the open file `descriptor` (a forked writer's, `_Writers`)."""
+        pieces = cls.__new__(cls)
+        pieces.descriptor, pieces.sendfile = descriptor, True
+        return pieces
+
     def write(self, pieces: list) -> None:
         from probe.files.flows import write_all
 
@@ -94,7 +101,8 @@ class _Spool:
     """Rendered flows on disk, not in memory: a capture may hold ten million flows. Read back in the
     order the flows started, whatever order they finished in (flows that started at the same time
     in the order they came). The index is sorted in runs of `RUN` entries, each written to disk as
-    it fills, and the runs are merged on the way out, so memory does not grow with the flows."""
+    it fills, and the runs are merged on the way out, so memory does not grow with the flows. Beside
+    texts, it keeps recipes (`add_recipe`: what an ordinary flow's text is written from, later)."""
 
     RUN = 1 << 16
 
@@ -106,7 +114,7 @@ class _Spool:
         offset: int
         length: int
 
-    _ENTRY = struct.Struct("=dqqqq")  # start, arrival, which file (0: the spool's own), offset, length
+    _ENTRY = struct.Struct("=dqqqB")  # start, arrival, offset, length, a recipe (1) or a text (0)
     WRITE, WRITE_PIECES = 1 << 20, 512  # bytes (or texts: a system call takes 1024 at most) gathered per write
     WINDOW, BEHIND, WINDOWS = 4 << 20, 1 << 20, 4  # bytes read at a time, from this far before the text wanted;
     # windows kept
@@ -114,27 +122,12 @@ class _Spool:
     def __init__(self):
         self.file = tempfile.TemporaryFile()
         self.index = tempfile.TemporaryFile()
-        self.entries: list[tuple[float, int, int, int]] = []
+        self.entries: list[tuple[float, int, int, int, int]] = []
         self.runs: list[tuple[int, int]] = []  # (where in `index`, entries)
         self.count = self.size = 0
         self.pending: list[bytes] = []  # texts not yet written (`WRITE`)
         self.pending_size = 0
-        self.sources: dict[str, int] = {}  # other files texts are read from (`add_stored`) -> their number
-        self._folder = None
-
-    def folder(self) -> str:
-        """A folder for other processes' files of texts (`add_stored`), removed with the spool."""
-        if self._folder is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="probe-spool-")
-        return self._folder.name
-
-    def add_stored(self, start: float, path: str, offset: int, length: int) -> None:
-        """A text another process wrote: `length` bytes at `offset` of `path`."""
-        source = self.sources.setdefault(path, len(self.sources) + 1)
-        self.entries.append((start, self.count, source, offset, length))
-        self.count += 1
-        if len(self.entries) >= self.RUN:
-            self._write_run()
+        self.recipes = 0  # of `count`
 
     def __len__(self) -> int:
         return self.count
@@ -143,13 +136,27 @@ class _Spool:
         self.add_bytes(start, text.encode())
 
     def add_bytes(self, start: float, data: bytes) -> None:
-        self.entries.append((start, self.count, 0, self.size, len(data)))
+        offset, length = self.put(data)
+        self.entries.append((start, self.count, offset, length, 0))
+        self.count += 1
+        if len(self.entries) >= self.RUN:
+            self._write_run()
+
+    def put(self, data: bytes) -> tuple[int, int]:
+        """`data` into the file, not yet in the order (`add_recipe`): where it is, (offset, length)."""
+        place = self.size, len(data)
         self.pending.append(data)
         self.pending_size += len(data)
         if self.pending_size >= self.WRITE or len(self.pending) >= self.WRITE_PIECES:
             self._write_pending()
         self.size += len(data)
+        return place
+
+    def add_recipe(self, start: float, place: tuple[int, int]) -> None:
+        """What an ordinary flow's text is written from, `put` at `place` (`chunks` gives back where it is)."""
+        self.entries.append((start, self.count, place[0], place[1], 1))
         self.count += 1
+        self.recipes += 1
         if len(self.entries) >= self.RUN:
             self._write_run()
 
@@ -178,46 +185,40 @@ class _Spool:
 
     def chunks(self, stored: bool = False):
         """`texts`, as the UTF-8 bytes they were added as (bytes-like: a text inside a window read is a
-        memoryview of it, not a copy; with `stored`, a long text is a `Stored`, where it is, valid
-        until the next one is asked for). The texts are mostly in the order written,
-        but flows that finish late (idle, lingering) make the reading go back and forth between two
-        or three places: a few windows of the file are kept (`WINDOWS`, the least recently used
-        replaced), and a long text is read alone."""
+        memoryview of it, not a copy; with `stored`, a long text is a `Stored`, where it is), and
+        each recipe as where it is in `file`, (offset, length), not read. The texts are mostly in the order
+        written, but flows that finish late (idle, lingering) make the reading go back and forth
+        between two or three places: a few windows of the file are kept (`WINDOWS`, the least
+        recently used replaced), and a long text is read alone."""
         self._write_pending()
         self.index.flush()
         self.entries.sort()
         runs = [self._run(where, count) for where, count in self.runs] + [iter(self.entries)]
-        descriptors = [self.file.fileno()] + [os.open(path, os.O_RDONLY) for path in self.sources]
-        windows = []  # (file, start, bytes), the most recently used last
-        source_now, start_now, end_now, view = -1, 0, 0, memoryview(b"")  # the last window used
-        try:
-            for _start, _arrival, source, offset, length in heapq.merge(*runs):
-                if source == source_now and start_now <= offset and offset + length <= end_now:
-                    yield view[offset - start_now:offset - start_now + length]  # the common case
-                    continue
-                descriptor = descriptors[source]
+        descriptor = self.file.fileno()
+        windows = []  # (start, bytes), the most recently used last
+        start_now, end_now, view = 0, 0, memoryview(b"")  # the last window used
+        for _start, _arrival, offset, length, recipe in heapq.merge(*runs):
+            if recipe:
+                yield offset, length
+                continue
+            if not (start_now <= offset and offset + length <= end_now):
                 if length >= self.WINDOW // 4:
                     yield self.Stored(descriptor, offset, length) if stored else os.pread(descriptor, length, offset)
                     continue
                 for n in range(len(windows) - 1, -1, -1):
-                    window_source, window_start, window = windows[n]
-                    if window_source == source and window_start <= offset \
-                            and offset + length <= window_start + len(window):
+                    window_start, window = windows[n]
+                    if window_start <= offset and offset + length <= window_start + len(window):
                         if n != len(windows) - 1:
                             windows.append(windows.pop(n))
                         break
                 else:
                     window_start = max(0, offset - self.BEHIND)
                     window = os.pread(descriptor, self.WINDOW, window_start)
-                    windows.append((source, window_start, window))
+                    windows.append((window_start, window))
                     if len(windows) > self.WINDOWS:
                         windows.pop(0)
-                source_now, start_now, end_now, view = source, window_start, window_start + len(window), \
-                    memoryview(window)
-                yield view[offset - window_start:offset - window_start + length]
-        finally:
-            for descriptor in descriptors[1:]:
-                os.close(descriptor)
+                start_now, end_now, view = window_start, window_start + len(window), memoryview(window)
+            yield view[offset - start_now:offset - start_now + length]  # the common case
 
 
 def analyze(
@@ -327,7 +328,7 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     import json
     import sys
 
-    from probe.files.flows import analyze_stream, judged_packets_writer, ordinary_json_renderer
+    from probe.files.flows import analyze_stream, judged_packets_writer, writes_ordinary_json
     from probe.render.flows import (FlowsTable, analyzed_flow_json, analyzed_flow_text, capture_trace_json,
                                     capture_trace_text, flow_row)
     from probe.render.report import SCHEMA, packet_table
@@ -375,58 +376,62 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
 
     def render_summary(summary) -> None:
         """`render` of an ordinary flow (`probe.files.flows.Summary`): its row and, when the document
-        is written, its JSON text (`ordinary_json`) are all it adds (only asked for when nothing
-        prints its packets), and it is never a trace's."""
+        is written, its recipe (`flows.ordinary_recipe`, already `put` in the spool: its text is
+        written from it at the end, `_write_joined`) are all it adds (only asked for when nothing prints its packets), and it is
+        never a trace's."""
         codes.add(clean_code)
         if outputs.text:
             table.add_clean(summary.start, f"{summary.client}:{summary.client_port}",
                             f"{summary.server}:{summary.server_port}", summary.packet_count)
-        if type(summary.json) is tuple:  # written by a worker: (path, offset, length)
-            spool.add_stored(summary.start, *summary.json)
-        elif summary.json is not None:
-            spool.add_bytes(summary.start, summary.json)
+        if summary.recipe is not None:
+            spool.add_recipe(summary.start, summary.recipe)
 
     from probe.files.traced import TraceCollector, control_fates, is_trace_probe
 
     control_traces = control_fates(control) if control is not None else None
     collector = TraceCollector(render)
-    with _progress_bar(path, outputs.quiet) as progress:
-        # the table and the exit code need no more of an ordinary flow than its verdict (`probe.files.ordinary`)
-        summarise = not (outputs.document or verbose or reported is not None)
-        # the document needs an ordinary flow's packets, origins and evidence: written without the
-        # engine when the compiled renderer is there (`probe.files.flows.ordinary_json_renderer`)
-        ordinary_json = ordinary_json_renderer() if outputs.document is not None and not verbose \
-            and reported is None else None
-        totals = analyze_stream(path, wanted, collector.add, progress=progress, summarise=summarise,
-                                workers=_workers(path), prepare=prepare if reported is None else None,
-                                on_summary=render_summary if summarise or ordinary_json else None,
-                                ordinary_json=ordinary_json, json_folder=spool.folder() if ordinary_json else None)
-    traces = collector.finish(control_traces, control)
-    if not codes:
-        raise ProbeError(_no_flows(path, totals))
-    if reported is not None:
-        write_report(outputs.report_handle, reported.document({"schema": SCHEMA, "command": "analyze", "file": path}, rows,
-                                                      [capture_trace_json(t) for t in traces]))
-    if outputs.document is not None:
-        write = outputs.document.write  # flow by flow: the whole document may not fit in memory
-        write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
-        _write_joined(spool, outputs.document)
-        write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
-                                                       json.dumps(vars(totals))))
-        outputs.close()
-    if outputs.text:
-        for text in text_spool.texts():
-            print(text)
-        if not outputs.quiet:
-            lines = table.lines()  # a few thousand lines at a time: ten million flows make a big table
-            while chunk := list(itertools.islice(lines, 4096)):
-                sys.stdout.write("\n".join(chunk) + "\n")
-            for trace in traces:
-                print("\n" + capture_trace_text(trace))
-    _say_warnings(totals.warnings)
-    if outputs.text and not outputs.quiet:
-        _say_totals(totals)
-    return worst(codes)
+    # the table and the exit code need no more of an ordinary flow than its verdict (`probe.files.ordinary`)
+    summarise = not (outputs.document or verbose or reported is not None)
+    # the document needs an ordinary flow's packets, origins and evidence: written without the
+    # engine, from a recipe, when the compiled writer is there (`probe.files.flows.texts_of_recipes`)
+    recipes = outputs.document is not None and not verbose and reported is None and writes_ordinary_json()
+    workers = _workers(path)
+    writers = _Writers.start(outputs.document, workers, spool) if recipes else None  # forked while this is small
+    try:
+        with _progress_bar(path, outputs.quiet) as progress:
+            totals = analyze_stream(path, wanted, collector.add, progress=progress, summarise=summarise,
+                                    workers=workers, prepare=prepare if reported is None else None,
+                                    on_summary=render_summary if summarise or recipes else None,
+                                    recipes=spool.put if recipes else None)
+        traces = collector.finish(control_traces, control)
+        if not codes:
+            raise ProbeError(_no_flows(path, totals))
+        if reported is not None:
+            write_report(outputs.report_handle, reported.document(
+                {"schema": SCHEMA, "command": "analyze", "file": path}, rows, [capture_trace_json(t) for t in traces]))
+        if outputs.document is not None:
+            write = outputs.document.write  # flow by flow: the whole document may not fit in memory
+            write('{"schema": %s, "command": "analyze", "file": %s, "flows": [\n' % (json.dumps(SCHEMA), json.dumps(path)))
+            _write_joined(spool, outputs.document, writers)
+            write('\n], "traces": %s, "totals": %s}\n' % (json.dumps([capture_trace_json(t) for t in traces], indent=2),
+                                                           json.dumps(vars(totals))))
+            outputs.close()
+        if outputs.text:
+            for text in text_spool.texts():
+                print(text)
+            if not outputs.quiet:
+                lines = table.lines()  # a few thousand lines at a time: ten million flows make a big table
+                while chunk := list(itertools.islice(lines, 4096)):
+                    sys.stdout.write("\n".join(chunk) + "\n")
+                for trace in traces:
+                    print("\n" + capture_trace_text(trace))
+        _say_warnings(totals.warnings)
+        if outputs.text and not outputs.quiet:
+            _say_totals(totals)
+        return worst(codes)
+    finally:
+        if writers is not None:
+            writers.close()
 
 
 PROGRESS_FROM = 64 << 20  # bytes: a capture read in a few seconds needs no progress bar
@@ -571,24 +576,171 @@ def _next_step(analysis, verdict: str | None = None, direction: str | None = Non
     return next_step(verdict or analysis.verdict, direction or analysis.direction, analysis.hop, command="analyze")
 
 
-def _write_joined(spool: _Spool, document) -> None:
-    """The spool's texts into `document`, in start order, joined by ",\n" (a few hundred at a time;
-    a long one copied where it is, `_Pieces.copy`)."""
-    writer, pieces, size = _Pieces(document), [], 0
-    for n, data in enumerate(spool.chunks(stored=True)):
-        if n:
-            pieces.append(b",\n")
-        if type(data) is _Spool.Stored:
-            writer.write(pieces)
-            pieces, size = [], 0
-            writer.copy(data)
-            continue
-        pieces.append(data)
-        size += len(data)
-        if len(pieces) >= 512 or size >= 4 << 20:
-            writer.write(pieces)
-            pieces, size = [], 0
-    writer.write(pieces)
+def _write_joined(spool: _Spool, document, writers: "_Writers | None" = None) -> None:
+    """The spool's texts into `document`, in start order, joined by ",\n", its recipes (ordinary
+    flows) written as their texts on the way (`_texts_of_recipes`). They go in parts (`_parts`);
+    with `writers` (`_Writers.start`, for this document) and recipes in the spool, the writers'
+    processes write them, each part's texts made while the parts before it are written, and
+    written to the file in its turn: the whole read is over, so every core is free for them, and
+    no text is copied through this process."""
+    if writers is None or not spool.recipes:
+        pieces = _Pieces(document)
+        for n, part in enumerate(_parts(spool)):
+            _write_part(pieces, spool.file.fileno(), n, part)
+        return
+    for part in _parts(spool):
+        writers.write(part)
+    writers.finish()
+
+
+def _parts(spool: _Spool):
+    """The spool's texts and recipes in start order, in lists of `PART_TEXTS` texts (or recipes, each
+    as its place in the spool's file: (offset, length)) or `PART_BYTES` bytes of text; a long text
+    is a `_Spool.Stored`, where it is."""
+    part, size = [], 0
+    for data in spool.chunks(stored=True):
+        if type(data) is tuple:  # a recipe
+            part.append(data)
+            size += data[1] * 4  # about the size of its text
+        elif type(data) is _Spool.Stored:
+            part.append(data)
+        else:
+            part.append(bytes(data))
+            size += len(data)
+        if len(part) >= PART_TEXTS or size >= PART_BYTES:
+            yield part
+            part, size = [], 0
+    if part:
+        yield part
+
+
+PART_TEXTS, PART_BYTES = 256, 1 << 20
+
+
+def _write_part(pieces: _Pieces, spool: int, n: int, part: list, turn=None) -> None:
+    """Part `n` of the document's flows (`_parts`) into `pieces`, after a ",\n" unless it is the first:
+    its recipes read from the spool's file (descriptor `spool`) and written as their texts
+    (`_texts_of_recipes`). With `turn` (`_Writers`), the texts are made first, then written once
+    `turn(n)` returns (every part before it is written); `turn(n + 1)` then passes the turn on,
+    whatever happened."""
+    taken = False
+    try:
+        texts = [b"" if n == 0 else b",\n"]
+        recipes = [item for item in part if type(item) is tuple]
+        made = iter(_texts_of_recipes(spool, recipes) if recipes else ())
+        for item in part:
+            if len(texts) > 1:
+                texts.append(b",\n")
+            texts.append(next(made) if type(item) is tuple else item)
+        if turn is not None:
+            turn(n)
+            taken = True
+        batch = []
+        for text in texts:
+            if type(text) is _Spool.Stored:
+                pieces.write(batch)
+                batch = []
+                pieces.copy(text)
+            else:
+                batch.append(text)
+        pieces.write(batch)
+    finally:
+        if turn is not None:
+            if not taken:  # nothing to write (it failed): the parts before it still go first
+                turn(n)
+            turn(n + 1)
+
+
+def _texts_of_recipes(spool: int, places: list[tuple[int, int]]) -> list[bytes]:
+    """Ordinary flows' `--json` texts from their recipes (`flows.texts_of_recipes`), at `places`
+    (offset, length) of the file `spool` (read at once when they are close together, as they
+    mostly are): a flow the compiled writer leaves to the engine is written as `_analyze_one`'s
+    `texts_of` writes every judged flow."""
+    from probe.files.flows import judged_packets_writer, texts_of_recipes
+    from probe.render.flows import analyzed_flow_text
+
+    first = min(offset for offset, _length in places)
+    end = max(offset + length for offset, length in places)
+    if end - first <= 2 * sum(length for _offset, length in places):
+        span = memoryview(os.pread(spool, end - first, first))
+        recipes = [span[offset - first:offset - first + length] for offset, length in places]
+    else:
+        recipes = [os.pread(spool, length, offset) for offset, length in places]
+    return [text if type(text) is bytes else analyzed_flow_text(text, judged_packets_writer()).encode()
+            for text in texts_of_recipes(recipes)]
+
+
+class _Writers:
+    """A pool of forked processes writing a document's parts (`_write_part`) to the file
+    `descriptor` they share with this one, in order: a part's texts are made at once, and written
+    when the part before it is (the shared `turn`: the number of the part to write next). Parts go
+    to the pool in order and its processes take them in order, so the part a process waits for is
+    always being made by another. At most `OUT` parts per process are out at a time."""
+
+    OUT = 3
+
+    def __init__(self, workers: int, descriptor: int, spool: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork")
+        _WRITERS["turn"], _WRITERS["changed"] = context.Value("q", 0, lock=False), context.Condition()
+        _WRITERS["descriptor"], _WRITERS["spool"] = descriptor, spool
+        self.workers, self.out, self.parts = workers, [], 0
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_deaf_to_interrupts)
+        self.pool.submit(int).result()  # fork them now, while this process holds little
+
+    @classmethod
+    def start(cls, document, workers: int, spool: _Spool) -> "_Writers | None":
+        """Writers for `document` (`_write_joined`), from `spool`'s file: None without workers, or
+        when no file is under `document` (a test's capture: the texts then go through it)."""
+        pieces = _Pieces(document) if workers > 0 else None
+        if pieces is None or pieces.descriptor is None:
+            return None
+        return cls(workers, pieces.descriptor, spool.file.fileno())
+
+    def write(self, part: list) -> None:
+        self.out.append(self.pool.submit(_write_part_in_turn, self.parts, part))
+        self.parts += 1
+        while len(self.out) > self.OUT * self.workers or self.out and self.out[0].done():
+            self.out.pop(0).result()
+
+    def finish(self) -> None:
+        """Wait for every part to be written (raising what a writer raised)."""
+        while self.out:
+            self.out.pop(0).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        _WRITERS.clear()
+
+
+_WRITERS: dict = {}  # what `_Writers`' processes inherit: the turn, its condition, the two files
+
+
+def _deaf_to_interrupts() -> None:
+    """In a `_Writers` process: ^C (or SIGTERM to the whole group) is for the reader, which stops
+    handing out parts; a writer interrupted while it waits for its turn would leave the parts after
+    it waiting for ever. It finishes the few parts it was given (the pool stops once they are done)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _write_part_in_turn(n: int, part: list) -> None:
+    """`_write_part` in a `_Writers` process, to the document's file, in the part's turn."""
+    turn, changed = _WRITERS["turn"], _WRITERS["changed"]
+
+    def wait_or_pass(number: int) -> None:
+        with changed:
+            if number == n:
+                changed.wait_for(lambda: turn.value == n)
+            else:
+                turn.value = number
+                changed.notify_all()
+
+    _write_part(_Pieces.of_descriptor(_WRITERS["descriptor"]), _WRITERS["spool"], n, part, wait_or_pass)
 
 
 def _write_json_document(head: dict, arrays: dict, out) -> None:

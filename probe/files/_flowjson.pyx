@@ -27,10 +27,11 @@ the first and last IP-ID of the count, which is all a counter's sentence names.)
 Anything outside what is written here (a packet that is not a complete IPv4 TCP segment of the
 flow, an answer whose cause the engine would find by its range search, a server packet outside the
 baseline, an answer sooner than the path allows, a float too large for the short form) makes
-`flow_json` return None, and the flow goes to the engine like any other. `tests/unit/test_flowjson.py`
-holds this to the engine's JSON on every golden capture, every real capture of ../shared/realworld,
-the benchmark's shapes and property-generated flows. With workers, `flows.Judges` has them write
-these texts (`flows._judge_batch`), beside the reader.
+`flow_json` return None, and the engine judges the flow (`flows.texts_of_recipes`).
+`tests/unit/test_flowjson.py` holds this to the engine's JSON on every golden capture, every real
+capture of ../shared/realworld, the benchmark's shapes and property-generated flows. `probe analyze
+--json` keeps each ordinary flow as a recipe while it reads (`flows.ordinary_recipe`) and writes these
+texts once the whole file is read, on every core (`commands.analyze._write_joined`).
 """
 
 from libc.stdlib cimport malloc, realloc, free, qsort

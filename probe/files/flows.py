@@ -44,6 +44,7 @@ as genuine (the engine was written from the client's seat) -- see its docstring.
 from __future__ import annotations
 
 import gc
+import pickle
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -267,14 +268,14 @@ class Summary:
     and the table shows no more than that. Making a whole `FlowResult` (its `Flow`, `Analysis`,
     `Vantage` and sentences) for each of a million ordinary flows cost more than reading them."""
 
-    __slots__ = ("start", "client", "client_port", "server", "server_port", "packet_count", "json")
+    __slots__ = ("start", "client", "client_port", "server", "server_port", "packet_count", "recipe")
     verdict, direction, vantage = "clean", None, "client"
 
     def __init__(self, start: float, client: str, client_port: int, server: str, server_port: int,
                  packet_count: int):
         self.start, self.client, self.client_port = start, client, client_port
         self.server, self.server_port, self.packet_count = server, server_port, packet_count
-        self.json: bytes | None = None  # the flow's `--json` text, when asked for (`ordinary_json`)
+        self.recipe = None  # where what its `--json` text is written from was put, when asked for (`ordinary_recipe`)
 
     @classmethod
     def of(cls, open_flow) -> "Summary | None":
@@ -474,22 +475,41 @@ def judge(open_flow: OpenFlow, summarise: bool = False) -> FlowResult:
     return FlowResult(flow, records, analysis, vantage, open_flow.elided)
 
 
-def ordinary_json_renderer() -> Callable[[OpenFlow], bytes | None] | None:
-    """`--json` of an ordinary flow without the engine (`probe/files/_flowjson.pyx`): a function of a
-    finished flow the pre-judgement holds ordinary, giving the flow's text as the engine's path
-    writes it (`render.flows.flow_json_text(analyzed_flow_json(judge(flow)))`) or None (then the
-    engine judges it). None when the compiled reader is not in use (`fast_path`): the pure code is
-    the reference, and every flow of it goes through the engine."""
-    flow_json = _compiled_json("flow_json")
-    if flow_json is None:
-        return None
+def writes_ordinary_json() -> bool:
+    """Whether an ordinary flow's `--json` text can be written without the engine (`texts_of_recipes`
+    by `probe/files/_flowjson.pyx`): not when the compiled reader is not in use (`fast_path`), as the
+    pure code is the reference, and every flow of it goes through the engine."""
+    return _compiled_json("flow_json") is not None
 
-    def render(open_flow) -> bytes | None:
-        return _render_ordinary(flow_json, (open_flow.client, open_flow.client_port, open_flow.server,
-                                            open_flow.server_port, open_flow.raw, open_flow.elided, None),
-                                open_flow.ordinary.verdict())
 
-    return render
+def ordinary_recipe(open_flow) -> bytes:
+    """What an ordinary flow's `--json` text is written from later (`texts_of_recipes`), in whatever
+    process: the flow as `detach` gives it and its pre-judgement's `verdict()`, pickled (a kilobyte
+    for a short flow, a quarter of its text)."""
+    return pickle.dumps((open_flow.detach(), open_flow.ordinary.verdict()), pickle.HIGHEST_PROTOCOL)
+
+
+def texts_of_recipes(recipes: Iterable[bytes]) -> "list[bytes | FlowResult]":
+    """Ordinary flows' `--json` texts from their `ordinary_recipe`s, written without the engine
+    (`_flowjson.flow_json`); for a flow that writer leaves to the engine (or when it is not in use,
+    `writes_ordinary_json`), the engine's result (`judge`), for the caller to write as it writes
+    every judged flow."""
+    flow_json, loads, texts = _compiled_json("flow_json"), pickle.loads, []
+    for recipe in recipes:
+        detached, (evidence, rtt_ms, note) = loads(recipe)
+        client, client_port, server, server_port, raw, elided, _source = detached
+        text = None if flow_json is None else flow_json(raw, client, client_port, server, server_port, elided,
+                                                         evidence, rtt_ms, f"{CLEAN} {note}" if note else CLEAN)
+        texts.append(text if text is not None else judge(revive(detached)))
+    return texts
+
+
+def revive(detached: tuple):
+    """A flow from `detach` (in another process, or later): for `judge`, not for the flow table."""
+    client, client_port, server, server_port, raw, elided, source = detached
+    if source is None:
+        return OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
+    return fast_path().revive(client, client_port, server, server_port, raw, elided, source)
 
 
 def judged_packets_writer():
@@ -510,20 +530,11 @@ def _compiled_json(name: str):
     return getattr(_flowjson, name)
 
 
-def _render_ordinary(flow_json, detached: tuple, found: tuple) -> bytes | None:
-    """`flow_json` of a flow as `detach` gives it, from its pre-judgement's `verdict()`."""
-    client, client_port, server, server_port, raw, elided, _source = detached
-    evidence, rtt_ms, note = found
-    return flow_json(raw, client, client_port, server, server_port, elided, evidence, rtt_ms,
-                     f"{CLEAN} {note}" if note else CLEAN)  # `judge`'s explanation
-
-
 def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[FlowResult], None],
                    summarise: bool = False, progress: Callable[[int, int], None] | None = None,
                    workers: int = 0, prepare: Callable[[FlowResult], object] | None = None,
                    on_summary: Callable[[Summary], None] | None = None,
-                   ordinary_json: Callable[[OpenFlow], bytes | None] | None = None,
-                   json_folder: str | None = None) -> Totals:
+                   recipes: Callable[[bytes], object] | None = None) -> Totals:
     """Judge every flow of a capture file, handing each to `on_result` as soon as it is over
     (nothing is kept here: memory is what the open flows hold). `summarise`: ordinary flows skip the
     engine (`judge`); `progress(bytes read, file size)` is called as the file is read. `workers`:
@@ -531,15 +542,15 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
     run in the worker that judged a flow and its answer, unless None, kept in `result.prepared` (the
     caller's rendering, done in parallel too), the packets and attributions then left behind.
     `on_summary`, when given with `summarise`, takes each ordinary flow as a `Summary` instead of
-    `on_result` (in the same place of the order). `ordinary_json` (`ordinary_json_renderer`), when
-    given with `on_summary`, writes each ordinary flow's `--json` text into its summary (`json`);
-    a flow it gives None for goes to the engine, and `on_result`, as every flow does without it.
-    With workers and a `json_folder`, the workers write those texts, each to a file of its own in
-    that folder, and the summary's `json` says where: (path, offset, length)."""
+    `on_result` (in the same place of the order). With `recipes` (when `writes_ordinary_json`), it
+    does so without `summarise` too: what each ordinary flow's `--json` text is written from
+    (`ordinary_recipe`, for `texts_of_recipes`) is handed to `recipes` as soon as the flow is over,
+    and what that gives back (where it put it) is the summary's `recipe`; the engine judges every
+    other flow."""
     fast = fast_path()
     if fast is not None:
         table = fast.FastFlowTable(wanted)
-        table.keep_bytes = ordinary_json is not None  # the renderer reads the packets' bytes
+        table.keep_bytes = recipes is not None  # the compiled writer reads the packets' bytes
         flows = fast.flows_of_file(path, table, table.totals.warnings, progress)
     else:
         from probe.files.pcap import ip_packets
@@ -547,86 +558,28 @@ def analyze_stream(path: str, wanted: FlowFilter | None, on_result: Callable[[Fl
         table = FlowTable(wanted)
         flows = stream_flows(ip_packets(path, table.totals.warnings, progress), table)
     with _fewer_collections(), Judges(on_result, summarise, workers, prepare,
-                                      on_summary if summarise or ordinary_json else None, ordinary_json,
-                                      json_folder) as judges:
+                                      on_summary if summarise or recipes else None, recipes) as judges:
         for open_flow in flows:
             judges.add(open_flow)
     return table.totals
 
 
 _WORKER_PREPARE: list = [None]  # `prepare` for the worker processes (inherited by fork, not pickled)
-_WORKER_JSON: list = [None, None]  # the folder for ordinary flows' texts, and this worker's `TextFile` there
 
 
-def _judge_batch(batch: list[tuple]) -> list[FlowResult | tuple]:
+def _judge_batch(batch: list[tuple]) -> list[FlowResult]:
     """In a worker: judge flows sent as `detach` gives them (the compiled table's with the file they
-    were read from: their packets are read back from it here), each with its pre-judgement's
-    `verdict()` if `Judges.add` found it ordinary. An ordinary flow's text is written here
-    (`ordinary_json_renderer`), to this worker's file, and what comes back is where: (path, offset,
-    length); one the renderer leaves to the engine is judged as the others."""
-    results, texts = [], []
-    for detached, found in batch:
-        if found is not None:
-            from probe.files._flowjson import flow_json
-
-            text = _render_ordinary(flow_json, detached, found)
-            if text is not None:
-                results.append(len(texts))  # its place in `texts`, then where it is written
-                texts.append(text)
-                continue
-        client, client_port, server, server_port, raw, elided, source = detached
-        if source is None:
-            open_flow = OpenFlow(client, client_port, server, server_port, 0, raw=bytearray(raw), elided=elided)
-        else:
-            open_flow = fast_path().revive(client, client_port, server, server_port, raw, elided, source)
-        result = judge(open_flow)
+    were read from: their packets are read back from it here)."""
+    results = []
+    for detached in batch:
+        result = judge(revive(detached))
         prepare = _WORKER_PREPARE[0]
         prepared = None if prepare is None else prepare(result)
         if prepared is not None:  # what the caller needs of the packets is in `prepared`: not sent back
             result = replace(result, packets=[], count=len(result.packets), first_t=result.start, prepared=prepared,
                              analysis=replace(result.analysis, attributions=()))
         results.append(result)
-    if texts:
-        if _WORKER_JSON[1] is None:
-            _WORKER_JSON[1] = TextFile(_WORKER_JSON[0])
-        places = [_WORKER_JSON[1].add(text) for text in texts]
-        _WORKER_JSON[1].flush()  # read by the reader once every batch is back
-        results = [places[result] if type(result) is int else result for result in results]
     return results
-
-
-class TextFile:
-    """Texts appended to this process's file in a folder (ordinary flows' `--json` texts), gathered
-    and written a megabyte at a time: `add` says where each will be, (path, offset, length)."""
-
-    GATHER, GATHER_PIECES = 1 << 20, 512
-
-    def __init__(self, folder: str):
-        import os
-
-        self.path = os.path.join(folder, f"{os.getpid()}.json")
-        self.descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.size = self.pending_size = 0
-        self.pending: list[bytes] = []
-
-    def add(self, text: bytes) -> tuple[str, int, int]:
-        place = (self.path, self.size, len(text))
-        self.size += len(text)
-        self.pending.append(text)
-        self.pending_size += len(text)
-        if self.pending_size >= self.GATHER or len(self.pending) >= self.GATHER_PIECES:
-            self.flush()
-        return place
-
-    def flush(self) -> None:
-        write_all(self.descriptor, self.pending)
-        self.pending, self.pending_size = [], 0
-
-    def close(self) -> None:
-        import os
-
-        self.flush()
-        os.close(self.descriptor)
 
 
 def write_all(descriptor: int, pieces: list) -> None:
@@ -648,9 +601,10 @@ class Judges:
     """Judge finished flows and hand the results on in the order the flows finished, as `judge`
     one by one would. With `workers`, a flow that needs the engine is sent (its kept bytes, in
     batches) to a pool of forked processes while the reader goes on; an ordinary flow is
-    summarised here at once, and waits in line behind the flows sent before it (with `ordinary_json`
-    and a `json_folder`, its text is written by a worker too, or here while every worker is busy).
-    At most `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
+    summarised here at once (with `recipes`, its `ordinary_recipe` handed to `recipes` at once, and
+    what that gives back in the summary: its `--json` text is written later, `texts_of_recipes`),
+    and waits in line behind the flows sent before it. At most
+    `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
 
     BATCH_PACKETS = 4_000  # a batch is sent when its flows hold this many packets (or BATCH_FLOWS flows)
     BATCH_FLOWS = 256
@@ -659,14 +613,11 @@ class Judges:
 
     def __init__(self, on_result: Callable[[FlowResult], None], summarise: bool, workers: int,
                  prepare: Callable[[FlowResult], object] | None, on_summary: Callable[[Summary], None] | None = None,
-                 ordinary_json: Callable[[OpenFlow], bytes | None] | None = None, json_folder: str | None = None):
+                 recipes: Callable[[bytes], object] | None = None):
         self.on_result, self.summarise, self.workers, self.prepare = on_result, summarise, workers, prepare
-        self.on_summary, self.ordinary_json = on_summary, ordinary_json
-        self.json_folder = json_folder if ordinary_json is not None and workers > 0 else None
-        self.workers_busy = False
-        self.texts: TextFile | None = None
+        self.on_summary, self.recipes = on_summary, recipes
         self.pool = None
-        self.line: list = []  # in finishing order: a FlowResult, or ([its batch's future], index in the batch)
+        self.line: list = []  # in finishing order: a FlowResult or Summary, or ([its batch's future], index)
         self.head = 0
         self.batch: list[tuple] = []
         self.sent: list = []  # the future of the batch being filled, once it is sent
@@ -679,9 +630,7 @@ class Judges:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            _WORKER_PREPARE[0], _WORKER_JSON[0] = self.prepare, self.json_folder
-            if self.json_folder is not None:  # the texts written here while the workers are busy
-                self.texts = TextFile(self.json_folder)
+            _WORKER_PREPARE[0] = self.prepare
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
             self.pool.submit(int).result()  # fork the workers now, while this process holds little
         return self
@@ -694,21 +643,12 @@ class Judges:
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=True, cancel_futures=True)
-            if self.texts is not None:
-                self.texts.close()
-            _WORKER_PREPARE[0] = _WORKER_JSON[0] = None
+            _WORKER_PREPARE[0] = None
 
     def add(self, open_flow) -> None:
         summary = Summary.of(open_flow) if self.on_summary is not None else None
-        ordinary = None  # an ordinary flow whose text a worker writes: its summary, to be told where
-        if summary is not None and self.json_folder is not None and not self.workers_busy:
-            ordinary, summary = summary, None
-        elif summary is not None and self.ordinary_json is not None:
-            summary.json = self.ordinary_json(open_flow)
-            if summary.json is None:  # something the renderer leaves to the engine
-                summary = None
-            elif self.texts is not None:  # to its file at once, not held in the line
-                summary.json = self.texts.add(summary.json)
+        if summary is not None and self.recipes is not None:
+            summary.recipe = self.recipes(ordinary_recipe(open_flow))
         if self.pool is None:
             if summary is not None:
                 return self.on_summary(summary)
@@ -718,18 +658,14 @@ class Judges:
         elif self.summarise and open_flow.ordinary is not None and open_flow.ordinary.holds():
             self.line.append(judge(open_flow, True))  # `prepare` is for the engine's flows
         else:
-            self.line.append((self.sent, len(self.batch), ordinary))  # its batch's future (once sent), its place
-            self.batch.append((open_flow.detach(), None if ordinary is None else open_flow.ordinary.verdict()))
+            self.line.append((self.sent, len(self.batch)))  # its batch's future (once sent), its place
+            self.batch.append(open_flow.detach())
             self.batch_packets += open_flow.count
             if self.batch_packets >= self.BATCH_PACKETS or len(self.batch) >= self.BATCH_FLOWS:
                 self._send()
         self.added += 1
         if not self.added % self.HAND_ON_EVERY:
             self._hand_on(wait=False)
-            # the workers nearly as far behind as the reader lets them get (`_send` would wait): the
-            # next ordinary flows' texts are written here, else by the workers
-            self.workers_busy = sum(not future.done() for future in self.in_flight) >= \
-                self.IN_FLIGHT * self.workers - 1
 
     def _send(self) -> None:
         if not self.batch:
@@ -748,7 +684,7 @@ class Judges:
         while self.head < len(line):
             item = line[self.head]
             if type(item) is tuple:
-                sent, index, summary = item
+                sent, index = item
                 if not sent:
                     break  # in the batch not yet sent
                 if len(sent) == 1:  # its batch's results, asked of the future once
@@ -756,8 +692,6 @@ class Judges:
                         break
                     sent.append(sent[0].result())
                 item = sent[1][index]
-                if type(item) is tuple:  # an ordinary flow's text, written by the worker: where
-                    summary.json, item = item, summary
             line[self.head] = None
             self.head += 1
             if type(item) is Summary:

@@ -51,15 +51,15 @@ def judged_alike(open_flow) -> None:
 def compare(flows) -> tuple[int, int]:
     """Every flow the pre-judgement holds ordinary, both ways: (written without the engine, declined).
     Every flow, ordinary or not, also as the engine judged it (`judged_alike`)."""
-    render = az.ordinary_json_renderer()
-    assert render is not None
+    assert az.writes_ordinary_json()
     written = declined = 0
     for open_flow in flows:
         judged_alike(open_flow)
         if open_flow.ordinary is None or not open_flow.ordinary.holds():
             continue
-        fast = render(open_flow)
-        if fast is None:
+        [fast] = az.texts_of_recipes([az.ordinary_recipe(open_flow)])
+        if type(fast) is not bytes:  # left to the engine: judged from the recipe as from the flow
+            assert fast.analysis == az.judge(open_flow).analysis
             declined += 1
             continue
         assert fast == engine_json(open_flow), f"{open_flow.client}:{open_flow.client_port}"
@@ -337,32 +337,71 @@ def test_numbers_written_as_python_writes_them(value):
 
 
 @needs_fast
-@pytest.mark.parametrize("busy", [False, True])
-def test_workers_and_reader_write_the_same_texts_in_the_same_order(tmp_path_factory, tmp_path, monkeypatch, busy):
-    """`Judges` has the workers write the ordinary flows' texts, or the reader while every worker is
-    busy: either way, the same texts in the same order as the engine's, flow by flow."""
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("stored", [False, True], ids=["texts-read", "texts-copied-where-they-are"])
+def test_recipes_written_in_start_order_by_writers_taking_turns(tmp_path_factory, tmp_path, monkeypatch, workers,
+                                                                stored):
+    """`probe analyze --json`'s way: ordinary flows kept as recipes (`flows.ordinary_recipe`) in the
+    spool beside the engine's texts, and written at the end (`analyze._write_joined`), by forked
+    writers taking turns, in parts small enough that texts, recipes and parts interleave (and with
+    the engine's longer texts copied from where they are, `_Spool.Stored`): the document's flows
+    are the engine's texts of every flow, in start order (ties as they finished)."""
+    from probe.commands import analyze
+
     path = shape(tmp_path_factory, "mix", 6_000)
+    reference = []  # every flow through the engine, as `PROBE_PURE=1` would
+    az.analyze_stream(str(path), None, reference.append)
+    expected = b",\n".join(flow_json_text(analyzed_flow_json(result)).encode()
+                           for result in sorted(reference, key=lambda result: result.start))
 
-    class Forced(az.Judges):
-        workers_busy = property(lambda self: busy, lambda self, value: None)
+    monkeypatch.setattr(analyze, "PART_TEXTS", 5)
+    if stored:
+        monkeypatch.setattr(analyze._Spool, "WINDOW", 1 << 14)  # texts of 4 kB and more: copied where they are
+        monkeypatch.setattr(analyze._Spool, "BEHIND", 1 << 12)
+    spool, recipes = analyze._Spool(), []
+    az.analyze_stream(str(path), None, lambda result: spool.add(result.start, flow_json_text(analyzed_flow_json(result))),
+                      workers=workers, on_summary=lambda summary: recipes.append(summary) or
+                      spool.add_recipe(summary.start, summary.recipe), recipes=spool.put)
+    document = tmp_path / "document"
+    with open(document, "w", encoding="utf-8") as handle:
+        writers = analyze._Writers.start(handle, workers, spool)
+        assert (writers is None) == (workers == 0)
+        try:
+            analyze._write_joined(spool, handle, writers)
+        finally:
+            if writers is not None:
+                writers.close()
+    assert len(recipes) > len(reference) // 2  # most flows were recipes
+    assert document.read_bytes() == expected
 
-    def texts(**options) -> list[bytes]:
-        found = []
 
-        az.analyze_stream(str(path), None, lambda result: found.append(engine_text(result)),
-                          on_summary=lambda summary: found.append(summary.json), **options)
-        return [read(*text) if type(text) is tuple else text for text in found]  # the files written to the end
+@needs_fast
+def test_a_writer_that_fails_passes_its_turn_on(tmp_path_factory, tmp_path, monkeypatch):
+    """A part whose texts cannot be made: the error reaches the reader, and the writers after it
+    still take their turns (none waits for it forever); the parts before it are written."""
+    from probe.commands import analyze
 
-    def read(where: str, offset: int, length: int) -> bytes:
-        with open(where, "rb") as handle:
-            handle.seek(offset)
-            return handle.read(length)
+    path = shape(tmp_path_factory, "short", 2_000)
+    monkeypatch.setattr(analyze, "PART_TEXTS", 3)
+    spool = analyze._Spool()
+    az.analyze_stream(str(path), None, lambda result: spool.add(result.start, "{}"),
+                      on_summary=lambda summary: spool.add_recipe(summary.start, summary.recipe), recipes=spool.put)
+    made = analyze._texts_of_recipes
+    calls = []
 
-    def engine_text(result) -> bytes:
-        return flow_json_text(analyzed_flow_json(result)).encode()
+    def failing(spool_file, places):
+        calls.append(1)
+        if len(calls) == 4:  # the fourth part each writer makes
+            raise RuntimeError("made to fail")
+        return made(spool_file, places)
 
-    reference = texts()
-    monkeypatch.setattr(az, "Judges", Forced)
-    assert texts(workers=2, ordinary_json=az.ordinary_json_renderer(), json_folder=str(tmp_path)) == reference
-    writers = {f.name for f in tmp_path.iterdir() if f.stat().st_size}
-    assert writers == {f"{os.getpid()}.json"} if busy else f"{os.getpid()}.json" not in writers and writers
+    monkeypatch.setattr(analyze, "_texts_of_recipes", failing)
+    document = tmp_path / "document"
+    with open(document, "w", encoding="utf-8") as handle:
+        writers = analyze._Writers.start(handle, 2, spool)
+        try:
+            with pytest.raises(RuntimeError, match="made to fail"):
+                analyze._write_joined(spool, handle, writers)
+        finally:
+            writers.close()
+    assert document.stat().st_size > 0
