@@ -687,7 +687,8 @@ class _Writers:
         _WRITERS["turn"], _WRITERS["changed"] = context.Value("q", 0, lock=False), context.Condition()
         _WRITERS["descriptor"], _WRITERS["spool"] = descriptor, spool
         self.workers, self.out, self.parts = workers, [], 0
-        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_deaf_to_interrupts)
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_deaf_to_interrupts,
+                                        initargs=(os.getpid(),))
         self.pool.submit(int).result()  # fork them now, while this process holds little
 
     @classmethod
@@ -718,14 +719,18 @@ class _Writers:
 _WRITERS: dict = {}  # what `_Writers`' processes inherit: the turn, its condition, the two files
 
 
-def _deaf_to_interrupts() -> None:
+def _deaf_to_interrupts(parent: int) -> None:
     """In a `_Writers` process: ^C (or SIGTERM to the whole group) is for the reader, which stops
     handing out parts; a writer interrupted while it waits for its turn would leave the parts after
-    it waiting for ever. It finishes the few parts it was given (the pool stops once they are done)."""
+    it waiting for ever. It finishes the few parts it was given (the pool stops once they are done).
+    A reader killed outright takes its writers with it (`flows.die_with_parent`)."""
     import signal
+
+    from probe.files.flows import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(parent)
 
 
 def _write_part_in_turn(n: int, part: list) -> None:

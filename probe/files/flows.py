@@ -44,6 +44,7 @@ as genuine (the engine was written from the client's seat) -- see its docstring.
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import struct
 from collections import OrderedDict
@@ -631,7 +632,8 @@ class Judges:
             from concurrent.futures import ProcessPoolExecutor
 
             _WORKER_PREPARE[0] = self.prepare
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=die_with_parent, initargs=(os.getpid(),))
             self.pool.submit(int).result()  # fork the workers now, while this process holds little
         return self
 
@@ -701,6 +703,21 @@ class Judges:
         if self.head > 4096 and self.head * 2 > len(line):
             del line[:self.head]
             self.head = 0
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked worker (a pool's `initializer`): be killed by the kernel when the process that
+    forked it dies (Linux's parent death signal), as a SIGKILL leaves no one to tell a worker idle
+    on its queue that nothing more will come. `parent`: that process's id, to catch it dying first."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: left as the pool leaves its processes
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def fast_path():

@@ -405,3 +405,41 @@ def test_a_writer_that_fails_passes_its_turn_on(tmp_path_factory, tmp_path, monk
         finally:
             writers.close()
     assert document.stat().st_size > 0
+
+
+@needs_fast
+def test_writers_die_with_a_killed_reader(tmp_path_factory):
+    """`probe analyze --json` killed outright (SIGKILL: no handler runs) leaves no process behind: its
+    writers (forked at the start, idle while it reads) and the engine's workers, each waiting on
+    its pool's queue, are killed by the kernel with it (`flows.die_with_parent`)."""
+    import signal
+    import time
+
+    path = shape(tmp_path_factory, "short", 200_000)
+    env = {**os.environ, "PROBE_WORKERS": "2", "PYTHONPATH": str(ROOT)}
+    reader = subprocess.Popen([sys.executable, "-m", "probe", "analyze", "--json", str(path)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> set[int]:
+        found = set()
+        for task in os.listdir(f"/proc/{reader.pid}/task"):
+            with open(f"/proc/{reader.pid}/task/{task}/children") as handle:
+                found |= {int(pid) for pid in handle.read().split()}
+        return found
+
+    try:
+        deadline, forked = time.monotonic() + 60, set()
+        while len(forked) < 4 and reader.poll() is None and time.monotonic() < deadline:
+            forked |= children()  # the two writers, then the engine's two workers
+            time.sleep(0.01)
+        assert len(forked) >= 4, "the reader never had its writers and workers"
+    finally:
+        reader.send_signal(signal.SIGKILL)
+        reader.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") for pid in forked) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in forked if os.path.exists(f"/proc/{pid}")]
+    for pid in left:  # not to leave them running if this fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left
