@@ -377,8 +377,8 @@ def _analyze_one(path: str, wanted, outputs: _Outputs, control: str | None = Non
     def render_summary(summary) -> None:
         """`render` of an ordinary flow (`probe.files.flows.Summary`): its row and, when the document
         is written, its recipe (`flows.ordinary_recipe`, already `put` in the spool: its text is
-        written from it at the end, `_write_joined`) are all it adds (only asked for when nothing prints its packets), and it is
-        never a trace's."""
+        written from it at the end, `_write_joined`) are all it adds (only asked for when nothing
+        prints its packets), and it is never a trace's."""
         codes.add(clean_code)
         if outputs.text:
             table.add_clean(summary.start, f"{summary.client}:{summary.client_port}",
@@ -583,8 +583,8 @@ def _write_joined(spool: _Spool, document, writers: "_Writers | None" = None) ->
     processes write them, each part's texts made while the parts before it are written, and
     written to the file in its turn: the whole read is over, so every core is free for them, and
     no text is copied through this process."""
+    pieces = _Pieces(document)  # what `document` holds in its buffer goes to the file first
     if writers is None or not spool.recipes:
-        pieces = _Pieces(document)
         for n, part in enumerate(_parts(spool)):
             _write_part(pieces, spool.file.fileno(), n, part)
         return

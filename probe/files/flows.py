@@ -276,7 +276,7 @@ class Summary:
                  packet_count: int):
         self.start, self.client, self.client_port = start, client, client_port
         self.server, self.server_port, self.packet_count = server, server_port, packet_count
-        self.recipe = None  # where what its `--json` text is written from was put, when asked for (`ordinary_recipe`)
+        self.recipe = None  # with `recipes`: what they gave back for its `ordinary_recipe` (where they put it)
 
     @classmethod
     def of(cls, open_flow) -> "Summary | None":

@@ -139,15 +139,17 @@ def test_benchmark_shapes_written_alike(tmp_path_factory, name):
     assert written > 0 and declined == 0
 
 
-def both_ways(path: Path, workers: str) -> list[tuple[int, bytes, bytes]]:
+def both_ways(path: Path, workers: str, to_file: Path | None = None) -> list[tuple[int, bytes, bytes]]:
     """`probe analyze --json PATH`, compiled (most flows without the engine) and pure (every flow through
-    the engine): exit status, stdout, stderr."""
+    the engine): exit status, stdout (or, with `to_file`, the document written there by `-o`), stderr."""
     outputs = []
     for pure in ("0", "1"):
         env = {**os.environ, "PROBE_PURE": pure, "PROBE_WORKERS": workers, "PYTHONPATH": str(ROOT)}
-        done = subprocess.run([sys.executable, "-m", "probe", "analyze", "--json", str(path)], cwd=ROOT, env=env,
-                              capture_output=True, timeout=300)
-        outputs.append((done.returncode, done.stdout, done.stderr))
+        output = [] if to_file is None else ["-o", str(to_file)]
+        done = subprocess.run([sys.executable, "-m", "probe", "analyze", "--json", *output, str(path)], cwd=ROOT,
+                              env=env, capture_output=True, timeout=300)
+        document = done.stdout if to_file is None else to_file.read_bytes()
+        outputs.append((done.returncode, document, done.stderr))
     return outputs
 
 
@@ -158,6 +160,15 @@ def test_the_command_writes_the_reference_document(tmp_path_factory, name):
     outputs = both_ways(shape(tmp_path_factory, name, 20_000 if name == "long" else 6_000), "2")
     assert outputs[0] == outputs[1]
     assert outputs[0][1].count(b'"verdict": "clean"') > 0
+
+
+@needs_fast
+def test_the_command_writes_the_reference_document_to_a_file(tmp_path_factory, tmp_path):
+    """`-o FILE`: the document's head waits in the file's buffer while the writers write to the file
+    itself; it must go first (`_write_joined` flushes it), and the end after them."""
+    outputs = both_ways(shape(tmp_path_factory, "mix", 6_000), "2", tmp_path / "document.json")
+    assert outputs[0] == outputs[1]
+    assert outputs[0][1].startswith(b'{"schema": ') and outputs[0][1].count(b'"verdict": "clean"') > 0
 
 
 CAPTURES = sorted((ROOT / "tests" / "golden" / "captures").glob("*.pcap")) + [
@@ -359,7 +370,8 @@ def test_recipes_written_in_start_order_by_writers_taking_turns(tmp_path_factory
         monkeypatch.setattr(analyze._Spool, "WINDOW", 1 << 14)  # texts of 4 kB and more: copied where they are
         monkeypatch.setattr(analyze._Spool, "BEHIND", 1 << 12)
     spool, recipes = analyze._Spool(), []
-    az.analyze_stream(str(path), None, lambda result: spool.add(result.start, flow_json_text(analyzed_flow_json(result))),
+    az.analyze_stream(str(path), None,
+                      lambda result: spool.add(result.start, flow_json_text(analyzed_flow_json(result))),
                       workers=workers, on_summary=lambda summary: recipes.append(summary) or
                       spool.add_recipe(summary.start, summary.recipe), recipes=spool.put)
     document = tmp_path / "document"
