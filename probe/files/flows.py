@@ -604,8 +604,8 @@ class Judges:
     batches) to a pool of forked processes while the reader goes on; an ordinary flow is
     summarised here at once (with `recipes`, its `ordinary_recipe` handed to `recipes` at once, and
     what that gives back in the summary: its `--json` text is written later, `texts_of_recipes`),
-    and waits in line behind the flows sent before it. At most
-    `IN_FLIGHT` batches per worker are out at a time, so memory stays bounded whatever the pace."""
+    and waits in line behind the flows sent before it. At most `IN_FLIGHT` batches per worker are
+    out at a time, so memory stays bounded whatever the pace."""
 
     BATCH_PACKETS = 4_000  # a batch is sent when its flows hold this many packets (or BATCH_FLOWS flows)
     BATCH_FLOWS = 256
