@@ -585,18 +585,19 @@ def _write_joined(spool: _Spool, document, writers: "_Writers | None" = None) ->
     no text is copied through this process."""
     pieces = _Pieces(document)  # what `document` holds in its buffer goes to the file first
     if writers is None or not spool.recipes:
-        for n, part in enumerate(_parts(spool)):
+        for n, part in enumerate(_parts(spool, copy=False)):
             _write_part(pieces, spool.file.fileno(), n, part)
         return
-    for part in _parts(spool):
+    for part in _parts(spool, copy=True):
         writers.write(part)
     writers.finish()
 
 
-def _parts(spool: _Spool):
+def _parts(spool: _Spool, copy: bool):
     """The spool's texts and recipes in start order, in lists of `PART_TEXTS` texts (or recipes, each
     as its place in the spool's file: (offset, length)) or `PART_BYTES` bytes of text; a long text
-    is a `_Spool.Stored`, where it is."""
+    is a `_Spool.Stored`, where it is. A text is a view of what `chunks` read, or with `copy` its
+    bytes (for another process)."""
     part, size = [], 0
     for data in spool.chunks(stored=True):
         if type(data) is tuple:  # a recipe
@@ -605,7 +606,7 @@ def _parts(spool: _Spool):
         elif type(data) is _Spool.Stored:
             part.append(data)
         else:
-            part.append(bytes(data))
+            part.append(bytes(data) if copy else data)
             size += len(data)
         if len(part) >= PART_TEXTS or size >= PART_BYTES:
             yield part
@@ -666,7 +667,8 @@ def _texts_of_recipes(spool: int, places: list[tuple[int, int]]) -> list[bytes]:
         recipes = [span[offset - first:offset - first + length] for offset, length in places]
     else:
         recipes = [os.pread(spool, length, offset) for offset, length in places]
-    return [text if type(text) is bytes else analyzed_flow_text(text, judged_packets_writer()).encode()
+    packets_writer = judged_packets_writer()
+    return [text if type(text) is bytes else analyzed_flow_text(text, packets_writer).encode()
             for text in texts_of_recipes(recipes)]
 
 

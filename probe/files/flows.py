@@ -500,7 +500,8 @@ def texts_of_recipes(recipes: Iterable[bytes]) -> "list[bytes | FlowResult]":
         detached, (evidence, rtt_ms, note) = loads(recipe)
         client, client_port, server, server_port, raw, elided, _source = detached
         text = None if flow_json is None else flow_json(raw, client, client_port, server, server_port, elided,
-                                                         evidence, rtt_ms, f"{CLEAN} {note}" if note else CLEAN)
+                                                         evidence, rtt_ms,
+                                                         f"{CLEAN} {note}" if note else CLEAN)  # `judge`'s explanation
         texts.append(text if text is not None else judge(revive(detached)))
     return texts
 
